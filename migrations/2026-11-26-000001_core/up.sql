@@ -1,0 +1,85 @@
+-- Durable core: relay keys, upstream accounts, operators and their audit trail.
+CREATE TABLE api_keys (
+  id CHAR(36) NOT NULL PRIMARY KEY,
+  name VARCHAR(255) NOT NULL,
+  description VARCHAR(2000) NOT NULL DEFAULT '',
+  key_hash CHAR(64) NOT NULL,
+  tags VARCHAR(2000) NOT NULL DEFAULT '[]',
+  is_active BOOLEAN NOT NULL DEFAULT TRUE,
+  permissions VARCHAR(16) NOT NULL DEFAULT 'all',
+  concurrency_limit INT NOT NULL DEFAULT 0,
+  rate_limit_window_minutes INT NOT NULL DEFAULT 0,
+  rate_limit_requests INT NOT NULL DEFAULT 0,
+  rate_limit_cost_micros BIGINT NOT NULL DEFAULT 0,
+  token_limit BIGINT NOT NULL DEFAULT 0,
+  daily_cost_limit_micros BIGINT NOT NULL DEFAULT 0,
+  total_cost_limit_micros BIGINT NOT NULL DEFAULT 0,
+  weekly_opus_cost_limit_micros BIGINT NOT NULL DEFAULT 0,
+  weekly_reset_day TINYINT NOT NULL DEFAULT 1,
+  weekly_reset_hour TINYINT NOT NULL DEFAULT 0,
+  enable_model_restriction BOOLEAN NOT NULL DEFAULT FALSE,
+  restricted_models VARCHAR(4000) NOT NULL DEFAULT '[]',
+  claude_account_id VARCHAR(64) NULL,
+  expiration_mode VARCHAR(16) NOT NULL DEFAULT 'fixed',
+  activation_days INT NOT NULL DEFAULT 0,
+  activation_unit VARCHAR(8) NOT NULL DEFAULT 'days',
+  is_activated BOOLEAN NOT NULL DEFAULT TRUE,
+  activated_at DATETIME(6) NULL,
+  expires_at DATETIME(6) NULL,
+  created_by VARCHAR(255) NOT NULL DEFAULT '',
+  created_at DATETIME(6) NOT NULL,
+  updated_at DATETIME(6) NOT NULL,
+  last_used_at DATETIME(6) NULL,
+  deleted_at DATETIME(6) NULL,
+  deleted_by VARCHAR(255) NULL,
+  UNIQUE KEY uq_api_keys_hash (key_hash),
+  KEY ix_api_keys_created (created_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE claude_accounts (
+  id CHAR(36) NOT NULL PRIMARY KEY,
+  name VARCHAR(255) NOT NULL,
+  description VARCHAR(2000) NOT NULL DEFAULT '',
+  account_type VARCHAR(32) NOT NULL,
+  base_url VARCHAR(1024) NULL,
+  credentials_encrypted TEXT NOT NULL,
+  proxy_encrypted TEXT NULL,
+  token_expires_at DATETIME(6) NULL,
+  scope VARCHAR(16) NOT NULL DEFAULT 'shared',
+  priority INT NOT NULL DEFAULT 50,
+  schedulable BOOLEAN NOT NULL DEFAULT TRUE,
+  is_active BOOLEAN NOT NULL DEFAULT TRUE,
+  status VARCHAR(32) NOT NULL DEFAULT 'active',
+  status_until DATETIME(6) NULL,
+  error_message VARCHAR(1000) NOT NULL DEFAULT '',
+  max_concurrency INT NOT NULL DEFAULT 0,
+  created_at DATETIME(6) NOT NULL,
+  updated_at DATETIME(6) NOT NULL,
+  last_used_at DATETIME(6) NULL,
+  last_refresh_at DATETIME(6) NULL,
+  KEY ix_claude_accounts_sched (is_active, schedulable, priority)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE admin_users (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  username VARCHAR(191) NOT NULL,
+  password_hash VARCHAR(255) NOT NULL,
+  created_at DATETIME(6) NOT NULL,
+  updated_at DATETIME(6) NOT NULL,
+  last_login_at DATETIME(6) NULL,
+  UNIQUE KEY uq_admin_users_username (username)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE audit_log (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  actor VARCHAR(255) NOT NULL,
+  action VARCHAR(64) NOT NULL,
+  target_type VARCHAR(32) NOT NULL,
+  target_id VARCHAR(64) NOT NULL,
+  before_json TEXT NULL,
+  after_json TEXT NULL,
+  client_addr VARCHAR(64) NOT NULL DEFAULT '',
+  created_at DATETIME(6) NOT NULL,
+  KEY ix_audit_log_created (created_at),
+  KEY ix_audit_log_target (target_type, target_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

@@ -1,0 +1,284 @@
+//! `CacheActor`: owns the Redis connection. It connects (and reconnects) by itself, probes
+//! Redis on an interval, bounds every call with a time-out, fails fast while the circuit is
+//! open and reports `BackendState` changes. Callers use `CacheHandle`; the Redis commands
+//! themselves live in `cache_ops.rs` beside this file.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::ExposeSecret;
+
+use super::state::{Backend, BackendState, Circuit, StateReporter, Subscribe};
+use crate::config::RedisConfig;
+use crate::error::CacheError;
+use crate::kv::KeySpace;
+
+/// A unit of Redis work: gets a clone of the multiplexed connection, returns a result.
+pub type CacheJob<T> =
+    Box<dyn FnOnce(ConnectionManager) -> BoxFuture<'static, redis::RedisResult<T>> + Send>;
+
+/// Runs one job against Redis, bounded by the call time-out.
+pub struct Exec<T> {
+    pub job: CacheJob<T>,
+    /// Overrides the call time-out (bulk work such as rebuilds).
+    pub timeout: Option<Duration>,
+}
+
+impl<T: Send + 'static> Message for Exec<T> {
+    type Result = Result<T, CacheError>;
+}
+
+/// Returns a clone of the connection (for pub/sub set-up and bulk jobs), if connected.
+#[derive(Message)]
+#[rtype(result = "Option<ConnectionManager>")]
+pub struct GetConnection;
+
+pub struct CacheActor {
+    config: RedisConfig,
+    probe_interval: Duration,
+    /// False when the mode does not use Redis: no connection, every call unavailable.
+    enabled: bool,
+    conn: Option<ConnectionManager>,
+    probing: bool,
+    circuit: Circuit,
+    reporter: StateReporter,
+}
+
+impl CacheActor {
+    pub fn new(config: RedisConfig, probe_interval: Duration, enabled: bool) -> Self {
+        CacheActor {
+            config,
+            probe_interval,
+            enabled,
+            conn: None,
+            probing: false,
+            circuit: Circuit::default(),
+            reporter: StateReporter::default(),
+        }
+    }
+
+    /// Starts the actor on its own thread and returns the handle callers use.
+    pub fn spawn(config: RedisConfig, probe_interval: Duration, enabled: bool) -> CacheHandle {
+        let keys = KeySpace::new(&config.key_prefix);
+        let arbiter = Arbiter::new();
+        let addr = CacheActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            CacheActor::new(config, probe_interval, enabled)
+        });
+        CacheHandle { addr, keys }
+    }
+
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        // The crate's defaults retry for ~9 s per call while Redis is down; fail in well
+        // under a second instead and let the probe find Redis again.
+        let connect = self.config.timeout.max(Duration::from_millis(300));
+        ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200))
+            .set_connection_timeout(Some(connect))
+            .set_response_timeout(Some(connect))
+    }
+
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if self.probing {
+            return;
+        }
+        self.probing = true;
+        let timeout = self.config.timeout.max(Duration::from_millis(300));
+        let existing = self.conn.clone();
+        let url = self.config.url();
+        let manager_config = self.manager_config();
+        let work = async move {
+            let started = Instant::now();
+            let mut conn = match existing {
+                Some(c) => c,
+                None => {
+                    let client = redis::Client::open(url.expose_secret())
+                        .map_err(|e| describe(&e))?;
+                    tokio::time::timeout(
+                        timeout,
+                        ConnectionManager::new_with_config(client, manager_config),
+                    )
+                    .await
+                    .map_err(|_| "connect timed out".to_string())?
+                    .map_err(|e| describe(&e))?
+                }
+            };
+            let started_ping = Instant::now();
+            let pong: Result<String, String> = match tokio::time::timeout(
+                timeout,
+                redis::cmd("PING").query_async::<String>(&mut conn),
+            )
+            .await
+            {
+                Ok(Ok(p)) => Ok(p),
+                Ok(Err(e)) => Err(describe(&e)),
+                Err(_) => Err("ping timed out".to_string()),
+            };
+            let _ = started;
+            pong.map(|_| (conn, started_ping.elapsed()))
+        };
+        ctx.spawn(work.into_actor(self).map(|result, act, _ctx| {
+            act.probing = false;
+            match result {
+                Ok((conn, latency)) => {
+                    act.conn = Some(conn);
+                    act.circuit.success();
+                    act.reporter.report(
+                        Backend::Redis,
+                        BackendState {
+                            up: true,
+                            latency: Some(round_latency(latency)),
+                            last_error: None,
+                        },
+                    );
+                }
+                Err(error) => {
+                    act.circuit.trip();
+                    act.reporter
+                        .report(Backend::Redis, BackendState::down(error));
+                }
+            }
+        }));
+    }
+
+    fn call_failed(&mut self, error: &CacheError) {
+        if matches!(error, CacheError::Timeout | CacheError::Unavailable) && self.circuit.failure()
+        {
+            self.reporter
+                .report(Backend::Redis, BackendState::down(error.to_string()));
+        }
+    }
+}
+
+/// Probe latency rounded to 0.1 ms so tiny jitter does not flood subscribers with changes.
+fn round_latency(d: Duration) -> Duration {
+    Duration::from_micros((d.as_micros() as u64).div_ceil(100) * 100)
+}
+
+/// A Redis error as text without the URL (which may hold the password).
+fn describe(e: &redis::RedisError) -> String {
+    if e.is_connection_refusal() {
+        "connection refused".into()
+    } else if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_io_error() || e.is_connection_dropped() {
+        "connection lost".into()
+    } else {
+        format!("{:?}", e.kind())
+    }
+}
+
+/// Sorts a Redis error into outage (counts against the circuit) or command error.
+fn classify(e: redis::RedisError) -> CacheError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+    {
+        CacheError::Unavailable
+    } else {
+        CacheError::Command(describe(&e))
+    }
+}
+
+impl Actor for CacheActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if !self.enabled {
+            return;
+        }
+        self.probe(ctx);
+        ctx.run_interval(self.probe_interval, |act, ctx| act.probe(ctx));
+    }
+}
+
+impl<T: Send + 'static> Handler<Exec<T>> for CacheActor {
+    type Result = ResponseActFuture<Self, Result<T, CacheError>>;
+
+    fn handle(&mut self, msg: Exec<T>, _ctx: &mut Self::Context) -> Self::Result {
+        let conn = match &self.conn {
+            Some(c) if self.circuit.allows() => c.clone(),
+            _ => return Box::pin(fut::ready(Err(CacheError::Unavailable))),
+        };
+        let timeout = msg.timeout.unwrap_or(self.config.timeout);
+        let work = async move {
+            match tokio::time::timeout(timeout, (msg.job)(conn)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(classify(e)),
+                Err(_) => Err(CacheError::Timeout),
+            }
+        };
+        Box::pin(work.into_actor(self).map(|result, act, _ctx| {
+            match &result {
+                Ok(_) => {
+                    act.circuit.success();
+                }
+                Err(e) => act.call_failed(e),
+            }
+            result
+        }))
+    }
+}
+
+impl Handler<GetConnection> for CacheActor {
+    type Result = Option<ConnectionManager>;
+
+    fn handle(&mut self, _: GetConnection, _ctx: &mut Self::Context) -> Self::Result {
+        self.conn.clone().filter(|_| self.circuit.allows())
+    }
+}
+
+impl Handler<Subscribe> for CacheActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) {
+        self.reporter.subscribe(Backend::Redis, msg.subscriber);
+    }
+}
+
+/// Cloneable access to the cache actor; the typed operations are in `cache_ops.rs`.
+#[derive(Clone)]
+pub struct CacheHandle {
+    pub(crate) addr: Addr<CacheActor>,
+    pub(crate) keys: KeySpace,
+}
+
+impl CacheHandle {
+    /// Runs one job with the default call time-out.
+    pub async fn exec<T, F>(&self, job: F) -> Result<T, CacheError>
+    where
+        T: Send + 'static,
+        F: FnOnce(ConnectionManager) -> BoxFuture<'static, redis::RedisResult<T>> + Send + 'static,
+    {
+        self.exec_with_timeout(None, job).await
+    }
+
+    /// Runs one job with an explicit time-out (bulk work).
+    pub async fn exec_with_timeout<T, F>(
+        &self,
+        timeout: Option<Duration>,
+        job: F,
+    ) -> Result<T, CacheError>
+    where
+        T: Send + 'static,
+        F: FnOnce(ConnectionManager) -> BoxFuture<'static, redis::RedisResult<T>> + Send + 'static,
+    {
+        self.addr
+            .send(Exec {
+                job: Box::new(job),
+                timeout,
+            })
+            .await
+            .unwrap_or(Err(CacheError::Unavailable))
+    }
+
+    /// Subscribes `subscriber` to Redis state changes.
+    pub fn subscribe(&self, subscriber: Recipient<super::state::BackendStateChanged>) {
+        self.addr.do_send(Subscribe { subscriber });
+    }
+
+    /// The key builders of this deployment (prefix included).
+    pub fn keys(&self) -> &KeySpace {
+        &self.keys
+    }
+}

@@ -1,0 +1,271 @@
+//! `PersistenceActor`: owns the MySQL pool (diesel-async + deadpool with time-outs). It
+//! probes MySQL on an interval, creates the database and applies the embedded migrations
+//! when it first reaches the server, bounds every call with a time-out, fails fast while
+//! the circuit is open and reports `BackendState` changes. The SQL lives in `persistence/`.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use diesel_async::AsyncMysqlConnection;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use futures_util::future::BoxFuture;
+use secrecy::ExposeSecret;
+
+use super::state::{Backend, BackendState, Circuit, StateReporter, Subscribe};
+use crate::config::MysqlConfig;
+use crate::error::StoreError;
+use crate::persistence::setup;
+
+/// A pooled MySQL connection.
+pub type DbConn = Object<AsyncMysqlConnection>;
+
+/// A unit of MySQL work: gets a pooled connection, returns a result.
+pub type StoreJob<T> = Box<dyn FnOnce(DbConn) -> BoxFuture<'static, Result<T, StoreError>> + Send>;
+
+/// Runs one job against MySQL, bounded by the call time-out (pool wait included).
+pub struct Exec<T> {
+    pub job: StoreJob<T>,
+    pub timeout: Option<Duration>,
+}
+
+impl<T: Send + 'static> Message for Exec<T> {
+    type Result = Result<T, StoreError>;
+}
+
+/// Pool figures for /metrics and `diagnose`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct PoolStatus {
+    pub max_size: usize,
+    pub size: usize,
+    pub available: usize,
+    pub in_use: usize,
+}
+
+#[derive(Message)]
+#[rtype(result = "PoolStatus")]
+pub struct GetPoolStatus;
+
+pub struct PersistenceActor {
+    config: MysqlConfig,
+    probe_interval: Duration,
+    /// False when the mode does not use MySQL: no connection, every call unavailable.
+    enabled: bool,
+    /// False until the database exists and is migrated; `serve` creates and migrates it on
+    /// first contact, `init` does that itself before starting the actor.
+    schema_ready: bool,
+    pool: Pool<AsyncMysqlConnection>,
+    probing: bool,
+    circuit: Circuit,
+    reporter: StateReporter,
+}
+
+/// Builds the pool with every deadpool time-out set: without them a silent MySQL hangs
+/// `pool.get()` forever.
+pub fn build_pool(config: &MysqlConfig) -> Pool<AsyncMysqlConnection> {
+    let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(
+        config.database_url().expose_secret(),
+    );
+    Pool::builder(manager)
+        .max_size(config.connection_limit)
+        .wait_timeout(Some(config.timeout))
+        .create_timeout(Some(config.timeout))
+        .recycle_timeout(Some(config.timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .expect("a pool with a runtime and time-outs always builds")
+}
+
+impl PersistenceActor {
+    /// Starts the actor on its own thread and returns the handle callers use.
+    pub fn spawn(
+        config: MysqlConfig,
+        probe_interval: Duration,
+        auto_migrate: bool,
+        enabled: bool,
+    ) -> PersistenceHandle {
+        let arbiter = Arbiter::new();
+        let addr = PersistenceActor::start_in_arbiter(&arbiter.handle(), move |_| PersistenceActor {
+            pool: build_pool(&config),
+            config,
+            probe_interval,
+            enabled,
+            schema_ready: !auto_migrate,
+            probing: false,
+            circuit: Circuit::default(),
+            reporter: StateReporter::default(),
+        });
+        PersistenceHandle { addr }
+    }
+
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if self.probing {
+            return;
+        }
+        self.probing = true;
+        let pool = self.pool.clone();
+        let config = self.config.clone();
+        let needs_schema = !self.schema_ready;
+        let timeout = self.config.timeout.min(Duration::from_millis(900));
+        let work = async move {
+            if needs_schema {
+                // Database creation and migrations run on a blocking thread (diesel's
+                // migration harness is synchronous); bounded so a frozen server cannot hang us.
+                let setup_timeout = config.timeout.max(Duration::from_secs(30));
+                let job = tokio::task::spawn_blocking(move || setup::ensure_database_and_migrate(&config));
+                match tokio::time::timeout(setup_timeout, job).await {
+                    Ok(Ok(Ok(_applied))) => {}
+                    Ok(Ok(Err(e))) => return Err((e, needs_schema)),
+                    Ok(Err(_)) => return Err(("migration task failed".to_string(), needs_schema)),
+                    Err(_) => return Err(("schema setup timed out".to_string(), needs_schema)),
+                }
+            }
+            let started = Instant::now();
+            match tokio::time::timeout(timeout, setup::ping(&pool)).await {
+                Ok(Ok(())) => Ok(started.elapsed()),
+                Ok(Err(e)) => Err((e, false)),
+                Err(_) => Err(("ping timed out".to_string(), false)),
+            }
+        };
+        ctx.spawn(work.into_actor(self).map(move |result, act, _ctx| {
+            act.probing = false;
+            match result {
+                Ok(latency) => {
+                    if needs_schema {
+                        act.schema_ready = true;
+                    }
+                    act.circuit.success();
+                    act.reporter.report(
+                        Backend::Mysql,
+                        BackendState {
+                            up: true,
+                            latency: Some(Duration::from_micros(
+                                (latency.as_micros() as u64).div_ceil(100) * 100,
+                            )),
+                            last_error: None,
+                        },
+                    );
+                }
+                Err((error, _)) => {
+                    act.circuit.trip();
+                    act.reporter.report(Backend::Mysql, BackendState::down(error));
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for PersistenceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if !self.enabled {
+            return;
+        }
+        self.probe(ctx);
+        ctx.run_interval(self.probe_interval, |act, ctx| act.probe(ctx));
+    }
+}
+
+impl<T: Send + 'static> Handler<Exec<T>> for PersistenceActor {
+    type Result = ResponseActFuture<Self, Result<T, StoreError>>;
+
+    fn handle(&mut self, msg: Exec<T>, _ctx: &mut Self::Context) -> Self::Result {
+        if !self.circuit.allows() || !self.schema_ready {
+            return Box::pin(fut::ready(Err(StoreError::Unavailable)));
+        }
+        let pool = self.pool.clone();
+        let timeout = msg.timeout.unwrap_or(self.config.timeout);
+        let work = async move {
+            let run = async move {
+                let conn = pool.get().await.map_err(|_| StoreError::Unavailable)?;
+                (msg.job)(conn).await
+            };
+            // A query on a checked-out connection has no time-out of its own.
+            match tokio::time::timeout(timeout, run).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Timeout),
+            }
+        };
+        Box::pin(work.into_actor(self).map(|result, act, _ctx| {
+            match &result {
+                Err(e) if e.is_outage() => {
+                    if act.circuit.failure() {
+                        act.reporter
+                            .report(Backend::Mysql, BackendState::down(e.to_string()));
+                    }
+                }
+                _ => {
+                    act.circuit.success();
+                }
+            }
+            result
+        }))
+    }
+}
+
+impl Handler<GetPoolStatus> for PersistenceActor {
+    type Result = MessageResult<GetPoolStatus>;
+
+    fn handle(&mut self, _: GetPoolStatus, _ctx: &mut Self::Context) -> Self::Result {
+        let status = self.pool.status();
+        MessageResult(PoolStatus {
+            max_size: status.max_size,
+            size: status.size,
+            available: status.available,
+            in_use: status.size.saturating_sub(status.available),
+        })
+    }
+}
+
+impl Handler<Subscribe> for PersistenceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) {
+        self.reporter.subscribe(Backend::Mysql, msg.subscriber);
+    }
+}
+
+/// Cloneable access to the persistence actor; the typed queries are in `persistence/`.
+#[derive(Clone)]
+pub struct PersistenceHandle {
+    pub(crate) addr: Addr<PersistenceActor>,
+}
+
+impl PersistenceHandle {
+    /// Runs one job with the default time-out.
+    pub async fn exec<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(DbConn) -> BoxFuture<'static, Result<T, StoreError>> + Send + 'static,
+    {
+        self.exec_with_timeout(None, job).await
+    }
+
+    /// Runs one job with an explicit time-out (bulk work).
+    pub async fn exec_with_timeout<T, F>(
+        &self,
+        timeout: Option<Duration>,
+        job: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(DbConn) -> BoxFuture<'static, Result<T, StoreError>> + Send + 'static,
+    {
+        self.addr
+            .send(Exec {
+                job: Box::new(job),
+                timeout,
+            })
+            .await
+            .unwrap_or(Err(StoreError::Unavailable))
+    }
+
+    pub async fn pool_status(&self) -> PoolStatus {
+        self.addr.send(GetPoolStatus).await.unwrap_or_default()
+    }
+
+    pub fn subscribe(&self, subscriber: Recipient<super::state::BackendStateChanged>) {
+        self.addr.do_send(Subscribe { subscriber });
+    }
+}

@@ -1,0 +1,100 @@
+//! Builds a running relay from a `Config`: the three actors and the HTTP server.
+//! Used by `serve` and by the tests (port 0).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+
+use crate::actors::cache::{CacheActor, CacheHandle};
+use crate::actors::persistence::{PersistenceActor, PersistenceHandle};
+use crate::actors::router::{RouterActor, RouterHandle};
+use crate::config::Config;
+use crate::http::{self, AppState};
+
+/// The storage actors and the router of one process.
+#[derive(Clone)]
+pub struct Actors {
+    pub cache: CacheHandle,
+    pub store: PersistenceHandle,
+    pub router: RouterHandle,
+}
+
+impl Actors {
+    /// Starts the actors (inside a running actix System). `auto_migrate` lets the
+    /// persistence actor create the database and migrate when it first reaches MySQL.
+    pub fn start(config: &Config, auto_migrate: bool) -> Actors {
+        let cache = CacheActor::spawn(
+            config.redis.clone(),
+            config.probe_interval,
+            config.mode.uses_redis(),
+        );
+        let store = PersistenceActor::spawn(
+            config.mysql.clone(),
+            config.probe_interval,
+            auto_migrate,
+            config.mode.uses_mysql(),
+        );
+        let router = RouterActor::spawn(config.clone(), cache.clone(), store.clone());
+        Actors {
+            cache,
+            store,
+            router,
+        }
+    }
+}
+
+/// A relay bound to its port, ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    actors: Actors,
+}
+
+impl Application {
+    /// Starts the actors and binds the HTTP server (inside a running actix System).
+    pub fn build(config: Config) -> std::io::Result<Application> {
+        let listener = TcpListener::bind(config.bind_address())?;
+        let port = listener.local_addr()?.port();
+        let actors = Actors::start(&config, true);
+        let state = AppState {
+            router: actors.router.clone(),
+            config: Arc::new(config.clone()),
+        };
+        let body_limit = config.max_request_body_bytes;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .app_data(web::PayloadConfig::new(body_limit))
+                .app_data(web::JsonConfig::default().limit(body_limit))
+                .wrap(http::json_errors())
+                .configure(http::routes)
+        })
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            port,
+            server,
+            actors,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn actors(&self) -> &Actors {
+        &self.actors
+    }
+
+    /// Serves until the server is stopped (signal or handle).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    /// The server future and its handle, for tests that run it in the background.
+    pub fn into_server(self) -> Server {
+        self.server
+    }
+}

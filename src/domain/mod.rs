@@ -1,0 +1,3 @@
+//! Pure types and rules (no I/O): keys, accounts, limits, usage, cost, passwords.
+
+pub mod password;

@@ -1,0 +1,12 @@
+//! claude-relay: a Claude API relay with hybrid Redis + MySQL storage.
+
+pub mod actors;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod kv;
+pub mod logging;
+pub mod persistence;

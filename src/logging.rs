@@ -1,0 +1,58 @@
+//! env_logger set-up: stderr, plus daily files `hybrid-YYYY-MM-DD.log` when `LOG_DIR` is set.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use chrono::Utc;
+
+/// Appends to `DIR/hybrid-<UTC date>.log`, opening the next file when the date changes,
+/// and copies every line to stderr.
+struct DailyFile {
+    dir: PathBuf,
+    date: String,
+    file: Option<File>,
+}
+
+impl DailyFile {
+    fn current(&mut self) -> io::Result<&mut File> {
+        let today = Utc::now().format("%Y-%m-%d").to_string();
+        if self.file.is_none() || self.date != today {
+            std::fs::create_dir_all(&self.dir)?;
+            let path = self.dir.join(format!("hybrid-{today}.log"));
+            self.file = Some(OpenOptions::new().create(true).append(true).open(path)?);
+            self.date = today;
+        }
+        Ok(self.file.as_mut().expect("opened above"))
+    }
+}
+
+impl Write for DailyFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = io::stderr().write_all(buf);
+        self.current()?.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Initialises logging once; later calls do nothing (tests start many relays).
+pub fn init(level: &str, log_dir: Option<PathBuf>) {
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(level);
+    builder.format_timestamp_millis();
+    if let Some(dir) = log_dir {
+        builder.target(env_logger::Target::Pipe(Box::new(DailyFile {
+            dir,
+            date: String::new(),
+            file: None,
+        })));
+    }
+    let _ = builder.try_init();
+}

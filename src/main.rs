@@ -1,0 +1,40 @@
+//! The `claude-relay` binary: parse the command line, load the configuration, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use claude_relay::cli::{self, Cli, Command};
+use claude_relay::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(path) = &cli.env_file {
+        if let Err(e) = dotenvy::from_path(path) {
+            eprintln!("cannot read {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    claude_relay::logging::init(&config.log_level, config.log_dir.clone());
+    let system = actix_rt::System::new();
+    let outcome = system.block_on(async move {
+        match cli.command {
+            Command::Serve => cli::serve::run(config).await.map_err(|e| e.to_string()),
+            Command::Init => cli::init::run(config).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
