@@ -3,7 +3,11 @@
 //! open and reports `BackendState` changes. Callers use `CacheHandle`; the Redis commands
 //! themselves live in `cache_ops.rs` beside this file.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
 
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
@@ -30,6 +34,20 @@ impl<T: Send + 'static> Message for Exec<T> {
     type Result = Result<T, CacheError>;
 }
 
+/// A message another relay instance published on the events channel.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct CacheEvent {
+    pub payload: String,
+}
+
+/// Asks the cache actor to forward published events to `subscriber`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeEvents {
+    pub subscriber: Recipient<CacheEvent>,
+}
+
 /// Returns a clone of the connection (for pub/sub set-up and bulk jobs), if connected.
 #[derive(Message)]
 #[rtype(result = "Option<ConnectionManager>")]
@@ -44,6 +62,9 @@ pub struct CacheActor {
     probing: bool,
     circuit: Circuit,
     reporter: StateReporter,
+    event_subscribers: Vec<Recipient<CacheEvent>>,
+    /// True while the pub/sub listener runs; the probe restarts it when it ends.
+    listening: Arc<AtomicBool>,
 }
 
 impl CacheActor {
@@ -56,7 +77,42 @@ impl CacheActor {
             probing: false,
             circuit: Circuit::default(),
             reporter: StateReporter::default(),
+            event_subscribers: Vec::new(),
+            listening: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Starts the pub/sub listener unless it runs; events go through the actor to its
+    /// subscribers, so late subscribers get them too.
+    fn listen(&mut self, ctx: &mut Context<Self>) {
+        if self.listening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let running = self.listening.clone();
+        let url = self.config.url();
+        let channel = KeySpace::new(&self.config.key_prefix).events_channel();
+        let me = ctx.address();
+        let timeout = self.config.timeout.max(Duration::from_millis(300));
+        actix::spawn(async move {
+            let listen = async {
+                let client = redis::Client::open(url.expose_secret())?;
+                let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
+                    .await
+                    .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "pubsub connect timed out")))??;
+                pubsub.subscribe(&channel).await?;
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    if let Ok(payload) = msg.get_payload::<String>() {
+                        me.do_send(CacheEvent { payload });
+                    }
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            if let Err(e) = listen.await {
+                log::debug!("pub/sub listener ended: {}", describe(&e));
+            }
+            running.store(false, Ordering::SeqCst);
+        });
     }
 
     /// Starts the actor on its own thread and returns the handle callers use.
@@ -119,11 +175,12 @@ impl CacheActor {
             let _ = started;
             pong.map(|_| (conn, started_ping.elapsed()))
         };
-        ctx.spawn(work.into_actor(self).map(|result, act, _ctx| {
+        ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
             act.probing = false;
             match result {
                 Ok((conn, latency)) => {
                     act.conn = Some(conn);
+                    act.listen(ctx);
                     act.circuit.success();
                     act.reporter.report(
                         Backend::Redis,
@@ -228,6 +285,25 @@ impl Handler<GetConnection> for CacheActor {
     }
 }
 
+impl Handler<CacheEvent> for CacheActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CacheEvent, _ctx: &mut Self::Context) {
+        self.event_subscribers.retain(|s| s.connected());
+        for s in &self.event_subscribers {
+            s.do_send(msg.clone());
+        }
+    }
+}
+
+impl Handler<SubscribeEvents> for CacheActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeEvents, _ctx: &mut Self::Context) {
+        self.event_subscribers.push(msg.subscriber);
+    }
+}
+
 impl Handler<Subscribe> for CacheActor {
     type Result = ();
 
@@ -275,6 +351,11 @@ impl CacheHandle {
     /// Subscribes `subscriber` to Redis state changes.
     pub fn subscribe(&self, subscriber: Recipient<super::state::BackendStateChanged>) {
         self.addr.do_send(Subscribe { subscriber });
+    }
+
+    /// Forwards events published by other instances to `subscriber`.
+    pub fn subscribe_events(&self, subscriber: Recipient<CacheEvent>) {
+        self.addr.do_send(SubscribeEvents { subscriber });
     }
 
     /// The key builders of this deployment (prefix included).

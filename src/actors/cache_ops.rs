@@ -1,33 +1,551 @@
-//! The Redis commands of the program, as typed operations on `CacheHandle`.
+//! The Redis commands of the program, as typed operations on `CacheHandle`: records (redis
+//! mode), caches (hybrid), entries with a lifetime, locks, leases, counters and the outbox.
+
+use std::time::Duration;
 
 use redis::AsyncCommands;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::cache::CacheHandle;
+use crate::domain::account::Account;
+use crate::domain::api_key::ApiKey;
+use crate::domain::limits::{Admission, AdmissionRequest, CounterUpdate, Counters};
 use crate::error::CacheError;
+use crate::kv::scripts;
+
+/// Newest archive rows kept per key in redis mode.
+const RECORDS_PER_KEY: isize = 200;
+/// Newest archive rows kept in all in redis mode.
+const ARCHIVE_CAP: isize = 100_000;
+/// Time-out for bulk work (flush, scans).
+const BULK_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn decode<T: DeserializeOwned>(raw: Option<String>) -> Result<Option<T>, CacheError> {
+    raw.map(|s| serde_json::from_str(&s).map_err(|e| CacheError::Decode(e.to_string())))
+        .transpose()
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<String, CacheError> {
+    serde_json::to_string(value).map_err(|e| CacheError::Decode(e.to_string()))
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    (ttl.as_millis() as u64).max(1)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
 
 impl CacheHandle {
     /// PING; the round trip time.
-    pub async fn ping(&self) -> Result<std::time::Duration, CacheError> {
+    pub async fn ping(&self) -> Result<Duration, CacheError> {
         let started = std::time::Instant::now();
         self.exec(|mut c| Box::pin(async move { redis::cmd("PING").query_async::<String>(&mut c).await }))
             .await?;
         Ok(started.elapsed())
     }
 
-    /// Stores the operator account (redis mode) unless it exists; true when created.
-    pub async fn insert_admin_if_missing(
-        &self,
-        username: &str,
-        password_hash: &str,
-    ) -> Result<bool, CacheError> {
+    async fn get_string(&self, key: String) -> Result<Option<String>, CacheError> {
+        self.exec(move |mut c| Box::pin(async move { c.get(key).await })).await
+    }
+
+    async fn set_string(&self, key: String, value: String, ttl: Option<Duration>) -> Result<(), CacheError> {
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                match ttl {
+                    Some(t) => c.pset_ex(key, value, ttl_ms(t)).await,
+                    None => c.set(key, value).await,
+                }
+            })
+        })
+        .await
+    }
+
+    async fn del(&self, keys: Vec<String>) -> Result<usize, CacheError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.exec(move |mut c| Box::pin(async move { c.del(keys).await })).await
+    }
+
+    // ---- operator accounts (redis mode) ----
+
+    /// Stores the operator account unless it exists; true when created.
+    pub async fn insert_admin_if_missing(&self, username: &str, password_hash: &str) -> Result<bool, CacheError> {
         let key = self.keys.admin_user(username);
+        let index = self.keys.admin_index();
+        let user = username.to_string();
         let value = serde_json::json!({
             "username": username,
             "passwordHash": password_hash,
             "createdAt": chrono::Utc::now().to_rfc3339(),
         })
         .to_string();
-        self.exec(move |mut c| Box::pin(async move { c.set_nx(key, value).await }))
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                let created: bool = c.set_nx(key, value).await?;
+                let _: () = c.sadd(index, user).await?;
+                Ok(created)
+            })
+        })
+        .await
+    }
+
+    /// The stored password hash of an operator (redis mode).
+    pub async fn admin_password_hash(&self, username: &str) -> Result<Option<String>, CacheError> {
+        let raw: Option<serde_json::Value> = decode(self.get_string(self.keys.admin_user(username)).await?)?;
+        Ok(raw.and_then(|v| v["passwordHash"].as_str().map(str::to_string)))
+    }
+
+    /// Replaces an operator's password hash (redis mode).
+    pub async fn set_admin_password_hash(&self, username: &str, hash: &str) -> Result<(), CacheError> {
+        let value = serde_json::json!({
+            "username": username,
+            "passwordHash": hash,
+            "updatedAt": chrono::Utc::now().to_rfc3339(),
+        })
+        .to_string();
+        self.set_string(self.keys.admin_user(username), value, None).await
+    }
+
+    // ---- key records (redis mode) ----
+
+    /// Writes a key record, its hash mapping and index entry; drops `old_hash`'s mapping.
+    pub async fn put_key(&self, key: &ApiKey, old_hash: Option<String>) -> Result<(), CacheError> {
+        let record = self.keys.api_key(&key.id);
+        let mapping = self.keys.api_key_hash(&key.key_hash);
+        let old_mapping = old_hash
+            .filter(|h| *h != key.key_hash)
+            .map(|h| self.keys.api_key_hash(&h));
+        let index = self.keys.api_key_index();
+        let id = key.id.clone();
+        let value = encode(key)?;
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                let mut pipe = redis::pipe();
+                pipe.atomic().set(record, value).ignore().set(mapping, &id).ignore().sadd(index, &id).ignore();
+                if let Some(old) = old_mapping {
+                    pipe.del(old).ignore();
+                }
+                pipe.query_async::<()>(&mut c).await
+            })
+        })
+        .await
+    }
+
+    pub async fn get_key(&self, id: &str) -> Result<Option<ApiKey>, CacheError> {
+        decode(self.get_string(self.keys.api_key(id)).await?)
+    }
+
+    pub async fn get_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, CacheError> {
+        match self.get_string(self.keys.api_key_hash(hash)).await? {
+            Some(id) => self.get_key(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<ApiKey>, CacheError> {
+        let index = self.keys.api_key_index();
+        let keys = self.keys.clone();
+        let raw: Vec<Option<String>> = self
+            .exec_with_timeout(Some(BULK_TIMEOUT), move |mut c| {
+                Box::pin(async move {
+                    let ids: Vec<String> = c.smembers(index).await?;
+                    if ids.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let records: Vec<String> = ids.iter().map(|id| keys.api_key(id)).collect();
+                    redis::cmd("MGET").arg(records).query_async(&mut c).await
+                })
+            })
+            .await?;
+        raw.into_iter().flatten().map(|s| decode(Some(s)).map(|k| k.expect("some"))).collect()
+    }
+
+    /// Removes a key record, its mapping and index entry.
+    pub async fn delete_key(&self, id: &str, hash: &str) -> Result<(), CacheError> {
+        let record = self.keys.api_key(id);
+        let mapping = self.keys.api_key_hash(hash);
+        let index = self.keys.api_key_index();
+        let id = id.to_string();
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                redis::pipe()
+                    .atomic()
+                    .del(record)
+                    .ignore()
+                    .del(mapping)
+                    .ignore()
+                    .srem(index, id)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+        })
+        .await
+    }
+
+    // ---- key cache (hybrid) ----
+
+    pub async fn get_cached_key(&self, hash: &str) -> Result<Option<ApiKey>, CacheError> {
+        decode(self.get_string(self.keys.cached_key(hash)).await?)
+    }
+
+    pub async fn set_cached_key(&self, key: &ApiKey, ttl: Duration) -> Result<(), CacheError> {
+        self.set_string(self.keys.cached_key(&key.key_hash), encode(key)?, Some(ttl)).await
+    }
+
+    pub async fn drop_cached_keys(&self, hashes: &[String]) -> Result<usize, CacheError> {
+        self.del(hashes.iter().map(|h| self.keys.cached_key(h)).collect()).await
+    }
+
+    // ---- accounts ----
+
+    /// Writes an account record and its index entry (redis mode).
+    pub async fn put_account(&self, account: &Account) -> Result<(), CacheError> {
+        let record = self.keys.account(&account.id);
+        let index = self.keys.account_index();
+        let id = account.id.clone();
+        let value = encode(account)?;
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                redis::pipe()
+                    .atomic()
+                    .set(record, value)
+                    .ignore()
+                    .sadd(index, id)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+        })
+        .await
+    }
+
+    pub async fn get_account(&self, id: &str) -> Result<Option<Account>, CacheError> {
+        decode(self.get_string(self.keys.account(id)).await?)
+    }
+
+    pub async fn list_accounts(&self) -> Result<Vec<Account>, CacheError> {
+        let index = self.keys.account_index();
+        let keys = self.keys.clone();
+        let raw: Vec<Option<String>> = self
+            .exec_with_timeout(Some(BULK_TIMEOUT), move |mut c| {
+                Box::pin(async move {
+                    let ids: Vec<String> = c.smembers(index).await?;
+                    if ids.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let records: Vec<String> = ids.iter().map(|id| keys.account(id)).collect();
+                    redis::cmd("MGET").arg(records).query_async(&mut c).await
+                })
+            })
+            .await?;
+        let mut accounts = Vec::new();
+        for s in raw.into_iter().flatten() {
+            if let Some(a) = decode::<Account>(Some(s))? {
+                accounts.push(a);
+            }
+        }
+        Ok(accounts)
+    }
+
+    pub async fn delete_account(&self, id: &str) -> Result<(), CacheError> {
+        let record = self.keys.account(id);
+        let index = self.keys.account_index();
+        let id = id.to_string();
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                redis::pipe()
+                    .atomic()
+                    .del(record)
+                    .ignore()
+                    .srem(index, id)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// The cached snapshot of every account (hybrid).
+    pub async fn get_cached_accounts(&self) -> Result<Option<Vec<Account>>, CacheError> {
+        decode(self.get_string(self.keys.cached_accounts()).await?)
+    }
+
+    pub async fn set_cached_accounts(&self, accounts: &[Account], ttl: Duration) -> Result<(), CacheError> {
+        self.set_string(self.keys.cached_accounts(), encode(&accounts)?, Some(ttl)).await
+    }
+
+    pub async fn drop_cached_accounts(&self) -> Result<usize, CacheError> {
+        self.del(vec![self.keys.cached_accounts()]).await
+    }
+
+    /// Deletes every cache entry (not records, counters, sessions or leases); returns how many.
+    pub async fn flush_caches(&self) -> Result<usize, CacheError> {
+        let pattern = self.keys.cache_pattern();
+        self.exec_with_timeout(Some(BULK_TIMEOUT), move |mut c| {
+            Box::pin(async move {
+                let mut cursor: u64 = 0;
+                let mut deleted = 0usize;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(500)
+                        .query_async(&mut c)
+                        .await?;
+                    if !batch.is_empty() {
+                        let n: usize = c.del(batch).await?;
+                        deleted += n;
+                    }
+                    if next == 0 {
+                        return Ok(deleted);
+                    }
+                    cursor = next;
+                }
+            })
+        })
+        .await
+    }
+
+    // ---- entries with a lifetime: sessions, tokens, locks ----
+
+    pub async fn set_entry(&self, name: &str, value: String, ttl: Duration) -> Result<(), CacheError> {
+        self.set_string(self.keys.entry(name), value, Some(ttl)).await
+    }
+
+    pub async fn get_entry(&self, name: &str) -> Result<Option<String>, CacheError> {
+        self.get_string(self.keys.entry(name)).await
+    }
+
+    /// Extends a live entry; true when it existed.
+    pub async fn touch_entry(&self, name: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let key = self.keys.entry(name);
+        let ms = ttl_ms(ttl) as i64;
+        self.exec(move |mut c| Box::pin(async move { c.pexpire(key, ms).await })).await
+    }
+
+    pub async fn delete_entry(&self, name: &str) -> Result<bool, CacheError> {
+        Ok(self.del(vec![self.keys.entry(name)]).await? > 0)
+    }
+
+    /// Takes a lock unless someone holds it; true when taken.
+    pub async fn acquire_lock(&self, name: &str, token: String, ttl: Duration) -> Result<bool, CacheError> {
+        let key = self.keys.entry(name);
+        let ms = ttl_ms(ttl);
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(key)
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut c)
+                    .await?;
+                Ok(set.is_some())
+            })
+        })
+        .await
+    }
+
+    /// Releases a lock only if `token` still holds it.
+    pub async fn release_lock(&self, name: &str, token: String) -> Result<bool, CacheError> {
+        let key = self.keys.entry(name);
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                let n: i64 = redis::Script::new(scripts::RELEASE_LOCK)
+                    .key(key)
+                    .arg(token)
+                    .invoke_async(&mut c)
+                    .await?;
+                Ok(n == 1)
+            })
+        })
+        .await
+    }
+
+    // ---- admission and leases ----
+
+    /// The atomic admission script (see `kv::scripts::ADMIT`).
+    pub async fn admit(&self, req: &AdmissionRequest) -> Result<Admission, CacheError> {
+        let leases = self.keys.leases(&req.lease_scope);
+        let window_key = req
+            .window
+            .as_ref()
+            .map(|w| self.keys.named(&w.name))
+            .unwrap_or_else(|| self.keys.named("rate:none"));
+        let req = req.clone();
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                let w = req.window.as_ref();
+                let (code, retry): (i64, u64) = redis::Script::new(scripts::ADMIT)
+                    .key(leases)
+                    .key(window_key)
+                    .arg(now_ms())
+                    .arg(&req.lease_id)
+                    .arg(req.lease_ttl_ms)
+                    .arg(req.concurrency_limit)
+                    .arg(if w.is_some() { "1" } else { "0" })
+                    .arg(w.map_or(0, |w| w.max_requests))
+                    .arg(w.map_or(0, |w| w.max_tokens))
+                    .arg(w.map_or(0, |w| w.max_cost_micros))
+                    .arg(w.map_or(0, |w| w.ttl_seconds))
+                    .arg(w.map_or(0, |w| w.resets_in_seconds))
+                    .invoke_async(&mut c)
+                    .await?;
+                Ok(match code {
+                    0 => Admission::Granted,
+                    1 => Admission::ConcurrencyExceeded,
+                    2 => Admission::RequestsExceeded { retry_after_secs: retry },
+                    3 => Admission::TokensExceeded { retry_after_secs: retry },
+                    _ => Admission::CostExceeded { retry_after_secs: retry },
+                })
+            })
+        })
+        .await
+    }
+
+    pub async fn release_lease(&self, scope: &str, lease_id: &str) -> Result<bool, CacheError> {
+        let key = self.keys.leases(scope);
+        let id = lease_id.to_string();
+        self.exec(move |mut c| Box::pin(async move { c.zrem(key, id).await.map(|n: i64| n > 0) }))
             .await
+    }
+
+    pub async fn renew_lease(&self, scope: &str, lease_id: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let key = self.keys.leases(scope);
+        let id = lease_id.to_string();
+        let ms = ttl_ms(ttl);
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                let n: i64 = redis::Script::new(scripts::RENEW)
+                    .key(key)
+                    .arg(id)
+                    .arg(now_ms())
+                    .arg(ms)
+                    .invoke_async(&mut c)
+                    .await?;
+                Ok(n == 1)
+            })
+        })
+        .await
+    }
+
+    /// Live leases of a scope.
+    pub async fn count_leases(&self, scope: &str) -> Result<i64, CacheError> {
+        let key = self.keys.leases(scope);
+        self.exec(move |mut c| Box::pin(async move { c.zcount(key, now_ms() + 1, "+inf").await }))
+            .await
+    }
+
+    // ---- counters, archive outbox ----
+
+    /// Adds an event to every counter set and (hybrid) appends it to the outbox, or
+    /// (redis mode) to the capped archive lists: one round trip.
+    pub async fn record_usage(
+        &self,
+        updates: &[CounterUpdate],
+        outbox_event: Option<String>,
+        archive: Option<(String, String)>,
+    ) -> Result<(), CacheError> {
+        let mut pipe = redis::pipe();
+        for u in updates {
+            let key = self.keys.named(&u.name);
+            for (field, value) in Counters::FIELDS.iter().zip(u.delta.to_array()) {
+                if value != 0 {
+                    pipe.hincr(&key, *field, value).ignore();
+                }
+            }
+            if let Some(ttl) = u.ttl_seconds {
+                pipe.expire(&key, ttl.max(1)).ignore();
+            }
+        }
+        if let Some(event) = outbox_event {
+            pipe.rpush(self.keys.usage_outbox(), event).ignore();
+        }
+        if let Some((key_id, event)) = archive {
+            let per_key = self.keys.usage_records(&key_id);
+            let all = self.keys.usage_archive();
+            pipe.lpush(&per_key, &event)
+                .ignore()
+                .ltrim(&per_key, 0, RECORDS_PER_KEY - 1)
+                .ignore()
+                .lpush(&all, &event)
+                .ignore()
+                .ltrim(&all, 0, ARCHIVE_CAP - 1)
+                .ignore();
+        }
+        self.exec(move |mut c| Box::pin(async move { pipe.query_async::<()>(&mut c).await }))
+            .await
+    }
+
+    /// Adds deltas to counter sets without touching archives (rebuilds, imports).
+    pub async fn add_counters(&self, updates: &[CounterUpdate]) -> Result<(), CacheError> {
+        self.record_usage(updates, None, None).await
+    }
+
+    /// Current counter sets in the order asked (missing read as zero).
+    pub async fn read_counters(&self, names: &[String]) -> Result<Vec<Counters>, CacheError> {
+        let mut pipe = redis::pipe();
+        for n in names {
+            pipe.cmd("HMGET").arg(self.keys.named(n)).arg(&Counters::FIELDS[..]);
+        }
+        let raw: Vec<Vec<Option<i64>>> = self
+            .exec(move |mut c| Box::pin(async move { pipe.query_async(&mut c).await }))
+            .await?;
+        Ok(raw
+            .into_iter()
+            .map(|v| Counters::from_array(std::array::from_fn(|i| v.get(i).copied().flatten().unwrap_or(0))))
+            .collect())
+    }
+
+    /// The newest archived events of a key (redis mode), newest first.
+    pub async fn recent_records(&self, key_id: &str, limit: usize) -> Result<Vec<String>, CacheError> {
+        let key = self.keys.usage_records(key_id);
+        let stop = limit.max(1) as isize - 1;
+        self.exec(move |mut c| Box::pin(async move { c.lrange(key, 0, stop).await })).await
+    }
+
+    /// Events waiting in the outbox.
+    pub async fn outbox_len(&self) -> Result<usize, CacheError> {
+        let key = self.keys.usage_outbox();
+        self.exec(move |mut c| Box::pin(async move { c.llen(key).await })).await
+    }
+
+    /// The oldest `n` events of the outbox, left in place.
+    pub async fn outbox_peek(&self, n: usize) -> Result<Vec<String>, CacheError> {
+        let key = self.keys.usage_outbox();
+        let stop = n.max(1) as isize - 1;
+        self.exec(move |mut c| Box::pin(async move { c.lrange(key, 0, stop).await })).await
+    }
+
+    /// Drops the oldest `n` events (after MySQL committed them).
+    pub async fn outbox_trim(&self, n: usize) -> Result<(), CacheError> {
+        let key = self.keys.usage_outbox();
+        self.exec(move |mut c| Box::pin(async move { c.ltrim(key, n as isize, -1).await })).await
+    }
+
+    /// Appends events to the outbox (spool replay while MySQL is still down).
+    pub async fn outbox_push(&self, events: Vec<String>) -> Result<(), CacheError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys.usage_outbox();
+        self.exec(move |mut c| Box::pin(async move { c.rpush(key, events).await })).await
+    }
+
+    // ---- invalidation between instances ----
+
+    /// Announces a change to every relay instance sharing this Redis.
+    pub async fn publish(&self, message: String) -> Result<(), CacheError> {
+        let channel = self.keys.events_channel();
+        self.exec(move |mut c| Box::pin(async move { c.publish(channel, message).await })).await
     }
 }

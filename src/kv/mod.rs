@@ -1,5 +1,7 @@
 //! Every Redis key and channel name of the program, built in one place from the deployment's
-//! key prefix (so tests and several deployments can share one Redis).
+//! key prefix (so tests and several deployments can share one Redis), and the Lua scripts.
+
+pub mod scripts;
 
 /// Builds the Redis keys of one deployment.
 #[derive(Debug, Clone)]
@@ -22,15 +24,98 @@ impl KeySpace {
         format!("{}{}", self.prefix, rest)
     }
 
+    /// A logical name (counter sets, lease scopes) as a Redis key.
+    pub fn named(&self, name: &str) -> String {
+        self.key(format_args!("{name}"))
+    }
+
     /// Probe record used by `check`.
     pub fn probe(&self, id: &str) -> String {
         self.key(format_args!("probe:{id}"))
     }
-}
 
-impl KeySpace {
     /// Operator account (redis mode).
     pub fn admin_user(&self, username: &str) -> String {
         self.key(format_args!("admin:user:{username}"))
+    }
+
+    /// Set of operator usernames (redis mode).
+    pub fn admin_index(&self) -> String {
+        self.key(format_args!("admin:index"))
+    }
+
+    /// Everything under this pattern is a cache of MySQL data (flushed after outages).
+    pub fn cache_pattern(&self) -> String {
+        self.key(format_args!("cache:*"))
+    }
+
+    /// Cached key record by hash (hybrid).
+    pub fn cached_key(&self, hash: &str) -> String {
+        self.key(format_args!("cache:apikey:{hash}"))
+    }
+
+    /// Cached snapshot of every account (hybrid).
+    pub fn cached_accounts(&self) -> String {
+        self.key(format_args!("cache:accounts"))
+    }
+
+    /// Key record (redis mode).
+    pub fn api_key(&self, id: &str) -> String {
+        self.key(format_args!("apikey:{id}"))
+    }
+
+    /// Key hash → id (redis mode).
+    pub fn api_key_hash(&self, hash: &str) -> String {
+        self.key(format_args!("apikey:hash:{hash}"))
+    }
+
+    /// Set of key ids (redis mode).
+    pub fn api_key_index(&self) -> String {
+        self.key(format_args!("apikey:index"))
+    }
+
+    /// Account record (redis mode).
+    pub fn account(&self, id: &str) -> String {
+        self.key(format_args!("account:{id}"))
+    }
+
+    /// Set of account ids (redis mode).
+    pub fn account_index(&self) -> String {
+        self.key(format_args!("account:index"))
+    }
+
+    /// A session, token or lock entry with a lifetime.
+    pub fn entry(&self, name: &str) -> String {
+        self.key(format_args!("entry:{name}"))
+    }
+
+    /// Lease set of a scope (sorted set: lease id → expiry ms).
+    pub fn leases(&self, scope: &str) -> String {
+        self.key(format_args!("lease:{scope}"))
+    }
+
+    /// Usage events waiting for MySQL (hybrid).
+    pub fn usage_outbox(&self) -> String {
+        self.key(format_args!("outbox:usage"))
+    }
+
+    /// Capped archive of a key's requests (redis mode).
+    pub fn usage_records(&self, key_id: &str) -> String {
+        self.key(format_args!("usage:records:{key_id}"))
+    }
+
+    /// Capped archive of every request (redis mode).
+    pub fn usage_archive(&self) -> String {
+        self.key(format_args!("usage:archive"))
+    }
+
+    /// Capped audit log (redis mode).
+    pub fn audit_log(&self) -> String {
+        self.key(format_args!("audit:log"))
+    }
+
+    /// Pub/sub channel of cache invalidations between relay instances.
+    pub fn events_channel(&self) -> String {
+        self.key(format_args!("events"))
     }
 }

@@ -1,6 +1,10 @@
 //! Everything that speaks SQL: the schema, row types, and the queries the persistence actor
 //! runs. Callers go through `PersistenceHandle`.
 
+pub mod accounts;
 pub mod admin;
+pub mod api_keys;
+pub mod ephemeral;
 pub mod schema;
 pub mod setup;
+pub mod usage;

@@ -135,7 +135,12 @@ diesel::table! {
 diesel::table! {
     usage_counters (counter_key) {
         counter_key -> Varchar,
-        counter_value -> Bigint,
+        requests -> Bigint,
+        input_tokens -> Bigint,
+        output_tokens -> Bigint,
+        cache_create_tokens -> Bigint,
+        cache_read_tokens -> Bigint,
+        cost_micros -> Bigint,
         expires_at -> Nullable<Datetime>,
     }
 }

@@ -1,0 +1,343 @@
+//! Upstream accounts through the router: MySQL primary in hybrid mode with a Redis and an
+//! in-process snapshot for the scheduler, which keeps working while MySQL is down.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use super::{RouterActor, RouterHandle, unavailable};
+use crate::config::StorageMode;
+use crate::domain::account::{Account, StatusChange};
+use crate::error::{AppError, StoreError};
+use crate::persistence::accounts as queries;
+
+/// How long the in-process account snapshot is used before it is read again.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(5);
+
+#[derive(Message)]
+#[rtype(result = "Result<Account, AppError>")]
+pub struct CreateAccount {
+    pub account: Account,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Option<Account>, AppError>")]
+pub struct GetAccount {
+    pub id: String,
+}
+
+/// Every account (from the primary store).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Account>, AppError>")]
+pub struct ListAccounts;
+
+#[derive(Message)]
+#[rtype(result = "Result<Account, AppError>")]
+pub struct SaveAccount {
+    pub account: Account,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<bool, AppError>")]
+pub struct DeleteAccount {
+    pub id: String,
+}
+
+/// Every account as the scheduler sees it: snapshot first, degraded sources on outage.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Account>, AppError>")]
+pub struct AccountSnapshot;
+
+/// Records a state change an upstream answer caused (also while MySQL is down: the
+/// change then lives in the snapshots until it can be written).
+#[derive(Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub struct ChangeAccountStatus {
+    pub id: String,
+    pub change: StatusChange,
+}
+
+impl RouterActor {
+    fn accounts_primary(&self) -> Result<(), AppError> {
+        match self.config.mode {
+            StorageMode::Redis if !self.redis_up() => Err(unavailable("redis")),
+            StorageMode::Hybrid | StorageMode::Mysql if !self.mysql_up() => Err(unavailable("mysql")),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn invalidate_accounts(&mut self) {
+        self.account_snapshot = None;
+        if self.config.mode == StorageMode::Hybrid && self.redis_up() {
+            let cache = self.cache.clone();
+            let message = serde_json::json!({ "type": "accounts" }).to_string();
+            actix::spawn(async move {
+                let _ = cache.drop_cached_accounts().await;
+                let _ = cache.publish(message).await;
+            });
+        }
+    }
+
+    fn apply_overrides(&self, mut accounts: Vec<Account>) -> Vec<Account> {
+        for a in &mut accounts {
+            if let Some(change) = self.status_overrides.get(&a.id) {
+                a.status = change.status;
+                a.status_until = change.until;
+                a.error_message = change.message.clone();
+            }
+        }
+        accounts
+    }
+}
+
+async fn load_primary(
+    mode: StorageMode,
+    store: &crate::actors::persistence::PersistenceHandle,
+    cache: &crate::actors::cache::CacheHandle,
+) -> Result<Vec<Account>, AppError> {
+    match mode {
+        StorageMode::Redis => Ok(cache.list_accounts().await?),
+        _ => Ok(store.exec(|c| Box::pin(queries::list(c))).await?),
+    }
+}
+
+impl Handler<CreateAccount> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<Account, AppError>>;
+
+    fn handle(&mut self, msg: CreateAccount, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.accounts_primary() {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let account = msg.account;
+        let work = async move {
+            match mode {
+                StorageMode::Redis => cache.put_account(&account).await?,
+                _ => {
+                    let a = account.clone();
+                    store.exec(move |c| Box::pin(queries::insert(c, a))).await?
+                }
+            }
+            Ok(account)
+        };
+        Box::pin(work.into_actor(self).map(|r, act, _| {
+            if r.is_ok() {
+                act.invalidate_accounts();
+            }
+            r
+        }))
+    }
+}
+
+impl Handler<GetAccount> for RouterActor {
+    type Result = ResponseFuture<Result<Option<Account>, AppError>>;
+
+    fn handle(&mut self, msg: GetAccount, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.accounts_primary() {
+            return Box::pin(async move { Err(e) });
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        Box::pin(async move {
+            match mode {
+                StorageMode::Redis => Ok(cache.get_account(&msg.id).await?),
+                _ => Ok(store.exec(move |c| Box::pin(queries::get(c, msg.id))).await?),
+            }
+        })
+    }
+}
+
+impl Handler<ListAccounts> for RouterActor {
+    type Result = ResponseFuture<Result<Vec<Account>, AppError>>;
+
+    fn handle(&mut self, _: ListAccounts, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.accounts_primary() {
+            return Box::pin(async move { Err(e) });
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        Box::pin(async move {
+            let mut accounts = load_primary(mode, &store, &cache).await?;
+            accounts.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.created_at.cmp(&b.created_at)));
+            Ok(accounts)
+        })
+    }
+}
+
+impl Handler<SaveAccount> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<Account, AppError>>;
+
+    fn handle(&mut self, msg: SaveAccount, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.accounts_primary() {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let account = msg.account;
+        let work = async move {
+            match mode {
+                StorageMode::Redis => {
+                    if cache.get_account(&account.id).await?.is_none() {
+                        return Err(AppError::NotFound(format!("account {} not found", account.id)));
+                    }
+                    cache.put_account(&account).await?;
+                }
+                _ => {
+                    let a = account.clone();
+                    store.exec(move |c| Box::pin(queries::update(c, a))).await.map_err(|e| match e {
+                        StoreError::NotFound => AppError::NotFound(format!("account {} not found", account.id)),
+                        other => other.into(),
+                    })?;
+                }
+            }
+            Ok(account)
+        };
+        Box::pin(work.into_actor(self).map(|r, act, _| {
+            if let Ok(a) = &r {
+                act.status_overrides.remove(&a.id);
+                act.invalidate_accounts();
+            }
+            r
+        }))
+    }
+}
+
+impl Handler<DeleteAccount> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<bool, AppError>>;
+
+    fn handle(&mut self, msg: DeleteAccount, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.accounts_primary() {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let work = async move {
+            match mode {
+                StorageMode::Redis => {
+                    let existed = cache.get_account(&msg.id).await?.is_some();
+                    cache.delete_account(&msg.id).await?;
+                    Ok(existed)
+                }
+                _ => Ok(store.exec(move |c| Box::pin(queries::delete(c, msg.id))).await?),
+            }
+        };
+        Box::pin(work.into_actor(self).map(|r, act, _| {
+            if r.is_ok() {
+                act.invalidate_accounts();
+            }
+            r
+        }))
+    }
+}
+
+impl Handler<AccountSnapshot> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<Vec<Account>, AppError>>;
+
+    fn handle(&mut self, _: AccountSnapshot, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some((accounts, at)) = &self.account_snapshot {
+            if at.elapsed() < SNAPSHOT_TTL {
+                return Box::pin(fut::ready(Ok(self.apply_overrides(accounts.clone()))));
+            }
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let (redis_ok, mysql_ok) = (self.redis_up() && !self.redis_cache_stale, self.mysql_up());
+        let ttl = self.config.redis_cache_ttl;
+        let work = async move {
+            if mode == StorageMode::Hybrid {
+                if mysql_ok {
+                    let accounts = load_primary(mode, &store, &cache).await?;
+                    if redis_ok {
+                        let (cache, copy) = (cache.clone(), accounts.clone());
+                        actix::spawn(async move {
+                            let _ = cache.set_cached_accounts(&copy, ttl).await;
+                        });
+                    }
+                    return Ok(accounts);
+                }
+                if redis_ok {
+                    if let Some(accounts) = cache.get_cached_accounts().await? {
+                        return Ok(accounts);
+                    }
+                }
+                return Err(unavailable("mysql"));
+            }
+            load_primary(mode, &store, &cache).await
+        };
+        Box::pin(work.into_actor(self).map(|r, act, _| match r {
+            Ok(accounts) => {
+                act.account_snapshot = Some((accounts.clone(), Instant::now()));
+                Ok(act.apply_overrides(accounts))
+            }
+            // Both sources failing: the last snapshot is better than nothing.
+            Err(e) => match &act.account_snapshot {
+                Some((accounts, _)) => Ok(act.apply_overrides(accounts.clone())),
+                None => Err(e),
+            },
+        }))
+    }
+}
+
+impl Handler<ChangeAccountStatus> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<(), AppError>>;
+
+    fn handle(&mut self, msg: ChangeAccountStatus, _ctx: &mut Self::Context) -> Self::Result {
+        // The override makes the change visible to this instance's scheduler at once.
+        self.status_overrides.insert(msg.id.clone(), msg.change.clone());
+        if self.accounts_primary().is_err() {
+            return Box::pin(fut::ready(Ok(())));
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let work = async move {
+            let current = match mode {
+                StorageMode::Redis => cache.get_account(&msg.id).await?,
+                _ => {
+                    let id = msg.id.clone();
+                    store.exec(move |c| Box::pin(queries::get(c, id))).await?
+                }
+            };
+            let Some(mut account) = current else {
+                return Ok(None);
+            };
+            account.status = msg.change.status;
+            account.status_until = msg.change.until;
+            account.error_message = msg.change.message.clone();
+            account.updated_at = Utc::now();
+            match mode {
+                StorageMode::Redis => cache.put_account(&account).await?,
+                _ => {
+                    let a = account.clone();
+                    store.exec(move |c| Box::pin(queries::update(c, a))).await?
+                }
+            }
+            Ok(Some(account.id))
+        };
+        Box::pin(work.into_actor(self).map(|r: Result<Option<String>, AppError>, act, _| {
+            if let Ok(Some(id)) = &r {
+                act.status_overrides.remove(id);
+                act.invalidate_accounts();
+            }
+            r.map(|_| ())
+        }))
+    }
+}
+
+impl RouterHandle {
+    pub async fn create_account(&self, account: Account) -> Result<Account, AppError> {
+        self.ask(CreateAccount { account }).await?
+    }
+    pub async fn get_account(&self, id: &str) -> Result<Option<Account>, AppError> {
+        self.ask(GetAccount { id: id.to_string() }).await?
+    }
+    pub async fn list_accounts(&self) -> Result<Vec<Account>, AppError> {
+        self.ask(ListAccounts).await?
+    }
+    pub async fn save_account(&self, account: Account) -> Result<Account, AppError> {
+        self.ask(SaveAccount { account }).await?
+    }
+    pub async fn delete_account(&self, id: &str) -> Result<bool, AppError> {
+        self.ask(DeleteAccount { id: id.to_string() }).await?
+    }
+    pub async fn account_snapshot(&self) -> Result<Vec<Account>, AppError> {
+        self.ask(AccountSnapshot).await?
+    }
+    pub async fn change_account_status(&self, id: &str, change: StatusChange) -> Result<(), AppError> {
+        self.ask(ChangeAccountStatus { id: id.to_string(), change }).await?
+    }
+}

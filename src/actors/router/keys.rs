@@ -1,0 +1,345 @@
+//! API keys through the router: MySQL first in hybrid mode, then the Redis cache (with TTL)
+//! and the short in-process cache in front; every change invalidates all three, and other
+//! instances hear about it through Redis pub/sub.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::{RouterActor, RouterHandle, unavailable};
+use crate::config::StorageMode;
+use crate::domain::api_key::ApiKey;
+use crate::error::{AppError, CacheError, StoreError};
+use crate::persistence::api_keys as queries;
+
+/// Stores a new key.
+#[derive(Message)]
+#[rtype(result = "Result<ApiKey, AppError>")]
+pub struct CreateKey {
+    pub key: ApiKey,
+}
+
+/// Reads a key by id (soft-deleted ones included).
+#[derive(Message)]
+#[rtype(result = "Result<Option<ApiKey>, AppError>")]
+pub struct GetKey {
+    pub id: String,
+}
+
+/// Looks a key up by hash for request validation (caches first).
+#[derive(Message)]
+#[rtype(result = "Result<Option<ApiKey>, AppError>")]
+pub struct FindKeyByHash {
+    pub hash: String,
+}
+
+/// Every key, newest first.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<ApiKey>, AppError>")]
+pub struct ListKeys {
+    pub include_deleted: bool,
+}
+
+/// Replaces a stored key (update, disable, soft delete, restore, regenerate);
+/// `previous_hash` is the hash before a regeneration.
+#[derive(Message)]
+#[rtype(result = "Result<ApiKey, AppError>")]
+pub struct SaveKey {
+    pub key: ApiKey,
+    pub previous_hash: Option<String>,
+}
+
+/// Deletes a key for good; false when it did not exist.
+#[derive(Message)]
+#[rtype(result = "Result<bool, AppError>")]
+pub struct DeleteKey {
+    pub id: String,
+}
+
+
+impl RouterActor {
+    /// Drops `hashes` from every cache layer and tells other instances to do the same.
+    pub(super) fn invalidate_keys(&mut self, hashes: Vec<String>) {
+        for h in &hashes {
+            self.key_cache.remove(h);
+        }
+        if !self.config.mode.uses_redis() || !self.redis_up() {
+            // Redis misses nothing for long: the cache is flushed when Redis returns.
+            return;
+        }
+        let cache = self.cache.clone();
+        let message = serde_json::json!({ "type": "keys", "hashes": hashes }).to_string();
+        let hybrid = self.config.mode == StorageMode::Hybrid;
+        actix::spawn(async move {
+            if hybrid {
+                if let Err(e) = cache.drop_cached_keys(&hashes).await {
+                    log::warn!("key cache invalidation failed ({e}); the cache will be flushed");
+                }
+            }
+            let _ = cache.publish(message).await;
+        });
+    }
+
+    fn require_primary(&self) -> Result<(), AppError> {
+        match self.config.mode {
+            StorageMode::Redis if !self.redis_up() => Err(unavailable("redis")),
+            StorageMode::Hybrid | StorageMode::Mysql if !self.mysql_up() => Err(unavailable("mysql")),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn store_err(e: StoreError) -> AppError {
+    match e {
+        StoreError::Duplicate(_) => AppError::InvalidRequest("a key with this value already exists".into()),
+        other => other.into(),
+    }
+}
+
+fn cache_err(e: CacheError) -> AppError {
+    e.into()
+}
+
+impl Handler<CreateKey> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<ApiKey, AppError>>;
+
+    fn handle(&mut self, msg: CreateKey, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.require_primary() {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let key = msg.key;
+        let work = async move {
+            match mode {
+                StorageMode::Redis => {
+                    if cache.get_key_by_hash(&key.key_hash).await.map_err(cache_err)?.is_some() {
+                        return Err(AppError::InvalidRequest("a key with this value already exists".into()));
+                    }
+                    cache.put_key(&key, None).await.map_err(cache_err)?;
+                }
+                _ => {
+                    let k = key.clone();
+                    store.exec(move |c| Box::pin(queries::insert(c, k))).await.map_err(store_err)?;
+                }
+            }
+            Ok(key)
+        };
+        Box::pin(work.into_actor(self).map(|result, act, _| {
+            if let Ok(k) = &result {
+                act.invalidate_keys(vec![k.key_hash.clone()]);
+            }
+            result
+        }))
+    }
+}
+
+impl Handler<GetKey> for RouterActor {
+    type Result = ResponseFuture<Result<Option<ApiKey>, AppError>>;
+
+    fn handle(&mut self, msg: GetKey, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.require_primary() {
+            return Box::pin(async move { Err(e) });
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        Box::pin(async move {
+            match mode {
+                StorageMode::Redis => cache.get_key(&msg.id).await.map_err(cache_err),
+                _ => store
+                    .exec(move |c| Box::pin(queries::get(c, msg.id)))
+                    .await
+                    .map_err(store_err),
+            }
+        })
+    }
+}
+
+impl Handler<ListKeys> for RouterActor {
+    type Result = ResponseFuture<Result<Vec<ApiKey>, AppError>>;
+
+    fn handle(&mut self, msg: ListKeys, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.require_primary() {
+            return Box::pin(async move { Err(e) });
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        Box::pin(async move {
+            match mode {
+                StorageMode::Redis => {
+                    let mut keys = cache.list_keys().await.map_err(cache_err)?;
+                    keys.retain(|k| msg.include_deleted || !k.is_deleted());
+                    keys.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+                    Ok(keys)
+                }
+                _ => store
+                    .exec(move |c| Box::pin(queries::list(c, msg.include_deleted)))
+                    .await
+                    .map_err(store_err),
+            }
+        })
+    }
+}
+
+impl Handler<SaveKey> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<ApiKey, AppError>>;
+
+    fn handle(&mut self, msg: SaveKey, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.require_primary() {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let SaveKey { key, previous_hash } = msg;
+        let mut hashes = vec![key.key_hash.clone()];
+        hashes.extend(previous_hash.clone().filter(|h| *h != key.key_hash));
+        let work = async move {
+            match mode {
+                StorageMode::Redis => {
+                    if cache.get_key(&key.id).await.map_err(cache_err)?.is_none() {
+                        return Err(AppError::NotFound(format!("api key {} not found", key.id)));
+                    }
+                    cache.put_key(&key, previous_hash).await.map_err(cache_err)?;
+                }
+                _ => {
+                    let k = key.clone();
+                    store
+                        .exec(move |c| Box::pin(queries::update(c, k)))
+                        .await
+                        .map_err(|e| match e {
+                            StoreError::NotFound => AppError::NotFound(format!("api key {} not found", key.id)),
+                            other => store_err(other),
+                        })?;
+                }
+            }
+            Ok(key)
+        };
+        Box::pin(work.into_actor(self).map(move |result, act, _| {
+            if result.is_ok() {
+                act.invalidate_keys(hashes);
+            }
+            result
+        }))
+    }
+}
+
+impl Handler<DeleteKey> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<bool, AppError>>;
+
+    fn handle(&mut self, msg: DeleteKey, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.require_primary() {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let work = async move {
+            let existing = match mode {
+                StorageMode::Redis => cache.get_key(&msg.id).await.map_err(cache_err)?,
+                _ => {
+                    let id = msg.id.clone();
+                    store.exec(move |c| Box::pin(queries::get(c, id))).await.map_err(store_err)?
+                }
+            };
+            let Some(existing) = existing else {
+                return Ok(None);
+            };
+            match mode {
+                StorageMode::Redis => cache.delete_key(&existing.id, &existing.key_hash).await.map_err(cache_err)?,
+                _ => {
+                    let id = existing.id.clone();
+                    store.exec(move |c| Box::pin(queries::delete(c, id))).await.map_err(store_err)?;
+                }
+            }
+            Ok(Some(existing.key_hash))
+        };
+        Box::pin(work.into_actor(self).map(|result, act, _| {
+            result.map(|hash| match hash {
+                Some(h) => {
+                    act.invalidate_keys(vec![h]);
+                    true
+                }
+                None => false,
+            })
+        }))
+    }
+}
+
+impl Handler<FindKeyByHash> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<Option<ApiKey>, AppError>>;
+
+    fn handle(&mut self, msg: FindKeyByHash, _ctx: &mut Self::Context) -> Self::Result {
+        let ttl = self.config.key_cache_ttl;
+        if let Some((key, at)) = self.key_cache.get(&msg.hash) {
+            if at.elapsed() < ttl {
+                self.stats.key_cache_hits += 1;
+                return Box::pin(fut::ready(Ok(key.clone())));
+            }
+        }
+        self.stats.key_cache_misses += 1;
+        let mode = self.config.mode;
+        let (store, cache) = (self.store.clone(), self.cache.clone());
+        let redis_ok = self.redis_up() && !self.redis_cache_stale;
+        let mysql_ok = self.mysql_up();
+        let cache_ttl = self.config.redis_cache_ttl;
+        let hash = msg.hash.clone();
+        let work = async move {
+            match mode {
+                StorageMode::Redis => cache.get_key_by_hash(&hash).await.map_err(cache_err),
+                StorageMode::Mysql => {
+                    store.exec(move |c| Box::pin(queries::get_by_hash(c, hash))).await.map_err(store_err)
+                }
+                StorageMode::Hybrid => {
+                    let mut redis_answered = false;
+                    if redis_ok {
+                        match cache.get_cached_key(&hash).await {
+                            Ok(Some(k)) => return Ok(Some(k)),
+                            Ok(None) => redis_answered = true,
+                            Err(_) => {}
+                        }
+                    }
+                    if !mysql_ok {
+                        return Err(AppError::StorageUnavailable(
+                            "storage unavailable: this key cannot be verified right now, try again shortly".into(),
+                        ));
+                    }
+                    let h = hash.clone();
+                    let found = store.exec(move |c| Box::pin(queries::get_by_hash(c, h))).await.map_err(store_err)?;
+                    if let (Some(k), true) = (&found, redis_answered) {
+                        let (cache, k) = (cache.clone(), k.clone());
+                        actix::spawn(async move {
+                            let _ = cache.set_cached_key(&k, cache_ttl).await;
+                        });
+                    }
+                    Ok(found)
+                }
+            }
+        };
+        Box::pin(work.into_actor(self).map(move |result, act, _| match result {
+            Ok(found) => {
+                act.key_cache.insert(msg.hash, (found.clone(), Instant::now()));
+                Ok(found)
+            }
+            // Both backends failing: a key seen before keeps working (SPEC §1, both down).
+            Err(e) => match act.key_cache.get(&msg.hash) {
+                Some((Some(k), _)) if e.is_outage() => Ok(Some(k.clone())),
+                _ => Err(e),
+            },
+        }))
+    }
+}
+
+impl RouterHandle {
+    pub async fn create_key(&self, key: ApiKey) -> Result<ApiKey, AppError> {
+        self.ask(CreateKey { key }).await?
+    }
+    pub async fn get_key(&self, id: &str) -> Result<Option<ApiKey>, AppError> {
+        self.ask(GetKey { id: id.to_string() }).await?
+    }
+    pub async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, AppError> {
+        self.ask(FindKeyByHash { hash: hash.to_string() }).await?
+    }
+    pub async fn list_keys(&self, include_deleted: bool) -> Result<Vec<ApiKey>, AppError> {
+        self.ask(ListKeys { include_deleted }).await?
+    }
+    pub async fn save_key(&self, key: ApiKey, previous_hash: Option<String>) -> Result<ApiKey, AppError> {
+        self.ask(SaveKey { key, previous_hash }).await?
+    }
+    pub async fn delete_key(&self, id: &str) -> Result<bool, AppError> {
+        self.ask(DeleteKey { id: id.to_string() }).await?
+    }
+}

@@ -1,0 +1,306 @@
+//! Counters, rate windows and admission: the names of the counter sets a usage event
+//! touches, and the admission request / answer both backends implement atomically.
+
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::usage_event::UsageEvent;
+
+/// The six numbers every counter set holds (a Redis hash or a `usage_counters` row).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_create_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cost_micros: i64,
+}
+
+impl Counters {
+    /// Field names as stored (Redis hash fields, in this order).
+    pub const FIELDS: [&'static str; 6] = ["requests", "input", "output", "cacheCreate", "cacheRead", "cost"];
+
+    pub fn to_array(self) -> [i64; 6] {
+        [
+            self.requests,
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_create_tokens,
+            self.cache_read_tokens,
+            self.cost_micros,
+        ]
+    }
+
+    pub fn from_array(v: [i64; 6]) -> Self {
+        Counters {
+            requests: v[0],
+            input_tokens: v[1],
+            output_tokens: v[2],
+            cache_create_tokens: v[3],
+            cache_read_tokens: v[4],
+            cost_micros: v[5],
+        }
+    }
+
+    /// Every token counted.
+    pub fn tokens(&self) -> i64 {
+        self.input_tokens + self.output_tokens + self.cache_create_tokens + self.cache_read_tokens
+    }
+
+    pub fn add(&mut self, other: &Counters) {
+        let a = self.to_array();
+        let b = other.to_array();
+        *self = Counters::from_array(std::array::from_fn(|i| a[i] + b[i]));
+    }
+
+    /// The contribution of one event (with `requests` as given: admission counts requests in
+    /// rate windows itself).
+    pub fn of_event(e: &UsageEvent, requests: i64) -> Counters {
+        Counters {
+            requests,
+            input_tokens: e.input_tokens,
+            output_tokens: e.output_tokens,
+            cache_create_tokens: e.cache_create_tokens(),
+            cache_read_tokens: e.cache_read_tokens,
+            cost_micros: e.cost_micros,
+        }
+    }
+}
+
+/// A counter set to add to: logical name (no Redis prefix) and lifetime in seconds
+/// (None = forever).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CounterUpdate {
+    pub name: String,
+    pub delta: Counters,
+    pub ttl_seconds: Option<i64>,
+}
+
+const HOUR_TTL: i64 = 3 * 24 * 3600;
+const DAY_TTL: i64 = 40 * 24 * 3600;
+const MONTH_TTL: i64 = 400 * 24 * 3600;
+
+/// Names of the counter sets of one owner (`key:{id}`, `account:{id}`, `model:{m}`, …).
+pub fn period_names(owner: &str, local: DateTime<chrono::FixedOffset>) -> [(String, Option<i64>); 4] {
+    [
+        (format!("usage:{owner}:total"), None),
+        (
+            format!("usage:{owner}:month:{:04}-{:02}", local.year(), local.month()),
+            Some(MONTH_TTL),
+        ),
+        (format!("usage:{owner}:day:{}", local.format("%Y-%m-%d")), Some(DAY_TTL)),
+        (format!("usage:{owner}:hour:{}", local.format("%Y-%m-%dT%H")), Some(HOUR_TTL)),
+    ]
+}
+
+/// Start (local date) of the weekly Opus period containing `local`.
+pub fn week_start(local: DateTime<chrono::FixedOffset>, reset_day: u8, reset_hour: u8) -> chrono::NaiveDate {
+    // reset_day: 1 = Monday … 7 = Sunday (CRS).
+    let reset_day = u32::from(reset_day.clamp(1, 7));
+    let today = local.weekday().number_from_monday();
+    let mut back = (7 + today - reset_day) % 7;
+    if back == 0 && local.hour() < u32::from(reset_hour) {
+        back = 7;
+    }
+    local.date_naive() - Duration::days(i64::from(back))
+}
+
+/// Names of the counters the limits read for one key at `now`.
+pub struct KeyCounterNames {
+    pub daily: String,
+    pub total: String,
+    pub weekly_opus: String,
+}
+
+pub fn key_counter_names(
+    key_id: &str,
+    now: DateTime<Utc>,
+    offset_hours: i32,
+    reset_day: u8,
+    reset_hour: u8,
+) -> KeyCounterNames {
+    let local = to_local(now, offset_hours);
+    let owner = format!("key:{key_id}");
+    KeyCounterNames {
+        daily: format!("usage:{owner}:day:{}", local.format("%Y-%m-%d")),
+        total: format!("usage:{owner}:total"),
+        weekly_opus: format!("cost:{owner}:opus_week:{}", week_start(local, reset_day, reset_hour)),
+    }
+}
+
+pub fn to_local(t: DateTime<Utc>, offset_hours: i32) -> DateTime<chrono::FixedOffset> {
+    let offset = chrono::FixedOffset::east_opt(offset_hours * 3600)
+        .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
+    t.with_timezone(&offset)
+}
+
+/// Every counter set one event adds to: key, account, model and key × model over
+/// total / month / day / hour, the key's weekly Opus cost, and its current rate window.
+pub fn counter_updates(
+    e: &UsageEvent,
+    offset_hours: i32,
+    is_opus: bool,
+    weekly: (u8, u8),
+    rate_window: Option<&RateWindowName>,
+) -> Vec<CounterUpdate> {
+    let local = e.local_time(offset_hours);
+    let delta = Counters::of_event(e, 1);
+    let mut owners = vec![format!("key:{}", e.api_key_id), format!("model:{}", e.model)];
+    if !e.account_id.is_empty() {
+        owners.push(format!("account:{}", e.account_id));
+    }
+    owners.push(format!("key:{}:model:{}", e.api_key_id, e.model));
+    let mut updates: Vec<CounterUpdate> = owners
+        .iter()
+        .flat_map(|o| period_names(o, local))
+        .map(|(name, ttl_seconds)| CounterUpdate {
+            name,
+            delta,
+            ttl_seconds,
+        })
+        .collect();
+    if is_opus {
+        updates.push(CounterUpdate {
+            name: format!(
+                "cost:key:{}:opus_week:{}",
+                e.api_key_id,
+                week_start(local, weekly.0, weekly.1)
+            ),
+            delta: Counters {
+                cost_micros: e.cost_micros,
+                ..Counters::default()
+            },
+            ttl_seconds: Some(15 * 24 * 3600),
+        });
+    }
+    if let Some(w) = rate_window {
+        // Requests were counted at admission; tokens and cost arrive with the answer.
+        updates.push(CounterUpdate {
+            name: w.name.clone(),
+            delta: Counters::of_event(e, 0),
+            ttl_seconds: Some(w.ttl_seconds as i64),
+        });
+    }
+    updates
+}
+
+/// The fixed rate window of a key at a moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateWindowName {
+    pub name: String,
+    pub ttl_seconds: u64,
+    /// Seconds until this window ends (Retry-After).
+    pub resets_in_seconds: u64,
+}
+
+pub fn rate_window(key_id: &str, window_minutes: u32, now: DateTime<Utc>) -> Option<RateWindowName> {
+    if window_minutes == 0 {
+        return None;
+    }
+    let len = i64::from(window_minutes) * 60;
+    let ts = now.timestamp();
+    let start = ts - ts.rem_euclid(len);
+    Some(RateWindowName {
+        name: format!("rate:key:{key_id}:{start}"),
+        ttl_seconds: (len + 60) as u64,
+        resets_in_seconds: (start + len - ts).max(1) as u64,
+    })
+}
+
+/// Limits of the current rate window; 0 = no limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowLimits {
+    pub name: String,
+    pub ttl_seconds: u64,
+    pub resets_in_seconds: u64,
+    pub max_requests: i64,
+    pub max_tokens: i64,
+    pub max_cost_micros: i64,
+}
+
+impl WindowLimits {
+    /// The refusal for the window's current counters, if any.
+    pub fn check(&self, c: &Counters) -> Option<Admission> {
+        let retry = self.resets_in_seconds;
+        if self.max_requests > 0 && c.requests >= self.max_requests {
+            return Some(Admission::RequestsExceeded { retry_after_secs: retry });
+        }
+        if self.max_tokens > 0 && c.tokens() >= self.max_tokens {
+            return Some(Admission::TokensExceeded { retry_after_secs: retry });
+        }
+        if self.max_cost_micros > 0 && c.cost_micros >= self.max_cost_micros {
+            return Some(Admission::CostExceeded { retry_after_secs: retry });
+        }
+        None
+    }
+}
+
+/// One atomic admission: take a concurrency lease (cap 0 = none) and count the request in
+/// the rate window, or refuse without changing anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionRequest {
+    /// Logical name of the lease set (`key:{id}`).
+    pub lease_scope: String,
+    pub lease_id: String,
+    pub lease_ttl_ms: u64,
+    pub concurrency_limit: u32,
+    pub window: Option<WindowLimits>,
+}
+
+/// The answer to an admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Admission {
+    Granted,
+    ConcurrencyExceeded,
+    RequestsExceeded { retry_after_secs: u64 },
+    TokensExceeded { retry_after_secs: u64 },
+    CostExceeded { retry_after_secs: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn week_start_follows_reset_day_and_hour() {
+        // 2026-11-26 is a Thursday.
+        let t = to_local(Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap(), 0);
+        assert_eq!(week_start(t, 1, 0).to_string(), "2026-11-23");
+        assert_eq!(week_start(t, 4, 0).to_string(), "2026-11-26");
+        assert_eq!(week_start(t, 4, 13).to_string(), "2026-11-19");
+        assert_eq!(week_start(t, 5, 0).to_string(), "2026-11-20");
+    }
+
+    #[test]
+    fn rate_window_is_fixed_and_reports_its_reset() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 20).unwrap();
+        let w = rate_window("k", 1, now).unwrap();
+        assert_eq!(w.name, format!("rate:key:k:{}", now.timestamp() - 20));
+        assert_eq!(w.resets_in_seconds, 40);
+        assert!(rate_window("k", 0, now).is_none());
+    }
+
+    #[test]
+    fn window_check_order_is_requests_tokens_cost() {
+        let limits = WindowLimits {
+            name: "w".into(),
+            ttl_seconds: 120,
+            resets_in_seconds: 30,
+            max_requests: 2,
+            max_tokens: 100,
+            max_cost_micros: 50,
+        };
+        let mut c = Counters::default();
+        assert_eq!(limits.check(&c), None);
+        c.cost_micros = 50;
+        assert_eq!(limits.check(&c), Some(Admission::CostExceeded { retry_after_secs: 30 }));
+        c.input_tokens = 100;
+        assert_eq!(limits.check(&c), Some(Admission::TokensExceeded { retry_after_secs: 30 }));
+        c.requests = 2;
+        assert_eq!(limits.check(&c), Some(Admission::RequestsExceeded { retry_after_secs: 30 }));
+    }
+}

@@ -1,0 +1,239 @@
+//! The usage archive: idempotent batch inserts (unique request id) that also add the new
+//! rows to the daily roll-ups, in one transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::NaiveDate;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use super::schema::{usage_daily, usage_records};
+use crate::actors::persistence::DbConn;
+use crate::domain::limits::Counters;
+use crate::domain::usage_event::UsageEvent;
+use crate::error::StoreError;
+
+/// Writes the events not archived yet; returns how many were new. Replaying a batch
+/// changes nothing.
+pub async fn insert_batch(
+    mut conn: DbConn,
+    events: Vec<UsageEvent>,
+    offset_hours: i32,
+) -> Result<usize, StoreError> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let inserted = conn
+        .transaction::<_, diesel::result::Error, _>(async |c| {
+            let ids: Vec<&str> = events.iter().map(|e| e.request_id.as_str()).collect();
+            let existing: HashSet<String> = usage_records::table
+                .filter(usage_records::request_id.eq_any(&ids))
+                .select(usage_records::request_id)
+                .load::<String>(c)
+                .await?
+                .into_iter()
+                .collect();
+            // Unique within the batch too (a spool and an outbox may hold the same event).
+            let mut seen = HashSet::new();
+            let fresh: Vec<&UsageEvent> = events
+                .iter()
+                .filter(|e| !existing.contains(&e.request_id) && seen.insert(e.request_id.clone()))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(0);
+            }
+            let rows: Vec<_> = fresh
+                .iter()
+                .map(|e| {
+                    (
+                        usage_records::request_id.eq(&e.request_id),
+                        usage_records::api_key_id.eq(&e.api_key_id),
+                        usage_records::account_id.eq(&e.account_id),
+                        usage_records::model.eq(&e.model),
+                        usage_records::input_tokens.eq(e.input_tokens),
+                        usage_records::output_tokens.eq(e.output_tokens),
+                        usage_records::cache_create_5m_tokens.eq(e.cache_create_5m_tokens),
+                        usage_records::cache_create_1h_tokens.eq(e.cache_create_1h_tokens),
+                        usage_records::cache_read_tokens.eq(e.cache_read_tokens),
+                        usage_records::cost_micros.eq(e.cost_micros),
+                        usage_records::status_code.eq(e.status_code as i16),
+                        usage_records::is_stream.eq(e.is_stream),
+                        usage_records::latency_ms.eq(i32::try_from(e.latency_ms).unwrap_or(i32::MAX)),
+                        usage_records::usage_date.eq(e.local_date(offset_hours)),
+                        usage_records::created_at.eq(e.created_at.naive_utc()),
+                    )
+                })
+                .collect();
+            diesel::insert_into(usage_records::table)
+                .values(rows)
+                .execute(c)
+                .await?;
+            let mut rollups: HashMap<(NaiveDate, &str, &str, &str), Counters> = HashMap::new();
+            for e in &fresh {
+                rollups
+                    .entry((e.local_date(offset_hours), &e.api_key_id, &e.account_id, &e.model))
+                    .or_default()
+                    .add(&Counters::of_event(e, 1));
+            }
+            // diesel's upsert DSL has no MySQL form for "add to the stored value": plain SQL.
+            use diesel::sql_types::{BigInt, Date, Text};
+            let placeholders = vec!["(?, ?, ?, ?, 'relay', ?, ?, ?, ?, ?, ?)"; rollups.len()].join(", ");
+            let mut query = diesel::sql_query(format!(
+                "INSERT INTO usage_daily (usage_date, api_key_id, account_id, model, source, \
+                 requests, input_tokens, output_tokens, cache_create_tokens, cache_read_tokens, \
+                 cost_micros) VALUES {placeholders} ON DUPLICATE KEY UPDATE \
+                 requests = requests + VALUES(requests), \
+                 input_tokens = input_tokens + VALUES(input_tokens), \
+                 output_tokens = output_tokens + VALUES(output_tokens), \
+                 cache_create_tokens = cache_create_tokens + VALUES(cache_create_tokens), \
+                 cache_read_tokens = cache_read_tokens + VALUES(cache_read_tokens), \
+                 cost_micros = cost_micros + VALUES(cost_micros)"
+            ))
+            .into_boxed();
+            for ((date, key, account, model), c) in &rollups {
+                query = query
+                    .bind::<Date, _>(*date)
+                    .bind::<Text, _>(key.to_string())
+                    .bind::<Text, _>(account.to_string())
+                    .bind::<Text, _>(model.to_string())
+                    .bind::<BigInt, _>(c.requests)
+                    .bind::<BigInt, _>(c.input_tokens)
+                    .bind::<BigInt, _>(c.output_tokens)
+                    .bind::<BigInt, _>(c.cache_create_tokens)
+                    .bind::<BigInt, _>(c.cache_read_tokens)
+                    .bind::<BigInt, _>(c.cost_micros);
+            }
+            query.execute(c).await?;
+            Ok(fresh.len())
+        })
+        .await?;
+    Ok(inserted)
+}
+
+/// Archive rows in total (tests, diagnose).
+pub async fn count_records(mut conn: DbConn) -> Result<i64, StoreError> {
+    Ok(usage_records::table.count().get_result(&mut conn).await?)
+}
+
+/// The newest archive rows of a key, newest first.
+pub async fn recent_for_key(
+    mut conn: DbConn,
+    key_id: String,
+    limit: i64,
+) -> Result<Vec<UsageEvent>, StoreError> {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i16,
+        bool,
+        i32,
+        chrono::NaiveDateTime,
+    );
+    let rows: Vec<Row> = usage_records::table
+        .filter(usage_records::api_key_id.eq(key_id))
+        .order(usage_records::created_at.desc())
+        .limit(limit)
+        .select((
+            usage_records::request_id,
+            usage_records::api_key_id,
+            usage_records::account_id,
+            usage_records::model,
+            usage_records::input_tokens,
+            usage_records::output_tokens,
+            usage_records::cache_create_5m_tokens,
+            usage_records::cache_create_1h_tokens,
+            usage_records::cache_read_tokens,
+            usage_records::cost_micros,
+            usage_records::status_code,
+            usage_records::is_stream,
+            usage_records::latency_ms,
+            usage_records::created_at,
+        ))
+        .load(&mut conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| UsageEvent {
+            request_id: r.0,
+            api_key_id: r.1,
+            account_id: r.2,
+            model: r.3,
+            input_tokens: r.4,
+            output_tokens: r.5,
+            cache_create_5m_tokens: r.6,
+            cache_create_1h_tokens: r.7,
+            cache_read_tokens: r.8,
+            cost_micros: r.9,
+            status_code: r.10.max(0) as u16,
+            is_stream: r.11,
+            latency_ms: r.12.max(0) as u32,
+            created_at: r.13.and_utc(),
+        })
+        .collect())
+}
+
+/// Daily roll-up rows in a date range, optionally for one key or account.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyRow {
+    pub date: NaiveDate,
+    pub api_key_id: String,
+    pub account_id: String,
+    pub model: String,
+    pub counters: Counters,
+}
+
+pub async fn daily_rows(
+    mut conn: DbConn,
+    from: NaiveDate,
+    to: NaiveDate,
+    key_id: Option<String>,
+    account_id: Option<String>,
+) -> Result<Vec<DailyRow>, StoreError> {
+    use usage_daily::dsl as d;
+    let mut q = usage_daily::table
+        .filter(d::usage_date.ge(from))
+        .filter(d::usage_date.le(to))
+        .into_boxed();
+    if let Some(k) = key_id {
+        q = q.filter(d::api_key_id.eq(k));
+    }
+    if let Some(a) = account_id {
+        q = q.filter(d::account_id.eq(a));
+    }
+    type Row = (NaiveDate, String, String, String, i64, i64, i64, i64, i64, i64);
+    let rows: Vec<Row> = q
+        .order((d::usage_date.asc(), d::api_key_id.asc(), d::model.asc()))
+        .select((
+            d::usage_date,
+            d::api_key_id,
+            d::account_id,
+            d::model,
+            d::requests,
+            d::input_tokens,
+            d::output_tokens,
+            d::cache_create_tokens,
+            d::cache_read_tokens,
+            d::cost_micros,
+        ))
+        .load(&mut conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DailyRow {
+            date: r.0,
+            api_key_id: r.1,
+            account_id: r.2,
+            model: r.3,
+            counters: Counters::from_array([r.4, r.5, r.6, r.7, r.8, r.9]),
+        })
+        .collect())
+}
