@@ -120,7 +120,12 @@ impl MysqlConfig {
         } else {
             format!("{}:{}", urlencode(&self.user), urlencode(pw))
         };
-        SecretString::from(format!("mysql://{auth}@{}:{}/{db}", self.host, self.port))
+        // mysql_async otherwise switches a connection to 127.0.0.1 over to the server's Unix
+        // socket: the relay must talk to exactly MYSQL_HOST:MYSQL_PORT (proxies, containers).
+        SecretString::from(format!(
+            "mysql://{auth}@{}:{}/{db}?prefer_socket=false",
+            self.host, self.port
+        ))
     }
 }
 
@@ -194,7 +199,12 @@ impl Reader<'_> {
         };
         let value: T = raw.parse().map_err(|_| ConfigError {
             variable: name,
-            message: format!("`{raw}` is not a number"),
+            // An integer that does not fit the type is out of range, not "not a number".
+            message: if raw.parse::<i128>().is_ok() {
+                format!("{raw} is out of range {min}..={max}")
+            } else {
+                format!("`{raw}` is not a number")
+            },
         })?;
         if value < min || value > max {
             return Err(ConfigError {
@@ -232,7 +242,11 @@ impl Config {
     /// Builds and validates the configuration from any variable source.
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let r = Reader { lookup };
-        let mode = match r.string("DATABASE_TYPE", "hybrid").to_ascii_lowercase().as_str() {
+        let mode = match r
+            .string("DATABASE_TYPE", "hybrid")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "hybrid" => StorageMode::Hybrid,
             "redis" => StorageMode::Redis,
             "mysql" => StorageMode::Mysql,
@@ -276,13 +290,11 @@ impl Config {
             });
         }
         let admin_token = r.get("ADMIN_TOKEN");
-        if let Some(t) = &admin_token {
-            if t.len() < 16 {
-                return Err(ConfigError {
-                    variable: "ADMIN_TOKEN",
-                    message: "must be at least 16 characters when set".into(),
-                });
-            }
+        if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError {
+                variable: "ADMIN_TOKEN",
+                message: "must be at least 16 characters when set".into(),
+            });
         }
         let limits_on_cache_down = match r.string("LIMITS_ON_CACHE_DOWN", "local").as_str() {
             "local" => LimitsOnCacheDown::Local,
@@ -316,7 +328,12 @@ impl Config {
                 password: SecretString::from(r.get("MYSQL_PASSWORD").unwrap_or_default()),
                 database,
                 connection_limit: r.number("MYSQL_CONNECTION_LIMIT", 20usize, 1, 1000)?,
-                timeout: Duration::from_millis(r.number("MYSQL_TIMEOUT_MS", 2000u64, 50, 600_000)?),
+                timeout: Duration::from_millis(r.number(
+                    "MYSQL_TIMEOUT_MS",
+                    2000u64,
+                    50,
+                    600_000,
+                )?),
             },
             host: r.string("HOST", "127.0.0.1"),
             port: r.number("PORT", 3000u16, 0, u16::MAX)?,
@@ -329,9 +346,12 @@ impl Config {
             sticky_session_ttl: Duration::from_secs(
                 3600 * r.number("STICKY_SESSION_TTL_HOURS", 1u64, 1, 24 * 365)?,
             ),
-            request_timeout: Duration::from_millis(
-                r.number("REQUEST_TIMEOUT", 600_000u64, 1000, 3_600_000)?,
-            ),
+            request_timeout: Duration::from_millis(r.number(
+                "REQUEST_TIMEOUT",
+                600_000u64,
+                1000,
+                3_600_000,
+            )?),
             claude_api_url: r.url("CLAUDE_API_URL", "https://api.anthropic.com")?,
             claude_oauth_token_url: r.url(
                 "CLAUDE_OAUTH_TOKEN_URL",
@@ -340,18 +360,27 @@ impl Config {
             log_level,
             log_dir: r.get("LOG_DIR").map(PathBuf::from),
             key_cache_ttl: Duration::from_secs(r.number("KEY_CACHE_TTL_SECONDS", 5u64, 0, 3600)?),
-            redis_cache_ttl: Duration::from_secs(
-                r.number("REDIS_CACHE_TTL_SECONDS", 600u64, 1, 86_400 * 30)?,
-            ),
+            redis_cache_ttl: Duration::from_secs(r.number(
+                "REDIS_CACHE_TTL_SECONDS",
+                600u64,
+                1,
+                86_400 * 30,
+            )?),
             limits_on_cache_down,
             spool_dir: PathBuf::from(r.string("SPOOL_DIR", "data/spool")),
-            probe_interval: Duration::from_millis(
-                r.number("BACKEND_PROBE_INTERVAL_MS", 500u64, 50, 60_000)?,
-            ),
+            probe_interval: Duration::from_millis(r.number(
+                "BACKEND_PROBE_INTERVAL_MS",
+                500u64,
+                50,
+                60_000,
+            )?),
             usage_batch_size: r.number("USAGE_BATCH_SIZE", 200usize, 1, 10_000)?,
-            usage_batch_interval: Duration::from_millis(
-                r.number("USAGE_BATCH_INTERVAL_MS", 200u64, 1, 60_000)?,
-            ),
+            usage_batch_interval: Duration::from_millis(r.number(
+                "USAGE_BATCH_INTERVAL_MS",
+                200u64,
+                1,
+                60_000,
+            )?),
             max_request_body_bytes: r.number(
                 "MAX_REQUEST_BODY_BYTES",
                 32 * 1024 * 1024usize,

@@ -62,7 +62,10 @@ impl From<diesel::result::Error> for StoreError {
             other => {
                 let text = other.to_string();
                 // mysql_async reports dropped sockets as unknown database errors.
-                if text.contains("Connection") || text.contains("connection") || text.contains("io error") {
+                if text.contains("Connection")
+                    || text.contains("connection")
+                    || text.contains("io error")
+                {
                     StoreError::Unavailable
                 } else {
                     StoreError::Query(text)
@@ -86,7 +89,10 @@ pub enum AppError {
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{message}")]
-    RateLimited { message: String, retry_after_secs: u64 },
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{message}")]
     QuotaExceeded { code: &'static str, message: String },
     /// A backend needed for this request is down.
@@ -188,7 +194,10 @@ impl ResponseError for AppError {
             log::error!("internal error: {detail}");
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let AppError::RateLimited { retry_after_secs, .. } = self {
+        if let AppError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
             response.insert_header(("retry-after", retry_after_secs.to_string()));
         }
         response.json(self.body())

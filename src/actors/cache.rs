@@ -150,8 +150,8 @@ impl CacheActor {
             let mut conn = match existing {
                 Some(c) => c,
                 None => {
-                    let client = redis::Client::open(url.expose_secret())
-                        .map_err(|e| describe(&e))?;
+                    let client =
+                        redis::Client::open(url.expose_secret()).map_err(|e| describe(&e))?;
                     tokio::time::timeout(
                         timeout,
                         ConnectionManager::new_with_config(client, manager_config),
@@ -229,8 +229,7 @@ fn describe(e: &redis::RedisError) -> String {
 
 /// Sorts a Redis error into outage (counts against the circuit) or command error.
 fn classify(e: redis::RedisError) -> CacheError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
-    {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
         CacheError::Unavailable
     } else {
         CacheError::Command(describe(&e))

@@ -85,16 +85,17 @@ impl PersistenceActor {
         enabled: bool,
     ) -> PersistenceHandle {
         let arbiter = Arbiter::new();
-        let addr = PersistenceActor::start_in_arbiter(&arbiter.handle(), move |_| PersistenceActor {
-            pool: build_pool(&config),
-            config,
-            probe_interval,
-            enabled,
-            schema_ready: !auto_migrate,
-            probing: false,
-            circuit: Circuit::default(),
-            reporter: StateReporter::default(),
-        });
+        let addr =
+            PersistenceActor::start_in_arbiter(&arbiter.handle(), move |_| PersistenceActor {
+                pool: build_pool(&config),
+                config,
+                probe_interval,
+                enabled,
+                schema_ready: !auto_migrate,
+                probing: false,
+                circuit: Circuit::default(),
+                reporter: StateReporter::default(),
+            });
         PersistenceHandle { addr }
     }
 
@@ -112,7 +113,9 @@ impl PersistenceActor {
                 // Database creation and migrations run on a blocking thread (diesel's
                 // migration harness is synchronous); bounded so a frozen server cannot hang us.
                 let setup_timeout = config.timeout.max(Duration::from_secs(30));
-                let job = tokio::task::spawn_blocking(move || setup::ensure_database_and_migrate(&config));
+                let job = tokio::task::spawn_blocking(move || {
+                    setup::ensure_database_and_migrate(&config)
+                });
                 match tokio::time::timeout(setup_timeout, job).await {
                     Ok(Ok(Ok(_applied))) => {}
                     Ok(Ok(Err(e))) => return Err((e, needs_schema)),
@@ -148,7 +151,8 @@ impl PersistenceActor {
                 }
                 Err((error, _)) => {
                     act.circuit.trip();
-                    act.reporter.report(Backend::Mysql, BackendState::down(error));
+                    act.reporter
+                        .report(Backend::Mysql, BackendState::down(error));
                 }
             }
         }));

@@ -44,7 +44,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     };
     if report.redis.used {
         if report.redis.connected {
-            println!("redis: connected ({})", report.redis.latency.clone().unwrap_or_default());
+            println!(
+                "redis: connected ({})",
+                report.redis.latency.clone().unwrap_or_default()
+            );
         } else {
             println!(
                 "redis: NOT reachable at {}:{} ({})",
@@ -72,8 +75,14 @@ pub async fn run(config: Config) -> Result<(), String> {
             "admin: created `{}` with generated password: {password}\n       (shown once; store it now)",
             config.admin_username
         ),
-        (true, false) => println!("admin: created `{}` (password from ADMIN_PASSWORD)", config.admin_username),
-        (false, _) => println!("admin: `{}` already exists, unchanged", config.admin_username),
+        (true, false) => println!(
+            "admin: created `{}` (password from ADMIN_PASSWORD)",
+            config.admin_username
+        ),
+        (false, _) => println!(
+            "admin: `{}` already exists, unchanged",
+            config.admin_username
+        ),
     }
     println!("init complete (mode {})", config.mode.as_str());
     Ok(())

@@ -1,7 +1,11 @@
 //! Pure types and rules (no I/O): keys, accounts, limits, usage, cost, passwords.
 
-pub mod password;
 pub mod account;
 pub mod api_key;
-pub mod usage_event;
+pub mod crypto;
+pub mod keys;
 pub mod limits;
+pub mod password;
+pub mod pricing;
+pub mod usage;
+pub mod usage_event;

@@ -1,7 +1,7 @@
 //! Operator password hashing: argon2 for ours; bcrypt hashes imported from CRS verify too.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 /// An argon2id PHC string for `password`.
 pub fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {

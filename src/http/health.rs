@@ -50,7 +50,8 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         Some(r) if r.status != HealthStatus::Unhealthy => {
             HttpResponse::Ok().json(json!({ "status": "ready", "health": r.status }))
         }
-        Some(r) => HttpResponse::ServiceUnavailable().json(json!({ "status": "not_ready", "health": r.status })),
+        Some(r) => HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "not_ready", "health": r.status })),
         None => HttpResponse::ServiceUnavailable().json(json!({ "status": "not_ready" })),
     }
 }

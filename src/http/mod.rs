@@ -30,7 +30,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 async fn not_found() -> Result<HttpResponse, AppError> {
-    Err(AppError::NotFound("the requested resource was not found".into()))
+    Err(AppError::NotFound(
+        "the requested resource was not found".into(),
+    ))
 }
 
 /// Rewrites error answers that are not JSON yet (actix's own: bad JSON, payload too large,
@@ -71,10 +73,9 @@ fn to_json_error<B: MessageBody + 'static>(
         body["error"]["message"] = "request body is too large".into();
     }
     let (req, mut response) = res.into_parts();
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let response = response.set_body(BoxBody::new(body.to_string()));
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(req, response).map_into_right_body(),

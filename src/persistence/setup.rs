@@ -1,10 +1,10 @@
 //! Database creation, the embedded migrations, and the liveness ping.
 
-use diesel::connection::SimpleConnection;
 use diesel::Connection;
+use diesel::connection::SimpleConnection;
+use diesel_async::AsyncMysqlConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::AsyncMysqlConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret;
 
@@ -30,8 +30,12 @@ pub fn ensure_database_and_migrate(config: &MysqlConfig) -> Result<usize, String
 
 /// `CREATE DATABASE IF NOT EXISTS` with utf8mb4. Blocking.
 pub fn create_database(config: &MysqlConfig) -> Result<(), String> {
-    let mut server = SyncMysql::establish(config.server_url().expose_secret())
-        .map_err(|e| format!("cannot connect to MySQL at {}:{}: {e}", config.host, config.port))?;
+    let mut server = SyncMysql::establish(config.server_url().expose_secret()).map_err(|e| {
+        format!(
+            "cannot connect to MySQL at {}:{}: {e}",
+            config.host, config.port
+        )
+    })?;
     // The name was validated as [A-Za-z0-9_$]+ by Config, so quoting it is safe.
     server
         .batch_execute(&format!(
@@ -77,10 +81,13 @@ pub fn table_names(config: &MysqlConfig) -> Result<Vec<String>, String> {
         table_name: String,
     }
     let mut conn = connect(config)?;
-    let rows: Vec<Row> = diesel::RunQueryDsl::load(diesel::sql_query(
-        "SELECT CAST(table_name AS CHAR) AS table_name FROM information_schema.tables \
+    let rows: Vec<Row> = diesel::RunQueryDsl::load(
+        diesel::sql_query(
+            "SELECT CAST(table_name AS CHAR) AS table_name FROM information_schema.tables \
          WHERE table_schema = DATABASE() ORDER BY table_name",
-    ), &mut conn)
+        ),
+        &mut conn,
+    )
     .map_err(|e| e.to_string())?;
     Ok(rows.into_iter().map(|r| r.table_name).collect())
 }

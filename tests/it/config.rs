@@ -1,0 +1,205 @@
+//! Configuration: every invalid value fails with a message naming its variable, secrets never
+//! show in Debug output, and the binary exits with code 2 on a bad variable.
+
+use claude_relay::config::{LimitsOnCacheDown, StorageMode};
+
+use crate::support::{TestEnv, run_cli};
+
+/// The error of the test environment with `name` set to `value` (or removed when `None`).
+fn error_for(name: &str, value: Option<&str>) -> (String, String) {
+    let mut env = TestEnv::new();
+    match value {
+        Some(v) => env.set(name, v),
+        None => env.unset(name),
+    };
+    let err = env
+        .try_config()
+        .expect_err(&format!("{name}={value:?} must be rejected"));
+    (err.variable.to_string(), err.to_string())
+}
+
+fn assert_rejected(name: &str, value: Option<&str>, message: &str) {
+    let (variable, text) = error_for(name, value);
+    assert_eq!(variable, name, "variable named by the error");
+    assert_eq!(text, format!("invalid configuration: {name}: {message}"));
+}
+
+#[test]
+fn valid_environment_builds_the_config() {
+    let env = TestEnv::new();
+    let config = env.config();
+    assert_eq!(config.mode, StorageMode::Hybrid);
+    assert_eq!(config.port, 0);
+    assert_eq!(config.mysql.database, env.database);
+    assert_eq!(config.redis.key_prefix, env.key_prefix);
+    assert_eq!(config.probe_interval.as_millis(), 100);
+    assert_eq!(config.limits_on_cache_down, LimitsOnCacheDown::Local);
+    assert_eq!(config.api_key_prefix, "cr_");
+    assert_eq!(config.claude_api_url, "https://api.anthropic.com");
+
+    let mut env = TestEnv::new();
+    env.unset("PORT").set("DATABASE_TYPE", "MySQL");
+    let config = env.config();
+    assert_eq!(config.port, 3000, "PORT default");
+    assert_eq!(
+        config.mode,
+        StorageMode::Mysql,
+        "DATABASE_TYPE is case-insensitive"
+    );
+}
+
+#[test]
+fn unknown_database_type_is_rejected() {
+    assert_rejected(
+        "DATABASE_TYPE",
+        Some("postgres"),
+        "unknown value `postgres` (expected hybrid, redis or mysql)",
+    );
+}
+
+#[test]
+fn bad_port_is_rejected() {
+    assert_rejected("PORT", Some("abc"), "`abc` is not a number");
+    assert_rejected("PORT", Some("70000"), "70000 is out of range 0..=65535");
+    assert_rejected("PORT", Some("-1"), "-1 is out of range 0..=65535");
+    assert_rejected("REDIS_PORT", Some("0"), "0 is out of range 1..=65535");
+    assert_rejected("MYSQL_PORT", Some("3306x"), "`3306x` is not a number");
+}
+
+#[test]
+fn encryption_key_must_be_32_characters() {
+    assert_rejected("ENCRYPTION_KEY", None, "is required (32 characters)");
+    assert_rejected("ENCRYPTION_KEY", Some("   "), "is required (32 characters)");
+    assert_rejected(
+        "ENCRYPTION_KEY",
+        Some(&"k".repeat(31)),
+        "must be exactly 32 characters, got 31",
+    );
+    assert_rejected(
+        "ENCRYPTION_KEY",
+        Some(&"k".repeat(33)),
+        "must be exactly 32 characters, got 33",
+    );
+}
+
+#[test]
+fn bad_limits_on_cache_down_is_rejected() {
+    assert_rejected(
+        "LIMITS_ON_CACHE_DOWN",
+        Some("sometimes"),
+        "unknown value `sometimes` (expected local, open or closed)",
+    );
+    for ok in ["local", "open", "closed"] {
+        let env = TestEnv::new().with("LIMITS_ON_CACHE_DOWN", ok);
+        assert!(env.try_config().is_ok(), "{ok} is valid");
+    }
+}
+
+#[test]
+fn bad_claude_api_url_is_rejected() {
+    assert_rejected(
+        "CLAUDE_API_URL",
+        Some("ftp://api.example.com"),
+        "`ftp://api.example.com` is not an http(s) URL",
+    );
+    assert_rejected(
+        "CLAUDE_API_URL",
+        Some("api.anthropic.com"),
+        "`api.anthropic.com` is not an http(s) URL",
+    );
+    assert_rejected(
+        "CLAUDE_OAUTH_TOKEN_URL",
+        Some("nope"),
+        "`nope` is not an http(s) URL",
+    );
+    let env = TestEnv::new().with("CLAUDE_API_URL", "http://127.0.0.1:18080/");
+    assert_eq!(
+        env.config().claude_api_url,
+        "http://127.0.0.1:18080",
+        "trailing slash trimmed"
+    );
+}
+
+#[test]
+fn short_admin_token_is_rejected() {
+    assert_rejected(
+        "ADMIN_TOKEN",
+        Some("short-token"),
+        "must be at least 16 characters when set",
+    );
+    let env = TestEnv::new().with("ADMIN_TOKEN", "a".repeat(16));
+    assert!(env.try_config().is_ok(), "16 characters are enough");
+}
+
+#[test]
+fn bad_mysql_database_name_is_rejected() {
+    assert_rejected(
+        "MYSQL_DATABASE",
+        Some("bad-name"),
+        "`bad-name` is not a plain database name (letters, digits, _)",
+    );
+    assert_rejected(
+        "MYSQL_DATABASE",
+        Some("x`; DROP DATABASE mysql; --"),
+        "`x`; DROP DATABASE mysql; --` is not a plain database name (letters, digits, _)",
+    );
+    let long = "d".repeat(65);
+    assert_rejected(
+        "MYSQL_DATABASE",
+        Some(&long),
+        &format!("`{long}` is not a plain database name (letters, digits, _)"),
+    );
+}
+
+#[test]
+fn debug_output_hides_every_secret() {
+    let env = TestEnv::new()
+        .with("ENCRYPTION_KEY", "EK-secret-0123456789abcdef012345")
+        .with("MYSQL_PASSWORD", "mysql-secret-pw-4821")
+        .with("REDIS_PASSWORD", "redis-secret-pw-7731")
+        .with("ADMIN_PASSWORD", "admin-secret-pw-1290")
+        .with("ADMIN_TOKEN", "admin-token-secret-5566");
+    let config = env.config();
+    for debug in [format!("{config:?}"), format!("{config:#?}")] {
+        for secret in [
+            "EK-secret-0123456789abcdef012345",
+            "mysql-secret-pw-4821",
+            "redis-secret-pw-7731",
+            "admin-secret-pw-1290",
+            "admin-token-secret-5566",
+        ] {
+            assert!(!debug.contains(secret), "Debug shows {secret}: {debug}");
+        }
+        // The output is real (so the check above can fail): it names non-secret values.
+        assert!(debug.contains(&env.database), "{debug}");
+        assert!(debug.contains("REDACTED"), "{debug}");
+    }
+    let errors = format!("{:?}", config.mysql);
+    assert!(!errors.contains("mysql-secret-pw-4821"), "{errors}");
+}
+
+#[test]
+fn binary_exits_2_naming_the_bad_variable() {
+    for (name, value) in [
+        ("PORT", "abc"),
+        ("DATABASE_TYPE", "postgres"),
+        ("LIMITS_ON_CACHE_DOWN", "never"),
+    ] {
+        let env = TestEnv::new().with(name, value);
+        let out = run_cli(&["serve"], &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}={value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid configuration: {name}:")),
+            "{name}={value}: {stderr}"
+        );
+    }
+    // A bad secret is named, never printed.
+    let key = "s".repeat(31);
+    let env = TestEnv::new().with("ENCRYPTION_KEY", key.as_str());
+    let out = run_cli(&["init"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("ENCRYPTION_KEY"), "{stderr}");
+    assert!(!stderr.contains(&key), "{stderr}");
+}

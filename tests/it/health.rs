@@ -1,0 +1,375 @@
+//! `/health`, `/health/live`, `/health/ready` (SPEC §9) against real backends, with real
+//! outages: a test-owned redis-server stopped and started, a TCP proxy in front of MariaDB
+//! (or Redis) cut, frozen and opened again.
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{RedisServer, TcpProxy, TestEnv, eventually, free_port, spawn_app};
+
+/// Generous bound for a backend to be found (again): 4 tests share 2 cores.
+const RECOVER: Duration = Duration::from_secs(20);
+/// The bound SPEC §9 puts on every /health answer.
+const HEALTH_BOUND: Duration = Duration::from_secs(1);
+
+fn keys(v: &Value) -> BTreeSet<&str> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// A connected backend: `{"connected":true,"latency":"<number>ms","used":true}`.
+fn assert_connected(body: &Value, backend: &str) {
+    let b = &body["databases"][backend];
+    assert_eq!(
+        keys(b),
+        BTreeSet::from(["connected", "latency", "used"]),
+        "{body}"
+    );
+    assert_eq!(b["connected"], true, "{body}");
+    assert_eq!(b["used"], true, "{body}");
+    let latency = b["latency"]
+        .as_str()
+        .unwrap_or_else(|| panic!("latency: {body}"));
+    let number = latency
+        .strip_suffix("ms")
+        .unwrap_or_else(|| panic!("latency {latency:?} does not end in ms"));
+    let ms: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("latency {latency:?} is not <number>ms"));
+    assert!((0.0..1000.0).contains(&ms), "latency {latency}");
+}
+
+/// A used backend that is down: `{"connected":false,"latency":null,"used":true,"error":"…"}`.
+fn assert_down(body: &Value, backend: &str) {
+    let b = &body["databases"][backend];
+    assert_eq!(b["connected"], false, "{body}");
+    assert_eq!(b["latency"], Value::Null, "{body}");
+    assert_eq!(b["used"], true, "{body}");
+    assert!(
+        b["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "a down backend says why: {body}"
+    );
+}
+
+/// A backend the mode does not use.
+fn assert_unused(body: &Value, backend: &str) {
+    assert_eq!(
+        body["databases"][backend],
+        json!({"connected": false, "latency": null, "used": false}),
+        "{body}"
+    );
+}
+
+/// Top level: exactly status, mode, version, uptime, databases{redis, mysql}.
+fn assert_shape(body: &Value, status: &str, mode: &str) {
+    assert_eq!(
+        keys(body),
+        BTreeSet::from(["databases", "mode", "status", "uptime", "version"]),
+        "{body}"
+    );
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["mode"], mode, "{body}");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"), "{body}");
+    assert!(body["uptime"].is_u64(), "uptime is whole seconds: {body}");
+    assert_eq!(
+        keys(&body["databases"]),
+        BTreeSet::from(["mysql", "redis"]),
+        "{body}"
+    );
+}
+
+/// GET /health, asserting it answered within the SPEC's 1 s.
+async fn timed_health(app: &crate::support::Http) -> (StatusCode, Value, Duration) {
+    let started = Instant::now();
+    let (code, body) = app.health().await;
+    let took = started.elapsed();
+    assert!(took < HEALTH_BOUND, "/health took {took:?}: {code} {body}");
+    (code, body, took)
+}
+
+#[actix_rt::test]
+async fn healthy_with_both_backends() {
+    let env = TestEnv::new();
+    let app = spawn_app(env.config()).await;
+    app.wait_for_health("healthy", RECOVER).await;
+
+    let (code, body, _) = timed_health(&app).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_shape(&body, "healthy", "hybrid");
+    assert_connected(&body, "redis");
+    assert_connected(&body, "mysql");
+
+    assert_eq!(
+        app.get_json("/health/live").await,
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        app.get_json("/health/ready").await,
+        (
+            StatusCode::OK,
+            json!({"status": "ready", "health": "healthy"})
+        )
+    );
+}
+
+#[actix_rt::test]
+async fn redis_stopped_is_degraded_within_a_second_and_recovers() {
+    let mut redis = RedisServer::spawn();
+    let env = TestEnv::new().with("REDIS_PORT", redis.port().to_string());
+    let app = spawn_app(env.config()).await;
+    app.wait_for_health("healthy", RECOVER).await;
+
+    redis.stop();
+    let stopped = Instant::now();
+    let (code, body) = app.wait_for_backend("redis", false, HEALTH_BOUND).await;
+    let detected = stopped.elapsed();
+    assert!(
+        detected <= HEALTH_BOUND,
+        "redis down seen after {detected:?}"
+    );
+    assert_eq!(code, StatusCode::OK, "degraded answers 200: {body}");
+    assert_shape(&body, "degraded", "hybrid");
+    assert_down(&body, "redis");
+    assert_connected(&body, "mysql");
+    assert_eq!(
+        app.get_json("/health/ready").await,
+        (
+            StatusCode::OK,
+            json!({"status": "ready", "health": "degraded"})
+        )
+    );
+    assert_eq!(app.get_json("/health/live").await.0, StatusCode::OK);
+
+    redis.start();
+    let body = app.wait_for_health("healthy", RECOVER).await;
+    assert_connected(&body, "redis");
+    assert_eq!(timed_health(&app).await.0, StatusCode::OK);
+}
+
+#[actix_rt::test]
+async fn mysql_cut_is_degraded_and_recovers() {
+    let proxy = TcpProxy::to_mysql();
+    let env = TestEnv::new().with("MYSQL_PORT", proxy.port().to_string());
+    let app = spawn_app(env.config()).await;
+    app.wait_for_health("healthy", RECOVER).await;
+
+    proxy.cut();
+    let (code, body) = app
+        .wait_for_backend("mysql", false, Duration::from_secs(5))
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_shape(&body, "degraded", "hybrid");
+    assert_down(&body, "mysql");
+    assert_connected(&body, "redis");
+    assert_eq!(
+        app.get_json("/health/ready").await,
+        (
+            StatusCode::OK,
+            json!({"status": "ready", "health": "degraded"})
+        )
+    );
+
+    proxy.open();
+    let body = app.wait_for_health("healthy", RECOVER).await;
+    assert_connected(&body, "mysql");
+}
+
+#[actix_rt::test]
+async fn both_down_is_unhealthy_503_and_recovers() {
+    let mut redis = RedisServer::spawn();
+    let proxy = TcpProxy::to_mysql();
+    let env = TestEnv::new()
+        .with("REDIS_PORT", redis.port().to_string())
+        .with("MYSQL_PORT", proxy.port().to_string());
+    let app = spawn_app(env.config()).await;
+    app.wait_for_health("healthy", RECOVER).await;
+
+    redis.stop();
+    proxy.cut();
+    let body = app
+        .wait_for_health("unhealthy", Duration::from_secs(5))
+        .await;
+    let (code, again, _) = timed_health(&app).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{again}");
+    assert_shape(&body, "unhealthy", "hybrid");
+    assert_down(&body, "redis");
+    assert_down(&body, "mysql");
+    assert_eq!(
+        app.get_json("/health/ready").await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "not_ready", "health": "unhealthy"})
+        )
+    );
+    assert_eq!(
+        app.get_json("/health/live").await,
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+
+    // One back: degraded; both back: healthy, without a restart.
+    redis.start();
+    let body = app.wait_for_health("degraded", RECOVER).await;
+    assert_connected(&body, "redis");
+    assert_down(&body, "mysql");
+    proxy.open();
+    app.wait_for_health("healthy", RECOVER).await;
+    assert_eq!(
+        app.get_json("/health/ready").await,
+        (
+            StatusCode::OK,
+            json!({"status": "ready", "health": "healthy"})
+        )
+    );
+}
+
+/// Polls /health while a backend hangs: every answer within 1 s, and the backend reported
+/// down within `detect`.
+async fn watch_hanging_backend(app: &crate::support::Http, backend: &str, detect: Duration) {
+    let frozen = Instant::now();
+    let slowest = Cell::new(Duration::ZERO);
+    let body = eventually(detect, &format!("{backend} reported down"), || async {
+        let (_, body, took) = timed_health(app).await;
+        slowest.set(slowest.get().max(took));
+        if body["databases"][backend]["connected"] == false {
+            Ok(body)
+        } else {
+            Err(body.to_string())
+        }
+    })
+    .await;
+    assert_shape(&body, "degraded", "hybrid");
+    assert_down(&body, backend);
+    // Keep asking while it hangs: still answered in time.
+    for _ in 0..10 {
+        let (code, body, took) = timed_health(app).await;
+        slowest.set(slowest.get().max(took));
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "degraded", "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{backend} frozen: reported down after {:?}, slowest /health {:?}",
+        frozen.elapsed(),
+        slowest.get()
+    );
+}
+
+#[actix_rt::test]
+async fn frozen_mysql_does_not_delay_health_and_recovers() {
+    let proxy = TcpProxy::to_mysql();
+    let env = TestEnv::new().with("MYSQL_PORT", proxy.port().to_string());
+    let app = spawn_app(env.config()).await;
+    app.wait_for_health("healthy", RECOVER).await;
+
+    proxy.freeze();
+    watch_hanging_backend(&app, "mysql", Duration::from_secs(3)).await;
+
+    proxy.open();
+    let body = app.wait_for_health("healthy", RECOVER).await;
+    assert_connected(&body, "mysql");
+}
+
+#[actix_rt::test]
+async fn frozen_redis_does_not_delay_health_and_recovers() {
+    let redis = RedisServer::spawn();
+    let proxy = TcpProxy::new(&format!("127.0.0.1:{}", redis.port()));
+    let env = TestEnv::new().with("REDIS_PORT", proxy.port().to_string());
+    let app = spawn_app(env.config()).await;
+    app.wait_for_health("healthy", RECOVER).await;
+
+    proxy.freeze();
+    watch_hanging_backend(&app, "redis", Duration::from_secs(3)).await;
+
+    proxy.open();
+    let body = app.wait_for_health("healthy", RECOVER).await;
+    assert_connected(&body, "redis");
+}
+
+#[actix_rt::test]
+async fn nothing_reachable_is_unhealthy_but_live() {
+    let env = TestEnv::new()
+        .with("REDIS_PORT", free_port().to_string())
+        .with("MYSQL_PORT", free_port().to_string());
+    let app = spawn_app(env.config()).await;
+    // Give the probes time to fail for real (not only "not connected yet").
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (code, body, _) = timed_health(&app).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_shape(&body, "unhealthy", "hybrid");
+    assert_down(&body, "redis");
+    assert_down(&body, "mysql");
+    assert_eq!(
+        app.get_json("/health/live").await,
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        app.get_json("/health/ready").await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "not_ready", "health": "unhealthy"})
+        )
+    );
+}
+
+#[actix_rt::test]
+async fn redis_mode_needs_only_redis() {
+    let mut redis = RedisServer::spawn();
+    // MySQL points at nothing: redis mode must not care.
+    let env = TestEnv::new()
+        .with("DATABASE_TYPE", "redis")
+        .with("REDIS_PORT", redis.port().to_string())
+        .with("MYSQL_PORT", free_port().to_string());
+    let app = spawn_app(env.config()).await;
+    let body = app.wait_for_health("healthy", RECOVER).await;
+    let (code, body2, _) = timed_health(&app).await;
+    assert_eq!(code, StatusCode::OK, "{body2}");
+    assert_shape(&body, "healthy", "redis");
+    assert_connected(&body, "redis");
+    assert_unused(&body, "mysql");
+
+    // Redis is everything in this mode: down means unhealthy.
+    redis.stop();
+    let body = app
+        .wait_for_health("unhealthy", Duration::from_secs(5))
+        .await;
+    assert_down(&body, "redis");
+    assert_unused(&body, "mysql");
+    assert_eq!(app.health().await.0, StatusCode::SERVICE_UNAVAILABLE);
+    redis.start();
+    app.wait_for_health("healthy", RECOVER).await;
+}
+
+#[actix_rt::test]
+async fn mysql_mode_needs_only_mysql() {
+    let proxy = TcpProxy::to_mysql();
+    // Redis points at nothing: mysql mode must not care.
+    let env = TestEnv::new()
+        .with("DATABASE_TYPE", "mysql")
+        .with("REDIS_PORT", free_port().to_string())
+        .with("MYSQL_PORT", proxy.port().to_string());
+    let app = spawn_app(env.config()).await;
+    let body = app.wait_for_health("healthy", RECOVER).await;
+    let (code, body2, _) = timed_health(&app).await;
+    assert_eq!(code, StatusCode::OK, "{body2}");
+    assert_shape(&body, "healthy", "mysql");
+    assert_connected(&body, "mysql");
+    assert_unused(&body, "redis");
+
+    proxy.cut();
+    let body = app
+        .wait_for_health("unhealthy", Duration::from_secs(5))
+        .await;
+    assert_down(&body, "mysql");
+    assert_unused(&body, "redis");
+    assert_eq!(app.health().await.0, StatusCode::SERVICE_UNAVAILABLE);
+    proxy.open();
+    app.wait_for_health("healthy", RECOVER).await;
+}

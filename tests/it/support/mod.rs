@@ -1,0 +1,20 @@
+//! Shared helpers of the integration tests: isolated environments (`TestEnv`), the relay
+//! in-process (`spawn_app`) or as the real binary (`spawn_binary`, `run_cli`), test-owned
+//! backends and outages (`RedisServer`, `TcpProxy`), HTTP and polling helpers.
+
+pub mod app;
+pub mod binary;
+pub mod env;
+pub mod http;
+pub mod mysql;
+pub mod poll;
+pub mod proxy;
+pub mod redis_server;
+
+pub use app::{TestApp, spawn_app};
+pub use binary::{ChildRelay, run_cli, spawn_binary};
+pub use env::{TestEnv, free_port};
+pub use http::Http;
+pub use poll::eventually;
+pub use proxy::TcpProxy;
+pub use redis_server::RedisServer;
