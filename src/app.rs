@@ -24,7 +24,7 @@ pub struct Actors {
 impl Actors {
     /// Starts the actors (inside a running actix System). `auto_migrate` lets the
     /// persistence actor create the database and migrate when it first reaches MySQL.
-    pub fn start(config: &Config, auto_migrate: bool) -> Actors {
+    pub fn start(config: &Config, auto_migrate: bool) -> std::io::Result<Actors> {
         let cache = CacheActor::spawn(
             config.redis.clone(),
             config.probe_interval,
@@ -36,12 +36,12 @@ impl Actors {
             auto_migrate,
             config.mode.uses_mysql(),
         );
-        let router = RouterActor::spawn(config.clone(), cache.clone(), store.clone());
-        Actors {
+        let router = RouterActor::spawn(config.clone(), cache.clone(), store.clone())?;
+        Ok(Actors {
             cache,
             store,
             router,
-        }
+        })
     }
 }
 
@@ -57,7 +57,7 @@ impl Application {
     pub fn build(config: Config) -> std::io::Result<Application> {
         let listener = TcpListener::bind(config.bind_address())?;
         let port = listener.local_addr()?.port();
-        let actors = Actors::start(&config, true);
+        let actors = Actors::start(&config, true)?;
         let state = AppState {
             router: actors.router.clone(),
             config: Arc::new(config.clone()),

@@ -111,6 +111,11 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// True when a backend outage caused this error (as opposed to the request).
+    pub fn is_outage(&self) -> bool {
+        matches!(self, AppError::StorageUnavailable(_))
+    }
+
     /// The Anthropic `error.type` of this error.
     pub fn error_type(&self) -> &'static str {
         match self {

@@ -9,11 +9,11 @@ use claude_relay::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(path) = &cli.env_file {
-        if let Err(e) = dotenvy::from_path(path) {
-            eprintln!("cannot read {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
+    if let Some(path) = &cli.env_file
+        && let Err(e) = dotenvy::from_path(path)
+    {
+        eprintln!("cannot read {}: {e}", path.display());
+        return ExitCode::from(2);
     }
     let config = match Config::from_env() {
         Ok(c) => c,

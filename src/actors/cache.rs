@@ -98,7 +98,9 @@ impl CacheActor {
                 let client = redis::Client::open(url.expose_secret())?;
                 let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
                     .await
-                    .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "pubsub connect timed out")))??;
+                    .map_err(|_| {
+                        redis::RedisError::from((redis::ErrorKind::Io, "pubsub connect timed out"))
+                    })??;
                 pubsub.subscribe(&channel).await?;
                 let mut messages = pubsub.into_on_message();
                 while let Some(msg) = messages.next().await {

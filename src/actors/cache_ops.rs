@@ -42,16 +42,24 @@ impl CacheHandle {
     /// PING; the round trip time.
     pub async fn ping(&self) -> Result<Duration, CacheError> {
         let started = std::time::Instant::now();
-        self.exec(|mut c| Box::pin(async move { redis::cmd("PING").query_async::<String>(&mut c).await }))
-            .await?;
+        self.exec(|mut c| {
+            Box::pin(async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+        })
+        .await?;
         Ok(started.elapsed())
     }
 
     async fn get_string(&self, key: String) -> Result<Option<String>, CacheError> {
-        self.exec(move |mut c| Box::pin(async move { c.get(key).await })).await
+        self.exec(move |mut c| Box::pin(async move { c.get(key).await }))
+            .await
     }
 
-    async fn set_string(&self, key: String, value: String, ttl: Option<Duration>) -> Result<(), CacheError> {
+    async fn set_string(
+        &self,
+        key: String,
+        value: String,
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
         self.exec(move |mut c| {
             Box::pin(async move {
                 match ttl {
@@ -67,13 +75,18 @@ impl CacheHandle {
         if keys.is_empty() {
             return Ok(0);
         }
-        self.exec(move |mut c| Box::pin(async move { c.del(keys).await })).await
+        self.exec(move |mut c| Box::pin(async move { c.del(keys).await }))
+            .await
     }
 
     // ---- operator accounts (redis mode) ----
 
     /// Stores the operator account unless it exists; true when created.
-    pub async fn insert_admin_if_missing(&self, username: &str, password_hash: &str) -> Result<bool, CacheError> {
+    pub async fn insert_admin_if_missing(
+        &self,
+        username: &str,
+        password_hash: &str,
+    ) -> Result<bool, CacheError> {
         let key = self.keys.admin_user(username);
         let index = self.keys.admin_index();
         let user = username.to_string();
@@ -95,19 +108,25 @@ impl CacheHandle {
 
     /// The stored password hash of an operator (redis mode).
     pub async fn admin_password_hash(&self, username: &str) -> Result<Option<String>, CacheError> {
-        let raw: Option<serde_json::Value> = decode(self.get_string(self.keys.admin_user(username)).await?)?;
+        let raw: Option<serde_json::Value> =
+            decode(self.get_string(self.keys.admin_user(username)).await?)?;
         Ok(raw.and_then(|v| v["passwordHash"].as_str().map(str::to_string)))
     }
 
     /// Replaces an operator's password hash (redis mode).
-    pub async fn set_admin_password_hash(&self, username: &str, hash: &str) -> Result<(), CacheError> {
+    pub async fn set_admin_password_hash(
+        &self,
+        username: &str,
+        hash: &str,
+    ) -> Result<(), CacheError> {
         let value = serde_json::json!({
             "username": username,
             "passwordHash": hash,
             "updatedAt": chrono::Utc::now().to_rfc3339(),
         })
         .to_string();
-        self.set_string(self.keys.admin_user(username), value, None).await
+        self.set_string(self.keys.admin_user(username), value, None)
+            .await
     }
 
     // ---- key records (redis mode) ----
@@ -125,7 +144,13 @@ impl CacheHandle {
         self.exec(move |mut c| {
             Box::pin(async move {
                 let mut pipe = redis::pipe();
-                pipe.atomic().set(record, value).ignore().set(mapping, &id).ignore().sadd(index, &id).ignore();
+                pipe.atomic()
+                    .set(record, value)
+                    .ignore()
+                    .set(mapping, &id)
+                    .ignore()
+                    .sadd(index, &id)
+                    .ignore();
                 if let Some(old) = old_mapping {
                     pipe.del(old).ignore();
                 }
@@ -161,7 +186,10 @@ impl CacheHandle {
                 })
             })
             .await?;
-        raw.into_iter().flatten().map(|s| decode(Some(s)).map(|k| k.expect("some"))).collect()
+        raw.into_iter()
+            .flatten()
+            .map(|s| decode(Some(s)).map(|k| k.expect("some")))
+            .collect()
     }
 
     /// Removes a key record, its mapping and index entry.
@@ -194,11 +222,13 @@ impl CacheHandle {
     }
 
     pub async fn set_cached_key(&self, key: &ApiKey, ttl: Duration) -> Result<(), CacheError> {
-        self.set_string(self.keys.cached_key(&key.key_hash), encode(key)?, Some(ttl)).await
+        self.set_string(self.keys.cached_key(&key.key_hash), encode(key)?, Some(ttl))
+            .await
     }
 
     pub async fn drop_cached_keys(&self, hashes: &[String]) -> Result<usize, CacheError> {
-        self.del(hashes.iter().map(|h| self.keys.cached_key(h)).collect()).await
+        self.del(hashes.iter().map(|h| self.keys.cached_key(h)).collect())
+            .await
     }
 
     // ---- accounts ----
@@ -276,8 +306,13 @@ impl CacheHandle {
         decode(self.get_string(self.keys.cached_accounts()).await?)
     }
 
-    pub async fn set_cached_accounts(&self, accounts: &[Account], ttl: Duration) -> Result<(), CacheError> {
-        self.set_string(self.keys.cached_accounts(), encode(&accounts)?, Some(ttl)).await
+    pub async fn set_cached_accounts(
+        &self,
+        accounts: &[Account],
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        self.set_string(self.keys.cached_accounts(), encode(&accounts)?, Some(ttl))
+            .await
     }
 
     pub async fn drop_cached_accounts(&self) -> Result<usize, CacheError> {
@@ -316,8 +351,14 @@ impl CacheHandle {
 
     // ---- entries with a lifetime: sessions, tokens, locks ----
 
-    pub async fn set_entry(&self, name: &str, value: String, ttl: Duration) -> Result<(), CacheError> {
-        self.set_string(self.keys.entry(name), value, Some(ttl)).await
+    pub async fn set_entry(
+        &self,
+        name: &str,
+        value: String,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        self.set_string(self.keys.entry(name), value, Some(ttl))
+            .await
     }
 
     pub async fn get_entry(&self, name: &str) -> Result<Option<String>, CacheError> {
@@ -328,7 +369,8 @@ impl CacheHandle {
     pub async fn touch_entry(&self, name: &str, ttl: Duration) -> Result<bool, CacheError> {
         let key = self.keys.entry(name);
         let ms = ttl_ms(ttl) as i64;
-        self.exec(move |mut c| Box::pin(async move { c.pexpire(key, ms).await })).await
+        self.exec(move |mut c| Box::pin(async move { c.pexpire(key, ms).await }))
+            .await
     }
 
     pub async fn delete_entry(&self, name: &str) -> Result<bool, CacheError> {
@@ -336,7 +378,12 @@ impl CacheHandle {
     }
 
     /// Takes a lock unless someone holds it; true when taken.
-    pub async fn acquire_lock(&self, name: &str, token: String, ttl: Duration) -> Result<bool, CacheError> {
+    pub async fn acquire_lock(
+        &self,
+        name: &str,
+        token: String,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
         let key = self.keys.entry(name);
         let ms = ttl_ms(ttl);
         self.exec(move |mut c| {
@@ -403,9 +450,15 @@ impl CacheHandle {
                 Ok(match code {
                     0 => Admission::Granted,
                     1 => Admission::ConcurrencyExceeded,
-                    2 => Admission::RequestsExceeded { retry_after_secs: retry },
-                    3 => Admission::TokensExceeded { retry_after_secs: retry },
-                    _ => Admission::CostExceeded { retry_after_secs: retry },
+                    2 => Admission::RequestsExceeded {
+                        retry_after_secs: retry,
+                    },
+                    3 => Admission::TokensExceeded {
+                        retry_after_secs: retry,
+                    },
+                    _ => Admission::CostExceeded {
+                        retry_after_secs: retry,
+                    },
                 })
             })
         })
@@ -419,7 +472,12 @@ impl CacheHandle {
             .await
     }
 
-    pub async fn renew_lease(&self, scope: &str, lease_id: &str, ttl: Duration) -> Result<bool, CacheError> {
+    pub async fn renew_lease(
+        &self,
+        scope: &str,
+        lease_id: &str,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
         let key = self.keys.leases(scope);
         let id = lease_id.to_string();
         let ms = ttl_ms(ttl);
@@ -495,41 +553,55 @@ impl CacheHandle {
     pub async fn read_counters(&self, names: &[String]) -> Result<Vec<Counters>, CacheError> {
         let mut pipe = redis::pipe();
         for n in names {
-            pipe.cmd("HMGET").arg(self.keys.named(n)).arg(&Counters::FIELDS[..]);
+            pipe.cmd("HMGET")
+                .arg(self.keys.named(n))
+                .arg(&Counters::FIELDS[..]);
         }
         let raw: Vec<Vec<Option<i64>>> = self
             .exec(move |mut c| Box::pin(async move { pipe.query_async(&mut c).await }))
             .await?;
         Ok(raw
             .into_iter()
-            .map(|v| Counters::from_array(std::array::from_fn(|i| v.get(i).copied().flatten().unwrap_or(0))))
+            .map(|v| {
+                Counters::from_array(std::array::from_fn(|i| {
+                    v.get(i).copied().flatten().unwrap_or(0)
+                }))
+            })
             .collect())
     }
 
     /// The newest archived events of a key (redis mode), newest first.
-    pub async fn recent_records(&self, key_id: &str, limit: usize) -> Result<Vec<String>, CacheError> {
+    pub async fn recent_records(
+        &self,
+        key_id: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, CacheError> {
         let key = self.keys.usage_records(key_id);
         let stop = limit.max(1) as isize - 1;
-        self.exec(move |mut c| Box::pin(async move { c.lrange(key, 0, stop).await })).await
+        self.exec(move |mut c| Box::pin(async move { c.lrange(key, 0, stop).await }))
+            .await
     }
 
     /// Events waiting in the outbox.
     pub async fn outbox_len(&self) -> Result<usize, CacheError> {
         let key = self.keys.usage_outbox();
-        self.exec(move |mut c| Box::pin(async move { c.llen(key).await })).await
+        self.exec(move |mut c| Box::pin(async move { c.llen(key).await }))
+            .await
     }
 
     /// The oldest `n` events of the outbox, left in place.
     pub async fn outbox_peek(&self, n: usize) -> Result<Vec<String>, CacheError> {
         let key = self.keys.usage_outbox();
         let stop = n.max(1) as isize - 1;
-        self.exec(move |mut c| Box::pin(async move { c.lrange(key, 0, stop).await })).await
+        self.exec(move |mut c| Box::pin(async move { c.lrange(key, 0, stop).await }))
+            .await
     }
 
     /// Drops the oldest `n` events (after MySQL committed them).
     pub async fn outbox_trim(&self, n: usize) -> Result<(), CacheError> {
         let key = self.keys.usage_outbox();
-        self.exec(move |mut c| Box::pin(async move { c.ltrim(key, n as isize, -1).await })).await
+        self.exec(move |mut c| Box::pin(async move { c.ltrim(key, n as isize, -1).await }))
+            .await
     }
 
     /// Appends events to the outbox (spool replay while MySQL is still down).
@@ -538,7 +610,8 @@ impl CacheHandle {
             return Ok(());
         }
         let key = self.keys.usage_outbox();
-        self.exec(move |mut c| Box::pin(async move { c.rpush(key, events).await })).await
+        self.exec(move |mut c| Box::pin(async move { c.rpush(key, events).await }))
+            .await
     }
 
     // ---- invalidation between instances ----
@@ -546,6 +619,7 @@ impl CacheHandle {
     /// Announces a change to every relay instance sharing this Redis.
     pub async fn publish(&self, message: String) -> Result<(), CacheError> {
         let channel = self.keys.events_channel();
-        self.exec(move |mut c| Box::pin(async move { c.publish(channel, message).await })).await
+        self.exec(move |mut c| Box::pin(async move { c.publish(channel, message).await }))
+            .await
     }
 }

@@ -27,7 +27,8 @@ pub async fn run(config: Config) -> Result<(), String> {
             config.mysql.database
         );
     }
-    let actors = Actors::start(&config, false);
+    let actors =
+        Actors::start(&config, false).map_err(|e| format!("cannot open SPOOL_DIR: {e}"))?;
     let deadline = Instant::now() + BACKEND_WAIT;
     let report = loop {
         let report = actors.router.health(Duration::from_secs(1)).await;

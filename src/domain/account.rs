@@ -158,19 +158,35 @@ pub fn status_after_upstream(
     match code {
         429 => change(
             AccountStatus::RateLimited,
-            reset.filter(|r| *r > now).unwrap_or(now + Duration::minutes(60)),
+            reset
+                .filter(|r| *r > now)
+                .unwrap_or(now + Duration::minutes(60)),
             "rate limited by upstream",
         ),
-        401 => change(AccountStatus::Unauthorized, now + Duration::minutes(30), "upstream rejected the credentials"),
-        403 if body.to_ascii_lowercase().contains("organization") && body.to_ascii_lowercase().contains("disabled") => {
+        401 => change(
+            AccountStatus::Unauthorized,
+            now + Duration::minutes(30),
+            "upstream rejected the credentials",
+        ),
+        403 if body.to_ascii_lowercase().contains("organization")
+            && body.to_ascii_lowercase().contains("disabled") =>
+        {
             Some(StatusChange {
                 status: AccountStatus::Blocked,
                 until: None,
                 message: "organization disabled".into(),
             })
         }
-        529 => change(AccountStatus::TempUnavailable, now + Duration::minutes(10), "upstream overloaded"),
-        500..=599 => change(AccountStatus::TempUnavailable, now + Duration::minutes(2), "upstream server error"),
+        529 => change(
+            AccountStatus::TempUnavailable,
+            now + Duration::minutes(10),
+            "upstream overloaded",
+        ),
+        500..=599 => change(
+            AccountStatus::TempUnavailable,
+            now + Duration::minutes(2),
+            "upstream server error",
+        ),
         _ => None,
     }
 }
@@ -184,10 +200,20 @@ mod tests {
         let now = Utc::now();
         let reset = now + Duration::minutes(7);
         let c = status_after_upstream(429, Some(reset), "", now).unwrap();
-        assert_eq!((c.status, c.until), (AccountStatus::RateLimited, Some(reset)));
+        assert_eq!(
+            (c.status, c.until),
+            (AccountStatus::RateLimited, Some(reset))
+        );
         let c = status_after_upstream(401, None, "", now).unwrap();
-        assert_eq!((c.status, c.until), (AccountStatus::Unauthorized, Some(now + Duration::minutes(30))));
-        let c = status_after_upstream(403, None, "This organization has been disabled.", now).unwrap();
+        assert_eq!(
+            (c.status, c.until),
+            (
+                AccountStatus::Unauthorized,
+                Some(now + Duration::minutes(30))
+            )
+        );
+        let c =
+            status_after_upstream(403, None, "This organization has been disabled.", now).unwrap();
         assert_eq!((c.status, c.until), (AccountStatus::Blocked, None));
         assert_eq!(status_after_upstream(403, None, "forbidden", now), None);
         let c = status_after_upstream(529, None, "", now).unwrap();

@@ -155,9 +155,9 @@ impl ApiKey {
     pub fn effective_expiry(&self) -> Option<DateTime<Utc>> {
         match self.expiration_mode {
             ExpirationMode::Fixed => self.expires_at,
-            ExpirationMode::Activation if self.is_activated => self.expires_at.or_else(|| {
-                self.activated_at.map(|a| a + self.activation_period())
-            }),
+            ExpirationMode::Activation if self.is_activated => self
+                .expires_at
+                .or_else(|| self.activated_at.map(|a| a + self.activation_period())),
             ExpirationMode::Activation => None,
         }
     }
@@ -186,10 +186,11 @@ impl ApiKey {
         if self.permissions != Permissions::All && self.permissions != Permissions::Claude {
             return Err(KeyRefusal::PermissionDenied);
         }
-        if let Some(model) = model {
-            if self.enable_model_restriction && self.restricted_models.iter().any(|m| m == model) {
-                return Err(KeyRefusal::ModelBlocked(model.to_string()));
-            }
+        if let Some(model) = model
+            && self.enable_model_restriction
+            && self.restricted_models.iter().any(|m| m == model)
+        {
+            return Err(KeyRefusal::ModelBlocked(model.to_string()));
         }
         Ok(())
     }
@@ -200,7 +201,10 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
         return Err(format!("id must be 1..={MAX_ID_LEN} characters"));
     }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err("id may contain only letters, digits, '-' and '_'".into());
     }
     Ok(())
@@ -235,7 +239,10 @@ mod tests {
         assert_eq!(k.check_usable(now, Some("m")), Ok(()));
         k.enable_model_restriction = true;
         k.restricted_models = vec!["m".into()];
-        assert_eq!(k.check_usable(now, Some("m")), Err(KeyRefusal::ModelBlocked("m".into())));
+        assert_eq!(
+            k.check_usable(now, Some("m")),
+            Err(KeyRefusal::ModelBlocked("m".into()))
+        );
         k.expires_at = Some(now - Duration::seconds(1));
         assert_eq!(k.check_usable(now, Some("m")), Err(KeyRefusal::Expired));
         k.is_active = false;

@@ -20,7 +20,14 @@ pub struct Counters {
 
 impl Counters {
     /// Field names as stored (Redis hash fields, in this order).
-    pub const FIELDS: [&'static str; 6] = ["requests", "input", "output", "cacheCreate", "cacheRead", "cost"];
+    pub const FIELDS: [&'static str; 6] = [
+        "requests",
+        "input",
+        "output",
+        "cacheCreate",
+        "cacheRead",
+        "cost",
+    ];
 
     pub fn to_array(self) -> [i64; 6] {
         [
@@ -84,20 +91,37 @@ const DAY_TTL: i64 = 40 * 24 * 3600;
 const MONTH_TTL: i64 = 400 * 24 * 3600;
 
 /// Names of the counter sets of one owner (`key:{id}`, `account:{id}`, `model:{m}`, …).
-pub fn period_names(owner: &str, local: DateTime<chrono::FixedOffset>) -> [(String, Option<i64>); 4] {
+pub fn period_names(
+    owner: &str,
+    local: DateTime<chrono::FixedOffset>,
+) -> [(String, Option<i64>); 4] {
     [
         (format!("usage:{owner}:total"), None),
         (
-            format!("usage:{owner}:month:{:04}-{:02}", local.year(), local.month()),
+            format!(
+                "usage:{owner}:month:{:04}-{:02}",
+                local.year(),
+                local.month()
+            ),
             Some(MONTH_TTL),
         ),
-        (format!("usage:{owner}:day:{}", local.format("%Y-%m-%d")), Some(DAY_TTL)),
-        (format!("usage:{owner}:hour:{}", local.format("%Y-%m-%dT%H")), Some(HOUR_TTL)),
+        (
+            format!("usage:{owner}:day:{}", local.format("%Y-%m-%d")),
+            Some(DAY_TTL),
+        ),
+        (
+            format!("usage:{owner}:hour:{}", local.format("%Y-%m-%dT%H")),
+            Some(HOUR_TTL),
+        ),
     ]
 }
 
 /// Start (local date) of the weekly Opus period containing `local`.
-pub fn week_start(local: DateTime<chrono::FixedOffset>, reset_day: u8, reset_hour: u8) -> chrono::NaiveDate {
+pub fn week_start(
+    local: DateTime<chrono::FixedOffset>,
+    reset_day: u8,
+    reset_hour: u8,
+) -> chrono::NaiveDate {
     // reset_day: 1 = Monday … 7 = Sunday (CRS).
     let reset_day = u32::from(reset_day.clamp(1, 7));
     let today = local.weekday().number_from_monday();
@@ -127,7 +151,10 @@ pub fn key_counter_names(
     KeyCounterNames {
         daily: format!("usage:{owner}:day:{}", local.format("%Y-%m-%d")),
         total: format!("usage:{owner}:total"),
-        weekly_opus: format!("cost:{owner}:opus_week:{}", week_start(local, reset_day, reset_hour)),
+        weekly_opus: format!(
+            "cost:{owner}:opus_week:{}",
+            week_start(local, reset_day, reset_hour)
+        ),
     }
 }
 
@@ -148,7 +175,10 @@ pub fn counter_updates(
 ) -> Vec<CounterUpdate> {
     let local = e.local_time(offset_hours);
     let delta = Counters::of_event(e, 1);
-    let mut owners = vec![format!("key:{}", e.api_key_id), format!("model:{}", e.model)];
+    let mut owners = vec![
+        format!("key:{}", e.api_key_id),
+        format!("model:{}", e.model),
+    ];
     if !e.account_id.is_empty() {
         owners.push(format!("account:{}", e.account_id));
     }
@@ -196,7 +226,11 @@ pub struct RateWindowName {
     pub resets_in_seconds: u64,
 }
 
-pub fn rate_window(key_id: &str, window_minutes: u32, now: DateTime<Utc>) -> Option<RateWindowName> {
+pub fn rate_window(
+    key_id: &str,
+    window_minutes: u32,
+    now: DateTime<Utc>,
+) -> Option<RateWindowName> {
     if window_minutes == 0 {
         return None;
     }
@@ -226,13 +260,19 @@ impl WindowLimits {
     pub fn check(&self, c: &Counters) -> Option<Admission> {
         let retry = self.resets_in_seconds;
         if self.max_requests > 0 && c.requests >= self.max_requests {
-            return Some(Admission::RequestsExceeded { retry_after_secs: retry });
+            return Some(Admission::RequestsExceeded {
+                retry_after_secs: retry,
+            });
         }
         if self.max_tokens > 0 && c.tokens() >= self.max_tokens {
-            return Some(Admission::TokensExceeded { retry_after_secs: retry });
+            return Some(Admission::TokensExceeded {
+                retry_after_secs: retry,
+            });
         }
         if self.max_cost_micros > 0 && c.cost_micros >= self.max_cost_micros {
-            return Some(Admission::CostExceeded { retry_after_secs: retry });
+            return Some(Admission::CostExceeded {
+                retry_after_secs: retry,
+            });
         }
         None
     }
@@ -297,10 +337,25 @@ mod tests {
         let mut c = Counters::default();
         assert_eq!(limits.check(&c), None);
         c.cost_micros = 50;
-        assert_eq!(limits.check(&c), Some(Admission::CostExceeded { retry_after_secs: 30 }));
+        assert_eq!(
+            limits.check(&c),
+            Some(Admission::CostExceeded {
+                retry_after_secs: 30
+            })
+        );
         c.input_tokens = 100;
-        assert_eq!(limits.check(&c), Some(Admission::TokensExceeded { retry_after_secs: 30 }));
+        assert_eq!(
+            limits.check(&c),
+            Some(Admission::TokensExceeded {
+                retry_after_secs: 30
+            })
+        );
         c.requests = 2;
-        assert_eq!(limits.check(&c), Some(Admission::RequestsExceeded { retry_after_secs: 30 }));
+        assert_eq!(
+            limits.check(&c),
+            Some(Admission::RequestsExceeded {
+                retry_after_secs: 30
+            })
+        );
     }
 }

@@ -67,8 +67,9 @@ impl TryFrom<AccountRow> for Account {
     fn try_from(r: AccountRow) -> Result<Self, StoreError> {
         let utc = |t: NaiveDateTime| -> DateTime<Utc> { t.and_utc() };
         Ok(Account {
-            account_type: AccountType::parse(&r.account_type)
-                .ok_or_else(|| StoreError::Query(format!("unknown account type {}", r.account_type)))?,
+            account_type: AccountType::parse(&r.account_type).ok_or_else(|| {
+                StoreError::Query(format!("unknown account type {}", r.account_type))
+            })?,
             status: AccountStatus::parse(&r.status).unwrap_or(AccountStatus::Error),
             id: r.id,
             name: r.name,
@@ -123,7 +124,10 @@ pub async fn get(mut conn: DbConn, id: String) -> Result<Option<Account>, StoreE
 pub async fn list(mut conn: DbConn) -> Result<Vec<Account>, StoreError> {
     claude_accounts::table
         .select(AccountRow::as_select())
-        .order((claude_accounts::priority.asc(), claude_accounts::created_at.asc()))
+        .order((
+            claude_accounts::priority.asc(),
+            claude_accounts::created_at.asc(),
+        ))
         .load(&mut conn)
         .await?
         .into_iter()

@@ -39,7 +39,10 @@ pub async fn insert_admin_if_missing(
     Ok(inserted == 1)
 }
 
-pub async fn find_admin(mut conn: DbConn, username: String) -> Result<Option<AdminUserRow>, StoreError> {
+pub async fn find_admin(
+    mut conn: DbConn,
+    username: String,
+) -> Result<Option<AdminUserRow>, StoreError> {
     Ok(admin_users::table
         .filter(admin_users::username.eq(username))
         .select(AdminUserRow::as_select())

@@ -230,10 +230,17 @@ pub async fn touch_used(
 ) -> Result<(), StoreError> {
     let at = naive(at);
     if activate {
-        diesel::update(api_keys::table.find(&id).filter(api_keys::is_activated.eq(false)))
-            .set((api_keys::is_activated.eq(true), api_keys::activated_at.eq(Some(at))))
-            .execute(&mut conn)
-            .await?;
+        diesel::update(
+            api_keys::table
+                .find(&id)
+                .filter(api_keys::is_activated.eq(false)),
+        )
+        .set((
+            api_keys::is_activated.eq(true),
+            api_keys::activated_at.eq(Some(at)),
+        ))
+        .execute(&mut conn)
+        .await?;
     }
     diesel::update(api_keys::table.find(id))
         .set(api_keys::last_used_at.eq(Some(at)))

@@ -15,7 +15,12 @@ fn now() -> chrono::NaiveDateTime {
 }
 
 /// Sets an entry with a lifetime (insert or replace).
-pub async fn set_entry(mut conn: DbConn, key: String, value: String, ttl: Duration) -> Result<(), StoreError> {
+pub async fn set_entry(
+    mut conn: DbConn,
+    key: String,
+    value: String,
+    ttl: Duration,
+) -> Result<(), StoreError> {
     let expires = Utc::now() + ttl;
     diesel::replace_into(kv_entries::table)
         .values((
@@ -32,7 +37,11 @@ pub async fn set_entry(mut conn: DbConn, key: String, value: String, ttl: Durati
 pub async fn get_entry(mut conn: DbConn, key: String) -> Result<Option<String>, StoreError> {
     Ok(kv_entries::table
         .filter(kv_entries::entry_key.eq(key))
-        .filter(kv_entries::expires_at.is_null().or(kv_entries::expires_at.gt(now())))
+        .filter(
+            kv_entries::expires_at
+                .is_null()
+                .or(kv_entries::expires_at.gt(now())),
+        )
         .select(kv_entries::entry_value)
         .first(&mut conn)
         .await
@@ -60,7 +69,12 @@ pub async fn delete_entry(mut conn: DbConn, key: String) -> Result<bool, StoreEr
 }
 
 /// Takes a lock unless someone holds a live one; true when taken.
-pub async fn acquire_lock(mut conn: DbConn, key: String, token: String, ttl: Duration) -> Result<bool, StoreError> {
+pub async fn acquire_lock(
+    mut conn: DbConn,
+    key: String,
+    token: String,
+    ttl: Duration,
+) -> Result<bool, StoreError> {
     diesel::delete(
         kv_entries::table
             .filter(kv_entries::entry_key.eq(&key))
@@ -80,7 +94,11 @@ pub async fn acquire_lock(mut conn: DbConn, key: String, token: String, ttl: Dur
 }
 
 /// Releases a lock only if `token` still holds it.
-pub async fn release_lock(mut conn: DbConn, key: String, token: String) -> Result<bool, StoreError> {
+pub async fn release_lock(
+    mut conn: DbConn,
+    key: String,
+    token: String,
+) -> Result<bool, StoreError> {
     let n = diesel::delete(
         kv_entries::table
             .filter(kv_entries::entry_key.eq(key))
@@ -130,7 +148,8 @@ async fn add_counters_in(
             .bind::<BigInt, _>(u.delta.cache_read_tokens)
             .bind::<BigInt, _>(u.delta.cost_micros)
             .bind::<Nullable<Timestamp>, _>(
-                u.ttl_seconds.map(|t| (base + Duration::seconds(t)).naive_utc()),
+                u.ttl_seconds
+                    .map(|t| (base + Duration::seconds(t)).naive_utc()),
             );
     }
     query.execute(conn).await?;
@@ -171,15 +190,24 @@ async fn load_counters(
 }
 
 /// Current values of counter sets (missing or expired read as zero), in the order asked.
-pub async fn read_counters(mut conn: DbConn, names: Vec<String>) -> Result<Vec<Counters>, StoreError> {
+pub async fn read_counters(
+    mut conn: DbConn,
+    names: Vec<String>,
+) -> Result<Vec<Counters>, StoreError> {
     Ok(load_counters(&mut conn, &names).await?)
 }
 
 /// Counter sets whose name starts with `prefix` (reports, rebuilds).
-pub async fn scan_counters(mut conn: DbConn, prefix: String) -> Result<Vec<(String, Counters)>, StoreError> {
+pub async fn scan_counters(
+    mut conn: DbConn,
+    prefix: String,
+) -> Result<Vec<(String, Counters)>, StoreError> {
     use usage_counters::dsl as uc;
     let rows: Vec<CounterRow> = usage_counters::table
-        .filter(uc::counter_key.like(format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"))))
+        .filter(uc::counter_key.like(format!(
+            "{}%",
+            prefix.replace('%', "\\%").replace('_', "\\_")
+        )))
         .filter(uc::expires_at.is_null().or(uc::expires_at.gt(now())))
         .select((
             uc::counter_key,
@@ -247,12 +275,15 @@ pub async fn admit(mut conn: DbConn, req: AdmissionRequest) -> Result<Admission,
                 add_counters_in(c, &[count_request]).await?;
             }
             diesel::insert_into(concurrency_leases::table)
-                .values((
-                    concurrency_leases::scope.eq(&req.lease_scope),
-                    concurrency_leases::lease_id.eq(&req.lease_id),
-                    concurrency_leases::expires_at
-                        .eq((now_utc + Duration::milliseconds(req.lease_ttl_ms as i64)).naive_utc()),
-                ))
+                .values(
+                    (
+                        concurrency_leases::scope.eq(&req.lease_scope),
+                        concurrency_leases::lease_id.eq(&req.lease_id),
+                        concurrency_leases::expires_at
+                            .eq((now_utc + Duration::milliseconds(req.lease_ttl_ms as i64))
+                                .naive_utc()),
+                    ),
+                )
                 .execute(c)
                 .await?;
             Ok(Admission::Granted)
@@ -262,7 +293,11 @@ pub async fn admit(mut conn: DbConn, req: AdmissionRequest) -> Result<Admission,
 }
 
 /// Ends a lease; true when it was held.
-pub async fn release_lease(mut conn: DbConn, scope: String, lease_id: String) -> Result<bool, StoreError> {
+pub async fn release_lease(
+    mut conn: DbConn,
+    scope: String,
+    lease_id: String,
+) -> Result<bool, StoreError> {
     let n = diesel::delete(
         concurrency_leases::table
             .filter(concurrency_leases::scope.eq(scope))
@@ -274,7 +309,12 @@ pub async fn release_lease(mut conn: DbConn, scope: String, lease_id: String) ->
 }
 
 /// Extends a live lease; true when it was still held.
-pub async fn renew_lease(mut conn: DbConn, scope: String, lease_id: String, ttl: Duration) -> Result<bool, StoreError> {
+pub async fn renew_lease(
+    mut conn: DbConn,
+    scope: String,
+    lease_id: String,
+    ttl: Duration,
+) -> Result<bool, StoreError> {
     let n = diesel::update(
         concurrency_leases::table
             .filter(concurrency_leases::scope.eq(scope))

@@ -58,7 +58,8 @@ pub async fn insert_batch(
                         usage_records::cost_micros.eq(e.cost_micros),
                         usage_records::status_code.eq(e.status_code as i16),
                         usage_records::is_stream.eq(e.is_stream),
-                        usage_records::latency_ms.eq(i32::try_from(e.latency_ms).unwrap_or(i32::MAX)),
+                        usage_records::latency_ms
+                            .eq(i32::try_from(e.latency_ms).unwrap_or(i32::MAX)),
                         usage_records::usage_date.eq(e.local_date(offset_hours)),
                         usage_records::created_at.eq(e.created_at.naive_utc()),
                     )
@@ -71,13 +72,19 @@ pub async fn insert_batch(
             let mut rollups: HashMap<(NaiveDate, &str, &str, &str), Counters> = HashMap::new();
             for e in &fresh {
                 rollups
-                    .entry((e.local_date(offset_hours), &e.api_key_id, &e.account_id, &e.model))
+                    .entry((
+                        e.local_date(offset_hours),
+                        &e.api_key_id,
+                        &e.account_id,
+                        &e.model,
+                    ))
                     .or_default()
                     .add(&Counters::of_event(e, 1));
             }
             // diesel's upsert DSL has no MySQL form for "add to the stored value": plain SQL.
             use diesel::sql_types::{BigInt, Date, Text};
-            let placeholders = vec!["(?, ?, ?, ?, 'relay', ?, ?, ?, ?, ?, ?)"; rollups.len()].join(", ");
+            let placeholders =
+                vec!["(?, ?, ?, ?, 'relay', ?, ?, ?, ?, ?, ?)"; rollups.len()].join(", ");
             let mut query = diesel::sql_query(format!(
                 "INSERT INTO usage_daily (usage_date, api_key_id, account_id, model, source, \
                  requests, input_tokens, output_tokens, cache_create_tokens, cache_read_tokens, \
@@ -209,7 +216,18 @@ pub async fn daily_rows(
     if let Some(a) = account_id {
         q = q.filter(d::account_id.eq(a));
     }
-    type Row = (NaiveDate, String, String, String, i64, i64, i64, i64, i64, i64);
+    type Row = (
+        NaiveDate,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    );
     let rows: Vec<Row> = q
         .order((d::usage_date.asc(), d::api_key_id.asc(), d::model.asc()))
         .select((

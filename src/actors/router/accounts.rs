@@ -62,7 +62,9 @@ impl RouterActor {
     fn accounts_primary(&self) -> Result<(), AppError> {
         match self.config.mode {
             StorageMode::Redis if !self.redis_up() => Err(unavailable("redis")),
-            StorageMode::Hybrid | StorageMode::Mysql if !self.mysql_up() => Err(unavailable("mysql")),
+            StorageMode::Hybrid | StorageMode::Mysql if !self.mysql_up() => {
+                Err(unavailable("mysql"))
+            }
             _ => Ok(()),
         }
     }
@@ -141,7 +143,9 @@ impl Handler<GetAccount> for RouterActor {
         Box::pin(async move {
             match mode {
                 StorageMode::Redis => Ok(cache.get_account(&msg.id).await?),
-                _ => Ok(store.exec(move |c| Box::pin(queries::get(c, msg.id))).await?),
+                _ => Ok(store
+                    .exec(move |c| Box::pin(queries::get(c, msg.id)))
+                    .await?),
             }
         })
     }
@@ -157,7 +161,11 @@ impl Handler<ListAccounts> for RouterActor {
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
         Box::pin(async move {
             let mut accounts = load_primary(mode, &store, &cache).await?;
-            accounts.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.created_at.cmp(&b.created_at)));
+            accounts.sort_by(|a, b| {
+                a.priority
+                    .cmp(&b.priority)
+                    .then(a.created_at.cmp(&b.created_at))
+            });
             Ok(accounts)
         })
     }
@@ -176,16 +184,24 @@ impl Handler<SaveAccount> for RouterActor {
             match mode {
                 StorageMode::Redis => {
                     if cache.get_account(&account.id).await?.is_none() {
-                        return Err(AppError::NotFound(format!("account {} not found", account.id)));
+                        return Err(AppError::NotFound(format!(
+                            "account {} not found",
+                            account.id
+                        )));
                     }
                     cache.put_account(&account).await?;
                 }
                 _ => {
                     let a = account.clone();
-                    store.exec(move |c| Box::pin(queries::update(c, a))).await.map_err(|e| match e {
-                        StoreError::NotFound => AppError::NotFound(format!("account {} not found", account.id)),
-                        other => other.into(),
-                    })?;
+                    store
+                        .exec(move |c| Box::pin(queries::update(c, a)))
+                        .await
+                        .map_err(|e| match e {
+                            StoreError::NotFound => {
+                                AppError::NotFound(format!("account {} not found", account.id))
+                            }
+                            other => other.into(),
+                        })?;
                 }
             }
             Ok(account)
@@ -215,7 +231,9 @@ impl Handler<DeleteAccount> for RouterActor {
                     cache.delete_account(&msg.id).await?;
                     Ok(existed)
                 }
-                _ => Ok(store.exec(move |c| Box::pin(queries::delete(c, msg.id))).await?),
+                _ => Ok(store
+                    .exec(move |c| Box::pin(queries::delete(c, msg.id)))
+                    .await?),
             }
         };
         Box::pin(work.into_actor(self).map(|r, act, _| {
@@ -231,10 +249,10 @@ impl Handler<AccountSnapshot> for RouterActor {
     type Result = ResponseActFuture<Self, Result<Vec<Account>, AppError>>;
 
     fn handle(&mut self, _: AccountSnapshot, _ctx: &mut Self::Context) -> Self::Result {
-        if let Some((accounts, at)) = &self.account_snapshot {
-            if at.elapsed() < SNAPSHOT_TTL {
-                return Box::pin(fut::ready(Ok(self.apply_overrides(accounts.clone()))));
-            }
+        if let Some((accounts, at)) = &self.account_snapshot
+            && at.elapsed() < SNAPSHOT_TTL
+        {
+            return Box::pin(fut::ready(Ok(self.apply_overrides(accounts.clone()))));
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
         let (redis_ok, mysql_ok) = (self.redis_up() && !self.redis_cache_stale, self.mysql_up());
@@ -251,10 +269,8 @@ impl Handler<AccountSnapshot> for RouterActor {
                     }
                     return Ok(accounts);
                 }
-                if redis_ok {
-                    if let Some(accounts) = cache.get_cached_accounts().await? {
-                        return Ok(accounts);
-                    }
+                if redis_ok && let Some(accounts) = cache.get_cached_accounts().await? {
+                    return Ok(accounts);
                 }
                 return Err(unavailable("mysql"));
             }
@@ -279,7 +295,8 @@ impl Handler<ChangeAccountStatus> for RouterActor {
 
     fn handle(&mut self, msg: ChangeAccountStatus, _ctx: &mut Self::Context) -> Self::Result {
         // The override makes the change visible to this instance's scheduler at once.
-        self.status_overrides.insert(msg.id.clone(), msg.change.clone());
+        self.status_overrides
+            .insert(msg.id.clone(), msg.change.clone());
         if self.accounts_primary().is_err() {
             return Box::pin(fut::ready(Ok(())));
         }
@@ -308,13 +325,16 @@ impl Handler<ChangeAccountStatus> for RouterActor {
             }
             Ok(Some(account.id))
         };
-        Box::pin(work.into_actor(self).map(|r: Result<Option<String>, AppError>, act, _| {
-            if let Ok(Some(id)) = &r {
-                act.status_overrides.remove(id);
-                act.invalidate_accounts();
-            }
-            r.map(|_| ())
-        }))
+        Box::pin(
+            work.into_actor(self)
+                .map(|r: Result<Option<String>, AppError>, act, _| {
+                    if let Ok(Some(id)) = &r {
+                        act.status_overrides.remove(id);
+                        act.invalidate_accounts();
+                    }
+                    r.map(|_| ())
+                }),
+        )
     }
 }
 
@@ -337,7 +357,15 @@ impl RouterHandle {
     pub async fn account_snapshot(&self) -> Result<Vec<Account>, AppError> {
         self.ask(AccountSnapshot).await?
     }
-    pub async fn change_account_status(&self, id: &str, change: StatusChange) -> Result<(), AppError> {
-        self.ask(ChangeAccountStatus { id: id.to_string(), change }).await?
+    pub async fn change_account_status(
+        &self,
+        id: &str,
+        change: StatusChange,
+    ) -> Result<(), AppError> {
+        self.ask(ChangeAccountStatus {
+            id: id.to_string(),
+            change,
+        })
+        .await?
     }
 }

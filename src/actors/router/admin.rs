@@ -2,7 +2,7 @@
 
 use actix::prelude::*;
 
-use super::{RouterActor, RouterHandle};
+use super::{RouterActor, RouterHandle, unavailable};
 use crate::config::StorageMode;
 use crate::error::AppError;
 use crate::persistence::admin as queries;
@@ -53,20 +53,16 @@ impl Handler<EnsureAdmin> for RouterActor {
     }
 }
 
-pub(super) fn unavailable(backend: &str) -> AppError {
-    AppError::StorageUnavailable(format!(
-        "storage unavailable: {backend} is not reachable, try again shortly"
-    ))
-}
-
 impl RouterHandle {
-    pub async fn ensure_admin(&self, username: String, password_hash: String) -> Result<bool, AppError> {
-        self.addr
-            .send(EnsureAdmin {
-                username,
-                password_hash,
-            })
-            .await
-            .map_err(|_| AppError::Internal("router stopped".into()))?
+    pub async fn ensure_admin(
+        &self,
+        username: String,
+        password_hash: String,
+    ) -> Result<bool, AppError> {
+        self.ask(EnsureAdmin {
+            username,
+            password_hash,
+        })
+        .await?
     }
 }

@@ -44,14 +44,24 @@ impl EntryKind {
 /// One operation on an entry.
 #[derive(Debug, Clone)]
 pub enum EntryOp {
-    Set { value: String, ttl: Duration },
+    Set {
+        value: String,
+        ttl: Duration,
+    },
     Get,
-    Touch { ttl: Duration },
+    Touch {
+        ttl: Duration,
+    },
     Delete,
     /// Take a lock with `token` unless held.
-    Lock { token: String, ttl: Duration },
+    Lock {
+        token: String,
+        ttl: Duration,
+    },
     /// Release a lock held with `token`.
-    Unlock { token: String },
+    Unlock {
+        token: String,
+    },
 }
 
 /// The answer to an `EntryOp`.
@@ -87,24 +97,34 @@ impl Handler<Entry> for RouterActor {
                     let reply = match msg.op {
                         EntryOp::Set { value, ttl } => {
                             store
-                                .exec(move |c| Box::pin(queries::set_entry(c, name, value, chrono_ttl(ttl))))
+                                .exec(move |c| {
+                                    Box::pin(queries::set_entry(c, name, value, chrono_ttl(ttl)))
+                                })
                                 .await?;
                             EntryReply::Done
                         }
                         EntryOp::Get => EntryReply::Value(
-                            store.exec(move |c| Box::pin(queries::get_entry(c, name))).await?,
+                            store
+                                .exec(move |c| Box::pin(queries::get_entry(c, name)))
+                                .await?,
                         ),
                         EntryOp::Touch { ttl } => EntryReply::Applied(
                             store
-                                .exec(move |c| Box::pin(queries::touch_entry(c, name, chrono_ttl(ttl))))
+                                .exec(move |c| {
+                                    Box::pin(queries::touch_entry(c, name, chrono_ttl(ttl)))
+                                })
                                 .await?,
                         ),
                         EntryOp::Delete => EntryReply::Applied(
-                            store.exec(move |c| Box::pin(queries::delete_entry(c, name))).await?,
+                            store
+                                .exec(move |c| Box::pin(queries::delete_entry(c, name)))
+                                .await?,
                         ),
                         EntryOp::Lock { token, ttl } => EntryReply::Applied(
                             store
-                                .exec(move |c| Box::pin(queries::acquire_lock(c, name, token, chrono_ttl(ttl))))
+                                .exec(move |c| {
+                                    Box::pin(queries::acquire_lock(c, name, token, chrono_ttl(ttl)))
+                                })
                                 .await?,
                         ),
                         EntryOp::Unlock { token } => EntryReply::Applied(
@@ -127,12 +147,16 @@ impl Handler<Entry> for RouterActor {
                             EntryReply::Done
                         }
                         EntryOp::Get => EntryReply::Value(cache.get_entry(&name).await?),
-                        EntryOp::Touch { ttl } => EntryReply::Applied(cache.touch_entry(&name, ttl).await?),
+                        EntryOp::Touch { ttl } => {
+                            EntryReply::Applied(cache.touch_entry(&name, ttl).await?)
+                        }
                         EntryOp::Delete => EntryReply::Applied(cache.delete_entry(&name).await?),
                         EntryOp::Lock { token, ttl } => {
                             EntryReply::Applied(cache.acquire_lock(&name, token, ttl).await?)
                         }
-                        EntryOp::Unlock { token } => EntryReply::Applied(cache.release_lock(&name, token).await?),
+                        EntryOp::Unlock { token } => {
+                            EntryReply::Applied(cache.release_lock(&name, token).await?)
+                        }
                     };
                     Ok(reply)
                 })
@@ -155,8 +179,16 @@ impl RouterHandle {
         .await?
     }
 
-    pub async fn set_entry(&self, kind: EntryKind, id: &str, value: String, ttl: Duration) -> Result<(), AppError> {
-        self.entry(kind, id, EntryOp::Set { value, ttl }).await.map(|_| ())
+    pub async fn set_entry(
+        &self,
+        kind: EntryKind,
+        id: &str,
+        value: String,
+        ttl: Duration,
+    ) -> Result<(), AppError> {
+        self.entry(kind, id, EntryOp::Set { value, ttl })
+            .await
+            .map(|_| ())
     }
 
     pub async fn get_entry(&self, kind: EntryKind, id: &str) -> Result<Option<String>, AppError> {
@@ -166,7 +198,12 @@ impl RouterHandle {
         }
     }
 
-    pub async fn touch_entry(&self, kind: EntryKind, id: &str, ttl: Duration) -> Result<bool, AppError> {
+    pub async fn touch_entry(
+        &self,
+        kind: EntryKind,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<bool, AppError> {
         Ok(self.entry(kind, id, EntryOp::Touch { ttl }).await? == EntryReply::Applied(true))
     }
 
@@ -174,7 +211,12 @@ impl RouterHandle {
         Ok(self.entry(kind, id, EntryOp::Delete).await? == EntryReply::Applied(true))
     }
 
-    pub async fn acquire_lock(&self, name: &str, token: &str, ttl: Duration) -> Result<bool, AppError> {
+    pub async fn acquire_lock(
+        &self,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, AppError> {
         let op = EntryOp::Lock {
             token: token.to_string(),
             ttl,

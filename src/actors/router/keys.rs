@@ -56,7 +56,6 @@ pub struct DeleteKey {
     pub id: String,
 }
 
-
 impl RouterActor {
     /// Drops `hashes` from every cache layer and tells other instances to do the same.
     pub(super) fn invalidate_keys(&mut self, hashes: Vec<String>) {
@@ -71,10 +70,8 @@ impl RouterActor {
         let message = serde_json::json!({ "type": "keys", "hashes": hashes }).to_string();
         let hybrid = self.config.mode == StorageMode::Hybrid;
         actix::spawn(async move {
-            if hybrid {
-                if let Err(e) = cache.drop_cached_keys(&hashes).await {
-                    log::warn!("key cache invalidation failed ({e}); the cache will be flushed");
-                }
+            if hybrid && let Err(e) = cache.drop_cached_keys(&hashes).await {
+                log::warn!("key cache invalidation failed ({e}); the cache will be flushed");
             }
             let _ = cache.publish(message).await;
         });
@@ -83,7 +80,9 @@ impl RouterActor {
     fn require_primary(&self) -> Result<(), AppError> {
         match self.config.mode {
             StorageMode::Redis if !self.redis_up() => Err(unavailable("redis")),
-            StorageMode::Hybrid | StorageMode::Mysql if !self.mysql_up() => Err(unavailable("mysql")),
+            StorageMode::Hybrid | StorageMode::Mysql if !self.mysql_up() => {
+                Err(unavailable("mysql"))
+            }
             _ => Ok(()),
         }
     }
@@ -91,7 +90,9 @@ impl RouterActor {
 
 fn store_err(e: StoreError) -> AppError {
     match e {
-        StoreError::Duplicate(_) => AppError::InvalidRequest("a key with this value already exists".into()),
+        StoreError::Duplicate(_) => {
+            AppError::InvalidRequest("a key with this value already exists".into())
+        }
         other => other.into(),
     }
 }
@@ -112,14 +113,24 @@ impl Handler<CreateKey> for RouterActor {
         let work = async move {
             match mode {
                 StorageMode::Redis => {
-                    if cache.get_key_by_hash(&key.key_hash).await.map_err(cache_err)?.is_some() {
-                        return Err(AppError::InvalidRequest("a key with this value already exists".into()));
+                    if cache
+                        .get_key_by_hash(&key.key_hash)
+                        .await
+                        .map_err(cache_err)?
+                        .is_some()
+                    {
+                        return Err(AppError::InvalidRequest(
+                            "a key with this value already exists".into(),
+                        ));
                     }
                     cache.put_key(&key, None).await.map_err(cache_err)?;
                 }
                 _ => {
                     let k = key.clone();
-                    store.exec(move |c| Box::pin(queries::insert(c, k))).await.map_err(store_err)?;
+                    store
+                        .exec(move |c| Box::pin(queries::insert(c, k)))
+                        .await
+                        .map_err(store_err)?;
                 }
             }
             Ok(key)
@@ -195,7 +206,10 @@ impl Handler<SaveKey> for RouterActor {
                     if cache.get_key(&key.id).await.map_err(cache_err)?.is_none() {
                         return Err(AppError::NotFound(format!("api key {} not found", key.id)));
                     }
-                    cache.put_key(&key, previous_hash).await.map_err(cache_err)?;
+                    cache
+                        .put_key(&key, previous_hash)
+                        .await
+                        .map_err(cache_err)?;
                 }
                 _ => {
                     let k = key.clone();
@@ -203,7 +217,9 @@ impl Handler<SaveKey> for RouterActor {
                         .exec(move |c| Box::pin(queries::update(c, k)))
                         .await
                         .map_err(|e| match e {
-                            StoreError::NotFound => AppError::NotFound(format!("api key {} not found", key.id)),
+                            StoreError::NotFound => {
+                                AppError::NotFound(format!("api key {} not found", key.id))
+                            }
                             other => store_err(other),
                         })?;
                 }
@@ -232,17 +248,26 @@ impl Handler<DeleteKey> for RouterActor {
                 StorageMode::Redis => cache.get_key(&msg.id).await.map_err(cache_err)?,
                 _ => {
                     let id = msg.id.clone();
-                    store.exec(move |c| Box::pin(queries::get(c, id))).await.map_err(store_err)?
+                    store
+                        .exec(move |c| Box::pin(queries::get(c, id)))
+                        .await
+                        .map_err(store_err)?
                 }
             };
             let Some(existing) = existing else {
                 return Ok(None);
             };
             match mode {
-                StorageMode::Redis => cache.delete_key(&existing.id, &existing.key_hash).await.map_err(cache_err)?,
+                StorageMode::Redis => cache
+                    .delete_key(&existing.id, &existing.key_hash)
+                    .await
+                    .map_err(cache_err)?,
                 _ => {
                     let id = existing.id.clone();
-                    store.exec(move |c| Box::pin(queries::delete(c, id))).await.map_err(store_err)?;
+                    store
+                        .exec(move |c| Box::pin(queries::delete(c, id)))
+                        .await
+                        .map_err(store_err)?;
                 }
             }
             Ok(Some(existing.key_hash))
@@ -264,11 +289,11 @@ impl Handler<FindKeyByHash> for RouterActor {
 
     fn handle(&mut self, msg: FindKeyByHash, _ctx: &mut Self::Context) -> Self::Result {
         let ttl = self.config.key_cache_ttl;
-        if let Some((key, at)) = self.key_cache.get(&msg.hash) {
-            if at.elapsed() < ttl {
-                self.stats.key_cache_hits += 1;
-                return Box::pin(fut::ready(Ok(key.clone())));
-            }
+        if let Some((key, at)) = self.key_cache.get(&msg.hash)
+            && at.elapsed() < ttl
+        {
+            self.stats.key_cache_hits += 1;
+            return Box::pin(fut::ready(Ok(key.clone())));
         }
         self.stats.key_cache_misses += 1;
         let mode = self.config.mode;
@@ -280,9 +305,10 @@ impl Handler<FindKeyByHash> for RouterActor {
         let work = async move {
             match mode {
                 StorageMode::Redis => cache.get_key_by_hash(&hash).await.map_err(cache_err),
-                StorageMode::Mysql => {
-                    store.exec(move |c| Box::pin(queries::get_by_hash(c, hash))).await.map_err(store_err)
-                }
+                StorageMode::Mysql => store
+                    .exec(move |c| Box::pin(queries::get_by_hash(c, hash)))
+                    .await
+                    .map_err(store_err),
                 StorageMode::Hybrid => {
                     let mut redis_answered = false;
                     if redis_ok {
@@ -298,7 +324,10 @@ impl Handler<FindKeyByHash> for RouterActor {
                         ));
                     }
                     let h = hash.clone();
-                    let found = store.exec(move |c| Box::pin(queries::get_by_hash(c, h))).await.map_err(store_err)?;
+                    let found = store
+                        .exec(move |c| Box::pin(queries::get_by_hash(c, h)))
+                        .await
+                        .map_err(store_err)?;
                     if let (Some(k), true) = (&found, redis_answered) {
                         let (cache, k) = (cache.clone(), k.clone());
                         actix::spawn(async move {
@@ -309,17 +338,21 @@ impl Handler<FindKeyByHash> for RouterActor {
                 }
             }
         };
-        Box::pin(work.into_actor(self).map(move |result, act, _| match result {
-            Ok(found) => {
-                act.key_cache.insert(msg.hash, (found.clone(), Instant::now()));
-                Ok(found)
-            }
-            // Both backends failing: a key seen before keeps working (SPEC §1, both down).
-            Err(e) => match act.key_cache.get(&msg.hash) {
-                Some((Some(k), _)) if e.is_outage() => Ok(Some(k.clone())),
-                _ => Err(e),
-            },
-        }))
+        Box::pin(
+            work.into_actor(self)
+                .map(move |result, act, _| match result {
+                    Ok(found) => {
+                        act.key_cache
+                            .insert(msg.hash, (found.clone(), Instant::now()));
+                        Ok(found)
+                    }
+                    // Both backends failing: a key seen before keeps working (SPEC §1, both down).
+                    Err(e) => match act.key_cache.get(&msg.hash) {
+                        Some((Some(k), _)) if e.is_outage() => Ok(Some(k.clone())),
+                        _ => Err(e),
+                    },
+                }),
+        )
     }
 }
 
@@ -331,12 +364,19 @@ impl RouterHandle {
         self.ask(GetKey { id: id.to_string() }).await?
     }
     pub async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, AppError> {
-        self.ask(FindKeyByHash { hash: hash.to_string() }).await?
+        self.ask(FindKeyByHash {
+            hash: hash.to_string(),
+        })
+        .await?
     }
     pub async fn list_keys(&self, include_deleted: bool) -> Result<Vec<ApiKey>, AppError> {
         self.ask(ListKeys { include_deleted }).await?
     }
-    pub async fn save_key(&self, key: ApiKey, previous_hash: Option<String>) -> Result<ApiKey, AppError> {
+    pub async fn save_key(
+        &self,
+        key: ApiKey,
+        previous_hash: Option<String>,
+    ) -> Result<ApiKey, AppError> {
         self.ask(SaveKey { key, previous_hash }).await?
     }
     pub async fn delete_key(&self, id: &str) -> Result<bool, AppError> {

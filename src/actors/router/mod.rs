@@ -3,13 +3,28 @@
 //! `BackendState` the storage actors report. HTTP code talks to it through `RouterHandle`.
 //! The data classes live in the files beside this one, one `impl` block each.
 
+mod accounts;
 mod admin;
+mod ephemeral;
+mod keys;
+mod spool;
+mod usage;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
+pub use accounts::{AccountSnapshot, ChangeAccountStatus};
 pub use admin::EnsureAdmin;
+pub use ephemeral::EntryKind;
+pub use usage::UsageStats;
+
+use super::cache::CacheEvent;
+use crate::domain::account::{Account, StatusChange};
+use crate::domain::api_key::ApiKey;
+use crate::error::AppError;
 
 use super::cache::CacheHandle;
 use super::persistence::PersistenceHandle;
@@ -51,6 +66,17 @@ pub struct HealthReport {
 #[rtype(result = "HealthReport")]
 pub struct GetHealth;
 
+/// Cache hit figures for /metrics and the admin system view.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheStats {
+    pub key_cache_hits: u64,
+    pub key_cache_misses: u64,
+}
+
+/// How often expired rows are swept in mysql mode.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 pub struct RouterActor {
     config: Config,
     cache: CacheHandle,
@@ -58,27 +84,101 @@ pub struct RouterActor {
     redis: BackendState,
     mysql: BackendState,
     started_at: Instant,
+    /// In-process key cache: hash → record (None = unknown key) and when it was read.
+    key_cache: HashMap<String, (Option<ApiKey>, Instant)>,
+    /// Hybrid: the Redis cache may have missed invalidations (after an outage or at start)
+    /// and is bypassed until it has been flushed.
+    redis_cache_stale: bool,
+    flushing: bool,
+    account_snapshot: Option<(Vec<Account>, Instant)>,
+    /// Account state changes not yet written (MySQL down), applied over snapshots.
+    status_overrides: HashMap<String, StatusChange>,
+    local_limiter: usage::LocalLimiter,
+    spool: spool::Spool,
+    draining: bool,
+    usage_stats: UsageStats,
+    stats: CacheStats,
 }
 
 impl RouterActor {
-    pub fn new(config: Config, cache: CacheHandle, store: PersistenceHandle) -> Self {
-        RouterActor {
+    pub fn new(
+        config: Config,
+        cache: CacheHandle,
+        store: PersistenceHandle,
+    ) -> std::io::Result<Self> {
+        let spool = spool::Spool::open(&config.spool_dir)?;
+        Ok(RouterActor {
             config,
             cache,
             store,
             redis: BackendState::down("not connected yet"),
             mysql: BackendState::down("not connected yet"),
             started_at: Instant::now(),
-        }
+            key_cache: HashMap::new(),
+            redis_cache_stale: true,
+            flushing: false,
+            account_snapshot: None,
+            status_overrides: HashMap::new(),
+            local_limiter: usage::LocalLimiter::default(),
+            spool,
+            draining: false,
+            usage_stats: UsageStats::default(),
+            stats: CacheStats::default(),
+        })
     }
 
-    /// Starts the router on its own thread and returns its handle.
-    pub fn spawn(config: Config, cache: CacheHandle, store: PersistenceHandle) -> RouterHandle {
+    /// Starts the router on its own thread and returns its handle; fails when the spool
+    /// directory cannot be opened.
+    pub fn spawn(
+        config: Config,
+        cache: CacheHandle,
+        store: PersistenceHandle,
+    ) -> std::io::Result<RouterHandle> {
+        let router = RouterActor::new(config, cache, store)?;
         let arbiter = Arbiter::new();
-        let addr = RouterActor::start_in_arbiter(&arbiter.handle(), move |_| {
-            RouterActor::new(config, cache, store)
-        });
-        RouterHandle { addr }
+        let addr = RouterActor::start_in_arbiter(&arbiter.handle(), move |_| router);
+        Ok(RouterHandle { addr })
+    }
+
+    /// Hybrid: flushes the Redis cache after an outage (or at start) and trusts it again
+    /// once done; retried by the probe-driven state changes and the drain timer.
+    fn refresh_redis_cache(&mut self, ctx: &mut Context<Self>) {
+        if self.config.mode != StorageMode::Hybrid
+            || !self.redis_cache_stale
+            || self.flushing
+            || !self.redis.up
+        {
+            return;
+        }
+        self.flushing = true;
+        let cache = self.cache.clone();
+        ctx.spawn(async move { cache.flush_caches().await }.into_actor(self).map(|r, act, _| {
+            act.flushing = false;
+            match r {
+                Ok(n) => {
+                    log::info!("redis cache flushed after reconnect ({n} entries); cache in use again");
+                    act.redis_cache_stale = false;
+                }
+                Err(e) => log::warn!("redis cache flush failed, retrying: {e}"),
+            }
+        }));
+    }
+
+    fn on_event(&mut self, payload: &str) {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(payload) else {
+            return;
+        };
+        match event["type"].as_str() {
+            Some("keys") => {
+                for h in event["hashes"].as_array().into_iter().flatten() {
+                    if let Some(h) = h.as_str() {
+                        self.key_cache.remove(h);
+                    }
+                }
+            }
+            Some("accounts") => self.account_snapshot = None,
+            _ => {}
+        }
     }
 
     fn redis_up(&self) -> bool {
@@ -117,7 +217,7 @@ fn view(state: &BackendState, used: bool) -> BackendView {
         latency: state
             .latency
             .filter(|_| used && state.up)
-            .map(|d| format_latency(d)),
+            .map(format_latency),
         used,
         error: if used && !state.up {
             state.last_error.clone()
@@ -144,9 +244,39 @@ impl Actor for RouterActor {
         let me = ctx.address().recipient::<BackendStateChanged>();
         if self.config.mode.uses_redis() {
             self.cache.subscribe(me.clone());
+            self.cache
+                .subscribe_events(ctx.address().recipient::<CacheEvent>());
         }
         if self.config.mode.uses_mysql() {
             self.store.subscribe(me);
+        }
+        ctx.run_interval(self.config.usage_batch_interval, |act, ctx| {
+            ctx.notify(usage::DrainUsage);
+            act.refresh_redis_cache(ctx);
+        });
+        if self.config.mode == StorageMode::Mysql {
+            ctx.run_interval(SWEEP_INTERVAL, |act, ctx| {
+                if !act.mysql_up() {
+                    return;
+                }
+                let store = act.store.clone();
+                ctx.spawn(
+                    async move {
+                        let at = chrono::Utc::now();
+                        match store
+                            .exec(move |c| {
+                                Box::pin(crate::persistence::ephemeral::sweep_expired(c, at))
+                            })
+                            .await
+                        {
+                            Ok(n) if n > 0 => log::debug!("swept {n} expired rows"),
+                            Ok(_) => {}
+                            Err(e) => log::warn!("sweeping expired rows failed: {e}"),
+                        }
+                    }
+                    .into_actor(act),
+                );
+            });
         }
     }
 }
@@ -154,11 +284,49 @@ impl Actor for RouterActor {
 impl Handler<BackendStateChanged> for RouterActor {
     type Result = ();
 
-    fn handle(&mut self, msg: BackendStateChanged, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: BackendStateChanged, ctx: &mut Self::Context) {
         match msg.backend {
-            Backend::Redis => self.redis = msg.state,
-            Backend::Mysql => self.mysql = msg.state,
+            Backend::Redis => {
+                if !msg.state.up {
+                    // Invalidations published while Redis is away are lost: distrust the cache.
+                    self.redis_cache_stale = true;
+                }
+                let came_back = msg.state.up && !self.redis.up;
+                self.redis = msg.state;
+                if came_back {
+                    self.refresh_redis_cache(ctx);
+                    ctx.notify(usage::DrainUsage);
+                }
+            }
+            Backend::Mysql => {
+                let came_back = msg.state.up && !self.mysql.up;
+                self.mysql = msg.state;
+                if came_back {
+                    ctx.notify(usage::DrainUsage);
+                }
+            }
         }
+    }
+}
+
+impl Handler<CacheEvent> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CacheEvent, _ctx: &mut Self::Context) {
+        self.on_event(&msg.payload);
+    }
+}
+
+/// Cache figures for /metrics.
+#[derive(Message)]
+#[rtype(result = "CacheStats")]
+pub struct GetCacheStats;
+
+impl Handler<GetCacheStats> for RouterActor {
+    type Result = MessageResult<GetCacheStats>;
+
+    fn handle(&mut self, _: GetCacheStats, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.stats)
     }
 }
 
@@ -177,6 +345,24 @@ pub struct RouterHandle {
 }
 
 impl RouterHandle {
+    /// Sends a message to the router; a stopped router is an internal error.
+    pub(crate) async fn ask<M>(&self, msg: M) -> Result<M::Result, AppError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        RouterActor: Handler<M>,
+        <RouterActor as Actor>::Context: ToEnvelope<RouterActor, M>,
+    {
+        self.addr
+            .send(msg)
+            .await
+            .map_err(|_| AppError::Internal("router stopped".into()))
+    }
+
+    pub async fn cache_stats(&self) -> CacheStats {
+        self.ask(GetCacheStats).await.unwrap_or_default()
+    }
+
     /// The current health, or `None` when the router did not answer within `limit`.
     pub async fn health(&self, limit: Duration) -> Option<HealthReport> {
         tokio::time::timeout(limit, self.addr.send(GetHealth))
@@ -184,4 +370,11 @@ impl RouterHandle {
             .ok()?
             .ok()
     }
+}
+
+/// The 503 answer when a backend the operation needs is down.
+pub(crate) fn unavailable(backend: &str) -> AppError {
+    AppError::StorageUnavailable(format!(
+        "storage unavailable: {backend} is not reachable, try again shortly"
+    ))
 }

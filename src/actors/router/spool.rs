@@ -39,7 +39,10 @@ impl Spool {
         };
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if name.starts_with("active-") && name.ends_with(".jsonl") {
                 let sealed = dir.join(name.replacen("active-", "sealed-orphan-", 1));
                 fs::rename(&path, sealed)?;
@@ -49,18 +52,25 @@ impl Spool {
     }
 
     fn active_path(&self) -> PathBuf {
-        self.dir.join(format!("active-{}.jsonl", std::process::id()))
+        self.dir
+            .join(format!("active-{}.jsonl", std::process::id()))
     }
 
     /// Appends one entry (written through to the OS, so a killed process keeps it).
     pub fn append(&mut self, entry: &SpoolEntry) -> io::Result<()> {
         if self.active.is_none() {
-            let file = OpenOptions::new().create(true).append(true).open(self.active_path())?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.active_path())?;
             self.active = Some(file);
         }
         let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
         line.push(b'\n');
-        self.active.as_mut().expect("opened above").write_all(&line)?;
+        self.active
+            .as_mut()
+            .expect("opened above")
+            .write_all(&line)?;
         self.pending_lines += 1;
         Ok(())
     }

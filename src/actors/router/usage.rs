@@ -105,7 +105,10 @@ impl LocalLimiter {
             }
             counters.requests += 1;
         }
-        leases.insert(req.lease_id.clone(), now + Duration::from_millis(req.lease_ttl_ms));
+        leases.insert(
+            req.lease_id.clone(),
+            now + Duration::from_millis(req.lease_ttl_ms),
+        );
         Admission::Granted
     }
 
@@ -124,7 +127,10 @@ impl LocalLimiter {
 
     fn add(&mut self, updates: &[CounterUpdate]) {
         for u in updates {
-            self.counters.entry(u.name.clone()).or_default().add(&u.delta);
+            self.counters
+                .entry(u.name.clone())
+                .or_default()
+                .add(&u.delta);
         }
     }
 
@@ -150,7 +156,10 @@ impl RouterActor {
             }
             Err(e) => {
                 self.usage_stats.dropped += 1;
-                log::error!("usage event {} lost: spool not writable: {e}", entry.event.request_id);
+                log::error!(
+                    "usage event {} lost: spool not writable: {e}",
+                    entry.event.request_id
+                );
                 Err(AppError::Internal(format!("spool not writable: {e}")))
             }
         }
@@ -168,7 +177,11 @@ impl Handler<Admit> for RouterActor {
                     return Box::pin(async { Err(unavailable("mysql")) });
                 }
                 let store = self.store.clone();
-                Box::pin(async move { Ok(store.exec(move |c| Box::pin(queries::admit(c, req))).await?) })
+                Box::pin(async move {
+                    Ok(store
+                        .exec(move |c| Box::pin(queries::admit(c, req)))
+                        .await?)
+                })
             }
             _ if self.counters_in_redis() => {
                 let cache = self.cache.clone();
@@ -206,7 +219,10 @@ impl Handler<ReleaseLease> for RouterActor {
                     .exec(move |c| Box::pin(queries::release_lease(c, msg.scope, msg.lease_id)))
                     .await
                     .map_err(AppError::from),
-                _ => cache.release_lease(&msg.scope, &msg.lease_id).await.map_err(AppError::from),
+                _ => cache
+                    .release_lease(&msg.scope, &msg.lease_id)
+                    .await
+                    .map_err(AppError::from),
             };
         })
     }
@@ -222,10 +238,14 @@ impl Handler<RenewLease> for RouterActor {
                 StorageMode::Mysql => {
                     let ttl = chrono::Duration::milliseconds(msg.ttl.as_millis() as i64);
                     Ok(store
-                        .exec(move |c| Box::pin(queries::renew_lease(c, msg.scope, msg.lease_id, ttl)))
+                        .exec(move |c| {
+                            Box::pin(queries::renew_lease(c, msg.scope, msg.lease_id, ttl))
+                        })
                         .await?)
                 }
-                _ => Ok(cache.renew_lease(&msg.scope, &msg.lease_id, msg.ttl).await?),
+                _ => Ok(cache
+                    .renew_lease(&msg.scope, &msg.lease_id, msg.ttl)
+                    .await?),
             }
         })
     }
@@ -236,10 +256,17 @@ impl Handler<CountLeases> for RouterActor {
 
     fn handle(&mut self, msg: CountLeases, _ctx: &mut Self::Context) -> Self::Result {
         let local = self.local_limiter.count(&msg.scope);
-        let (store, cache, mode, redis) = (self.store.clone(), self.cache.clone(), self.config.mode, self.counters_in_redis());
+        let (store, cache, mode, redis) = (
+            self.store.clone(),
+            self.cache.clone(),
+            self.config.mode,
+            self.counters_in_redis(),
+        );
         Box::pin(async move {
             match mode {
-                StorageMode::Mysql => Ok(store.exec(move |c| Box::pin(queries::count_leases(c, msg.scope))).await?),
+                StorageMode::Mysql => Ok(store
+                    .exec(move |c| Box::pin(queries::count_leases(c, msg.scope)))
+                    .await?),
                 _ if redis => Ok(cache.count_leases(&msg.scope).await? + local),
                 _ => Ok(local),
             }
@@ -256,12 +283,17 @@ impl Handler<RecordUsage> for RouterActor {
         let mode = self.config.mode;
         if mode == StorageMode::Mysql {
             // Counters now; the archive row through the spool and the batched writer.
-            let result = self.spool_entry(SpoolEntry { event, counters: None });
+            let result = self.spool_entry(SpoolEntry {
+                event,
+                counters: None,
+            });
             let store = self.store.clone();
             let work = async move {
                 result?;
                 if !updates.is_empty() {
-                    store.exec(move |c| Box::pin(queries::add_counters(c, updates))).await?;
+                    store
+                        .exec(move |c| Box::pin(queries::add_counters(c, updates)))
+                        .await?;
                 }
                 Ok(())
             };
@@ -284,7 +316,12 @@ impl Handler<RecordUsage> for RouterActor {
             StorageMode::Hybrid => (Some(encoded), None),
             _ => (None, Some((event.api_key_id.clone(), encoded))),
         };
-        let work = async move { cache.record_usage(&updates, outbox, archive).await.map_err(|_| (event, updates)) };
+        let work = async move {
+            cache
+                .record_usage(&updates, outbox, archive)
+                .await
+                .map_err(|_| (event, updates))
+        };
         Box::pin(work.into_actor(self).map(|result, act, _| match result {
             Ok(()) => Ok(()),
             // Redis failed during the call: keep the event and its counters for later.
@@ -306,7 +343,11 @@ impl Handler<ReadCounters> for RouterActor {
         match self.config.mode {
             StorageMode::Mysql => {
                 let store = self.store.clone();
-                Box::pin(async move { Ok(store.exec(move |c| Box::pin(queries::read_counters(c, msg.names))).await?) })
+                Box::pin(async move {
+                    Ok(store
+                        .exec(move |c| Box::pin(queries::read_counters(c, msg.names)))
+                        .await?)
+                })
             }
             _ if self.counters_in_redis() => {
                 let cache = self.cache.clone();
@@ -360,7 +401,8 @@ impl Handler<DrainUsage> for RouterActor {
                         continue;
                     }
                 };
-                let needs_counters = mode.uses_redis() && entries.iter().any(|e| e.counters.is_some());
+                let needs_counters =
+                    mode.uses_redis() && entries.iter().any(|e| e.counters.is_some());
                 if (mode.uses_mysql() && !mysql_ok) || (needs_counters && !redis_ok) {
                     // Hybrid with Redis down: archive now, counters when Redis returns.
                     if !(mode == StorageMode::Hybrid && mysql_ok) {
@@ -388,9 +430,14 @@ impl Handler<DrainUsage> for RouterActor {
                     }
                     let mut failed = false;
                     for entry in &entries {
-                        let Some(updates) = &entry.counters else { continue };
+                        let Some(updates) = &entry.counters else {
+                            continue;
+                        };
                         let archive = (mode == StorageMode::Redis).then(|| {
-                            (entry.event.api_key_id.clone(), serde_json::to_string(&entry.event).unwrap_or_default())
+                            (
+                                entry.event.api_key_id.clone(),
+                                serde_json::to_string(&entry.event).unwrap_or_default(),
+                            )
                         });
                         if cache.record_usage(updates, None, archive).await.is_err() {
                             failed = true;
@@ -412,7 +459,10 @@ impl Handler<DrainUsage> for RouterActor {
                 }
                 outbox_depth = cache.outbox_len().await.ok().map(|n| n as u64);
             }
-            DrainOutcome { archived, outbox_depth }
+            DrainOutcome {
+                archived,
+                outbox_depth,
+            }
         };
         Box::pin(work.into_actor(self).map(|outcome, act, _| {
             act.draining = false;
@@ -435,7 +485,11 @@ async fn drain_outbox(
 ) -> u64 {
     let lock = super::ephemeral::EntryKind::Lock.name("outbox-drain");
     let token = uuid::Uuid::new_v4().to_string();
-    if !cache.acquire_lock(&lock, token.clone(), Duration::from_secs(60)).await.unwrap_or(false) {
+    if !cache
+        .acquire_lock(&lock, token.clone(), Duration::from_secs(60))
+        .await
+        .unwrap_or(false)
+    {
         return 0;
     }
     let mut archived = 0u64;
@@ -495,7 +549,12 @@ impl RouterHandle {
             })
             .await;
     }
-    pub async fn renew_lease(&self, scope: &str, lease_id: &str, ttl: Duration) -> Result<bool, AppError> {
+    pub async fn renew_lease(
+        &self,
+        scope: &str,
+        lease_id: &str,
+        ttl: Duration,
+    ) -> Result<bool, AppError> {
         self.ask(RenewLease {
             scope: scope.to_string(),
             lease_id: lease_id.to_string(),
@@ -504,9 +563,16 @@ impl RouterHandle {
         .await?
     }
     pub async fn count_leases(&self, scope: &str) -> Result<i64, AppError> {
-        self.ask(CountLeases { scope: scope.to_string() }).await?
+        self.ask(CountLeases {
+            scope: scope.to_string(),
+        })
+        .await?
     }
-    pub async fn record_usage(&self, event: UsageEvent, updates: Vec<CounterUpdate>) -> Result<(), AppError> {
+    pub async fn record_usage(
+        &self,
+        event: UsageEvent,
+        updates: Vec<CounterUpdate>,
+    ) -> Result<(), AppError> {
         self.ask(RecordUsage { event, updates }).await?
     }
     pub async fn read_counters(&self, names: Vec<String>) -> Result<Vec<Counters>, AppError> {
