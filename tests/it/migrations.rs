@@ -33,8 +33,7 @@ fn migration_versions() -> Vec<String> {
         .filter(|e| e.path().join("up.sql").exists())
         .map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            let version = name.split('_').next().expect("a version").replace('-', "");
-            version
+            name.split('_').next().expect("a version").replace('-', "")
         })
         .collect();
     versions.sort();
@@ -154,8 +153,11 @@ fn init_twice_leaves_the_same_state() {
 #[test]
 fn init_without_password_prints_a_generated_one_once() {
     let env = TestEnv::new();
-    env.var("ADMIN_PASSWORD")
-        .map(|_| panic!("the default test env has no ADMIN_PASSWORD"));
+    assert_eq!(
+        env.var("ADMIN_PASSWORD"),
+        None,
+        "the default test env has none"
+    );
 
     let first = run_cli(&["init"], &env);
     let stdout = String::from_utf8_lossy(&first.stdout).to_string();
@@ -203,4 +205,41 @@ fn init_without_password_prints_a_generated_one_once() {
         "{stdout}"
     );
     assert_eq!(admin_rows(&env), admins);
+}
+
+/// The isolation the other tests rely on: a `TestEnv` removes its database and its Redis
+/// keys when dropped, and touches no other prefix.
+#[test]
+fn test_env_cleans_up_after_itself() {
+    let env = TestEnv::new();
+    let other = TestEnv::new();
+    let db = env.direct_mysql();
+    let c = db.clone();
+    mysql::blocking(move || setup::ensure_database_and_migrate(&c)).expect("migrate");
+    let key = format!("{}probe", env.key_prefix);
+    let other_key = format!("{}probe", other.key_prefix);
+    for k in [&key, &other_key] {
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg("1")
+            .query(&mut env.redis())
+            .expect("SET");
+    }
+    assert_eq!(env.redis_keys(), vec![key.clone()]);
+    let redis_url = env.redis_url();
+    drop(env);
+
+    assert!(!database_exists(&db), "database dropped");
+    let mut conn = redis::Client::open(redis_url)
+        .expect("url")
+        .get_connection()
+        .expect("connect");
+    let exists: (i64, i64) = redis::pipe()
+        .cmd("EXISTS")
+        .arg(&key)
+        .cmd("EXISTS")
+        .arg(&other_key)
+        .query(&mut conn)
+        .expect("EXISTS");
+    assert_eq!(exists, (0, 1), "only the dropped env's keys are deleted");
 }

@@ -16,6 +16,8 @@ pub struct TestApp {
     pub http: Http,
     /// The actors, for tests that talk to the router directly.
     pub actors: Actors,
+    /// The configuration the relay runs with.
+    pub config: Config,
     server: ServerHandle,
 }
 
@@ -23,7 +25,7 @@ pub struct TestApp {
 /// backends: use `wait_for_health`.
 pub async fn spawn_app(mut config: Config) -> TestApp {
     config.host = "127.0.0.1".into();
-    let app = Application::build(config).expect("the relay binds its port");
+    let app = Application::build(config.clone()).expect("the relay binds its port");
     let port = app.port();
     let actors = app.actors().clone();
     let server = app.into_server();
@@ -35,6 +37,7 @@ pub async fn spawn_app(mut config: Config) -> TestApp {
         address: http.base.clone(),
         http,
         actors,
+        config,
         server: handle,
     }
 }

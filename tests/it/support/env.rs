@@ -195,6 +195,38 @@ impl TestEnv {
         mysql
     }
 
+    /// The URL of the Redis this environment points at (`REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`).
+    pub fn redis_url(&self) -> String {
+        let auth = self
+            .var("REDIS_PASSWORD")
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        format!(
+            "redis://{auth}{}:{}/{}",
+            self.var("REDIS_HOST").unwrap_or("127.0.0.1"),
+            self.var("REDIS_PORT").unwrap_or("6379"),
+            self.var("REDIS_DB").unwrap_or("0"),
+        )
+    }
+
+    /// A blocking connection to that Redis, for checks of what the relay wrote.
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(self.redis_url())
+            .expect("redis URL")
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("connect to Redis")
+    }
+
+    /// Every key of this test's prefix, sorted.
+    pub fn redis_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.key_prefix))
+            .query(&mut self.redis())
+            .expect("KEYS");
+        keys.sort();
+        keys
+    }
+
     fn new_bare_mysql() -> MysqlConfig {
         let mut vars = HashMap::new();
         vars.insert("ENCRYPTION_KEY".to_string(), "k".repeat(32));
