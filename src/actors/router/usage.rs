@@ -610,7 +610,12 @@ impl RouterHandle {
         event: UsageEvent,
         updates: Vec<CounterUpdate>,
     ) -> Result<(), AppError> {
-        self.ask(RecordUsage { event, updates }).await?
+        self.ask(RecordUsage {
+            event,
+            updates,
+            release: None,
+        })
+        .await?
     }
     pub async fn read_counters(&self, names: Vec<String>) -> Result<Vec<Counters>, AppError> {
         self.ask(ReadCounters { names }).await?
