@@ -428,13 +428,22 @@ impl CacheHandle {
             .as_ref()
             .map(|w| self.keys.named(&w.name))
             .unwrap_or_else(|| self.keys.named("rate:none"));
+        let cost_keys: Vec<String> = req
+            .cost_limits
+            .iter()
+            .map(|l| self.keys.named(&l.counter))
+            .collect();
         let req = req.clone();
         self.exec(move |mut c| {
             Box::pin(async move {
                 let w = req.window.as_ref();
-                let (code, retry): (i64, u64) = redis::Script::new(scripts::ADMIT)
-                    .key(leases)
-                    .key(window_key)
+                let script = redis::Script::new(scripts::ADMIT);
+                let mut invocation = script.key(leases);
+                invocation.key(window_key);
+                for k in &cost_keys {
+                    invocation.key(k);
+                }
+                invocation
                     .arg(now_ms())
                     .arg(&req.lease_id)
                     .arg(req.lease_ttl_ms)
@@ -444,9 +453,11 @@ impl CacheHandle {
                     .arg(w.map_or(0, |w| w.max_tokens))
                     .arg(w.map_or(0, |w| w.max_cost_micros))
                     .arg(w.map_or(0, |w| w.ttl_seconds))
-                    .arg(w.map_or(0, |w| w.resets_in_seconds))
-                    .invoke_async(&mut c)
-                    .await?;
+                    .arg(w.map_or(0, |w| w.resets_in_seconds));
+                for l in &req.cost_limits {
+                    invocation.arg(l.max_micros);
+                }
+                let (code, retry): (i64, u64) = invocation.invoke_async(&mut c).await?;
                 Ok(match code {
                     0 => Admission::Granted,
                     1 => Admission::ConcurrencyExceeded,
@@ -456,9 +467,15 @@ impl CacheHandle {
                     3 => Admission::TokensExceeded {
                         retry_after_secs: retry,
                     },
-                    _ => Admission::CostExceeded {
+                    4 => Admission::CostExceeded {
                         retry_after_secs: retry,
                     },
+                    n => req
+                        .cost_limits
+                        .get((n - 5) as usize)
+                        .map_or(Admission::ConcurrencyExceeded, |l| {
+                            Admission::CostLimitExceeded(l.kind)
+                        }),
                 })
             })
         })
@@ -513,7 +530,22 @@ impl CacheHandle {
         outbox_event: Option<String>,
         archive: Option<(String, String)>,
     ) -> Result<(), CacheError> {
+        self.record_usage_releasing(updates, outbox_event, archive, None)
+            .await
+    }
+
+    /// `record_usage` that also releases a lease `(scope, lease id)` in the same round trip.
+    pub async fn record_usage_releasing(
+        &self,
+        updates: &[CounterUpdate],
+        outbox_event: Option<String>,
+        archive: Option<(String, String)>,
+        release: Option<(String, String)>,
+    ) -> Result<(), CacheError> {
         let mut pipe = redis::pipe();
+        if let Some((scope, lease_id)) = release {
+            pipe.zrem(self.keys.leases(&scope), lease_id).ignore();
+        }
         for u in updates {
             let key = self.keys.named(&u.name);
             for (field, value) in Counters::FIELDS.iter().zip(u.delta.to_array()) {

@@ -278,8 +278,36 @@ impl WindowLimits {
     }
 }
 
-/// One atomic admission: take a concurrency lease (cap 0 = none) and count the request in
-/// the rate window, or refuse without changing anything.
+/// Which cost limit refused a request (SPEC §4 codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CostLimitKind {
+    Daily,
+    Total,
+    WeeklyOpus,
+}
+
+impl CostLimitKind {
+    /// The `error.code` of the 402 answer.
+    pub fn code(self) -> &'static str {
+        match self {
+            CostLimitKind::Daily => "daily_cost_limit_exceeded",
+            CostLimitKind::Total => "total_cost_limit_exceeded",
+            CostLimitKind::WeeklyOpus => "weekly_opus_cost_limit_exceeded",
+        }
+    }
+}
+
+/// A cost limit checked at admission: the counter set's `cost` must stay below `max_micros`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CostLimit {
+    pub kind: CostLimitKind,
+    pub counter: String,
+    pub max_micros: i64,
+}
+
+/// One atomic admission: take a concurrency lease (cap 0 = none), check the rate window
+/// and the cost limits (in that order) and count the request in the window, or refuse
+/// without changing anything.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdmissionRequest {
     /// Logical name of the lease set (`key:{id}`).
@@ -288,6 +316,18 @@ pub struct AdmissionRequest {
     pub lease_ttl_ms: u64,
     pub concurrency_limit: u32,
     pub window: Option<WindowLimits>,
+    pub cost_limits: Vec<CostLimit>,
+}
+
+impl AdmissionRequest {
+    /// The first cost limit reached by the given counters (same order as `cost_limits`).
+    pub fn check_costs(&self, costs: &[Counters]) -> Option<Admission> {
+        self.cost_limits
+            .iter()
+            .zip(costs)
+            .find(|(l, c)| l.max_micros > 0 && c.cost_micros >= l.max_micros)
+            .map(|(l, _)| Admission::CostLimitExceeded(l.kind))
+    }
 }
 
 /// The answer to an admission.
@@ -298,6 +338,7 @@ pub enum Admission {
     RequestsExceeded { retry_after_secs: u64 },
     TokensExceeded { retry_after_secs: u64 },
     CostExceeded { retry_after_secs: u64 },
+    CostLimitExceeded(CostLimitKind),
 }
 
 #[cfg(test)]

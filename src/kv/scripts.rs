@@ -2,10 +2,12 @@
 
 /// Admission: drop expired leases, check the concurrency cap and the rate window, count the
 /// request and take the lease, all or nothing.
-/// KEYS[1] lease set, KEYS[2] window hash (unused when ARGV[5] ~= '1').
+/// KEYS[1] lease set, KEYS[2] window hash (unused when ARGV[5] ~= '1'), KEYS[3..] the
+/// counter sets of the cost limits.
 /// ARGV: now_ms, lease_id, lease_ttl_ms, cap, has_window, max_requests, max_tokens,
-/// max_cost, window_ttl_s, resets_in_s.
-/// Returns {code, retry_after}: 0 granted, 1 concurrency, 2 requests, 3 tokens, 4 cost.
+/// max_cost, window_ttl_s, resets_in_s, then one max cost (micro-dollars) per KEYS[3..].
+/// Returns {code, retry_after}: 0 granted, 1 concurrency, 2 requests, 3 tokens, 4 window
+/// cost, 5 + i the i-th cost limit (0-based).
 pub const ADMIT: &str = r#"
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -22,6 +24,14 @@ if ARGV[5] == '1' then
   if tonumber(ARGV[6]) > 0 and requests >= tonumber(ARGV[6]) then return {2, resets} end
   if tonumber(ARGV[7]) > 0 and tokens >= tonumber(ARGV[7]) then return {3, resets} end
   if tonumber(ARGV[8]) > 0 and cost >= tonumber(ARGV[8]) then return {4, resets} end
+end
+for i = 3, #KEYS do
+  local max = tonumber(ARGV[8 + i])
+  if max > 0 and (tonumber(redis.call('HGET', KEYS[i], 'cost')) or 0) >= max then
+    return {5 + i - 3, 0}
+  end
+end
+if ARGV[5] == '1' then
   redis.call('HINCRBY', KEYS[2], 'requests', 1)
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))
 end

@@ -264,6 +264,16 @@ pub async fn admit(mut conn: DbConn, req: AdmissionRequest) -> Result<Admission,
                 if let Some(refusal) = window.check(&current[0]) {
                     return Ok(refusal);
                 }
+            }
+            if !req.cost_limits.is_empty() {
+                let names: Vec<String> =
+                    req.cost_limits.iter().map(|l| l.counter.clone()).collect();
+                let costs = load_counters(c, &names).await?;
+                if let Some(refusal) = req.check_costs(&costs) {
+                    return Ok(refusal);
+                }
+            }
+            if let Some(window) = &req.window {
                 let count_request = CounterUpdate {
                     name: window.name.clone(),
                     delta: Counters {

@@ -19,7 +19,7 @@ use actix::prelude::*;
 pub use accounts::{AccountSnapshot, ChangeAccountStatus};
 pub use admin::EnsureAdmin;
 pub use ephemeral::EntryKind;
-pub use usage::UsageStats;
+pub use usage::{LeaseRef, UsageStats};
 
 use super::cache::CacheEvent;
 use crate::domain::account::{Account, StatusChange};

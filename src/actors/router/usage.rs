@@ -53,6 +53,15 @@ pub struct CountLeases {
 pub struct RecordUsage {
     pub event: UsageEvent,
     pub updates: Vec<CounterUpdate>,
+    /// The request's lease, released in the same round trip.
+    pub release: Option<LeaseRef>,
+}
+
+/// A lease to release: its scope and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRef {
+    pub scope: String,
+    pub lease_id: String,
 }
 
 /// Reads counter sets (limits, key-info, reports).
@@ -99,12 +108,19 @@ impl LocalLimiter {
             return Admission::ConcurrencyExceeded;
         }
         if let Some(w) = &req.window {
-            let counters = self.counters.entry(w.name.clone()).or_default();
-            if let Some(refusal) = w.check(counters) {
+            if let Some(refusal) = w.check(&self.counters.get(&w.name).copied().unwrap_or_default())
+            {
                 return refusal;
             }
-            counters.requests += 1;
         }
+        let names: Vec<String> = req.cost_limits.iter().map(|l| l.counter.clone()).collect();
+        if let Some(refusal) = req.check_costs(&self.read(&names)) {
+            return refusal;
+        }
+        if let Some(w) = &req.window {
+            self.counters.entry(w.name.clone()).or_default().requests += 1;
+        }
+        let leases = self.leases.entry(req.lease_scope.clone()).or_default();
         leases.insert(
             req.lease_id.clone(),
             now + Duration::from_millis(req.lease_ttl_ms),
@@ -191,7 +207,9 @@ impl Handler<Admit> for RouterActor {
                 let answer = match self.config.limits_on_cache_down {
                     LimitsOnCacheDown::Local => Ok(self.local_limiter.admit(&req)),
                     LimitsOnCacheDown::Open => Ok(Admission::Granted),
-                    LimitsOnCacheDown::Closed if req.concurrency_limit == 0 && req.window.is_none() => {
+                    LimitsOnCacheDown::Closed
+                        if req.concurrency_limit == 0 && req.window.is_none() && req.cost_limits.is_empty() =>
+                    {
                         Ok(Admission::Granted)
                     }
                     LimitsOnCacheDown::Closed => Err(AppError::StorageUnavailable(
@@ -279,9 +297,27 @@ impl Handler<RecordUsage> for RouterActor {
 
     fn handle(&mut self, msg: RecordUsage, _ctx: &mut Self::Context) -> Self::Result {
         self.usage_stats.recorded += 1;
-        let RecordUsage { event, updates } = msg;
+        let RecordUsage {
+            event,
+            updates,
+            release,
+        } = msg;
         let mode = self.config.mode;
+        let release = match release {
+            Some(lease) if self.local_limiter.release(&lease.scope, &lease.lease_id) => None,
+            other => other,
+        };
         if mode == StorageMode::Mysql {
+            if let Some(lease) = release {
+                let store = self.store.clone();
+                actix::spawn(async move {
+                    let _ = store
+                        .exec(move |c| {
+                            Box::pin(queries::release_lease(c, lease.scope, lease.lease_id))
+                        })
+                        .await;
+                });
+            }
             // Counters now; the archive row through the spool and the batched writer.
             let result = self.spool_entry(SpoolEntry {
                 event,
@@ -300,6 +336,7 @@ impl Handler<RecordUsage> for RouterActor {
             return Box::pin(work.into_actor(self));
         }
         if !self.counters_in_redis() {
+            // A Redis lease that cannot be released now ends with its TTL.
             self.local_limiter.add(&updates);
             let result = self.spool_entry(SpoolEntry {
                 event,
@@ -573,7 +610,12 @@ impl RouterHandle {
         event: UsageEvent,
         updates: Vec<CounterUpdate>,
     ) -> Result<(), AppError> {
-        self.ask(RecordUsage { event, updates }).await?
+        self.ask(RecordUsage {
+            event,
+            updates,
+            release: None,
+        })
+        .await?
     }
     pub async fn read_counters(&self, names: Vec<String>) -> Result<Vec<Counters>, AppError> {
         self.ask(ReadCounters { names }).await?
