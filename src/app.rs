@@ -11,7 +11,13 @@ use crate::actors::cache::{CacheActor, CacheHandle};
 use crate::actors::persistence::{PersistenceActor, PersistenceHandle};
 use crate::actors::router::{RouterActor, RouterHandle};
 use crate::config::Config;
+use crate::domain::crypto::CredentialCipher;
+use crate::domain::pricing::PriceTable;
 use crate::http::{self, AppState};
+use crate::relay::pipeline::RelayShared;
+use crate::relay::scheduler::LastUsed;
+use crate::relay::upstream::UpstreamClients;
+use secrecy::ExposeSecret;
 
 /// The storage actors and the router of one process.
 #[derive(Clone)]
@@ -58,14 +64,31 @@ impl Application {
         let listener = TcpListener::bind(config.bind_address())?;
         let port = listener.local_addr()?.port();
         let actors = Actors::start(&config, true)?;
+        let config_arc = Arc::new(config.clone());
         let state = AppState {
             router: actors.router.clone(),
-            config: Arc::new(config.clone()),
+            config: config_arc.clone(),
         };
+        let prices = PriceTable::bundled()
+            .map_err(|e| std::io::Error::other(format!("price table: {e}")))?;
+        let encryption_key = config.encryption_key.expose_secret().to_string();
+        let relay = web::Data::new(RelayShared {
+            router: actors.router.clone(),
+            config: config_arc,
+            prices: Arc::new(prices),
+            cipher: CredentialCipher::new(&encryption_key)
+                .map_err(|e| std::io::Error::other(format!("ENCRYPTION_KEY: {e}")))?,
+            encryption_key,
+            last_used: LastUsed::default(),
+        });
         let body_limit = config.max_request_body_bytes;
+        let upstream_timeout = config.request_timeout;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
+                .app_data(relay.clone())
+                // One set of upstream clients per worker: their connections live on it.
+                .app_data(web::Data::new(UpstreamClients::new(upstream_timeout)))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(web::JsonConfig::default().limit(body_limit))
                 .wrap(http::json_errors())

@@ -10,3 +10,4 @@ pub mod http;
 pub mod kv;
 pub mod logging;
 pub mod persistence;
+pub mod relay;

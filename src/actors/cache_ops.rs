@@ -422,6 +422,16 @@ impl CacheHandle {
 
     /// The atomic admission script (see `kv::scripts::ADMIT`).
     pub async fn admit(&self, req: &AdmissionRequest) -> Result<Admission, CacheError> {
+        Ok(self.admit_with_sticky(req, None).await?.0)
+    }
+
+    /// Admission that also reads the entry `sticky` (a sticky session) in the same call.
+    pub async fn admit_with_sticky(
+        &self,
+        req: &AdmissionRequest,
+        sticky: Option<&str>,
+    ) -> Result<(Admission, Option<String>), CacheError> {
+        let sticky_key = self.keys.entry(sticky.unwrap_or("sticky:none"));
         let leases = self.keys.leases(&req.lease_scope);
         let window_key = req
             .window
@@ -439,7 +449,7 @@ impl CacheHandle {
                 let w = req.window.as_ref();
                 let script = redis::Script::new(scripts::ADMIT);
                 let mut invocation = script.key(leases);
-                invocation.key(window_key);
+                invocation.key(window_key).key(sticky_key);
                 for k in &cost_keys {
                     invocation.key(k);
                 }
@@ -457,8 +467,9 @@ impl CacheHandle {
                 for l in &req.cost_limits {
                     invocation.arg(l.max_micros);
                 }
-                let (code, retry): (i64, u64) = invocation.invoke_async(&mut c).await?;
-                Ok(match code {
+                let (code, retry, sticky): (i64, u64, Option<String>) =
+                    invocation.invoke_async(&mut c).await?;
+                let admission = match code {
                     0 => Admission::Granted,
                     1 => Admission::ConcurrencyExceeded,
                     2 => Admission::RequestsExceeded {
@@ -476,7 +487,8 @@ impl CacheHandle {
                         .map_or(Admission::ConcurrencyExceeded, |l| {
                             Admission::CostLimitExceeded(l.kind)
                         }),
-                })
+                };
+                Ok((admission, sticky))
             })
         })
         .await

@@ -2,6 +2,7 @@
 //! own) to the JSON error shape of SPEC §4. Handlers are thin: they call the router.
 
 pub mod health;
+pub mod relay;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub struct AppState {
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(health::routes)
+        .configure(relay::routes)
         .default_service(web::to(not_found));
 }
 

@@ -2,18 +2,20 @@
 
 /// Admission: drop expired leases, check the concurrency cap and the rate window, count the
 /// request and take the lease, all or nothing.
-/// KEYS[1] lease set, KEYS[2] window hash (unused when ARGV[5] ~= '1'), KEYS[3..] the
-/// counter sets of the cost limits.
+/// KEYS[1] lease set, KEYS[2] window hash (unused when ARGV[5] ~= '1'), KEYS[3] a sticky
+/// session entry to read in the same round trip, KEYS[4..] the counter sets of the cost
+/// limits.
 /// ARGV: now_ms, lease_id, lease_ttl_ms, cap, has_window, max_requests, max_tokens,
-/// max_cost, window_ttl_s, resets_in_s, then one max cost (micro-dollars) per KEYS[3..].
-/// Returns {code, retry_after}: 0 granted, 1 concurrency, 2 requests, 3 tokens, 4 window
-/// cost, 5 + i the i-th cost limit (0-based).
+/// max_cost, window_ttl_s, resets_in_s, then one max cost (micro-dollars) per KEYS[4..].
+/// Returns {code, retry_after, sticky value or false}: 0 granted, 1 concurrency,
+/// 2 requests, 3 tokens, 4 window cost, 5 + i the i-th cost limit (0-based).
 pub const ADMIT: &str = r#"
 local now = tonumber(ARGV[1])
+local sticky = redis.call('GET', KEYS[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local cap = tonumber(ARGV[4])
 if cap > 0 and redis.call('ZCARD', KEYS[1]) >= cap then
-  return {1, 0}
+  return {1, 0, sticky}
 end
 if ARGV[5] == '1' then
   local v = redis.call('HMGET', KEYS[2], 'requests', 'input', 'output', 'cacheCreate', 'cacheRead', 'cost')
@@ -21,14 +23,14 @@ if ARGV[5] == '1' then
   local tokens = (tonumber(v[2]) or 0) + (tonumber(v[3]) or 0) + (tonumber(v[4]) or 0) + (tonumber(v[5]) or 0)
   local cost = tonumber(v[6]) or 0
   local resets = tonumber(ARGV[10])
-  if tonumber(ARGV[6]) > 0 and requests >= tonumber(ARGV[6]) then return {2, resets} end
-  if tonumber(ARGV[7]) > 0 and tokens >= tonumber(ARGV[7]) then return {3, resets} end
-  if tonumber(ARGV[8]) > 0 and cost >= tonumber(ARGV[8]) then return {4, resets} end
+  if tonumber(ARGV[6]) > 0 and requests >= tonumber(ARGV[6]) then return {2, resets, sticky} end
+  if tonumber(ARGV[7]) > 0 and tokens >= tonumber(ARGV[7]) then return {3, resets, sticky} end
+  if tonumber(ARGV[8]) > 0 and cost >= tonumber(ARGV[8]) then return {4, resets, sticky} end
 end
-for i = 3, #KEYS do
-  local max = tonumber(ARGV[8 + i])
+for i = 4, #KEYS do
+  local max = tonumber(ARGV[7 + i])
   if max > 0 and (tonumber(redis.call('HGET', KEYS[i], 'cost')) or 0) >= max then
-    return {5 + i - 3, 0}
+    return {5 + i - 4, 0, sticky}
   end
 end
 if ARGV[5] == '1' then
@@ -38,7 +40,7 @@ end
 local ttl = tonumber(ARGV[3])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
-return {0, 0}
+return {0, 0, sticky}
 "#;
 
 /// Extends a lease only while it is still held. KEYS[1] lease set; ARGV: lease_id, now_ms, ttl_ms.

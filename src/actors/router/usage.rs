@@ -16,11 +16,13 @@ use crate::domain::usage_event::UsageEvent;
 use crate::error::AppError;
 use crate::persistence::{ephemeral as queries, usage as usage_queries};
 
-/// Takes a lease and counts the request in the rate window, atomically.
+/// Takes a lease and counts the request in the rate window, atomically; also reads the
+/// entry `sticky` (a sticky session, when given) in the same round trip.
 #[derive(Message)]
-#[rtype(result = "Result<Admission, AppError>")]
+#[rtype(result = "Result<(Admission, Option<String>), AppError>")]
 pub struct Admit {
     pub request: AdmissionRequest,
+    pub sticky: Option<String>,
 }
 
 /// Ends a lease (request finished or client gone).
@@ -183,7 +185,7 @@ impl RouterActor {
 }
 
 impl Handler<Admit> for RouterActor {
-    type Result = ResponseFuture<Result<Admission, AppError>>;
+    type Result = ResponseFuture<Result<(Admission, Option<String>), AppError>>;
 
     fn handle(&mut self, msg: Admit, _ctx: &mut Self::Context) -> Self::Result {
         let req = msg.request;
@@ -194,14 +196,25 @@ impl Handler<Admit> for RouterActor {
                 }
                 let store = self.store.clone();
                 Box::pin(async move {
-                    Ok(store
+                    let admission = store
                         .exec(move |c| Box::pin(queries::admit(c, req)))
-                        .await?)
+                        .await?;
+                    let sticky = match msg.sticky {
+                        Some(name) => {
+                            store
+                                .exec(move |c| Box::pin(queries::get_entry(c, name)))
+                                .await?
+                        }
+                        None => None,
+                    };
+                    Ok((admission, sticky))
                 })
             }
             _ if self.counters_in_redis() => {
                 let cache = self.cache.clone();
-                Box::pin(async move { Ok(cache.admit(&req).await?) })
+                Box::pin(
+                    async move { Ok(cache.admit_with_sticky(&req, msg.sticky.as_deref()).await?) },
+                )
             }
             _ => {
                 let answer = match self.config.limits_on_cache_down {
@@ -216,7 +229,8 @@ impl Handler<Admit> for RouterActor {
                         "storage unavailable: limits cannot be checked right now, try again shortly".into(),
                     )),
                 };
-                Box::pin(async move { answer })
+                // Sticky sessions are off while Redis is down.
+                Box::pin(async move { answer.map(|a| (a, None)) })
             }
         }
     }
@@ -353,9 +367,10 @@ impl Handler<RecordUsage> for RouterActor {
             StorageMode::Hybrid => (Some(encoded), None),
             _ => (None, Some((event.api_key_id.clone(), encoded))),
         };
+        let release = release.map(|l| (l.scope, l.lease_id));
         let work = async move {
             cache
-                .record_usage(&updates, outbox, archive)
+                .record_usage_releasing(&updates, outbox, archive, release)
                 .await
                 .map_err(|_| (event, updates))
         };
@@ -576,7 +591,21 @@ impl Handler<GetUsageStats> for RouterActor {
 
 impl RouterHandle {
     pub async fn admit(&self, request: AdmissionRequest) -> Result<Admission, AppError> {
-        self.ask(Admit { request }).await?
+        Ok(self
+            .ask(Admit {
+                request,
+                sticky: None,
+            })
+            .await??
+            .0)
+    }
+    /// Admission plus the value of the sticky-session entry `sticky` (e.g. `sticky:{hash}`).
+    pub async fn admit_with_sticky(
+        &self,
+        request: AdmissionRequest,
+        sticky: Option<String>,
+    ) -> Result<(Admission, Option<String>), AppError> {
+        self.ask(Admit { request, sticky }).await?
     }
     pub async fn release_lease(&self, scope: &str, lease_id: &str) {
         let _ = self
@@ -614,6 +643,20 @@ impl RouterHandle {
             event,
             updates,
             release: None,
+        })
+        .await?
+    }
+    /// Records usage and releases the request's lease in the same round trip.
+    pub async fn record_usage_releasing(
+        &self,
+        event: UsageEvent,
+        updates: Vec<CounterUpdate>,
+        lease: LeaseRef,
+    ) -> Result<(), AppError> {
+        self.ask(RecordUsage {
+            event,
+            updates,
+            release: Some(lease),
         })
         .await?
     }

@@ -1,0 +1,200 @@
+//! OAuth access tokens: used from the account's sealed credentials while valid, refreshed
+//! ahead of expiry through `CLAUDE_OAUTH_TOKEN_URL` under a lock so only one refresh runs
+//! across instances; a failed refresh puts the account in error state.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Deserialize;
+
+use crate::actors::router::{EntryKind, RouterHandle};
+use crate::domain::account::{Account, AccountStatus, Credentials, StatusChange};
+use crate::domain::crypto::CredentialCipher;
+use crate::error::AppError;
+
+/// Refresh this long before the token expires.
+const REFRESH_AHEAD: chrono::Duration = chrono::Duration::seconds(60);
+/// Claude Code's public OAuth client id (what CRS sends).
+const CLIENT_ID: &str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e";
+const LOCK_TTL: Duration = Duration::from_secs(30);
+const WAIT_FOR_OTHER_REFRESH: Duration = Duration::from_secs(10);
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+/// Opens an account's credentials.
+pub fn credentials(cipher: &CredentialCipher, account: &Account) -> Result<Credentials, AppError> {
+    let json = cipher.open(&account.credentials_encrypted).map_err(|_| {
+        AppError::Internal(format!(
+            "credentials of account {} cannot be decrypted",
+            account.id
+        ))
+    })?;
+    serde_json::from_str(&json).map_err(|_| {
+        AppError::Internal(format!(
+            "credentials of account {} are malformed",
+            account.id
+        ))
+    })
+}
+
+/// A valid access token for an OAuth account, refreshing it when it is about to expire.
+pub async fn access_token(
+    router: &RouterHandle,
+    cipher: &CredentialCipher,
+    http: &reqwest::Client,
+    token_url: &str,
+    account: &Account,
+) -> Result<String, AppError> {
+    let creds = credentials(cipher, account)?;
+    let fresh = account
+        .token_expires_at
+        .is_none_or(|t| t > Utc::now() + REFRESH_AHEAD);
+    match creds.access_token {
+        Some(token) if fresh => Ok(token),
+        _ => refresh(router, cipher, http, token_url, account).await,
+    }
+}
+
+/// Refreshes the account's token now (also used by the admin API).
+pub async fn refresh(
+    router: &RouterHandle,
+    cipher: &CredentialCipher,
+    http: &reqwest::Client,
+    token_url: &str,
+    account: &Account,
+) -> Result<String, AppError> {
+    let lock = format!("oauth-refresh:{}", account.id);
+    let token = uuid::Uuid::new_v4().to_string();
+    match router.acquire_lock(&lock, &token, LOCK_TTL).await {
+        Ok(true) => {
+            let result = refresh_locked(router, cipher, http, token_url, account).await;
+            let _ = router.release_lock(&lock, &token).await;
+            result
+        }
+        Ok(false) => wait_for_refresh(router, cipher, &account.id).await,
+        // No lock backend: refresh anyway rather than fail the request.
+        Err(_) => refresh_locked(router, cipher, http, token_url, account).await,
+    }
+}
+
+async fn wait_for_refresh(
+    router: &RouterHandle,
+    cipher: &CredentialCipher,
+    account_id: &str,
+) -> Result<String, AppError> {
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER_REFRESH;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(sealed)) = router.get_entry(EntryKind::OauthToken, account_id).await {
+            if let Ok(token) = cipher.open(&sealed) {
+                return Ok(token);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(AppError::NoAccountAvailable(
+        "the upstream account's token is being refreshed, try again".into(),
+    ))
+}
+
+async fn refresh_locked(
+    router: &RouterHandle,
+    cipher: &CredentialCipher,
+    http: &reqwest::Client,
+    token_url: &str,
+    account: &Account,
+) -> Result<String, AppError> {
+    // Another instance may have refreshed while we waited for the lock.
+    if let Ok(Some(sealed)) = router.get_entry(EntryKind::OauthToken, &account.id).await {
+        if let Ok(token) = cipher.open(&sealed) {
+            return Ok(token);
+        }
+    }
+    let mut creds = credentials(cipher, account)?;
+    let Some(refresh_token) = creds.refresh_token.clone() else {
+        return fail(router, account, "the account has no refresh token").await;
+    };
+    let answer = http
+        .post(token_url)
+        .json(&serde_json::json!({
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": CLIENT_ID,
+        }))
+        .send()
+        .await;
+    let parsed = match answer {
+        Ok(r) if r.status().is_success() => r.json::<TokenAnswer>().await.ok(),
+        Ok(r) => {
+            log::warn!(
+                "token refresh of account {} refused: HTTP {}",
+                account.id,
+                r.status()
+            );
+            None
+        }
+        Err(e) => {
+            log::warn!(
+                "token refresh of account {} failed: {}",
+                account.id,
+                e.without_url()
+            );
+            None
+        }
+    };
+    let Some(t) = parsed else {
+        return fail(router, account, "token refresh failed").await;
+    };
+    let lifetime = chrono::Duration::seconds(t.expires_in.unwrap_or(3600).clamp(60, 365 * 86400));
+    creds.access_token = Some(t.access_token.clone());
+    if let Some(r) = t.refresh_token {
+        creds.refresh_token = Some(r);
+    }
+    let seal = |s: &str| {
+        cipher
+            .seal(s)
+            .map_err(|_| AppError::Internal("cannot encrypt credentials".into()))
+    };
+    let mut updated = account.clone();
+    updated.credentials_encrypted = seal(&serde_json::to_string(&creds).unwrap_or_default())?;
+    updated.token_expires_at = Some(Utc::now() + lifetime);
+    updated.last_refresh_at = Some(Utc::now());
+    if matches!(
+        updated.status,
+        AccountStatus::Unauthorized | AccountStatus::Error
+    ) {
+        updated.status = AccountStatus::Active;
+        updated.status_until = None;
+        updated.error_message.clear();
+    }
+    router.save_account(updated).await?;
+    let ttl = lifetime.to_std().unwrap_or(Duration::from_secs(3600));
+    let _ = router
+        .set_entry(
+            EntryKind::OauthToken,
+            &account.id,
+            seal(&t.access_token)?,
+            ttl,
+        )
+        .await;
+    log::info!("refreshed the OAuth token of account {}", account.id);
+    Ok(t.access_token)
+}
+
+async fn fail(router: &RouterHandle, account: &Account, why: &str) -> Result<String, AppError> {
+    let change = StatusChange {
+        status: AccountStatus::Error,
+        until: None,
+        message: why.to_string(),
+    };
+    let _ = router.change_account_status(&account.id, change).await;
+    Err(AppError::NoAccountAvailable(format!(
+        "upstream account unavailable: {why}"
+    )))
+}

@@ -1,0 +1,508 @@
+//! One relayed request from start to end: key checks, body checks, admission, account
+//! choice, the upstream call, and the answer (passed through, streamed, or an error), with
+//! usage recorded and the lease released on every path.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse};
+use bytes::Bytes;
+use chrono::Utc;
+use serde_json::Value;
+
+use super::scheduler::{self, Choice, LastUsed};
+use super::stream::{RelayStream, StreamEnd};
+use super::upstream::{self, UpstreamAuth, UpstreamClients};
+use super::{auth, oauth};
+use crate::actors::router::{EntryKind, LeaseRef, RouterHandle};
+use crate::config::Config;
+use crate::domain::account::{Account, AccountType, status_after_upstream};
+use crate::domain::api_key::ApiKey;
+use crate::domain::crypto::CredentialCipher;
+use crate::domain::limits::{
+    self, Admission, AdmissionRequest, CostLimit, CostLimitKind, WindowLimits,
+};
+use crate::domain::pricing::{PriceTable, is_opus};
+use crate::domain::usage::Usage;
+use crate::domain::usage_event::UsageEvent;
+use crate::error::AppError;
+
+/// Longest model name accepted.
+const MAX_MODEL_LEN: usize = 128;
+/// Slack added to the upstream time-out for a lease, so a live request never loses it.
+const LEASE_SLACK_MS: u64 = 60_000;
+
+/// What every relay request needs, shared by all HTTP workers.
+pub struct RelayShared {
+    pub router: RouterHandle,
+    pub config: Arc<Config>,
+    pub prices: Arc<PriceTable>,
+    pub cipher: CredentialCipher,
+    pub encryption_key: String,
+    pub last_used: LastUsed,
+}
+
+/// Which upstream endpoint a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Messages,
+    CountTokens,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Messages => "/v1/messages",
+            Endpoint::CountTokens => "/v1/messages/count_tokens",
+        }
+    }
+}
+
+/// Releases the lease when a request ends before usage recording took it over.
+struct LeaseGuard {
+    router: RouterHandle,
+    lease: Option<LeaseRef>,
+}
+
+impl LeaseGuard {
+    fn take(&mut self) -> Option<LeaseRef> {
+        self.lease.take()
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let router = self.router.clone();
+            actix::spawn(async move { router.release_lease(&lease.scope, &lease.lease_id).await });
+        }
+    }
+}
+
+/// Parses and checks the body: JSON object, `model` a plain name, `messages` an array.
+fn parse_body(body: &[u8]) -> Result<Value, AppError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| AppError::InvalidRequest(format!("request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(AppError::InvalidRequest(
+            "request body must be a JSON object".into(),
+        ));
+    }
+    let model = value["model"]
+        .as_str()
+        .ok_or_else(|| AppError::InvalidRequest("model: field required".into()))?;
+    if model.is_empty()
+        || model.len() > MAX_MODEL_LEN
+        || !model
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:@/-[]".contains(c))
+    {
+        return Err(AppError::InvalidRequest(
+            "model: not a valid model name".into(),
+        ));
+    }
+    if !value["messages"].is_array() {
+        return Err(AppError::InvalidRequest(
+            "messages: field required (an array)".into(),
+        ));
+    }
+    Ok(value)
+}
+
+fn admission_error(admission: Admission) -> Option<AppError> {
+    let rate = |what: &str, retry: u64| AppError::RateLimited {
+        message: format!("rate limit exceeded: {what} in the current window"),
+        retry_after_secs: retry.max(1),
+    };
+    match admission {
+        Admission::Granted => None,
+        Admission::ConcurrencyExceeded => Some(AppError::RateLimited {
+            message: "concurrency limit exceeded for this API key".into(),
+            retry_after_secs: 1,
+        }),
+        Admission::RequestsExceeded { retry_after_secs } => {
+            Some(rate("too many requests", retry_after_secs))
+        }
+        Admission::TokensExceeded { retry_after_secs } => {
+            Some(rate("too many tokens", retry_after_secs))
+        }
+        Admission::CostExceeded { retry_after_secs } => {
+            Some(rate("cost limit reached", retry_after_secs))
+        }
+        Admission::CostLimitExceeded(kind) => Some(AppError::QuotaExceeded {
+            code: kind.code(),
+            message: match kind {
+                CostLimitKind::Daily => "daily cost limit of this API key reached".into(),
+                CostLimitKind::Total => "total cost limit of this API key reached".into(),
+                CostLimitKind::WeeklyOpus => {
+                    "weekly Opus cost limit of this API key reached".into()
+                }
+            },
+        }),
+    }
+}
+
+/// The admission request of a key for a model at `now`.
+fn admission_request(
+    key: &ApiKey,
+    model: &str,
+    config: &Config,
+    lease_id: &str,
+) -> AdmissionRequest {
+    let now = Utc::now();
+    let names = limits::key_counter_names(
+        &key.id,
+        now,
+        config.timezone_offset_hours,
+        key.weekly_reset_day,
+        key.weekly_reset_hour,
+    );
+    let window = limits::rate_window(&key.id, key.rate_limit_window_minutes, now)
+        .filter(|_| {
+            key.rate_limit_requests > 0 || key.token_limit > 0 || key.rate_limit_cost_micros > 0
+        })
+        .map(|w| WindowLimits {
+            name: w.name,
+            ttl_seconds: w.ttl_seconds,
+            resets_in_seconds: w.resets_in_seconds,
+            max_requests: i64::from(key.rate_limit_requests),
+            max_tokens: key.token_limit,
+            max_cost_micros: key.rate_limit_cost_micros,
+        });
+    let mut cost_limits = Vec::new();
+    let mut limit = |kind, counter: String, max: i64| {
+        if max > 0 {
+            cost_limits.push(CostLimit {
+                kind,
+                counter,
+                max_micros: max,
+            });
+        }
+    };
+    limit(
+        CostLimitKind::Daily,
+        names.daily,
+        key.daily_cost_limit_micros,
+    );
+    limit(
+        CostLimitKind::Total,
+        names.total,
+        key.total_cost_limit_micros,
+    );
+    if is_opus(model) {
+        limit(
+            CostLimitKind::WeeklyOpus,
+            names.weekly_opus,
+            key.weekly_opus_cost_limit_micros,
+        );
+    }
+    AdmissionRequest {
+        lease_scope: format!("key:{}", key.id),
+        lease_id: lease_id.to_string(),
+        lease_ttl_ms: config.request_timeout.as_millis() as u64 + LEASE_SLACK_MS,
+        concurrency_limit: key.concurrency_limit,
+        window,
+        cost_limits,
+    }
+}
+
+/// How the relay authenticates to the upstream with this account, and where it sends.
+async fn upstream_target(
+    shared: &RelayShared,
+    http: &reqwest::Client,
+    account: &Account,
+) -> Result<(UpstreamAuth, String), AppError> {
+    let base = account
+        .base_url
+        .clone()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| shared.config.claude_api_url.clone());
+    let auth = match account.account_type {
+        AccountType::ClaudeConsole => {
+            let creds = oauth::credentials(&shared.cipher, account)?;
+            UpstreamAuth::ApiKey(creds.api_key.ok_or_else(|| {
+                AppError::Internal(format!("console account {} has no API key", account.id))
+            })?)
+        }
+        AccountType::ClaudeOauth => UpstreamAuth::Bearer(
+            oauth::access_token(
+                &shared.router,
+                &shared.cipher,
+                http,
+                &shared.config.claude_oauth_token_url,
+                account,
+            )
+            .await?,
+        ),
+    };
+    Ok((auth, base.trim_end_matches('/').to_string()))
+}
+
+fn proxy_of(shared: &RelayShared, account: &Account) -> Result<Option<String>, AppError> {
+    account
+        .proxy_encrypted
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            shared.cipher.open(p).map_err(|_| {
+                AppError::Internal(format!(
+                    "proxy of account {} cannot be decrypted",
+                    account.id
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Everything needed to record one request's usage.
+struct UsageContext {
+    router: RouterHandle,
+    prices: Arc<PriceTable>,
+    offset: i32,
+    key: ApiKey,
+    account_id: String,
+    model: String,
+    window_name: Option<limits::RateWindowName>,
+    started: Instant,
+    stream: bool,
+}
+
+impl UsageContext {
+    /// Records usage (and releases the lease in the same round trip); without usage only
+    /// the lease is released.
+    fn record(self, usage: Option<Usage>, status: u16, lease: Option<LeaseRef>) {
+        let router = self.router.clone();
+        let Some(usage) = usage else {
+            if let Some(l) = lease {
+                actix::spawn(async move { router.release_lease(&l.scope, &l.lease_id).await });
+            }
+            return;
+        };
+        let cost = self.prices.cost(&self.model, &usage);
+        let event = UsageEvent {
+            request_id: format!("req_{}", uuid::Uuid::new_v4().simple()),
+            api_key_id: self.key.id.clone(),
+            account_id: self.account_id,
+            model: self.model.clone(),
+            input_tokens: usage.input_tokens as i64,
+            output_tokens: usage.output_tokens as i64,
+            cache_create_5m_tokens: usage.cache_create_5m_tokens as i64,
+            cache_create_1h_tokens: usage.cache_create_1h_tokens as i64,
+            cache_read_tokens: usage.cache_read_tokens as i64,
+            cost_micros: cost.total_micro,
+            status_code: status,
+            is_stream: self.stream,
+            latency_ms: self.started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+            created_at: Utc::now(),
+        };
+        let updates = limits::counter_updates(
+            &event,
+            self.offset,
+            is_opus(&self.model),
+            (self.key.weekly_reset_day, self.key.weekly_reset_hour),
+            self.window_name.as_ref(),
+        );
+        actix::spawn(async move {
+            let result = match lease {
+                Some(l) => router.record_usage_releasing(event, updates, l).await,
+                None => router.record_usage(event, updates).await,
+            };
+            if let Err(e) = result {
+                log::error!("recording usage failed: {e}");
+            }
+        });
+    }
+}
+
+/// Relays one request to the upstream and builds the answer.
+pub async fn relay(
+    shared: &RelayShared,
+    clients: &UpstreamClients,
+    req: &HttpRequest,
+    body: Bytes,
+    endpoint: Endpoint,
+) -> Result<HttpResponse, AppError> {
+    let started = Instant::now();
+    let config = &shared.config;
+    let parsed = parse_body(&body);
+    let model = parsed
+        .as_ref()
+        .ok()
+        .and_then(|v| v["model"].as_str().map(str::to_string));
+    let key = auth::authenticate(
+        &shared.router,
+        auth::extract_key(req),
+        &config.api_key_prefix,
+        &shared.encryption_key,
+        model.as_deref(),
+    )
+    .await?;
+    let request = parsed?;
+    let model = model.unwrap_or_default();
+    let stream = endpoint == Endpoint::Messages && request["stream"].as_bool() == Some(true);
+
+    let mut guard = LeaseGuard {
+        router: shared.router.clone(),
+        lease: None,
+    };
+    let session = scheduler::session_hash(&request).filter(|_| endpoint == Endpoint::Messages);
+    let mut sticky_account = None;
+    let mut window_name = None;
+    if endpoint == Endpoint::Messages {
+        let lease_id = uuid::Uuid::new_v4().simple().to_string();
+        let admission = admission_request(&key, &model, config, &lease_id);
+        window_name = admission.window.as_ref().map(|w| limits::RateWindowName {
+            name: w.name.clone(),
+            ttl_seconds: w.ttl_seconds,
+            resets_in_seconds: w.resets_in_seconds,
+        });
+        let scope = admission.lease_scope.clone();
+        let sticky_entry = session.as_ref().map(|s| EntryKind::Sticky.name(s));
+        let (answer, sticky) = shared
+            .router
+            .admit_with_sticky(admission, sticky_entry)
+            .await?;
+        if let Some(e) = admission_error(answer) {
+            return Err(e);
+        }
+        guard.lease = Some(LeaseRef { scope, lease_id });
+        sticky_account = sticky;
+    }
+
+    let accounts = shared.router.account_snapshot().await?;
+    let (account, choice) = scheduler::choose(
+        &accounts,
+        &key,
+        sticky_account.as_deref(),
+        &shared.last_used,
+        Utc::now(),
+    )?;
+    shared.last_used.touch(&account.id);
+    if let (Some(s), Choice::Pool) = (&session, choice) {
+        let (router, s, id, ttl) = (
+            shared.router.clone(),
+            s.clone(),
+            account.id.clone(),
+            config.sticky_session_ttl,
+        );
+        // Sticky sessions are off while Redis is down: a failure here is expected then.
+        actix::spawn(async move {
+            let _ = router.set_entry(EntryKind::Sticky, &s, id, ttl).await;
+        });
+    }
+
+    let client = clients.client(proxy_of(shared, &account)?.as_deref())?;
+    let (upstream_auth, base) = upstream_target(shared, &client, &account).await?;
+    let url = format!("{base}{}", endpoint.path());
+    let response = upstream::build_request(&client, &url, req.headers(), &upstream_auth, body)
+        .send()
+        .await
+        .map_err(|e| {
+            let timeout = e.is_timeout();
+            log::warn!(
+                "upstream request to account {} failed: {}",
+                account.id,
+                e.without_url()
+            );
+            if timeout {
+                AppError::UpstreamTimeout
+            } else {
+                AppError::UpstreamUnreachable("the upstream API could not be reached".into())
+            }
+        })?;
+
+    let status = response.status();
+    let mut answer = HttpResponse::build(
+        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+    );
+    for (name, value) in response.headers() {
+        let n = name.as_str();
+        if n == "content-type"
+            || n == "request-id"
+            || n == "retry-after"
+            || n.starts_with("anthropic-ratelimit-")
+        {
+            answer.insert_header((n, value.as_bytes()));
+        }
+    }
+    let usage_ctx = UsageContext {
+        router: shared.router.clone(),
+        prices: shared.prices.clone(),
+        offset: config.timezone_offset_hours,
+        key,
+        account_id: account.id.clone(),
+        model,
+        window_name,
+        started,
+        stream,
+    };
+
+    if !status.is_success() {
+        let reset = upstream::rate_limit_reset(response.headers());
+        let text = response.bytes().await.unwrap_or_default();
+        if let Some(change) = status_after_upstream(
+            status.as_u16(),
+            reset,
+            &String::from_utf8_lossy(&text),
+            Utc::now(),
+        ) {
+            log::warn!(
+                "account {} is now {} after upstream {}",
+                account.id,
+                change.status.as_str(),
+                status.as_u16()
+            );
+            let router = shared.router.clone();
+            let (id, sticky) = (
+                account.id.clone(),
+                session.clone().filter(|_| choice == Choice::Sticky),
+            );
+            actix::spawn(async move {
+                let _ = router.change_account_status(&id, change).await;
+                if let Some(s) = sticky {
+                    let _ = router.delete_entry(EntryKind::Sticky, &s).await;
+                }
+            });
+        }
+        drop(guard);
+        return Ok(answer.body(text));
+    }
+
+    if stream {
+        let lease = guard.take();
+        let code = status.as_u16();
+        let finish = Box::new(move |usage: Option<Usage>, end: StreamEnd| {
+            if end != StreamEnd::Complete {
+                log::info!("stream ended early ({end:?})");
+            }
+            usage_ctx.record(usage, code, lease);
+        });
+        let relay_stream = RelayStream::new(Box::pin(response.bytes_stream()), finish);
+        return Ok(answer
+            .insert_header(("cache-control", "no-cache"))
+            .insert_header(("x-accel-buffering", "no"))
+            .streaming(relay_stream));
+    }
+
+    let text = match response.bytes().await {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!(
+                "upstream answer of account {} broke off: {}",
+                account.id,
+                e.without_url()
+            );
+            return Err(AppError::UpstreamUnreachable(
+                "the upstream answer broke off".into(),
+            ));
+        }
+    };
+    let usage = if endpoint == Endpoint::Messages {
+        Usage::from_response_bytes(&text)
+    } else {
+        None
+    };
+    usage_ctx.record(usage, status.as_u16(), guard.take());
+    Ok(answer.body(text))
+}

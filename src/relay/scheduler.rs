@@ -1,0 +1,103 @@
+//! Account choice (SPEC §6): a key's dedicated account only; else the sticky session's
+//! account if still available; else the pool by priority, then least recently used.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::domain::account::Account;
+use crate::domain::api_key::ApiKey;
+use crate::error::AppError;
+
+/// Why an account was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    Dedicated,
+    Sticky,
+    Pool,
+}
+
+/// When this process last sent a request through each account (LRU order).
+#[derive(Default)]
+pub struct LastUsed {
+    at: Mutex<HashMap<String, Instant>>,
+}
+
+impl LastUsed {
+    pub fn touch(&self, account_id: &str) {
+        if let Ok(mut map) = self.at.lock() {
+            map.insert(account_id.to_string(), Instant::now());
+        }
+    }
+
+    fn get(&self, account_id: &str) -> Option<Instant> {
+        self.at.lock().ok().and_then(|m| m.get(account_id).copied())
+    }
+}
+
+/// The session hash of a request: `metadata.user_id`, else the system prompt, else the
+/// first message (SPEC §6); None when the request carries none of them.
+pub fn session_hash(body: &Value) -> Option<String> {
+    let source = body["metadata"]["user_id"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .or_else(|| text_of(&body["system"]))
+        .or_else(|| body["messages"].get(0).and_then(|m| text_of(&m["content"])))?;
+    let digest = Sha256::digest(source.as_bytes());
+    Some(hex::encode(&digest[..16]))
+}
+
+/// The text of a string or of an array of content blocks.
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Array(blocks) => {
+            let text: String = blocks.iter().filter_map(|b| b["text"].as_str()).collect();
+            (!text.is_empty()).then_some(text)
+        }
+        _ => None,
+    }
+}
+
+/// Picks the account for a request.
+pub fn choose(
+    accounts: &[Account],
+    key: &ApiKey,
+    sticky_account: Option<&str>,
+    last_used: &LastUsed,
+    now: DateTime<Utc>,
+) -> Result<(Account, Choice), AppError> {
+    if let Some(bound) = key.claude_account_id.as_deref().filter(|b| !b.is_empty()) {
+        return accounts
+            .iter()
+            .find(|a| a.id == bound && a.is_available(now))
+            .map(|a| (a.clone(), Choice::Dedicated))
+            .ok_or_else(|| {
+                AppError::NoAccountAvailable(
+                    "the dedicated account of this API key is unavailable".into(),
+                )
+            });
+    }
+    if let Some(id) = sticky_account {
+        if let Some(a) = accounts.iter().find(|a| a.id == id && a.in_pool(now)) {
+            return Ok((a.clone(), Choice::Sticky));
+        }
+    }
+    accounts
+        .iter()
+        .filter(|a| a.in_pool(now))
+        .min_by(|a, b| {
+            a.priority
+                .cmp(&b.priority)
+                // Never used first, then the one used longest ago.
+                .then_with(|| last_used.get(&a.id).cmp(&last_used.get(&b.id)))
+                .then_with(|| a.created_at.cmp(&b.created_at))
+        })
+        .map(|a| (a.clone(), Choice::Pool))
+        .ok_or_else(|| AppError::NoAccountAvailable("no upstream account is available".into()))
+}
