@@ -13,4 +13,5 @@ mod config;
 mod errors;
 mod health;
 mod migrations;
+mod relay;
 mod startup;

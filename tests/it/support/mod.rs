@@ -5,7 +5,9 @@
 pub mod app;
 pub mod binary;
 pub mod env;
+pub mod fixtures;
 pub mod http;
+pub mod mock_upstream;
 pub mod mysql;
 pub mod poll;
 pub mod proxy;
@@ -15,6 +17,7 @@ pub use app::{TestApp, spawn_app};
 pub use binary::{ChildRelay, run_cli, spawn_binary};
 pub use env::{TestEnv, free_port};
 pub use http::Http;
+pub use mock_upstream::{Behaviour, MockUpstream, start_mock};
 pub use poll::eventually;
 pub use proxy::TcpProxy;
 pub use redis_server::RedisServer;

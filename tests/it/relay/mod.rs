@@ -1,0 +1,4 @@
+//! The relay end to end (issue 4): the real HTTP server, real Redis and MariaDB, and the
+//! in-process mock upstream.
+
+mod basics;

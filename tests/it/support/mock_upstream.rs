@@ -1,0 +1,365 @@
+//! An in-process stand-in for the Anthropic API: canned JSON and SSE answers whose usage is
+//! known, per-credential behaviours (errors with headers, streams that pause until the test
+//! lets them go on, streams that break off, endless streams that notice a disconnect), an
+//! OAuth token endpoint, and a record of what it received.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Usage the mock reports (the same numbers in JSON and SSE answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MockUsage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_create: u64,
+    pub cache_read: u64,
+}
+
+pub const DEFAULT_USAGE: MockUsage = MockUsage {
+    input: 25,
+    output: 12,
+    cache_create: 100,
+    cache_read: 200,
+};
+
+/// What the mock does for requests with a given credential.
+#[derive(Clone)]
+pub enum Behaviour {
+    /// 200 with the canned answer (JSON or SSE by the request's `stream`).
+    Normal,
+    /// This status, body and headers.
+    Fail {
+        status: u16,
+        body: String,
+        headers: Vec<(String, String)>,
+    },
+    /// SSE whose events wait, each, for a permit of `gate` (the first one is sent at once).
+    Gated { gate: Arc<Semaphore> },
+    /// SSE that sends `events` events and then breaks the connection.
+    BreakAfter { events: usize },
+    /// SSE that sends a ping every 20 ms until the client goes away.
+    Endless,
+}
+
+/// What the mock saw of one request.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct State {
+    behaviours: HashMap<String, Behaviour>,
+    received: Vec<Received>,
+    token_refreshes: usize,
+    token_status: u16,
+}
+
+pub struct MockUpstream {
+    pub port: u16,
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    /// Endless streams whose client went away.
+    closed_streams: Arc<AtomicUsize>,
+    server: ServerHandle,
+}
+
+#[derive(Clone)]
+struct Shared {
+    state: Arc<Mutex<State>>,
+    closed: Arc<AtomicUsize>,
+}
+
+/// Starts the mock on a free port inside the current actix System.
+pub async fn start_mock() -> MockUpstream {
+    let state = Arc::new(Mutex::new(State {
+        token_status: 200,
+        ..State::default()
+    }));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let shared = Shared {
+        state: state.clone(),
+        closed: closed.clone(),
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(shared.clone()))
+            .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+            .route("/v1/messages", web::post().to(messages))
+            .route("/v1/messages/count_tokens", web::post().to(count_tokens))
+            .route("/oauth/token", web::post().to(token))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .expect("mock binds");
+    let port = server.addrs()[0].port();
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    MockUpstream {
+        port,
+        url: format!("http://127.0.0.1:{port}"),
+        state,
+        closed_streams: closed,
+        server: handle,
+    }
+}
+
+impl MockUpstream {
+    /// Sets the behaviour for requests carrying `credential` (API key or bearer token).
+    pub fn set(&self, credential: &str, behaviour: Behaviour) {
+        self.state
+            .lock()
+            .unwrap()
+            .behaviours
+            .insert(credential.to_string(), behaviour);
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    /// Requests received on /v1/messages.
+    pub fn message_count(&self) -> usize {
+        self.received()
+            .iter()
+            .filter(|r| r.path == "/v1/messages")
+            .count()
+    }
+
+    pub fn token_refreshes(&self) -> usize {
+        self.state.lock().unwrap().token_refreshes
+    }
+
+    /// Makes the token endpoint answer with this status.
+    pub fn set_token_status(&self, status: u16) {
+        self.state.lock().unwrap().token_status = status;
+    }
+
+    /// Endless streams whose client went away (the relay closed the upstream connection).
+    pub fn closed_streams(&self) -> usize {
+        self.closed_streams.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        let server = self.server.clone();
+        actix_rt::spawn(async move { server.stop(false).await });
+    }
+}
+
+fn credential(req: &HttpRequest) -> String {
+    let h = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    h("x-api-key")
+        .or_else(|| h("authorization").map(|a| a.trim_start_matches("Bearer ").to_string()))
+        .unwrap_or_default()
+}
+
+/// The canned non-streaming answer.
+pub fn json_answer(model: &str, u: MockUsage) -> Value {
+    json!({
+        "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": "Hello from the mock."}],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": u.input, "output_tokens": u.output,
+                  "cache_creation_input_tokens": u.cache_create, "cache_read_input_tokens": u.cache_read}
+    })
+}
+
+/// The canned SSE answer, one string per event.
+pub fn sse_events(model: &str, u: MockUsage) -> Vec<String> {
+    let start = json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant",
+        "model": model, "content": [], "stop_reason": null,
+        "usage": {"input_tokens": u.input, "output_tokens": 1,
+                  "cache_creation_input_tokens": u.cache_create, "cache_read_input_tokens": u.cache_read}}});
+    let mut events = vec![format!("event: message_start\ndata: {start}\n\n")];
+    events.push("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".into());
+    for word in ["Hello", " from", " the", " mock."] {
+        let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}});
+        events.push(format!("event: content_block_delta\ndata: {delta}\n\n"));
+    }
+    events.push(
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".into(),
+    );
+    let delta = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+        "usage": {"output_tokens": u.output}});
+    events.push(format!("event: message_delta\ndata: {delta}\n\n"));
+    events.push("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".into());
+    events
+}
+
+fn sse_response(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("request-id", "req_mock"))
+        .streaming(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+async fn messages(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                v.to_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let behaviour = {
+        let mut state = shared.state.lock().unwrap();
+        state.received.push(Received {
+            path: "/v1/messages".into(),
+            headers,
+            body: body.clone(),
+        });
+        state
+            .behaviours
+            .get(&credential(&req))
+            .cloned()
+            .unwrap_or(Behaviour::Normal)
+    };
+    let model = body["model"]
+        .as_str()
+        .unwrap_or("claude-sonnet-4-20250514")
+        .to_string();
+    let stream = body["stream"].as_bool() == Some(true);
+    match behaviour {
+        Behaviour::Fail {
+            status,
+            body,
+            headers,
+        } => {
+            let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+            for (k, v) in headers {
+                r.insert_header((k, v));
+            }
+            r.content_type("application/json").body(body)
+        }
+        Behaviour::Normal if !stream => HttpResponse::Ok()
+            .insert_header(("request-id", "req_mock"))
+            .json(json_answer(&model, DEFAULT_USAGE)),
+        Behaviour::Normal => {
+            let (tx, rx) = mpsc::channel(16);
+            actix_rt::spawn(async move {
+                for e in sse_events(&model, DEFAULT_USAGE) {
+                    if tx.send(Ok(Bytes::from(e))).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            sse_response(rx)
+        }
+        Behaviour::Gated { gate } => {
+            let (tx, rx) = mpsc::channel(1);
+            actix_rt::spawn(async move {
+                for (i, e) in sse_events(&model, DEFAULT_USAGE).into_iter().enumerate() {
+                    if i > 0 {
+                        let Ok(permit) = gate.acquire().await else {
+                            return;
+                        };
+                        permit.forget();
+                    }
+                    if tx.send(Ok(Bytes::from(e))).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            sse_response(rx)
+        }
+        Behaviour::BreakAfter { events } => {
+            let (tx, rx) = mpsc::channel(16);
+            actix_rt::spawn(async move {
+                for e in sse_events(&model, DEFAULT_USAGE).into_iter().take(events) {
+                    let _ = tx.send(Ok(Bytes::from(e))).await;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = tx
+                    .send(Err(std::io::Error::other("mock breaks the stream")))
+                    .await;
+            });
+            sse_response(rx)
+        }
+        Behaviour::Endless => {
+            let (tx, rx) = mpsc::channel(1);
+            let closed = shared.closed.clone();
+            actix_rt::spawn(async move {
+                let first = sse_events(&model, DEFAULT_USAGE).remove(0);
+                if tx.send(Ok(Bytes::from(first))).await.is_err() {
+                    closed.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let ping = Bytes::from_static(b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
+                    if tx.send(Ok(ping)).await.is_err() {
+                        closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            });
+            sse_response(rx)
+        }
+    }
+}
+
+async fn count_tokens(
+    shared: web::Data<Shared>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    shared.state.lock().unwrap().received.push(Received {
+        path: "/v1/messages/count_tokens".into(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+        body,
+    });
+    HttpResponse::Ok().json(json!({"input_tokens": 25}))
+}
+
+async fn token(shared: web::Data<Shared>) -> HttpResponse {
+    let (n, status) = {
+        let mut s = shared.state.lock().unwrap();
+        s.token_refreshes += 1;
+        (s.token_refreshes, s.token_status)
+    };
+    // Slow enough that concurrent requests really overlap with the refresh.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if status != 200 {
+        return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+            .json(json!({"error": "invalid_grant"}));
+    }
+    HttpResponse::Ok().json(json!({
+        "access_token": format!("sk-ant-oat01-refreshed-{n}"),
+        "refresh_token": format!("sk-ant-ort01-refreshed-{n}"),
+        "expires_in": 28800,
+    }))
+}
