@@ -13,6 +13,7 @@ use crate::actors::router::{RouterActor, RouterHandle};
 use crate::config::Config;
 use crate::domain::crypto::CredentialCipher;
 use crate::domain::pricing::PriceTable;
+use crate::http::metrics::Metrics;
 use crate::http::{self, AppState};
 use crate::relay::pipeline::RelayShared;
 use crate::relay::scheduler::LastUsed;
@@ -51,6 +52,22 @@ impl Actors {
     }
 }
 
+/// How often backend statistics are sampled for /metrics.
+const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Samples backend statistics in the background, so scrapes never wait on a backend.
+fn spawn_sampler(router: RouterHandle, metrics: Arc<Metrics>) {
+    actix::spawn(async move {
+        loop {
+            let sample = router.sample_backends().await;
+            if let Ok(mut s) = metrics.sample.lock() {
+                *s = sample;
+            }
+            tokio::time::sleep(SAMPLE_INTERVAL).await;
+        }
+    });
+}
+
 /// A relay bound to its port, ready to run.
 pub struct Application {
     port: u16,
@@ -69,6 +86,8 @@ impl Application {
             router: actors.router.clone(),
             config: config_arc.clone(),
         };
+        let metrics = Metrics::new();
+        spawn_sampler(actors.router.clone(), metrics.clone());
         let prices = PriceTable::bundled()
             .map_err(|e| std::io::Error::other(format!("price table: {e}")))?;
         let encryption_key = config.encryption_key.expose_secret().to_string();
@@ -80,18 +99,22 @@ impl Application {
                 .map_err(|e| std::io::Error::other(format!("ENCRYPTION_KEY: {e}")))?,
             encryption_key,
             last_used: LastUsed::default(),
+            metrics: metrics.clone(),
         });
+        let metrics_data = web::Data::new(metrics);
         let body_limit = config.max_request_body_bytes;
         let upstream_timeout = config.request_timeout;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
                 .app_data(relay.clone())
+                .app_data(metrics_data.clone())
                 // One set of upstream clients per worker: their connections live on it.
                 .app_data(web::Data::new(UpstreamClients::new(upstream_timeout)))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(web::JsonConfig::default().limit(body_limit))
                 .wrap(http::json_errors())
+                .wrap(actix_web::middleware::from_fn(crate::http::metrics::track))
                 .configure(http::routes)
         })
         .listen(listener)?

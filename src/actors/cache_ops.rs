@@ -658,6 +658,20 @@ impl CacheHandle {
             .await
     }
 
+    /// `INFO` as field → value (memory, clients, … for /metrics and diagnose).
+    pub async fn server_info(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, CacheError> {
+        let text: String = self
+            .exec(|mut c| Box::pin(async move { redis::cmd("INFO").query_async(&mut c).await }))
+            .await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect())
+    }
+
     // ---- invalidation between instances ----
 
     /// Announces a change to every relay instance sharing this Redis.

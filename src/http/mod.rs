@@ -2,6 +2,7 @@
 //! own) to the JSON error shape of SPEC §4. Handlers are thin: they call the router.
 
 pub mod health;
+pub mod metrics;
 pub mod relay;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub struct AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(health::routes)
         .configure(relay::routes)
+        .configure(metrics::routes)
         .default_service(web::to(not_found));
 }
 

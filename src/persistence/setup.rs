@@ -109,3 +109,25 @@ fn pool_error(e: &diesel_async::pooled_connection::deadpool::PoolError) -> Strin
         other => other.to_string(),
     }
 }
+
+/// `SHOW GLOBAL STATUS` figures the relay watches (threads, slow queries, row-lock waits).
+pub async fn server_status(
+    mut conn: crate::actors::persistence::DbConn,
+) -> Result<std::collections::HashMap<String, String>, crate::error::StoreError> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "Variable_name")]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "Value")]
+        value: String,
+    }
+    let rows: Vec<Row> = diesel_async::RunQueryDsl::load(
+        diesel::sql_query(
+            "SHOW GLOBAL STATUS WHERE Variable_name IN \
+             ('Threads_connected', 'Slow_queries', 'Innodb_row_lock_waits', 'Uptime')",
+        ),
+        &mut conn,
+    )
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.name, r.value)).collect())
+}

@@ -91,10 +91,10 @@ async fn wait_for_refresh(
 ) -> Result<String, AppError> {
     let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER_REFRESH;
     while tokio::time::Instant::now() < deadline {
-        if let Ok(Some(sealed)) = router.get_entry(EntryKind::OauthToken, account_id).await {
-            if let Ok(token) = cipher.open(&sealed) {
-                return Ok(token);
-            }
+        if let Ok(Some(sealed)) = router.get_entry(EntryKind::OauthToken, account_id).await
+            && let Ok(token) = cipher.open(&sealed)
+        {
+            return Ok(token);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -111,10 +111,10 @@ async fn refresh_locked(
     account: &Account,
 ) -> Result<String, AppError> {
     // Another instance may have refreshed while we waited for the lock.
-    if let Ok(Some(sealed)) = router.get_entry(EntryKind::OauthToken, &account.id).await {
-        if let Ok(token) = cipher.open(&sealed) {
-            return Ok(token);
-        }
+    if let Ok(Some(sealed)) = router.get_entry(EntryKind::OauthToken, &account.id).await
+        && let Ok(token) = cipher.open(&sealed)
+    {
+        return Ok(token);
     }
     let mut creds = credentials(cipher, account)?;
     let Some(refresh_token) = creds.refresh_token.clone() else {

@@ -27,6 +27,7 @@ use crate::domain::pricing::{PriceTable, is_opus};
 use crate::domain::usage::Usage;
 use crate::domain::usage_event::UsageEvent;
 use crate::error::AppError;
+use crate::http::metrics::Metrics;
 
 /// Longest model name accepted.
 const MAX_MODEL_LEN: usize = 128;
@@ -41,6 +42,7 @@ pub struct RelayShared {
     pub cipher: CredentialCipher,
     pub encryption_key: String,
     pub last_used: LastUsed,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Which upstream endpoint a request goes to.
@@ -395,6 +397,7 @@ pub async fn relay(
     let client = clients.client(proxy_of(shared, &account)?.as_deref())?;
     let (upstream_auth, base) = upstream_target(shared, &client, &account).await?;
     let url = format!("{base}{}", endpoint.path());
+    let upstream_started = Instant::now();
     let response = upstream::build_request(&client, &url, req.headers(), &upstream_auth, body)
         .send()
         .await
@@ -412,6 +415,7 @@ pub async fn relay(
             }
         })?;
 
+    let upstream_time = upstream_started.elapsed();
     let status = response.status();
     let mut answer = HttpResponse::build(
         StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -479,6 +483,7 @@ pub async fn relay(
             usage_ctx.record(usage, code, lease);
         });
         let relay_stream = RelayStream::new(Box::pin(response.bytes_stream()), finish);
+        observe(&shared.metrics, started, upstream_time);
         return Ok(answer
             .insert_header(("cache-control", "no-cache"))
             .insert_header(("x-accel-buffering", "no"))
@@ -504,5 +509,14 @@ pub async fn relay(
         None
     };
     usage_ctx.record(usage, status.as_u16(), guard.take());
+    observe(&shared.metrics, started, upstream_started.elapsed());
     Ok(answer.body(text))
+}
+
+/// Relay overhead: the whole request so far minus the upstream's part.
+fn observe(metrics: &Metrics, started: Instant, upstream: std::time::Duration) {
+    metrics.upstream_latency.observe(upstream.as_secs_f64());
+    metrics
+        .relay_overhead
+        .observe(started.elapsed().saturating_sub(upstream).as_secs_f64());
 }

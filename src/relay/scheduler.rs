@@ -83,10 +83,10 @@ pub fn choose(
                 )
             });
     }
-    if let Some(id) = sticky_account {
-        if let Some(a) = accounts.iter().find(|a| a.id == id && a.in_pool(now)) {
-            return Ok((a.clone(), Choice::Sticky));
-        }
+    if let Some(id) = sticky_account
+        && let Some(a) = accounts.iter().find(|a| a.id == id && a.in_pool(now))
+    {
+        return Ok((a.clone(), Choice::Sticky));
     }
     accounts
         .iter()

@@ -13,5 +13,6 @@ mod config;
 mod errors;
 mod health;
 mod migrations;
+mod observability;
 mod relay;
 mod startup;

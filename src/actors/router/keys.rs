@@ -177,7 +177,7 @@ impl Handler<ListKeys> for RouterActor {
                 StorageMode::Redis => {
                     let mut keys = cache.list_keys().await.map_err(cache_err)?;
                     keys.retain(|k| msg.include_deleted || !k.is_deleted());
-                    keys.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+                    keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
                     Ok(keys)
                 }
                 _ => store

@@ -7,6 +7,7 @@ mod accounts;
 mod admin;
 mod ephemeral;
 mod keys;
+mod observe;
 mod spool;
 mod usage;
 
@@ -19,6 +20,7 @@ use actix::prelude::*;
 pub use accounts::{AccountSnapshot, ChangeAccountStatus};
 pub use admin::EnsureAdmin;
 pub use ephemeral::EntryKind;
+pub use observe::BackendSample;
 pub use usage::{LeaseRef, UsageStats};
 
 use super::cache::CacheEvent;

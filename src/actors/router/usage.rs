@@ -109,11 +109,10 @@ impl LocalLimiter {
         if req.concurrency_limit > 0 && leases.len() >= req.concurrency_limit as usize {
             return Admission::ConcurrencyExceeded;
         }
-        if let Some(w) = &req.window {
-            if let Some(refusal) = w.check(&self.counters.get(&w.name).copied().unwrap_or_default())
-            {
-                return refusal;
-            }
+        if let Some(w) = &req.window
+            && let Some(refusal) = w.check(&self.counters.get(&w.name).copied().unwrap_or_default())
+        {
+            return refusal;
         }
         let names: Vec<String> = req.cost_limits.iter().map(|l| l.counter.clone()).collect();
         if let Some(refusal) = req.check_costs(&self.read(&names)) {

@@ -1,0 +1,303 @@
+//! `/metrics` (Prometheus text) and the middleware that counts and times every request,
+//! logs one access line with a request id, and returns that id in a `request-id` header.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, web};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use super::AppState;
+use crate::actors::router::BackendSample;
+
+/// Latency buckets (seconds) from 100 µs to 10 min.
+const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+    60.0, 600.0,
+];
+
+/// Every metric of one relay process (one registry per process, no globals).
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    pub relay_overhead: Histogram,
+    pub upstream_latency: Histogram,
+    key_cache: IntGaugeVec,
+    pool: IntGaugeVec,
+    backend_up: IntGaugeVec,
+    backend_latency: GaugeVec,
+    usage_events: IntGaugeVec,
+    outbox_depth: IntGauge,
+    spool_depth: IntGauge,
+    redis_memory: IntGauge,
+    redis_clients: IntGauge,
+    mysql_threads: IntGauge,
+    mysql_slow_queries: IntGauge,
+    mysql_row_lock_waits: IntGauge,
+    uptime: Gauge,
+    started: Instant,
+    pub sample: Mutex<BackendSample>,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let r = Registry::new_custom(Some("claude_relay".into()), None).expect("valid prefix");
+        let hist =
+            |name: &str, help: &str| HistogramOpts::new(name, help).buckets(BUCKETS.to_vec());
+        Arc::new(Metrics {
+            requests: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("http_requests_total", "HTTP requests by route and status"),
+                    &["route", "status"],
+                )
+                .expect("valid"),
+            ),
+            latency: register(
+                &r,
+                HistogramVec::new(
+                    hist(
+                        "http_request_duration_seconds",
+                        "time to response headers by route",
+                    ),
+                    &["route"],
+                )
+                .expect("valid"),
+            ),
+            relay_overhead: register(
+                &r,
+                Histogram::with_opts(hist(
+                    "relay_overhead_seconds",
+                    "time the relay adds: total to response headers minus the upstream's time",
+                ))
+                .expect("valid"),
+            ),
+            upstream_latency: register(
+                &r,
+                Histogram::with_opts(hist(
+                    "upstream_duration_seconds",
+                    "upstream time to response headers",
+                ))
+                .expect("valid"),
+            ),
+            key_cache: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "key_cache_lookups",
+                        "in-process key cache lookups by result",
+                    ),
+                    &["result"],
+                )
+                .expect("valid"),
+            ),
+            pool: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("mysql_pool_connections", "MySQL pool connections by state"),
+                    &["state"],
+                )
+                .expect("valid"),
+            ),
+            backend_up: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("backend_up", "1 when the backend is reachable"),
+                    &["backend"],
+                )
+                .expect("valid"),
+            ),
+            backend_latency: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new("backend_probe_latency_seconds", "last probe round trip"),
+                    &["backend"],
+                )
+                .expect("valid"),
+            ),
+            usage_events: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "usage_events",
+                        "usage events since start by outcome (dropped must stay 0)",
+                    ),
+                    &["outcome"],
+                )
+                .expect("valid"),
+            ),
+            outbox_depth: register(
+                &r,
+                IntGauge::new("usage_outbox_depth", "events waiting in the Redis outbox")
+                    .expect("valid"),
+            ),
+            spool_depth: register(
+                &r,
+                IntGauge::new("usage_spool_depth", "events waiting in the local spool")
+                    .expect("valid"),
+            ),
+            redis_memory: register(
+                &r,
+                IntGauge::new("redis_used_memory_bytes", "Redis used_memory").expect("valid"),
+            ),
+            redis_clients: register(
+                &r,
+                IntGauge::new("redis_connected_clients", "Redis connected_clients").expect("valid"),
+            ),
+            mysql_threads: register(
+                &r,
+                IntGauge::new("mysql_threads_connected", "MySQL Threads_connected").expect("valid"),
+            ),
+            mysql_slow_queries: register(
+                &r,
+                IntGauge::new("mysql_slow_queries", "MySQL Slow_queries").expect("valid"),
+            ),
+            mysql_row_lock_waits: register(
+                &r,
+                IntGauge::new("mysql_row_lock_waits", "MySQL Innodb_row_lock_waits")
+                    .expect("valid"),
+            ),
+            uptime: register(
+                &r,
+                Gauge::new("uptime_seconds", "seconds since start").expect("valid"),
+            ),
+            started: Instant::now(),
+            sample: Mutex::new(BackendSample::default()),
+            registry: r,
+        })
+    }
+
+    /// Counts one finished request.
+    pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
+        self.latency
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Counts and times the request, logs the access line, adds `request-id`.
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
+    let metrics = req.app_data::<web::Data<Arc<Metrics>>>().cloned();
+    let method = req.method().to_string();
+    // Only the path: a query string may hold a key (`?key=`).
+    let path = req.path().to_string();
+    let mut res = next.call(req).await?;
+    let elapsed = started.elapsed();
+    let status = res.status().as_u16();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    if let Some(m) = metrics {
+        m.observe_request(&route, status, elapsed);
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut()
+            .insert(HeaderName::from_static("request-id"), v);
+    }
+    log::info!(
+        target: "access",
+        "{request_id} {method} {path} {status} {:.3}ms",
+        elapsed.as_secs_f64() * 1000.0
+    );
+    Ok(res)
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics));
+}
+
+async fn metrics(state: web::Data<AppState>, metrics: web::Data<Arc<Metrics>>) -> HttpResponse {
+    let m = metrics.get_ref();
+    let router = &state.router;
+    if let Some(h) = router.health(Duration::from_millis(500)).await {
+        for (name, view) in [("redis", &h.redis), ("mysql", &h.mysql)] {
+            if !view.used {
+                continue;
+            }
+            m.backend_up
+                .with_label_values(&[name])
+                .set(i64::from(view.connected));
+            let seconds = view
+                .latency
+                .as_deref()
+                .and_then(|l| l.trim_end_matches("ms").parse::<f64>().ok())
+                .map_or(0.0, |ms| ms / 1000.0);
+            m.backend_latency.with_label_values(&[name]).set(seconds);
+        }
+    }
+    let cache = router.cache_stats().await;
+    m.key_cache
+        .with_label_values(&["hit"])
+        .set(cache.key_cache_hits as i64);
+    m.key_cache
+        .with_label_values(&["miss"])
+        .set(cache.key_cache_misses as i64);
+    let usage = router.usage_stats().await;
+    m.usage_events
+        .with_label_values(&["recorded"])
+        .set(usage.recorded as i64);
+    m.usage_events
+        .with_label_values(&["written"])
+        .set(usage.archived as i64);
+    m.usage_events
+        .with_label_values(&["queued"])
+        .set((usage.outbox_depth + usage.spool_depth) as i64);
+    m.usage_events
+        .with_label_values(&["spooled"])
+        .set(usage.spooled as i64);
+    m.usage_events
+        .with_label_values(&["dropped"])
+        .set(usage.dropped as i64);
+    m.outbox_depth.set(usage.outbox_depth as i64);
+    m.spool_depth.set(usage.spool_depth as i64);
+    let pool = router.pool_status().await;
+    m.pool
+        .with_label_values(&["in_use"])
+        .set(pool.in_use as i64);
+    m.pool
+        .with_label_values(&["idle"])
+        .set(pool.available as i64);
+    m.pool.with_label_values(&["max"]).set(pool.max_size as i64);
+    let sample = m.sample.lock().map(|s| s.clone()).unwrap_or_default();
+    let set = |g: &IntGauge, v: Option<i64>| g.set(v.unwrap_or(-1));
+    set(&m.redis_memory, sample.redis_used_memory_bytes);
+    set(&m.redis_clients, sample.redis_connected_clients);
+    set(&m.mysql_threads, sample.mysql_threads_connected);
+    set(&m.mysql_slow_queries, sample.mysql_slow_queries);
+    set(&m.mysql_row_lock_waits, sample.mysql_row_lock_waits);
+    m.uptime.set(m.started.elapsed().as_secs_f64());
+    let mut out = Vec::new();
+    if TextEncoder::new()
+        .encode(&m.registry.gather(), &mut out)
+        .is_err()
+    {
+        return HttpResponse::InternalServerError().finish();
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(out)
+}

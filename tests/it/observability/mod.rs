@@ -1,0 +1,213 @@
+//! Issue 7: /metrics as Prometheus text moving with traffic, backend gauges, access logs
+//! with request ids, and no secrets in logs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::fixtures::{console_account, create_key, store_account};
+use crate::support::{RedisServer, TestEnv, eventually, spawn_app, spawn_binary, start_mock};
+
+/// Parses /metrics with a Prometheus parser; returns every sample as `name{labels}` → value.
+async fn scrape(http: &crate::support::Http) -> HashMap<String, f64> {
+    let text = http
+        .client
+        .get(http.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    scrape
+        .samples
+        .into_iter()
+        .filter_map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            let mut labels: Vec<String> =
+                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            Some((format!("{}{{{}}}", s.metric, labels.join(",")), value))
+        })
+        .collect()
+}
+
+fn get(samples: &HashMap<String, f64>, key: &str) -> f64 {
+    samples.get(key).copied().unwrap_or(0.0)
+}
+
+fn message() -> serde_json::Value {
+    json!({"model": "claude-sonnet-4-20250514", "max_tokens": 16,
+           "messages": [{"role": "user", "content": "the secret prompt 7f3a"}]})
+}
+
+#[actix_rt::test]
+async fn metrics_move_with_traffic() {
+    let env = TestEnv::new();
+    let mock = start_mock().await;
+    let app = spawn_app(env.config()).await;
+    app.wait_for_health("healthy", Duration::from_secs(10))
+        .await;
+    let router = &app.actors.router;
+    let (_key, plaintext) = create_key(router, &app.config, |_| {}).await;
+    store_account(
+        router,
+        console_account(&app.config, "c1", &mock.url, "sk-up", 10),
+    )
+    .await;
+
+    let before = scrape(&app.http).await;
+    let requests = "claude_relay_http_requests_total{route=/api/v1/messages,status=200}";
+    let written = "claude_relay_usage_events{outcome=written}";
+    assert_eq!(get(&before, requests), 0.0);
+    for _ in 0..5 {
+        let r = app
+            .http
+            .client
+            .post(app.http.url("/api/v1/messages"))
+            .header("x-api-key", &plaintext)
+            .json(&message())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["request-id"]
+                .to_str()
+                .unwrap()
+                .starts_with("req_")
+        );
+    }
+    let after = eventually(Duration::from_secs(10), "5 usage rows written", || async {
+        let s = scrape(&app.http).await;
+        if get(&s, written) == get(&before, written) + 5.0 {
+            Ok(s)
+        } else {
+            Err(format!("written {}", get(&s, written)))
+        }
+    })
+    .await;
+    assert_eq!(get(&after, requests), 5.0);
+    assert_eq!(
+        get(&after, "claude_relay_usage_events{outcome=dropped}"),
+        0.0
+    );
+    assert_eq!(get(&after, "claude_relay_backend_up{backend=redis}"), 1.0);
+    assert_eq!(get(&after, "claude_relay_backend_up{backend=mysql}"), 1.0);
+    assert_eq!(
+        get(&after, "claude_relay_relay_overhead_seconds_count{}"),
+        5.0
+    );
+    assert_eq!(
+        get(&after, "claude_relay_mysql_pool_connections{state=max}"),
+        5.0
+    );
+}
+
+#[actix_rt::test]
+async fn backend_gauge_drops_to_zero_within_the_probe_interval() {
+    let mut redis = RedisServer::spawn();
+    let mut env = TestEnv::new();
+    env.set("REDIS_PORT", redis.port().to_string());
+    let app = spawn_app(env.config()).await;
+    app.wait_for_health("healthy", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        get(
+            &scrape(&app.http).await,
+            "claude_relay_backend_up{backend=redis}"
+        ),
+        1.0
+    );
+    redis.stop();
+    let started = std::time::Instant::now();
+    eventually(Duration::from_secs(5), "redis gauge 0", || async {
+        let v = get(
+            &scrape(&app.http).await,
+            "claude_relay_backend_up{backend=redis}",
+        );
+        if v == 0.0 {
+            Ok(())
+        } else {
+            Err(format!("gauge {v}"))
+        }
+    })
+    .await;
+    // Probe interval 100 ms + probe time-out: well within a second.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[actix_rt::test]
+async fn logs_have_access_lines_and_no_secrets() {
+    let mut env = TestEnv::new();
+    let log_dir = env.dir().join("logs");
+    env.set("LOG_DIR", log_dir.to_str().unwrap());
+    env.set("RUST_LOG", "debug");
+    let mock = start_mock().await;
+    // Keys and accounts are made through a router on the same backends as the child.
+    let config = env.config();
+    let setup = spawn_app(config.clone()).await;
+    setup
+        .wait_for_health("healthy", Duration::from_secs(10))
+        .await;
+    let (_key, plaintext) = create_key(&setup.actors.router, &config, |_| {}).await;
+    store_account(
+        &setup.actors.router,
+        console_account(&config, "c1", &mock.url, "sk-upstream-secret-99", 10),
+    )
+    .await;
+
+    let relay = spawn_binary(&env).await;
+    relay
+        .wait_for_health("healthy", Duration::from_secs(15))
+        .await;
+    let r = relay
+        .http
+        .client
+        .post(relay.http.url("/api/v1/messages?key=ignored"))
+        .header("x-api-key", &plaintext)
+        .json(&message())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let request_id = r.headers()["request-id"].to_str().unwrap().to_string();
+    let logs = eventually(Duration::from_secs(5), "access line logged", || async {
+        let logs = relay.logs();
+        if logs.contains(&request_id) {
+            Ok(logs)
+        } else {
+            Err("no access line yet".to_string())
+        }
+    })
+    .await;
+    assert!(
+        logs.contains(&format!("{request_id} POST /api/v1/messages 200")),
+        "{logs}"
+    );
+    for secret in [
+        plaintext.as_str(),
+        "the secret prompt 7f3a",
+        "sk-upstream-secret-99",
+        "Hello from the mock",
+    ] {
+        assert!(!logs.contains(secret), "log output contains {secret:?}");
+    }
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let file = std::fs::read_to_string(log_dir.join(format!("hybrid-{today}.log")))
+        .expect("daily log file");
+    assert!(file.contains(&request_id));
+    assert!(!file.contains(&plaintext));
+}
