@@ -28,6 +28,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => cli::serve::run(config).await.map_err(|e| e.to_string()),
             Command::Init => cli::init::run(config).await,
+            Command::Migrate(args) => cli::migrate::run(config, args).await,
+            Command::RebuildCache => cli::rebuild_cache::run(config).await,
+            Command::Diagnose => cli::diagnose::run(config).await,
+            Command::Check => cli::check::run(config).await,
         }
     });
     match outcome {
