@@ -228,14 +228,17 @@ pub async fn scan_counters(
 
 /// Admission in mysql mode: the scope row is locked, so concurrent acquires serialise.
 pub async fn admit(mut conn: DbConn, req: AdmissionRequest) -> Result<Admission, StoreError> {
+    // The scope row is created outside the transaction: an INSERT IGNORE that meets the
+    // existing row takes a shared lock, and two transactions each holding it and then
+    // asking FOR UPDATE deadlock (InnoDB kills one with "Deadlock found").
+    diesel::insert_or_ignore_into(concurrency_scopes::table)
+        .values(concurrency_scopes::scope.eq(&req.lease_scope))
+        .execute(&mut conn)
+        .await?;
     let result = conn
         .transaction::<_, diesel::result::Error, _>(async |c| {
             let now_utc = Utc::now();
             let now = now_utc.naive_utc();
-            diesel::insert_or_ignore_into(concurrency_scopes::table)
-                .values(concurrency_scopes::scope.eq(&req.lease_scope))
-                .execute(c)
-                .await?;
             let _locked: String = concurrency_scopes::table
                 .find(&req.lease_scope)
                 .select(concurrency_scopes::scope)

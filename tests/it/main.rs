@@ -17,3 +17,4 @@ mod migrations;
 mod observability;
 mod relay;
 mod startup;
+mod storage;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 
+use super::keys::{check_id, check_text};
 use super::{RouterActor, RouterHandle, unavailable};
 use crate::config::StorageMode;
 use crate::domain::account::{Account, StatusChange};
@@ -81,6 +82,14 @@ impl RouterActor {
         }
     }
 
+    /// Writes the status changes made while the primary store was down (called when it
+    /// returns); each stays in the snapshots until its write succeeded.
+    pub(super) fn write_pending_status_changes(&mut self, ctx: &mut Context<Self>) {
+        for (id, change) in self.status_overrides.clone() {
+            ctx.notify(ChangeAccountStatus { id, change });
+        }
+    }
+
     fn apply_overrides(&self, mut accounts: Vec<Account>) -> Vec<Account> {
         for a in &mut accounts {
             if let Some(change) = self.status_overrides.get(&a.id) {
@@ -99,7 +108,16 @@ async fn load_primary(
     cache: &crate::actors::cache::CacheHandle,
 ) -> Result<Vec<Account>, AppError> {
     match mode {
-        StorageMode::Redis => Ok(cache.list_accounts().await?),
+        StorageMode::Redis => {
+            // Redis keeps no order: sort as the MySQL query does, so every mode agrees.
+            let mut accounts = cache.list_accounts().await?;
+            accounts.sort_by(|a, b| {
+                a.priority
+                    .cmp(&b.priority)
+                    .then(a.created_at.cmp(&b.created_at))
+            });
+            Ok(accounts)
+        }
         _ => Ok(store.exec(|c| Box::pin(queries::list(c))).await?),
     }
 }
@@ -108,7 +126,10 @@ impl Handler<CreateAccount> for RouterActor {
     type Result = ResponseActFuture<Self, Result<Account, AppError>>;
 
     fn handle(&mut self, msg: CreateAccount, _ctx: &mut Self::Context) -> Self::Result {
-        if let Err(e) = self.accounts_primary() {
+        if let Err(e) = check_id("account id", &msg.account.id)
+            .and_then(|()| check_text("account", &msg.account.name, &msg.account.description))
+            .and_then(|()| self.accounts_primary())
+        {
             return Box::pin(fut::ready(Err(e)));
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
@@ -136,7 +157,7 @@ impl Handler<GetAccount> for RouterActor {
     type Result = ResponseFuture<Result<Option<Account>, AppError>>;
 
     fn handle(&mut self, msg: GetAccount, _ctx: &mut Self::Context) -> Self::Result {
-        if let Err(e) = self.accounts_primary() {
+        if let Err(e) = check_id("account id", &msg.id).and_then(|()| self.accounts_primary()) {
             return Box::pin(async move { Err(e) });
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
@@ -175,7 +196,10 @@ impl Handler<SaveAccount> for RouterActor {
     type Result = ResponseActFuture<Self, Result<Account, AppError>>;
 
     fn handle(&mut self, msg: SaveAccount, _ctx: &mut Self::Context) -> Self::Result {
-        if let Err(e) = self.accounts_primary() {
+        if let Err(e) = check_id("account id", &msg.account.id)
+            .and_then(|()| check_text("account", &msg.account.name, &msg.account.description))
+            .and_then(|()| self.accounts_primary())
+        {
             return Box::pin(fut::ready(Err(e)));
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
@@ -220,7 +244,7 @@ impl Handler<DeleteAccount> for RouterActor {
     type Result = ResponseActFuture<Self, Result<bool, AppError>>;
 
     fn handle(&mut self, msg: DeleteAccount, _ctx: &mut Self::Context) -> Self::Result {
-        if let Err(e) = self.accounts_primary() {
+        if let Err(e) = check_id("account id", &msg.id).and_then(|()| self.accounts_primary()) {
             return Box::pin(fut::ready(Err(e)));
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
@@ -294,6 +318,9 @@ impl Handler<ChangeAccountStatus> for RouterActor {
     type Result = ResponseActFuture<Self, Result<(), AppError>>;
 
     fn handle(&mut self, msg: ChangeAccountStatus, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = check_id("account id", &msg.id) {
+            return Box::pin(fut::ready(Err(e)));
+        }
         // The override makes the change visible to this instance's scheduler at once.
         self.status_overrides
             .insert(msg.id.clone(), msg.change.clone());

@@ -86,6 +86,9 @@ impl Handler<Entry> for RouterActor {
     type Result = ResponseFuture<Result<EntryReply, AppError>>;
 
     fn handle(&mut self, msg: Entry, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = check_entry_id(&msg.id) {
+            return Box::pin(async move { Err(e) });
+        }
         let name = msg.kind.name(&msg.id);
         let (store, cache) = (self.store.clone(), self.cache.clone());
         match self.config.mode {
@@ -163,6 +166,20 @@ impl Handler<Entry> for RouterActor {
             }
         }
     }
+}
+
+/// Longest entry id: with the longest kind prefix it still fits `kv_entries.entry_key`
+/// (191 characters), so every mode accepts the same ids.
+pub const MAX_ENTRY_ID_LEN: usize = 160;
+
+/// Entry ids are tokens, hashes, account ids or lock names: 1..=160 visible ASCII characters.
+fn check_entry_id(id: &str) -> Result<(), AppError> {
+    if id.is_empty() || id.len() > MAX_ENTRY_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AppError::InvalidRequest(format!(
+            "invalid entry id: must be 1..={MAX_ENTRY_ID_LEN} visible ASCII characters"
+        )));
+    }
+    Ok(())
 }
 
 fn chrono_ttl(ttl: Duration) -> chrono::Duration {

@@ -8,7 +8,7 @@ use actix::prelude::*;
 
 use super::{RouterActor, RouterHandle, unavailable};
 use crate::config::StorageMode;
-use crate::domain::api_key::ApiKey;
+use crate::domain::api_key::{ApiKey, MAX_DESCRIPTION_LEN, validate_id, validate_name};
 use crate::error::{AppError, CacheError, StoreError};
 use crate::persistence::api_keys as queries;
 
@@ -88,6 +88,45 @@ impl RouterActor {
     }
 }
 
+/// Width of the `id` columns of `api_keys` and `claude_accounts` (uuids).
+const STORED_ID_LEN: usize = 36;
+
+/// Checks an id from outside before any backend sees it, so every mode answers the same
+/// `InvalidRequest` instead of a database error (or, in redis mode, a stored garbage id).
+pub(super) fn check_id(what: &str, id: &str) -> Result<(), AppError> {
+    validate_id(id)
+        .and_then(|()| {
+            if id.len() > STORED_ID_LEN {
+                Err(format!("id must be at most {STORED_ID_LEN} characters"))
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(|e| AppError::InvalidRequest(format!("invalid {what}: {e}")))
+}
+
+/// Checks a record's name and description (display text from operators).
+pub(super) fn check_text(what: &str, name: &str, description: &str) -> Result<(), AppError> {
+    validate_name(name).map_err(|e| AppError::InvalidRequest(format!("invalid {what}: {e}")))?;
+    if description.chars().count() > MAX_DESCRIPTION_LEN {
+        return Err(AppError::InvalidRequest(format!(
+            "invalid {what}: description must be at most {MAX_DESCRIPTION_LEN} characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_key(key: &ApiKey) -> Result<(), AppError> {
+    check_id("api key id", &key.id)?;
+    check_text("api key", &key.name, &key.description)?;
+    if key.key_hash.len() != 64 || !key.key_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AppError::InvalidRequest(
+            "invalid api key: the key hash must be 64 hex digits".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn store_err(e: StoreError) -> AppError {
     match e {
         StoreError::Duplicate(_) => {
@@ -105,7 +144,7 @@ impl Handler<CreateKey> for RouterActor {
     type Result = ResponseActFuture<Self, Result<ApiKey, AppError>>;
 
     fn handle(&mut self, msg: CreateKey, _ctx: &mut Self::Context) -> Self::Result {
-        if let Err(e) = self.require_primary() {
+        if let Err(e) = check_key(&msg.key).and_then(|()| self.require_primary()) {
             return Box::pin(fut::ready(Err(e)));
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
@@ -148,7 +187,7 @@ impl Handler<GetKey> for RouterActor {
     type Result = ResponseFuture<Result<Option<ApiKey>, AppError>>;
 
     fn handle(&mut self, msg: GetKey, _ctx: &mut Self::Context) -> Self::Result {
-        if let Err(e) = self.require_primary() {
+        if let Err(e) = check_id("api key id", &msg.id).and_then(|()| self.require_primary()) {
             return Box::pin(async move { Err(e) });
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
@@ -193,7 +232,7 @@ impl Handler<SaveKey> for RouterActor {
     type Result = ResponseActFuture<Self, Result<ApiKey, AppError>>;
 
     fn handle(&mut self, msg: SaveKey, _ctx: &mut Self::Context) -> Self::Result {
-        if let Err(e) = self.require_primary() {
+        if let Err(e) = check_key(&msg.key).and_then(|()| self.require_primary()) {
             return Box::pin(fut::ready(Err(e)));
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
@@ -239,7 +278,7 @@ impl Handler<DeleteKey> for RouterActor {
     type Result = ResponseActFuture<Self, Result<bool, AppError>>;
 
     fn handle(&mut self, msg: DeleteKey, _ctx: &mut Self::Context) -> Self::Result {
-        if let Err(e) = self.require_primary() {
+        if let Err(e) = check_id("api key id", &msg.id).and_then(|()| self.require_primary()) {
             return Box::pin(fut::ready(Err(e)));
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());

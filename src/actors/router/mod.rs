@@ -307,6 +307,7 @@ impl Handler<BackendStateChanged> for RouterActor {
                 self.mysql = msg.state;
                 if came_back {
                     ctx.notify(usage::DrainUsage);
+                    self.write_pending_status_changes(ctx);
                 }
             }
         }

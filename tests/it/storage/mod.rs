@@ -3,6 +3,30 @@
 //! consistency of the key caches, no-loss usage archiving, concurrency and bad input.
 //! This file holds the helpers the suites share.
 
+/// Defines, in the calling module, one `#[actix_rt::test]` per mode for each named contract function.
+macro_rules! in_every_mode {
+    ($($name:ident),* $(,)?) => {
+        mod hybrid {
+            $(#[actix_rt::test]
+            async fn $name() {
+                super::$name(claude_relay::config::StorageMode::Hybrid).await
+            })*
+        }
+        mod redis {
+            $(#[actix_rt::test]
+            async fn $name() {
+                super::$name(claude_relay::config::StorageMode::Redis).await
+            })*
+        }
+        mod mysql {
+            $(#[actix_rt::test]
+            async fn $name() {
+                super::$name(claude_relay::config::StorageMode::Mysql).await
+            })*
+        }
+    };
+}
+
 mod bad_input;
 mod concurrency;
 mod consistency;
@@ -58,18 +82,26 @@ pub async fn wait_status(router: &RouterHandle, want: HealthStatus) {
 
 /// Waits until the router sees `backend` ("redis" | "mysql") as `up`.
 pub async fn wait_backend(router: &RouterHandle, backend: &str, up: bool) {
-    eventually(RECOVER, &format!("router sees {backend} up={up}"), || async {
-        let h = router
-            .health(Duration::from_secs(2))
-            .await
-            .ok_or("router did not answer")?;
-        let view = if backend == "redis" { &h.redis } else { &h.mysql };
-        if view.connected == up {
-            Ok(())
-        } else {
-            Err(format!("{view:?}"))
-        }
-    })
+    eventually(
+        RECOVER,
+        &format!("router sees {backend} up={up}"),
+        || async {
+            let h = router
+                .health(Duration::from_secs(2))
+                .await
+                .ok_or("router did not answer")?;
+            let view = if backend == "redis" {
+                &h.redis
+            } else {
+                &h.mysql
+            };
+            if view.connected == up {
+                Ok(())
+            } else {
+                Err(format!("{view:?}"))
+            }
+        },
+    )
     .await
 }
 
@@ -188,11 +220,4 @@ pub fn shared_redis_port() -> u16 {
 /// Runs one Redis command on a fresh blocking connection to `port`.
 pub fn redis_query<T: redis::FromRedisValue>(port: u16, cmd: &mut redis::Cmd) -> T {
     cmd.query(&mut redis_conn(port)).expect("redis command")
-}
-
-/// Stops every actor of the test's System (arbiters included), so nothing keeps running
-/// against the test's backends after it ended.
-pub async fn stop_system() {
-    actix_rt::System::current().stop();
-    tokio::time::sleep(Duration::from_millis(20)).await;
 }
