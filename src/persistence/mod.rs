@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod api_keys;
 pub mod ephemeral;
+pub mod ops;
 pub mod schema;
 pub mod setup;
 pub mod usage;
