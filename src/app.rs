@@ -85,6 +85,7 @@ impl Application {
         let state = AppState {
             router: actors.router.clone(),
             config: config_arc.clone(),
+            login_limiter: Default::default(),
         };
         let metrics = Metrics::new();
         spawn_sampler(actors.router.clone(), metrics.clone());

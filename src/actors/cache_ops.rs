@@ -18,6 +18,8 @@ use crate::kv::scripts;
 const RECORDS_PER_KEY: isize = 200;
 /// Newest archive rows kept in all in redis mode.
 const ARCHIVE_CAP: isize = 100_000;
+/// Newest audit entries kept in redis mode.
+const AUDIT_CAP: isize = 10_000;
 /// Time-out for bulk work (flush, scans).
 const BULK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -670,6 +672,44 @@ impl CacheHandle {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.to_string(), v.trim().to_string()))
             .collect())
+    }
+
+    /// The newest archived events of every key (redis mode), newest first.
+    pub async fn archive_records(&self, limit: usize) -> Result<Vec<String>, CacheError> {
+        let key = self.keys.usage_archive();
+        let stop = limit.max(1) as isize - 1;
+        self.exec_with_timeout(Some(BULK_TIMEOUT), move |mut c| {
+            Box::pin(async move { c.lrange(key, 0, stop).await })
+        })
+        .await
+    }
+
+    // ---- audit log (redis mode) ----
+
+    /// Prepends one audit entry (JSON) to the capped audit list.
+    pub async fn audit_push(&self, entry: String) -> Result<(), CacheError> {
+        let key = self.keys.audit_log();
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                redis::pipe()
+                    .lpush(&key, entry)
+                    .ignore()
+                    .ltrim(&key, 0, AUDIT_CAP - 1)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// Every audit entry kept (JSON), newest first.
+    pub async fn audit_entries(&self) -> Result<Vec<String>, CacheError> {
+        let key = self.keys.audit_log();
+        self.exec_with_timeout(Some(BULK_TIMEOUT), move |mut c| {
+            Box::pin(async move { c.lrange(key, 0, -1).await })
+        })
+        .await
     }
 
     // ---- invalidation between instances ----

@@ -1,6 +1,7 @@
 //! The HTTP layer: routes, shared state, and the mapping of every error (ours and actix's
 //! own) to the JSON error shape of SPEC §4. Handlers are thin: they call the router.
 
+pub mod admin;
 pub mod health;
 pub mod metrics;
 pub mod relay;
@@ -23,11 +24,14 @@ use crate::error::AppError;
 pub struct AppState {
     pub router: RouterHandle,
     pub config: Arc<Config>,
+    /// Failed admin logins per client address (in process).
+    pub login_limiter: Arc<crate::service::auth::LoginLimiter>,
 }
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(health::routes)
+        .configure(admin::routes)
         .configure(relay::routes)
         .configure(metrics::routes)
         .default_service(web::to(not_found));

@@ -55,3 +55,28 @@ pub async fn find_admin(
 pub async fn count_admins(mut conn: DbConn) -> Result<i64, StoreError> {
     Ok(admin_users::table.count().get_result(&mut conn).await?)
 }
+
+/// Replaces an operator's password hash; false when the operator does not exist.
+pub async fn set_password_hash(
+    mut conn: DbConn,
+    username: String,
+    password_hash: String,
+) -> Result<bool, StoreError> {
+    let changed = diesel::update(admin_users::table.filter(admin_users::username.eq(username)))
+        .set((
+            admin_users::password_hash.eq(password_hash),
+            admin_users::updated_at.eq(Utc::now().naive_utc()),
+        ))
+        .execute(&mut conn)
+        .await?;
+    Ok(changed == 1)
+}
+
+/// Records a successful login.
+pub async fn touch_login(mut conn: DbConn, username: String) -> Result<(), StoreError> {
+    diesel::update(admin_users::table.filter(admin_users::username.eq(username)))
+        .set(admin_users::last_login_at.eq(Some(Utc::now().naive_utc())))
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}

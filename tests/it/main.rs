@@ -9,6 +9,7 @@
 )]
 mod support;
 
+mod admin;
 mod config;
 mod errors;
 mod health;

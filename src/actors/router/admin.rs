@@ -66,3 +66,138 @@ impl RouterHandle {
         .await?
     }
 }
+
+/// The stored password hash of an operator (None when there is no such operator).
+#[derive(Message)]
+#[rtype(result = "Result<Option<String>, AppError>")]
+pub struct AdminPasswordHash {
+    pub username: String,
+}
+
+/// Replaces an operator's password hash; false when the operator does not exist.
+#[derive(Message)]
+#[rtype(result = "Result<bool, AppError>")]
+pub struct SetAdminPassword {
+    pub username: String,
+    pub password_hash: String,
+}
+
+/// Records a successful login (best effort; redis mode keeps no login time).
+#[derive(Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub struct TouchAdminLogin {
+    pub username: String,
+}
+
+impl RouterActor {
+    /// Where operators live: Redis in redis mode, MySQL otherwise.
+    fn admins_primary(&self) -> Result<(), AppError> {
+        match self.config.mode {
+            StorageMode::Redis if !self.redis_up() => Err(unavailable("redis")),
+            StorageMode::Hybrid | StorageMode::Mysql if !self.mysql_up() => {
+                Err(unavailable("mysql"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Handler<AdminPasswordHash> for RouterActor {
+    type Result = ResponseFuture<Result<Option<String>, AppError>>;
+
+    fn handle(&mut self, msg: AdminPasswordHash, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.admins_primary() {
+            return Box::pin(async move { Err(e) });
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        Box::pin(async move {
+            match mode {
+                StorageMode::Redis => Ok(cache.admin_password_hash(&msg.username).await?),
+                _ => Ok(store
+                    .exec(move |c| Box::pin(queries::find_admin(c, msg.username)))
+                    .await?
+                    .map(|row| row.password_hash)),
+            }
+        })
+    }
+}
+
+impl Handler<SetAdminPassword> for RouterActor {
+    type Result = ResponseFuture<Result<bool, AppError>>;
+
+    fn handle(&mut self, msg: SetAdminPassword, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.admins_primary() {
+            return Box::pin(async move { Err(e) });
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        Box::pin(async move {
+            match mode {
+                StorageMode::Redis => {
+                    if cache.admin_password_hash(&msg.username).await?.is_none() {
+                        return Ok(false);
+                    }
+                    cache
+                        .set_admin_password_hash(&msg.username, &msg.password_hash)
+                        .await?;
+                    Ok(true)
+                }
+                _ => Ok(store
+                    .exec(move |c| {
+                        Box::pin(queries::set_password_hash(
+                            c,
+                            msg.username,
+                            msg.password_hash,
+                        ))
+                    })
+                    .await?),
+            }
+        })
+    }
+}
+
+impl Handler<TouchAdminLogin> for RouterActor {
+    type Result = ResponseFuture<Result<(), AppError>>;
+
+    fn handle(&mut self, msg: TouchAdminLogin, _ctx: &mut Self::Context) -> Self::Result {
+        if self.config.mode == StorageMode::Redis || !self.mysql_up() {
+            return Box::pin(async { Ok(()) });
+        }
+        let store = self.store.clone();
+        Box::pin(async move {
+            Ok(store
+                .exec(move |c| Box::pin(queries::touch_login(c, msg.username)))
+                .await?)
+        })
+    }
+}
+
+impl RouterHandle {
+    /// The operator's password hash, for login and change-password.
+    pub async fn admin_password_hash(&self, username: &str) -> Result<Option<String>, AppError> {
+        self.ask(AdminPasswordHash {
+            username: username.to_string(),
+        })
+        .await?
+    }
+
+    /// Stores a new password hash; false when the operator does not exist.
+    pub async fn set_admin_password(
+        &self,
+        username: &str,
+        password_hash: String,
+    ) -> Result<bool, AppError> {
+        self.ask(SetAdminPassword {
+            username: username.to_string(),
+            password_hash,
+        })
+        .await?
+    }
+
+    /// Notes a successful login (best effort).
+    pub async fn touch_admin_login(&self, username: &str) -> Result<(), AppError> {
+        self.ask(TouchAdminLogin {
+            username: username.to_string(),
+        })
+        .await?
+    }
+}

@@ -5,8 +5,10 @@
 
 mod accounts;
 mod admin;
+mod audit;
 mod ephemeral;
 mod keys;
+mod reports;
 mod observe;
 mod spool;
 mod usage;
