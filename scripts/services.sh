@@ -25,7 +25,7 @@ log() { echo "services: $*"; }
 redis_ping() {
   # RESP over bash's /dev/tcp, so no redis-cli is needed to decide.
   local reply
-  exec 3<>"/dev/tcp/$REDIS_HOST/$REDIS_PORT" 2>/dev/null || return 1
+  { exec 3<>"/dev/tcp/$REDIS_HOST/$REDIS_PORT"; } 2>/dev/null || return 1
   if [ -n "${REDIS_PASSWORD:-}" ]; then printf 'AUTH %s\r\n' "$REDIS_PASSWORD" >&3; read -r -t 2 reply <&3 || true; fi
   printf 'PING\r\n' >&3
   read -r -t 2 reply <&3 || reply=""
@@ -36,7 +36,8 @@ redis_ping() {
 mysql_client() { command -v mariadb || command -v mysql || true; }
 
 mysql_ok() {
-  (exec 3<>"/dev/tcp/$MYSQL_HOST/$MYSQL_PORT") 2>/dev/null || return 1
+  { exec 3<>"/dev/tcp/$MYSQL_HOST/$MYSQL_PORT"; } 2>/dev/null || return 1
+  exec 3>&- 3<&-
   local client; client=$(mysql_client)
   [ -z "$client" ] && return 0   # port answers; no client to check the login with
   MYSQL_PWD="$MYSQL_PASSWORD" "$client" --protocol=TCP -h "$MYSQL_HOST" -P "$MYSQL_PORT" -u "$MYSQL_USER" -e 'SELECT 1' >/dev/null 2>&1
@@ -68,7 +69,8 @@ ensure_redis() {
 
 ensure_mysql() {
   if mysql_ok; then log "mysql answering on $MYSQL_HOST:$MYSQL_PORT"; return; fi
-  if (exec 3<>"/dev/tcp/$MYSQL_HOST/$MYSQL_PORT") 2>/dev/null; then
+  if { exec 4<>"/dev/tcp/$MYSQL_HOST/$MYSQL_PORT"; } 2>/dev/null; then
+    exec 4>&- 4<&-
     log "something answers on $MYSQL_HOST:$MYSQL_PORT but refuses user $MYSQL_USER; fix MYSQL_USER/MYSQL_PASSWORD"; exit 1
   fi
   command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server mariadb-client

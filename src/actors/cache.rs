@@ -124,7 +124,11 @@ impl CacheActor {
         let addr = CacheActor::start_in_arbiter(&arbiter.handle(), move |_| {
             CacheActor::new(config, probe_interval, enabled)
         });
-        CacheHandle { addr, keys }
+        CacheHandle {
+            addr,
+            keys,
+            calls: Arc::default(),
+        }
     }
 
     fn manager_config(&self) -> ConnectionManagerConfig {
@@ -318,6 +322,8 @@ impl Handler<Subscribe> for CacheActor {
 pub struct CacheHandle {
     pub(crate) addr: Addr<CacheActor>,
     pub(crate) keys: KeySpace,
+    /// Calls sent to Redis (each one round trip), for /metrics and benchmarks.
+    pub(crate) calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl CacheHandle {
@@ -340,6 +346,7 @@ impl CacheHandle {
         T: Send + 'static,
         F: FnOnce(ConnectionManager) -> BoxFuture<'static, redis::RedisResult<T>> + Send + 'static,
     {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         self.addr
             .send(Exec {
                 job: Box::new(job),
@@ -357,6 +364,11 @@ impl CacheHandle {
     /// Forwards events published by other instances to `subscriber`.
     pub fn subscribe_events(&self, subscriber: Recipient<CacheEvent>) {
         self.addr.do_send(SubscribeEvents { subscriber });
+    }
+
+    /// Redis calls made through this handle's actor since start.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// The key builders of this deployment (prefix included).

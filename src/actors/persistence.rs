@@ -96,7 +96,10 @@ impl PersistenceActor {
                 circuit: Circuit::default(),
                 reporter: StateReporter::default(),
             });
-        PersistenceHandle { addr }
+        PersistenceHandle {
+            addr,
+            calls: Default::default(),
+        }
     }
 
     fn probe(&mut self, ctx: &mut Context<Self>) {
@@ -234,6 +237,8 @@ impl Handler<Subscribe> for PersistenceActor {
 #[derive(Clone)]
 pub struct PersistenceHandle {
     pub(crate) addr: Addr<PersistenceActor>,
+    /// Calls sent to MySQL, for /metrics and benchmarks.
+    pub(crate) calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PersistenceHandle {
@@ -256,6 +261,8 @@ impl PersistenceHandle {
         T: Send + 'static,
         F: FnOnce(DbConn) -> BoxFuture<'static, Result<T, StoreError>> + Send + 'static,
     {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.addr
             .send(Exec {
                 job: Box::new(job),
@@ -263,6 +270,11 @@ impl PersistenceHandle {
             })
             .await
             .unwrap_or(Err(StoreError::Unavailable))
+    }
+
+    /// MySQL calls made through this handle's actor since start.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub async fn pool_status(&self) -> PoolStatus {

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub relay_overhead: Histogram,
     pub upstream_latency: Histogram,
     key_cache: IntGaugeVec,
+    backend_calls: IntGaugeVec,
     pool: IntGaugeVec,
     backend_up: IntGaugeVec,
     backend_latency: GaugeVec,
@@ -103,6 +104,17 @@ impl Metrics {
                         "in-process key cache lookups by result",
                     ),
                     &["result"],
+                )
+                .expect("valid"),
+            ),
+            backend_calls: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "backend_calls",
+                        "calls (round trips) to each backend since start",
+                    ),
+                    &["backend"],
                 )
                 .expect("valid"),
             ),
@@ -256,6 +268,12 @@ async fn metrics(state: web::Data<AppState>, metrics: web::Data<Arc<Metrics>>) -
     m.key_cache
         .with_label_values(&["miss"])
         .set(cache.key_cache_misses as i64);
+    m.backend_calls
+        .with_label_values(&["redis"])
+        .set(cache.redis_calls as i64);
+    m.backend_calls
+        .with_label_values(&["mysql"])
+        .set(cache.mysql_calls as i64);
     let usage = router.usage_stats().await;
     m.usage_events
         .with_label_values(&["recorded"])

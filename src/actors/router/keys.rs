@@ -12,6 +12,9 @@ use crate::domain::api_key::{ApiKey, MAX_DESCRIPTION_LEN, validate_id, validate_
 use crate::error::{AppError, CacheError, StoreError};
 use crate::persistence::api_keys as queries;
 
+/// Most entries the in-process key cache holds.
+const KEY_CACHE_CAPACITY: usize = 100_000;
+
 /// Stores a new key.
 #[derive(Message)]
 #[rtype(result = "Result<ApiKey, AppError>")]
@@ -75,6 +78,19 @@ impl RouterActor {
             }
             let _ = cache.publish(message).await;
         });
+    }
+
+    /// Caches a lookup in process; bounded, so random keys cannot grow memory without end
+    /// (unknown keys are dropped first, then everything older than the TTL).
+    fn remember_key(&mut self, hash: String, key: Option<ApiKey>) {
+        if self.key_cache.len() >= KEY_CACHE_CAPACITY {
+            let ttl = self.config.key_cache_ttl;
+            self.key_cache.retain(|_, (k, at)| k.is_some() && at.elapsed() < ttl);
+            if self.key_cache.len() >= KEY_CACHE_CAPACITY {
+                self.key_cache.clear();
+            }
+        }
+        self.key_cache.insert(hash, (key, Instant::now()));
     }
 
     fn require_primary(&self) -> Result<(), AppError> {
@@ -381,8 +397,7 @@ impl Handler<FindKeyByHash> for RouterActor {
             work.into_actor(self)
                 .map(move |result, act, _| match result {
                     Ok(found) => {
-                        act.key_cache
-                            .insert(msg.hash, (found.clone(), Instant::now()));
+                        act.remember_key(msg.hash, found.clone());
                         Ok(found)
                     }
                     // Both backends failing: a key seen before keeps working (SPEC §1, both down).

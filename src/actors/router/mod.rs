@@ -76,6 +76,9 @@ pub struct GetHealth;
 pub struct CacheStats {
     pub key_cache_hits: u64,
     pub key_cache_misses: u64,
+    /// Calls (round trips) to Redis and MySQL since start.
+    pub redis_calls: u64,
+    pub mysql_calls: u64,
 }
 
 /// How often expired rows are swept in mysql mode.
@@ -331,7 +334,11 @@ impl Handler<GetCacheStats> for RouterActor {
     type Result = MessageResult<GetCacheStats>;
 
     fn handle(&mut self, _: GetCacheStats, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.stats)
+        MessageResult(CacheStats {
+            redis_calls: self.cache.calls(),
+            mysql_calls: self.store.calls(),
+            ..self.stats
+        })
     }
 }
 

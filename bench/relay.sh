@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Relay benchmark (issues 4 and 7): the release relay in each storage mode against the
+# nginx mock upstream, versus calling the mock directly; non-streaming and streaming at 16
+# and 64 connections. Writes bench/results/relay.md (table), relay.json (raw) and, when
+# matplotlib is available, relay-latency.png.
+#
+#   bench/relay.sh                 # all modes, 10 s per run
+#   MODES="hybrid" DURATION=5 bench/relay.sh
+#
+# Needs: wrk, nginx with the echo module (apt-get install wrk nginx-core
+# libnginx-mod-http-echo), the mock in MOCK_DIR (default ../shared/mock-upstream),
+# Redis and MariaDB (scripts/services.sh brings them up).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+MODES=${MODES:-"hybrid redis mysql"}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-"16 64"}
+MOCK_DIR=${MOCK_DIR:-$root/../shared/mock-upstream}
+MOCK_PREFIX=${MOCK_PREFIX:-/tmp/claude-relay-bench-mock}
+PORT=${BENCH_PORT:-3901}
+out=bench/results
+mkdir -p "$out"
+raw="$out/relay.raw.txt"
+: > "$raw"
+
+command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)"; exit 1; }
+[ -f "$MOCK_DIR/nginx.conf" ] || { echo "bench: mock upstream not found in $MOCK_DIR"; exit 1; }
+scripts/services.sh
+cargo build --release --locked --bin claude-relay
+"$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true
+"$MOCK_DIR/start.sh" "$MOCK_PREFIX" >/dev/null
+trap '"$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true; [ -n "${relay_pid:-}" ] && kill "$relay_pid" 2>/dev/null || true' EXIT
+wrk_dir="$MOCK_DIR/wrk"
+
+# One wrk run; prints its RESULT json with name, conns and relay RSS added.
+measure() { # name url lua conns [api_key] [path]
+  local name=$1 url=$2 lua=$3 conns=$4 key=${5:-} path=${6:-/v1/messages}
+  local line
+  line=$(API_KEY="$key" MSG_PATH="$path" wrk -t2 -c"$conns" -d"${DURATION}s" --latency -s "$wrk_dir/$lua" "$url" | grep '^RESULT ' | sed 's/^RESULT //')
+  echo "$name $conns $line" | tee -a "$raw"
+}
+
+metric() { # name (a line of /metrics without labels or with exact labels)
+  curl -s "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1==m {print $2}'
+}
+
+# Direct to the mock: the baseline the relay's added latency is measured against.
+for c in $CONNS; do
+  measure "direct-ns" http://127.0.0.1:18080 messages.lua "$c"
+  measure "direct-stream" http://127.0.0.1:18080 messages_stream.lua "$c"
+done
+
+admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+for mode in $MODES; do
+  db="crbench_${mode}_$$"
+  export DATABASE_TYPE=$mode MYSQL_DATABASE=$db REDIS_KEY_PREFIX="crbench:$mode:$$:" PORT=$PORT HOST=127.0.0.1 \
+    ENCRYPTION_KEY=0123456789abcdef0123456789abcdef ADMIN_TOKEN=$admin_token LOG_LEVEL=warn \
+    SPOOL_DIR="/tmp/crbench-spool-$mode-$$"
+  target/release/claude-relay serve >"/tmp/crbench-$mode.log" 2>&1 &
+  relay_pid=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
+  auth=(-H "authorization: Bearer $admin_token" -H 'content-type: application/json')
+  curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/claude-accounts" \
+    -d '{"name":"mock","type":"claude-console","baseUrl":"http://127.0.0.1:18080","apiKey":"sk-upstream-test","priority":10}' >/dev/null
+  key=$(curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/api-keys" -d '{"name":"bench"}' \
+    | python3 -c 'import sys,json; print(json.load(sys.stdin)["data"]["apiKey"])')
+  # Warm-up: connections, caches, JIT-free but pools and snapshots.
+  API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t2 -c16 -d2s -s "$wrk_dir/messages.lua" "http://127.0.0.1:$PORT" >/dev/null
+  for c in $CONNS; do
+    for kind in ns stream; do
+      lua=messages.lua; [ "$kind" = stream ] && lua=messages_stream.lua
+      r0=$(metric 'claude_relay_backend_calls{backend="redis"}'); m0=$(metric 'claude_relay_backend_calls{backend="mysql"}')
+      line=$(measure "$mode-$kind" "http://127.0.0.1:$PORT" "$lua" "$c" "$key" /api/v1/messages)
+      r1=$(metric 'claude_relay_backend_calls{backend="redis"}'); m1=$(metric 'claude_relay_backend_calls{backend="mysql"}')
+      reqs=$(echo "$line" | sed 's/.*"requests":\([0-9]*\).*/\1/')
+      rss=$(ps -o rss= -p "$relay_pid" | tr -d ' ')
+      echo "CALLS $mode-$kind $c redis=$((r1 - r0)) mysql=$((m1 - m0)) requests=$reqs rss_kb=$rss" | tee -a "$raw"
+    done
+  done
+  if [ "$mode" != mysql ]; then
+    # Redis commands per relayed request, from Redis itself.
+    redis-cli -p "${REDIS_PORT:-6379}" CONFIG RESETSTAT >/dev/null
+    API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t1 -c4 -d3s -s "$wrk_dir/messages.lua" "http://127.0.0.1:$PORT" \
+      | grep '^RESULT' | sed "s/^RESULT /COMMANDSTATS-RUN $mode /" | tee -a "$raw"
+    redis-cli -p "${REDIS_PORT:-6379}" INFO commandstats | grep '^cmdstat' | sed "s/^/COMMANDSTATS $mode /" | tee -a "$raw"
+  fi
+  kill "$relay_pid"; wait "$relay_pid" 2>/dev/null || true; relay_pid=
+  mariadb -uroot -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
+done
+python3 bench/report.py "$raw" "$out"
