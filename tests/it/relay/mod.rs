@@ -2,3 +2,9 @@
 //! in-process mock upstream.
 
 mod basics;
+mod degradation;
+mod endpoints;
+mod errors;
+mod harness;
+mod selection;
+mod streaming;
