@@ -123,11 +123,16 @@ impl CacheHandle {
             for v in chunk {
                 let key = self.keys.named(&v.name);
                 pipe.del(&key).ignore();
+                // As the relay writes them: only the fields that are not zero.
                 let fields: Vec<(&str, i64)> = Counters::FIELDS
                     .iter()
                     .copied()
                     .zip(v.counters.to_array())
+                    .filter(|(_, n)| *n != 0)
                     .collect();
+                if fields.is_empty() {
+                    continue;
+                }
                 pipe.hset_multiple(&key, &fields).ignore();
                 if let Some(ms) = v.ttl_ms {
                     pipe.pexpire(&key, ms.max(1)).ignore();

@@ -811,17 +811,24 @@ pub async fn apply(
         }
     }
     if let Some((user, hash)) = plan.admin {
-        let created = router
-            .ensure_admin(user.clone(), hash)
+        let stored = actors
+            .store
+            .exec(|c| Box::pin(crate::persistence::ops::admin_credentials(c)))
             .await
-            .map_err(|e| format!("creating admin {user}: {e}"))?;
-        if created {
-            report.wrote(true)?;
-        } else {
-            report.skip(
+            .map_err(|e| format!("reading admins: {e}"))?;
+        match stored.iter().find(|(u, _)| *u == user) {
+            Some((_, h)) if *h == hash => report.unchanged += 1,
+            Some(_) => report.skip(
                 format!("admin {user}"),
-                "an admin with this name exists already; its password is left as it is",
-            );
+                "an admin with this name exists already with another password; left as it is",
+            ),
+            None => {
+                router
+                    .ensure_admin(user.clone(), hash)
+                    .await
+                    .map_err(|e| format!("creating admin {user}: {e}"))?;
+                report.wrote(true)?;
+            }
         }
     }
     write_history(plan.daily, plan.baselines, actors, report).await

@@ -15,6 +15,7 @@ mod errors;
 mod health;
 mod migrations;
 mod observability;
+mod ops;
 mod relay;
 mod startup;
 mod storage;
