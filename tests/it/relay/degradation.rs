@@ -16,11 +16,12 @@ async fn redis_stopped_mid_test_keeps_relaying_for_a_known_key() {
     .await;
     relay.console("c1", "sk-c1", 10).await;
     let (_, plaintext) = relay.key(|_| {}).await;
+    let (_, unused) = relay.key(|_| {}).await;
 
-    let (status, _, _) = relay
+    let (status, _, body) = relay
         .message(&plaintext, &request(SONNET, false, "before"))
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
 
     redis.stop();
     relay
@@ -33,9 +34,14 @@ async fn redis_stopped_mid_test_keeps_relaying_for_a_known_key() {
             .await;
         assert_eq!(status, 200, "request {i} with Redis down: {body}");
     }
-    assert_eq!(relay.mock.message_count(), 4);
+    // A key not used before is checked against MySQL directly.
+    let (status, _, body) = relay
+        .message(&unused, &request(SONNET, false, "first use"))
+        .await;
+    assert_eq!(status, 200, "first use of a key with Redis down: {body}");
+    assert_eq!(relay.mock.message_count(), 5);
     // The archive does not need Redis.
-    relay.wait_usage_rows(4).await;
+    relay.wait_usage_rows(5).await;
 
     redis.start();
     relay.app.wait_for_backend("redis", true, OUTAGE_SEEN).await;
@@ -43,7 +49,7 @@ async fn redis_stopped_mid_test_keeps_relaying_for_a_known_key() {
         .message(&plaintext, &request(SONNET, false, "after"))
         .await;
     assert_eq!(status, 200);
-    relay.wait_usage_rows(5).await;
+    relay.wait_usage_rows(6).await;
 }
 
 #[actix_rt::test]
@@ -56,10 +62,10 @@ async fn mysql_cut_keeps_relaying_validated_keys_and_queues_their_usage() {
     relay.console("c1", "sk-c1", 10).await;
     let (_, plaintext) = relay.key(|_| {}).await;
 
-    let (status, _, _) = relay
+    let (status, _, body) = relay
         .message(&plaintext, &request(SONNET, false, "before"))
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
     relay.wait_usage_rows(1).await;
 
     proxy.cut();

@@ -10,7 +10,8 @@ use tokio::sync::Semaphore;
 use super::harness::{
     OPUS, SONNET, SONNET_COST, answer, away_from_minute_end, error_body, request, start,
 };
-use crate::support::Behaviour;
+use crate::support::fixtures::{console_account, store_account};
+use crate::support::{Behaviour, free_port};
 
 fn quota_body(code: &str, message: &str) -> Value {
     json!({"type": "error", "error": {"type": "insufficient_quota", "message": message, "code": code}})
@@ -354,4 +355,29 @@ async fn upstream_error_answers_pass_through_unchanged() {
         .unwrap()
         .unwrap();
     assert_eq!(stored.status, AccountStatus::Active);
+}
+
+#[actix_rt::test]
+async fn unreachable_upstream_is_502_and_the_lease_is_released() {
+    let relay = start(|_| {}).await;
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    store_account(
+        relay.router(),
+        console_account(&relay.app.config, "gone", &closed, "sk-gone", 10),
+    )
+    .await;
+    let (key, plaintext) = relay.key(|k| k.concurrency_limit = 1).await;
+
+    let (status, _, body) = relay
+        .message(&plaintext, &request(SONNET, false, "Hello"))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            502,
+            error_body("api_error", "the upstream API could not be reached")
+        )
+    );
+    relay.wait_no_leases(&key).await;
+    assert_eq!(relay.usage_rows(), 0);
 }

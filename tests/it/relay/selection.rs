@@ -195,7 +195,7 @@ async fn dedicated_key_gets_503_when_its_account_is_unavailable() {
     let relay = start(|_| {}).await;
     let dedicated = relay.console("dedicated", "sk-dedicated", 50).await;
     relay.console("pool", "sk-pool", 1).await;
-    let (_, bound) = relay
+    let (bound_key, bound) = relay
         .key(|k| k.claude_account_id = Some(dedicated.id.clone()))
         .await;
     let (_, free) = relay.key(|_| {}).await;
@@ -234,6 +234,7 @@ async fn dedicated_key_gets_503_when_its_account_is_unavailable() {
         )
     );
     assert_eq!(relay.mock.message_count(), 1, "no fallback to the pool");
+    relay.wait_no_leases(&bound_key).await;
     // Unbound keys still use the pool.
     let (status, _, _) = relay.message(&free, &request(SONNET, false, "Hi")).await;
     assert_eq!(status, 200);
@@ -248,7 +249,7 @@ async fn rate_limited_account_is_skipped_until_its_reset_time() {
     let (_, plaintext) = relay.key(|_| {}).await;
 
     // Whole seconds (the header's unit), far enough ahead to check the skip first.
-    let reset = DateTime::from_timestamp(Utc::now().timestamp() + 4, 0).unwrap();
+    let reset = DateTime::from_timestamp(Utc::now().timestamp() + 6, 0).unwrap();
     relay.mock.set("sk-preferred", rate_limited(reset));
     let (status, _, body) = relay
         .message(&plaintext, &request(SONNET, false, "one"))
@@ -340,7 +341,7 @@ async fn failed_oauth_refresh_puts_the_account_in_error_and_answers_503() {
     )
     .await;
     relay.mock.set_token_status(400);
-    let (_, plaintext) = relay.key(|_| {}).await;
+    let (key, plaintext) = relay.key(|_| {}).await;
 
     let (status, _, body) = relay
         .message(&plaintext, &request(SONNET, false, "Hello"))
@@ -372,4 +373,5 @@ async fn failed_oauth_refresh_puts_the_account_in_error_and_answers_503() {
     );
     assert_eq!(relay.mock.token_refreshes(), 1);
     assert_eq!(relay.mock.message_count(), 0);
+    relay.wait_no_leases(&key).await;
 }
