@@ -375,3 +375,83 @@ async fn failed_oauth_refresh_puts_the_account_in_error_and_answers_503() {
     assert_eq!(relay.mock.message_count(), 0);
     relay.wait_no_leases(&key).await;
 }
+
+#[actix_rt::test]
+async fn upstream_failures_put_the_account_aside_with_the_spec_cooldowns() {
+    let relay = start(|_| {}).await;
+    let cases = [
+        (
+            529u16,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            AccountStatus::TempUnavailable,
+            Some(10),
+        ),
+        (
+            500,
+            r#"{"type":"error","error":{"type":"api_error","message":"Internal server error"}}"#,
+            AccountStatus::TempUnavailable,
+            Some(2),
+        ),
+        (
+            401,
+            r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
+            AccountStatus::Unauthorized,
+            Some(30),
+        ),
+        (
+            403,
+            r#"{"type":"error","error":{"type":"permission_error","message":"This organization has been disabled."}}"#,
+            AccountStatus::Blocked,
+            None,
+        ),
+    ];
+    let mut accounts = Vec::new();
+    for (i, (status, body, _, _)) in cases.iter().enumerate() {
+        let credential = format!("sk-fails-{status}");
+        let account = relay.console(&credential, &credential, 1 + i as i32).await;
+        relay.mock.set(
+            &credential,
+            Behaviour::Fail {
+                status: *status,
+                body: body.to_string(),
+                headers: vec![],
+            },
+        );
+        accounts.push(account);
+    }
+    relay.console("healthy", "sk-healthy", 90).await;
+    let (_, plaintext) = relay.key(|_| {}).await;
+
+    // Each request meets the best account still in the pool, gets its error unchanged,
+    // and puts that account aside for the next one.
+    for (i, (status, body, want, minutes)) in cases.iter().enumerate() {
+        let before = Utc::now();
+        let resp = relay
+            .post(
+                "/api/v1/messages",
+                Some(&plaintext),
+                &request(SONNET, false, &format!("failure {i}")),
+            )
+            .await;
+        assert_eq!(resp.status().as_u16(), *status);
+        assert_eq!(resp.text().await.unwrap(), *body);
+        assert_eq!(relay.last_credential(), format!("sk-fails-{status}"));
+        let account = wait_status(&relay, &accounts[i].id, *want).await;
+        match minutes {
+            Some(m) => {
+                let until = account.status_until.expect("a timed state");
+                let expected = before + chrono::Duration::minutes(*m);
+                assert!(
+                    until >= expected && until <= Utc::now() + chrono::Duration::minutes(*m),
+                    "{status}: until {until}, expected about {expected}"
+                );
+            }
+            None => assert_eq!(account.status_until, None, "{status}"),
+        }
+    }
+    let (status, _, _) = relay
+        .message(&plaintext, &request(SONNET, false, "after the failures"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(relay.last_credential(), "sk-healthy");
+}
