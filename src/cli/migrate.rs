@@ -387,8 +387,9 @@ async fn copy_records(source: &Actors, target: &Actors, report: &mut Report) -> 
         .await
         .map_err(|e| format!("cannot list source keys: {e}"))?;
     let mut progress = Progress::new("keys", keys.len() as u64);
-    for k in keys {
+    for mut k in keys {
         progress.inc(1);
+        micros_key(&mut k);
         match target
             .router
             .get_key(&k.id)
@@ -402,6 +403,7 @@ async fn copy_records(source: &Actors, target: &Actors, report: &mut Report) -> 
                     .save_key(k.clone(), Some(old.key_hash))
                     .await
                     .map_err(|e| format!("updating key {}: {e}", k.id))?;
+                println!("  updated api key {}", k.id);
                 report.wrote(false)?;
             }
             None => match target.router.create_key(k.clone()).await {
@@ -416,7 +418,8 @@ async fn copy_records(source: &Actors, target: &Actors, report: &mut Report) -> 
         .list_accounts()
         .await
         .map_err(|e| format!("cannot list source accounts: {e}"))?;
-    for a in accounts {
+    for mut a in accounts {
+        micros_account(&mut a);
         match target
             .router
             .get_account(&a.id)
@@ -430,6 +433,7 @@ async fn copy_records(source: &Actors, target: &Actors, report: &mut Report) -> 
                     .save_account(a.clone())
                     .await
                     .map_err(|e| format!("updating account {}: {e}", a.id))?;
+                println!("  updated account {}", a.id);
                 report.wrote(false)?;
             }
             None => {
@@ -455,6 +459,45 @@ async fn copy_records(source: &Actors, target: &Actors, report: &mut Report) -> 
         }
     }
     Ok(())
+}
+
+/// Times as MySQL keeps them (DATETIME(6)): Redis records carry nanoseconds, which would
+/// make every record look changed on each run.
+fn micros(t: &mut chrono::DateTime<chrono::Utc>) {
+    use chrono::SubsecRound;
+    *t = t.trunc_subsecs(6);
+}
+
+fn micros_opt(t: &mut Option<chrono::DateTime<chrono::Utc>>) {
+    if let Some(t) = t {
+        micros(t);
+    }
+}
+
+fn micros_key(k: &mut crate::domain::api_key::ApiKey) {
+    micros(&mut k.created_at);
+    micros(&mut k.updated_at);
+    for t in [
+        &mut k.activated_at,
+        &mut k.expires_at,
+        &mut k.last_used_at,
+        &mut k.deleted_at,
+    ] {
+        micros_opt(t);
+    }
+}
+
+fn micros_account(a: &mut crate::domain::account::Account) {
+    micros(&mut a.created_at);
+    micros(&mut a.updated_at);
+    for t in [
+        &mut a.token_expires_at,
+        &mut a.status_until,
+        &mut a.last_used_at,
+        &mut a.last_refresh_at,
+    ] {
+        micros_opt(t);
+    }
 }
 
 /// Operators of a deployment: from Redis in redis mode, from MySQL otherwise.

@@ -129,9 +129,8 @@ impl Progress {
     }
 
     pub fn finish(self) {
-        match &self.bar {
-            Some(bar) => bar.finish_and_clear(),
-            None => {}
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
         if self.total > 0 {
             eprintln!("{}", self.line());

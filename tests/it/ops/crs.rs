@@ -91,7 +91,13 @@ const KEYS: [(&str, &str, bool); 14] = [
 ];
 
 /// (account id, access token, refresh token, console api key).
-const ACCOUNTS: [(&str, Option<&str>, Option<&str>, Option<&str>); 4] = [
+type AccountSecrets = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+const ACCOUNTS: [AccountSecrets; 4] = [
     (
         "18f71ec8-3f65-4595-a85e-6118e946f02a",
         Some("sk-ant-oat01-FIXTURE-20f8616393077e89e97601adca898e317dac80bd"),
@@ -402,5 +408,62 @@ async fn crs_import_with_a_wrong_key_writes_nothing_and_a_different_key_is_warne
     assert_eq!(
         creds.api_key.as_deref(),
         Some("sk-fixture-console-85977d8c93e4cb6875d5a416fbcc14f4")
+    );
+}
+
+#[actix_rt::test]
+async fn crs_keys_relay_through_the_messages_endpoint_against_a_mock_upstream() {
+    let server = crs_redis();
+    let mock = crate::support::mock_upstream::start_mock().await;
+    let env = crs_env().with("CLAUDE_API_URL", mock.url.clone()).with(
+        "CLAUDE_OAUTH_TOKEN_URL",
+        format!("{}/oauth/token", mock.url),
+    );
+    let url = format!("redis://127.0.0.1:{}/0", server.port());
+    let (ok, out) = run_import(&env, &url, &[]);
+    assert!(ok, "{out}");
+    let app = crate::support::spawn_app(env.config()).await;
+    app.wait_for_health("healthy", std::time::Duration::from_secs(20))
+        .await;
+    // The console accounts of the data set point at a port of the CRS test machine: send
+    // them to the mock instead.
+    for id in [
+        "cf4b5613-2155-415f-b30b-5fbc6d78b181",
+        "5e51b40a-f8e6-46fe-99c6-6e3a7bddfc85",
+    ] {
+        let mut a = app.actors.router.get_account(id).await.unwrap().unwrap();
+        a.base_url = Some(mock.url.clone());
+        app.actors.router.save_account(a).await.unwrap();
+    }
+    let body = serde_json::json!({
+        "model": SONNET,
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hello"}],
+    });
+    for (id, plain, accepted) in KEYS {
+        let resp = app
+            .client
+            .post(app.url("/api/v1/messages"))
+            .header("x-api-key", plain)
+            .json(&body)
+            .send()
+            .await
+            .expect("the relay answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        if accepted {
+            assert_eq!(status, 200, "key {id}: {text}");
+        } else {
+            assert!(
+                matches!(status, 401 | 403),
+                "key {id} must be refused: {status} {text}"
+            );
+        }
+    }
+    let accepted = KEYS.iter().filter(|k| k.2).count();
+    assert_eq!(
+        mock.message_count(),
+        accepted,
+        "one upstream call per accepted key"
     );
 }
