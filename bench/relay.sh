@@ -28,6 +28,7 @@ command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)
 [ -f "$MOCK_DIR/nginx.conf" ] || { echo "bench: mock upstream not found in $MOCK_DIR"; exit 1; }
 scripts/services.sh
 cargo build --release --locked --bin claude-relay
+bin="${CARGO_TARGET_DIR:-target}/release/claude-relay"
 "$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true
 "$MOCK_DIR/start.sh" "$MOCK_PREFIX" >/dev/null
 trap '"$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true; [ -n "${relay_pid:-}" ] && kill "$relay_pid" 2>/dev/null || true' EXIT
@@ -57,7 +58,7 @@ for mode in $MODES; do
   export DATABASE_TYPE=$mode MYSQL_DATABASE=$db REDIS_KEY_PREFIX="crbench:$mode:$$:" PORT=$PORT HOST=127.0.0.1 \
     ENCRYPTION_KEY=0123456789abcdef0123456789abcdef ADMIN_TOKEN=$admin_token LOG_LEVEL=warn \
     SPOOL_DIR="/tmp/crbench-spool-$mode-$$"
-  target/release/claude-relay serve >"/tmp/crbench-$mode.log" 2>&1 &
+  "$bin" serve >"/tmp/crbench-$mode.log" 2>&1 &
   relay_pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
   auth=(-H "authorization: Bearer $admin_token" -H 'content-type: application/json')

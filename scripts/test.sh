@@ -5,6 +5,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/services.sh
+# Tests run in parallel, each with its own relay and pool: make room if we may (best effort).
+client=$(command -v mariadb || command -v mysql || true)
+if [ -n "$client" ]; then
+  MYSQL_PWD="${MYSQL_PASSWORD:-}" "$client" --protocol=TCP -h "${MYSQL_HOST:-127.0.0.1}" -P "${MYSQL_PORT:-3306}" \
+    -u "${MYSQL_USER:-root}" -e "SET GLOBAL max_connections = GREATEST(@@max_connections, 1000)" 2>/dev/null || true
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --locked --no-fail-fast "$@"
 else

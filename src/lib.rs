@@ -10,5 +10,5 @@ pub mod http;
 pub mod kv;
 pub mod logging;
 pub mod persistence;
-pub mod service;
 pub mod relay;
+pub mod service;

@@ -462,10 +462,33 @@ pub async fn relay(
                 account.id.clone(),
                 session.clone().filter(|_| choice == Choice::Sticky),
             );
+            // A 401 on an OAuth account: the token is refreshed at once (SPEC §6); a
+            // successful refresh makes the account usable again.
+            let refresh = (status.as_u16() == 401
+                && account.account_type == AccountType::ClaudeOauth)
+                .then(|| {
+                    (
+                        shared.cipher.clone(),
+                        client.clone(),
+                        config.claude_oauth_token_url.clone(),
+                        account.clone(),
+                    )
+                });
             actix::spawn(async move {
                 let _ = router.change_account_status(&id, change).await;
                 if let Some(s) = sticky {
                     let _ = router.delete_entry(EntryKind::Sticky, &s).await;
+                }
+                if let Some((cipher, http, url, account)) = refresh {
+                    let _ = router
+                        .delete_entry(EntryKind::OauthToken, &account.id)
+                        .await;
+                    if let Err(e) = oauth::refresh(&router, &cipher, &http, &url, &account).await {
+                        log::warn!(
+                            "token refresh after 401 failed for account {}: {e}",
+                            account.id
+                        );
+                    }
                 }
             });
         }

@@ -85,7 +85,8 @@ impl RouterActor {
     fn remember_key(&mut self, hash: String, key: Option<ApiKey>) {
         if self.key_cache.len() >= KEY_CACHE_CAPACITY {
             let ttl = self.config.key_cache_ttl;
-            self.key_cache.retain(|_, (k, at)| k.is_some() && at.elapsed() < ttl);
+            self.key_cache
+                .retain(|_, (k, at)| k.is_some() && at.elapsed() < ttl);
             if self.key_cache.len() >= KEY_CACHE_CAPACITY {
                 self.key_cache.clear();
             }

@@ -8,8 +8,8 @@ mod admin;
 mod audit;
 mod ephemeral;
 mod keys;
-mod reports;
 mod observe;
+mod reports;
 mod spool;
 mod usage;
 

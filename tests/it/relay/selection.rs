@@ -455,3 +455,59 @@ async fn upstream_failures_put_the_account_aside_with_the_spec_cooldowns() {
     assert_eq!(status, 200);
     assert_eq!(relay.last_credential(), "sk-healthy");
 }
+
+#[actix_rt::test]
+async fn upstream_401_on_an_oauth_account_refreshes_its_token_at_once() {
+    let relay = start(|_| {}).await;
+    let account = store_account(
+        relay.router(),
+        oauth_account(
+            &relay.app.config,
+            "oauth",
+            "sk-ant-oat01-revoked",
+            "sk-ant-ort01-original",
+            Utc::now() + chrono::Duration::hours(5),
+            10,
+        ),
+    )
+    .await;
+    relay.mock.set(
+        "sk-ant-oat01-revoked",
+        Behaviour::Fail {
+            status: 401,
+            body: r#"{"type":"error","error":{"type":"authentication_error","message":"invalid token"}}"#.into(),
+            headers: vec![],
+        },
+    );
+    let (_, plaintext) = relay.key(|_| {}).await;
+    let (status, _, _) = relay
+        .message(&plaintext, &request(SONNET, false, "first"))
+        .await;
+    assert_eq!(status, 401);
+    // The refresh runs right after the 401 and makes the account usable again.
+    let refreshed = eventually(
+        Duration::from_secs(10),
+        "account refreshed and active",
+        || async {
+            let a = relay
+                .router()
+                .get_account(&account.id)
+                .await
+                .unwrap()
+                .unwrap();
+            if a.status == AccountStatus::Active && a.last_refresh_at.is_some() {
+                Ok(a)
+            } else {
+                Err(format!("status {:?}", a.status))
+            }
+        },
+    )
+    .await;
+    assert_eq!(relay.mock.token_refreshes(), 1);
+    assert!(refreshed.token_expires_at.unwrap() > Utc::now() + chrono::Duration::hours(7));
+    let (status, _, _) = relay
+        .message(&plaintext, &request(SONNET, false, "second"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(relay.last_credential(), "sk-ant-oat01-refreshed-1");
+}
