@@ -9,6 +9,7 @@ use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 
 use super::cache::CacheHandle;
+pub use crate::domain::crs::CrsValue;
 use crate::domain::limits::Counters;
 use crate::error::CacheError;
 
@@ -275,17 +276,6 @@ fn escape_glob(s: &str) -> String {
         out.push(ch);
     }
     out
-}
-
-/// One Redis value of a CRS data set, by type.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CrsValue {
-    String(String),
-    Hash(HashMap<String, String>),
-    Set(Vec<String>),
-    List(Vec<String>),
-    /// zset and stream: derived data the importer does not read.
-    Other(String),
 }
 
 /// Read-only connection to the Redis database of a CRS deployment (keys without prefix).

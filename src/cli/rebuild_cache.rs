@@ -160,6 +160,24 @@ pub struct Rebuilt {
 /// Rebuilds counters and caches of a hybrid deployment (actors of the hybrid mode).
 pub async fn rebuild(actors: &Actors, config: &Config) -> Result<Rebuilt, String> {
     actors.router.drain_usage().await;
+    // Another instance may hold the drain lock: give it a moment, then say what is missing.
+    for _ in 0..20 {
+        match actors.cache.outbox_len().await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                actors.router.drain_usage().await;
+            }
+        }
+    }
+    if let Ok(n) = actors.cache.outbox_len().await
+        && n > 0
+    {
+        eprintln!(
+            "WARNING: {n} usage events are still in the outbox (not archived yet); the rebuilt \
+             counters do not include them until they are archived: run rebuild-cache again"
+        );
+    }
     let target = target_counters(actors, config).await?;
     let wanted: HashSet<&str> = target.iter().map(|v| v.name.as_str()).collect();
     let existing = actors

@@ -9,6 +9,7 @@ use diesel_async::RunQueryDsl;
 
 use super::schema::{usage_counters, usage_daily, usage_records};
 use crate::actors::persistence::DbConn;
+pub use crate::domain::crs::DailyImport;
 use crate::domain::limits::Counters;
 use crate::domain::usage_event::UsageEvent;
 use crate::error::StoreError;
@@ -16,16 +17,6 @@ use crate::error::StoreError;
 /// Name prefix of the durable baseline rows in `usage_counters` (hybrid mode): counter
 /// values that have no archive rows behind them (imported history).
 pub const BASELINE_PREFIX: &str = "import:";
-
-/// One `usage_daily` row of imported history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DailyImport {
-    pub date: NaiveDate,
-    pub api_key_id: String,
-    pub account_id: String,
-    pub model: String,
-    pub counters: Counters,
-}
 
 /// A `usage_counters` row.
 #[derive(Debug, Clone, PartialEq, Eq)]
