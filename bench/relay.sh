@@ -60,7 +60,7 @@ for mode in $MODES; do
     SPOOL_DIR="/tmp/crbench-spool-$mode-$$"
   "$bin" serve >"/tmp/crbench-$mode.log" 2>&1 &
   relay_pid=$!
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
+  for _ in $(seq 1 200); do curl -s "http://127.0.0.1:$PORT/health" | grep -q '"status":"healthy"' && break; sleep 0.1; done
   auth=(-H "authorization: Bearer $admin_token" -H 'content-type: application/json')
   curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/claude-accounts" \
     -d '{"name":"mock","type":"claude-console","baseUrl":"http://127.0.0.1:18080","apiKey":"sk-upstream-test","priority":10}' >/dev/null

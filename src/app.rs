@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
+use actix::Arbiter;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 
@@ -32,7 +33,11 @@ impl Actors {
     /// Starts the actors (inside a running actix System). `auto_migrate` lets the
     /// persistence actor create the database and migrate when it first reaches MySQL.
     pub fn start(config: &Config, auto_migrate: bool) -> std::io::Result<Actors> {
-        let cache = CacheActor::spawn(
+        // The router and the cache actor share one thread: the hot path's router → cache
+        // messages then cost no thread switch.
+        let hot = Arbiter::new();
+        let cache = CacheActor::spawn_on(
+            &hot.handle(),
             config.redis.clone(),
             config.probe_interval,
             config.mode.uses_redis(),
@@ -43,7 +48,8 @@ impl Actors {
             auto_migrate,
             config.mode.uses_mysql(),
         );
-        let router = RouterActor::spawn(config.clone(), cache.clone(), store.clone())?;
+        let router =
+            RouterActor::spawn_on(&hot.handle(), config.clone(), cache.clone(), store.clone())?;
         Ok(Actors {
             cache,
             store,

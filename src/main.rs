@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// mimalloc: the relay allocates many small, short-lived buffers per request (measured:
+/// glibc malloc/free were ~12 % of the relay's CPU under load).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 use claude_relay::cli::{self, Cli, Command};

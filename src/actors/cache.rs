@@ -119,9 +119,19 @@ impl CacheActor {
 
     /// Starts the actor on its own thread and returns the handle callers use.
     pub fn spawn(config: RedisConfig, probe_interval: Duration, enabled: bool) -> CacheHandle {
+        CacheActor::spawn_on(&Arbiter::new().handle(), config, probe_interval, enabled)
+    }
+
+    /// Starts the actor on an existing arbiter (the router's: their messages then never
+    /// cross threads).
+    pub fn spawn_on(
+        arbiter: &ArbiterHandle,
+        config: RedisConfig,
+        probe_interval: Duration,
+        enabled: bool,
+    ) -> CacheHandle {
         let keys = KeySpace::new(&config.key_prefix);
-        let arbiter = Arbiter::new();
-        let addr = CacheActor::start_in_arbiter(&arbiter.handle(), move |_| {
+        let addr = CacheActor::start_in_arbiter(arbiter, move |_| {
             CacheActor::new(config, probe_interval, enabled)
         });
         CacheHandle {

@@ -409,7 +409,7 @@ impl CacheHandle {
         let key = self.keys.entry(name);
         self.exec(move |mut c| {
             Box::pin(async move {
-                let n: i64 = redis::Script::new(scripts::RELEASE_LOCK)
+                let n: i64 = scripts::RELEASE_LOCK_SCRIPT
                     .key(key)
                     .arg(token)
                     .invoke_async(&mut c)
@@ -449,8 +449,7 @@ impl CacheHandle {
         self.exec(move |mut c| {
             Box::pin(async move {
                 let w = req.window.as_ref();
-                let script = redis::Script::new(scripts::ADMIT);
-                let mut invocation = script.key(leases);
+                let mut invocation = scripts::ADMIT_SCRIPT.key(leases);
                 invocation.key(window_key).key(sticky_key);
                 for k in &cost_keys {
                     invocation.key(k);
@@ -514,7 +513,7 @@ impl CacheHandle {
         let ms = ttl_ms(ttl);
         self.exec(move |mut c| {
             Box::pin(async move {
-                let n: i64 = redis::Script::new(scripts::RENEW)
+                let n: i64 = scripts::RENEW_SCRIPT
                     .key(key)
                     .arg(id)
                     .arg(now_ms())

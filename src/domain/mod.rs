@@ -3,8 +3,8 @@
 pub mod account;
 pub mod api_key;
 pub mod audit;
-pub mod crypto;
 pub mod crs;
+pub mod crypto;
 pub mod keys;
 pub mod limits;
 pub mod password;

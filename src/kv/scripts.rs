@@ -1,4 +1,15 @@
-//! Lua scripts run atomically inside Redis.
+//! Lua scripts run atomically inside Redis, hashed once (`redis::Script` computes the SHA1
+//! the EVALSHA calls use when it is built).
+
+use std::sync::LazyLock;
+
+/// The admission script, ready to invoke.
+pub static ADMIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADMIT));
+/// The lease renewal script, ready to invoke.
+pub static RENEW_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RENEW));
+/// The lock release script, ready to invoke.
+pub static RELEASE_LOCK_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(RELEASE_LOCK));
 
 /// Admission: drop expired leases, check the concurrency cap and the rate window, count the
 /// request and take the lease, all or nothing.

@@ -351,7 +351,10 @@ pub async fn relay(
     let session = scheduler::session_hash(&request).filter(|_| endpoint == Endpoint::Messages);
     let mut sticky_account = None;
     let mut window_name = None;
-    if endpoint == Endpoint::Messages {
+    // The account snapshot is asked for together with the admission: one wake-up of the
+    // router instead of two.
+    let snapshot = shared.router.account_snapshot();
+    let accounts = if endpoint == Endpoint::Messages {
         let lease_id = uuid::Uuid::new_v4().simple().to_string();
         let admission = admission_request(&key, &model, config, &lease_id);
         window_name = admission.window.as_ref().map(|w| limits::RateWindowName {
@@ -361,18 +364,21 @@ pub async fn relay(
         });
         let scope = admission.lease_scope.clone();
         let sticky_entry = session.as_ref().map(|s| EntryKind::Sticky.name(s));
-        let (answer, sticky) = shared
-            .router
-            .admit_with_sticky(admission, sticky_entry)
-            .await?;
+        let (admitted, accounts) = futures_util::join!(
+            shared.router.admit_with_sticky(admission, sticky_entry),
+            snapshot
+        );
+        let (answer, sticky) = admitted?;
         if let Some(e) = admission_error(answer) {
             return Err(e);
         }
         guard.lease = Some(LeaseRef { scope, lease_id });
         sticky_account = sticky;
-    }
+        accounts?
+    } else {
+        snapshot.await?
+    };
 
-    let accounts = shared.router.account_snapshot().await?;
     let (account, choice) = scheduler::choose(
         &accounts,
         &key,

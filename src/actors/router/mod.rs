@@ -81,6 +81,9 @@ pub struct CacheStats {
     pub mysql_calls: u64,
 }
 
+/// How often summed counter deltas are written to Redis.
+const COUNTER_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
 /// How often expired rows are swept in mysql mode.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -101,6 +104,8 @@ pub struct RouterActor {
     /// Account state changes not yet written (MySQL down), applied over snapshots.
     status_overrides: HashMap<String, StatusChange>,
     local_limiter: usage::LocalLimiter,
+    pending_counters: usage::PendingCounters,
+    flushing_counters: bool,
     spool: spool::Spool,
     draining: bool,
     usage_stats: UsageStats,
@@ -127,6 +132,8 @@ impl RouterActor {
             account_snapshot: None,
             status_overrides: HashMap::new(),
             local_limiter: usage::LocalLimiter::default(),
+            pending_counters: usage::PendingCounters::default(),
+            flushing_counters: false,
             spool,
             draining: false,
             usage_stats: UsageStats::default(),
@@ -141,9 +148,18 @@ impl RouterActor {
         cache: CacheHandle,
         store: PersistenceHandle,
     ) -> std::io::Result<RouterHandle> {
+        RouterActor::spawn_on(&Arbiter::new().handle(), config, cache, store)
+    }
+
+    /// Starts the router on an existing arbiter (shared with the cache actor).
+    pub fn spawn_on(
+        arbiter: &ArbiterHandle,
+        config: Config,
+        cache: CacheHandle,
+        store: PersistenceHandle,
+    ) -> std::io::Result<RouterHandle> {
         let router = RouterActor::new(config, cache, store)?;
-        let arbiter = Arbiter::new();
-        let addr = RouterActor::start_in_arbiter(&arbiter.handle(), move |_| router);
+        let addr = RouterActor::start_in_arbiter(arbiter, move |_| router);
         Ok(RouterHandle { addr })
     }
 
@@ -256,6 +272,11 @@ impl Actor for RouterActor {
         }
         if self.config.mode.uses_mysql() {
             self.store.subscribe(me);
+        }
+        if self.config.mode.uses_redis() {
+            ctx.run_interval(COUNTER_FLUSH_INTERVAL, |_, ctx| {
+                ctx.notify(usage::FlushCounters)
+            });
         }
         ctx.run_interval(self.config.usage_batch_interval, |act, ctx| {
             ctx.notify(usage::DrainUsage);

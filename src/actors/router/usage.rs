@@ -366,22 +366,97 @@ impl Handler<RecordUsage> for RouterActor {
             StorageMode::Hybrid => (Some(encoded), None),
             _ => (None, Some((event.api_key_id.clone(), encoded))),
         };
+        // Counters are summed here and flushed every few ms (one pipeline for all events);
+        // the event itself reaches the outbox in this round trip, with the lease release.
+        self.pending_counters.add(&updates);
         let release = release.map(|l| (l.scope, l.lease_id));
         let work = async move {
             cache
-                .record_usage_releasing(&updates, outbox, archive, release)
+                .record_usage_releasing(&[], outbox, archive, release)
                 .await
-                .map_err(|_| (event, updates))
+                .map_err(|_| event)
         };
         Box::pin(work.into_actor(self).map(|result, act, _| match result {
             Ok(()) => Ok(()),
-            // Redis failed during the call: keep the event and its counters for later.
-            Err((event, updates)) => {
-                act.local_limiter.add(&updates);
-                act.spool_entry(SpoolEntry {
-                    event,
-                    counters: Some(updates),
-                })
+            // Redis failed during the call: the event waits in the spool (its counters wait
+            // in `pending_counters`).
+            Err(event) => act.spool_entry(SpoolEntry {
+                event,
+                counters: None,
+            }),
+        }))
+    }
+}
+
+/// Counter deltas summed in process until the next flush to Redis.
+#[derive(Default)]
+pub struct PendingCounters {
+    sets: HashMap<String, (Counters, Option<i64>)>,
+}
+
+impl PendingCounters {
+    pub fn add(&mut self, updates: &[CounterUpdate]) {
+        for u in updates {
+            let entry = self
+                .sets
+                .entry(u.name.clone())
+                .or_insert((Counters::default(), u.ttl_seconds));
+            entry.0.add(&u.delta);
+            entry.1 = u.ttl_seconds;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    /// Everything pending, leaving nothing behind.
+    pub fn take(&mut self) -> Vec<CounterUpdate> {
+        self.sets
+            .drain()
+            .map(|(name, (delta, ttl_seconds))| CounterUpdate {
+                name,
+                delta,
+                ttl_seconds,
+            })
+            .collect()
+    }
+
+    /// The pending part of each named set (added to what Redis holds when reading).
+    pub fn read(&self, names: &[String]) -> Vec<Counters> {
+        names
+            .iter()
+            .map(|n| self.sets.get(n).map(|(c, _)| *c).unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Writes the summed counter deltas to Redis (run on a short timer).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlushCounters;
+
+impl Handler<FlushCounters> for RouterActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: FlushCounters, _ctx: &mut Self::Context) -> Self::Result {
+        if self.flushing_counters || self.pending_counters.is_empty() || !self.counters_in_redis() {
+            return Box::pin(fut::ready(()));
+        }
+        self.flushing_counters = true;
+        let updates = self.pending_counters.take();
+        let cache = self.cache.clone();
+        let work = async move {
+            match cache.add_counters(&updates).await {
+                Ok(()) => None,
+                Err(_) => Some(updates),
+            }
+        };
+        Box::pin(work.into_actor(self).map(|failed, act, _| {
+            act.flushing_counters = false;
+            if let Some(updates) = failed {
+                // Kept for the next flush; limits read them from here meanwhile.
+                act.pending_counters.add(&updates);
             }
         }))
     }
@@ -402,7 +477,14 @@ impl Handler<ReadCounters> for RouterActor {
             }
             _ if self.counters_in_redis() => {
                 let cache = self.cache.clone();
-                Box::pin(async move { Ok(cache.read_counters(&msg.names).await?) })
+                let pending = self.pending_counters.read(&msg.names);
+                Box::pin(async move {
+                    let mut values = cache.read_counters(&msg.names).await?;
+                    for (v, p) in values.iter_mut().zip(&pending) {
+                        v.add(p);
+                    }
+                    Ok(values)
+                })
             }
             _ => match self.config.limits_on_cache_down {
                 LimitsOnCacheDown::Closed => Box::pin(async { Err(unavailable("redis")) }),
