@@ -12,5 +12,9 @@ pub async fn run(config: Config) -> std::io::Result<()> {
         app.port(),
         config.mode.as_str()
     );
-    app.run_until_stopped().await
+    let router = app.actors().router.clone();
+    let served = app.run_until_stopped().await;
+    // Shutting down: counters summed in process and queued events go out first (bounded).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), router.drain_usage()).await;
+    served
 }

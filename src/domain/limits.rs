@@ -217,6 +217,17 @@ pub fn counter_updates(
     updates
 }
 
+/// True for the counter sets that admission reads (the key's day and total, its weekly Opus
+/// cost, its rate windows): these are written with each event, never summed for later.
+pub fn is_limit_counter(name: &str, key_id: &str) -> bool {
+    name.starts_with("rate:")
+        || name.starts_with("cost:")
+        || name
+            .strip_prefix("usage:key:")
+            .and_then(|rest| rest.strip_prefix(key_id))
+            .is_some_and(|rest| rest == ":total" || rest.starts_with(":day:"))
+}
+
 /// The fixed rate window of a key at a moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateWindowName {
@@ -398,5 +409,35 @@ mod tests {
                 retry_after_secs: 30
             })
         );
+    }
+}
+
+#[cfg(test)]
+mod limit_counter_tests {
+    use super::is_limit_counter;
+
+    #[test]
+    fn only_the_sets_admission_reads_are_limit_counters() {
+        let id = "0f73964f-97b5-40e9-a692-1f3556a2e19a";
+        assert!(is_limit_counter(&format!("usage:key:{id}:total"), id));
+        assert!(is_limit_counter(
+            &format!("usage:key:{id}:day:2026-11-26"),
+            id
+        ));
+        assert!(is_limit_counter(
+            &format!("cost:key:{id}:opus_week:2026-11-23"),
+            id
+        ));
+        assert!(is_limit_counter(&format!("rate:key:{id}:1700000000"), id));
+        assert!(!is_limit_counter(
+            &format!("usage:key:{id}:month:2026-11"),
+            id
+        ));
+        assert!(!is_limit_counter(
+            &format!("usage:key:{id}:model:m:total"),
+            id
+        ));
+        assert!(!is_limit_counter("usage:model:m:total", id));
+        assert!(!is_limit_counter(&format!("usage:key:{id}x:total"), id));
     }
 }

@@ -11,7 +11,7 @@ use actix::prelude::*;
 use super::spool::{self, SpoolEntry};
 use super::{RouterActor, RouterHandle, unavailable};
 use crate::config::{LimitsOnCacheDown, StorageMode};
-use crate::domain::limits::{Admission, AdmissionRequest, CounterUpdate, Counters};
+use crate::domain::limits::{self, Admission, AdmissionRequest, CounterUpdate, Counters};
 use crate::domain::usage_event::UsageEvent;
 use crate::error::AppError;
 use crate::persistence::{ephemeral as queries, usage as usage_queries};
@@ -366,24 +366,31 @@ impl Handler<RecordUsage> for RouterActor {
             StorageMode::Hybrid => (Some(encoded), None),
             _ => (None, Some((event.api_key_id.clone(), encoded))),
         };
-        // Counters are summed here and flushed every few ms (one pipeline for all events);
-        // the event itself reaches the outbox in this round trip, with the lease release.
-        self.pending_counters.add(&updates);
+        // Counters that limits read go with the event; the others (per account, model,
+        // hour, month…) are summed here and flushed every few ms in one pipeline. The event
+        // reaches the outbox in this round trip, with the lease release.
+        let (now, later): (Vec<CounterUpdate>, Vec<CounterUpdate>) = updates
+            .into_iter()
+            .partition(|u| limits::is_limit_counter(&u.name, &event.api_key_id));
+        self.pending_counters.add(&later);
         let release = release.map(|l| (l.scope, l.lease_id));
         let work = async move {
             cache
-                .record_usage_releasing(&[], outbox, archive, release)
+                .record_usage_releasing(&now, outbox, archive, release)
                 .await
-                .map_err(|_| event)
+                .map_err(|_| (event, now))
         };
         Box::pin(work.into_actor(self).map(|result, act, _| match result {
             Ok(()) => Ok(()),
-            // Redis failed during the call: the event waits in the spool (its counters wait
-            // in `pending_counters`).
-            Err(event) => act.spool_entry(SpoolEntry {
-                event,
-                counters: None,
-            }),
+            // Redis failed during the call: the event and its limit counters wait in the
+            // spool (the other counters wait in `pending_counters`).
+            Err((event, now)) => {
+                act.local_limiter.add(&now);
+                act.spool_entry(SpoolEntry {
+                    event,
+                    counters: Some(now),
+                })
+            }
         }))
     }
 }
@@ -431,17 +438,19 @@ impl PendingCounters {
     }
 }
 
-/// Writes the summed counter deltas to Redis (run on a short timer).
+/// Writes the summed counter deltas to Redis (run on a short timer); answers true when
+/// nothing is left pending afterwards.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct FlushCounters;
 
 impl Handler<FlushCounters> for RouterActor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseActFuture<Self, bool>;
 
     fn handle(&mut self, _: FlushCounters, _ctx: &mut Self::Context) -> Self::Result {
         if self.flushing_counters || self.pending_counters.is_empty() || !self.counters_in_redis() {
-            return Box::pin(fut::ready(()));
+            let done = !self.flushing_counters && self.pending_counters.is_empty();
+            return Box::pin(fut::ready(done));
         }
         self.flushing_counters = true;
         let updates = self.pending_counters.take();
@@ -458,6 +467,7 @@ impl Handler<FlushCounters> for RouterActor {
                 // Kept for the next flush; limits read them from here meanwhile.
                 act.pending_counters.add(&updates);
             }
+            act.pending_counters.is_empty()
         }))
     }
 }
@@ -744,8 +754,22 @@ impl RouterHandle {
     pub async fn read_counters(&self, names: Vec<String>) -> Result<Vec<Counters>, AppError> {
         self.ask(ReadCounters { names }).await?
     }
+    /// Writes pending counters and moves queued events into the archive now.
     pub async fn drain_usage(&self) {
+        self.flush_counters().await;
         let _ = self.ask(DrainUsage).await;
+    }
+    /// Writes the counter deltas summed in process to Redis (waits up to 2 s while Redis
+    /// answers; returns false when some are still pending).
+    pub async fn flush_counters(&self) -> bool {
+        for _ in 0..200 {
+            match self.ask(FlushCounters).await {
+                Ok(true) => return true,
+                Ok(false) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(_) => return false,
+            }
+        }
+        false
     }
     pub async fn usage_stats(&self) -> UsageStats {
         self.ask(GetUsageStats).await.unwrap_or_default()
