@@ -124,6 +124,13 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(crate::http::metrics::track))
                 .configure(http::routes)
         })
+        // Nagle off on client sockets: SSE events and small answers otherwise wait for the
+        // client's delayed ACK (~40 ms).
+        .on_connect(|conn, _ext| {
+            if let Some(socket) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = socket.set_nodelay(true);
+            }
+        })
         .listen(listener)?
         .run();
         Ok(Application {
