@@ -15,7 +15,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 MODES=${MODES:-"hybrid redis mysql"}
 DURATION=${DURATION:-10}
-CONNS=${CONNS:-"16 64"}
+CONNS=${CONNS:-"1 16 64"}
 MOCK_DIR=${MOCK_DIR:-$root/../shared/mock-upstream}
 MOCK_PREFIX=${MOCK_PREFIX:-/tmp/claude-relay-bench-mock}
 PORT=${BENCH_PORT:-3901}
@@ -38,7 +38,7 @@ wrk_dir="$MOCK_DIR/wrk"
 measure() { # name url lua conns [api_key] [path]
   local name=$1 url=$2 lua=$3 conns=$4 key=${5:-} path=${6:-/v1/messages}
   local line
-  line=$(API_KEY="$key" MSG_PATH="$path" wrk -t2 -c"$conns" -d"${DURATION}s" --latency -s "$wrk_dir/$lua" "$url" | grep '^RESULT ' | sed 's/^RESULT //')
+  line=$(API_KEY="$key" MSG_PATH="$path" wrk -t"$(( conns < 2 ? 1 : 2 ))" -c"$conns" -d"${DURATION}s" --latency -s "$wrk_dir/$lua" "$url" | grep '^RESULT ' | sed 's/^RESULT //')
   echo "$name $conns $line" | tee -a "$raw"
 }
 

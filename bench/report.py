@@ -95,7 +95,7 @@ def main(raw_path, out_dir):
                 pts = sorted((r["rps"], r["p50_ms"]) for r in rows if r["mode"] == mode and r["kind"] == kind)
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=mode)
-            ax.set_title(f"{kind}: p50 latency vs throughput (16, 64 conns)")
+            ax.set_title(f"{kind}: p50 latency vs throughput (1, 16, 64 conns)")
             ax.set_xlabel("requests/s")
             ax.set_ylabel("p50 latency (ms)")
             ax.grid(True, alpha=0.3)

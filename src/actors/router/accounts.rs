@@ -75,8 +75,13 @@ impl RouterActor {
         if self.config.mode == StorageMode::Hybrid && self.redis_up() {
             let cache = self.cache.clone();
             let message = serde_json::json!({ "type": "accounts" }).to_string();
+            let me = self.me.clone();
             actix::spawn(async move {
-                let _ = cache.drop_cached_accounts().await;
+                if cache.drop_cached_accounts().await.is_err() {
+                    if let Some(me) = me {
+                        me.do_send(super::MarkCacheStale);
+                    }
+                }
                 let _ = cache.publish(message).await;
             });
         }

@@ -72,9 +72,13 @@ impl RouterActor {
         let cache = self.cache.clone();
         let message = serde_json::json!({ "type": "keys", "hashes": hashes }).to_string();
         let hybrid = self.config.mode == StorageMode::Hybrid;
+        let me = self.me.clone();
         actix::spawn(async move {
             if hybrid && let Err(e) = cache.drop_cached_keys(&hashes).await {
                 log::warn!("key cache invalidation failed ({e}); the cache will be flushed");
+                if let Some(me) = me {
+                    me.do_send(super::MarkCacheStale);
+                }
             }
             let _ = cache.publish(message).await;
         });

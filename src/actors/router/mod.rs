@@ -110,6 +110,23 @@ pub struct RouterActor {
     draining: bool,
     usage_stats: UsageStats,
     stats: CacheStats,
+    /// Own address, for background work that reports back.
+    me: Option<Addr<RouterActor>>,
+}
+
+/// An invalidation could not reach Redis while it counted as up: distrust and flush the
+/// Redis cache (a disabled key must not live on there).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MarkCacheStale;
+
+impl Handler<MarkCacheStale> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: MarkCacheStale, ctx: &mut Self::Context) {
+        self.redis_cache_stale = true;
+        self.refresh_redis_cache(ctx);
+    }
 }
 
 impl RouterActor {
@@ -138,6 +155,7 @@ impl RouterActor {
             draining: false,
             usage_stats: UsageStats::default(),
             stats: CacheStats::default(),
+            me: None,
         })
     }
 
@@ -264,6 +282,7 @@ impl Actor for RouterActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.me = Some(ctx.address());
         let me = ctx.address().recipient::<BackendStateChanged>();
         if self.config.mode.uses_redis() {
             self.cache.subscribe(me.clone());
