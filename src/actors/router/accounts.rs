@@ -77,10 +77,10 @@ impl RouterActor {
             let message = serde_json::json!({ "type": "accounts" }).to_string();
             let me = self.me.clone();
             actix::spawn(async move {
-                if cache.drop_cached_accounts().await.is_err() {
-                    if let Some(me) = me {
-                        me.do_send(super::MarkCacheStale);
-                    }
+                if cache.drop_cached_accounts().await.is_err()
+                    && let Some(me) = me
+                {
+                    me.do_send(super::MarkCacheStale);
                 }
                 let _ = cache.publish(message).await;
             });
