@@ -257,6 +257,56 @@ fn proxy_of(shared: &RelayShared, account: &Account) -> Result<Option<String>, A
         .transpose()
 }
 
+/// Picks the account and, when it has a `max_concurrency`, takes one of its slots (SPEC §6
+/// field); a full account is skipped, a full dedicated account answers 429.
+async fn choose_with_capacity(
+    shared: &RelayShared,
+    mut accounts: Vec<Account>,
+    key: &ApiKey,
+    sticky: Option<&str>,
+) -> Result<(Account, Choice, LeaseGuard), AppError> {
+    let busy = || AppError::RateLimited {
+        message: "every upstream account that may serve this key is at its concurrency limit"
+            .into(),
+        retry_after_secs: 1,
+    };
+    let mut skipped = false;
+    loop {
+        let (account, choice) =
+            match scheduler::choose(&accounts, key, sticky, &shared.last_used, Utc::now()) {
+                Ok(c) => c,
+                Err(_) if skipped => return Err(busy()),
+                Err(e) => return Err(e),
+            };
+        let mut guard = LeaseGuard {
+            router: shared.router.clone(),
+            lease: None,
+        };
+        if account.max_concurrency <= 0 {
+            return Ok((account, choice, guard));
+        }
+        let lease_id = uuid::Uuid::new_v4().simple().to_string();
+        let scope = format!("account:{}", account.id);
+        let request = AdmissionRequest {
+            lease_scope: scope.clone(),
+            lease_id: lease_id.clone(),
+            lease_ttl_ms: shared.config.request_timeout.as_millis() as u64 + LEASE_SLACK_MS,
+            concurrency_limit: account.max_concurrency as u32,
+            window: None,
+            cost_limits: Vec::new(),
+        };
+        if shared.router.admit(request).await? == Admission::Granted {
+            guard.lease = Some(LeaseRef { scope, lease_id });
+            return Ok((account, choice, guard));
+        }
+        if choice == Choice::Dedicated {
+            return Err(busy());
+        }
+        skipped = true;
+        accounts.retain(|a| a.id != account.id);
+    }
+}
+
 /// Everything needed to record one request's usage.
 struct UsageContext {
     router: RouterHandle,
@@ -379,13 +429,8 @@ pub async fn relay(
         snapshot.await?
     };
 
-    let (account, choice) = scheduler::choose(
-        &accounts,
-        &key,
-        sticky_account.as_deref(),
-        &shared.last_used,
-        Utc::now(),
-    )?;
+    let (account, choice, account_lease) =
+        choose_with_capacity(shared, accounts, &key, sticky_account.as_deref()).await?;
     shared.last_used.touch(&account.id);
     if let (Some(s), Choice::Pool) = (&session, choice) {
         let (router, s, id, ttl) = (
@@ -506,6 +551,8 @@ pub async fn relay(
         let lease = guard.take();
         let code = status.as_u16();
         let finish = Box::new(move |usage: Option<Usage>, end: StreamEnd| {
+            // The account's slot is held until the stream ends.
+            drop(account_lease);
             if end != StreamEnd::Complete {
                 log::info!("stream ended early ({end:?})");
             }
@@ -538,6 +585,7 @@ pub async fn relay(
         None
     };
     usage_ctx.record(usage, status.as_u16(), guard.take());
+    drop(account_lease);
     observe(&shared.metrics, started, upstream_started.elapsed());
     Ok(answer.body(text))
 }

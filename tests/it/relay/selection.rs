@@ -1,7 +1,10 @@
 //! Account selection (SPEC §6): priority, least recently used, sticky sessions, dedicated
 //! keys, upstream rate limits with a reset time, and OAuth token refresh.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use chrono::{DateTime, Utc};
 use claude_relay::actors::router::EntryKind;
@@ -510,4 +513,63 @@ async fn upstream_401_on_an_oauth_account_refreshes_its_token_at_once() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(relay.last_credential(), "sk-ant-oat01-refreshed-1");
+}
+
+#[actix_rt::test]
+async fn an_account_at_its_max_concurrency_is_skipped_and_its_slot_returns() {
+    let relay = start(|_| {}).await;
+    let mut busy = relay.console("busy", "sk-busy", 1).await;
+    busy.max_concurrency = 1;
+    relay.router().save_account(busy.clone()).await.unwrap();
+    relay.console("spare", "sk-spare", 2).await;
+    let gate = Arc::new(Semaphore::new(0));
+    relay
+        .mock
+        .set("sk-busy", Behaviour::Gated { gate: gate.clone() });
+    let (_, plaintext) = relay.key(|_| {}).await;
+    let (_, dedicated) = relay
+        .key(|k| k.claude_account_id = Some(busy.id.clone()))
+        .await;
+
+    // A stream holds the only slot of the preferred account.
+    let mut held = relay
+        .post(
+            "/api/v1/messages",
+            Some(&plaintext),
+            &request(SONNET, true, "held"),
+        )
+        .await;
+    assert_eq!(held.status(), 200);
+    assert!(held.chunk().await.unwrap().is_some(), "first event arrived");
+    let scope = format!("account:{}", busy.id);
+    assert_eq!(relay.router().count_leases(&scope).await.unwrap(), 1);
+
+    // The next request goes to the other account; the dedicated key has no other: 429.
+    let (status, _, body) = relay
+        .message(&plaintext, &request(SONNET, false, "next"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(relay.last_credential(), "sk-spare");
+    let (status, retry, body) = relay
+        .message(&dedicated, &request(SONNET, false, "bound"))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+
+    // The stream ends: the slot comes back.
+    gate.add_permits(100);
+    while held.chunk().await.unwrap().is_some() {}
+    eventually(Duration::from_secs(5), "account slot released", || async {
+        match relay.router().count_leases(&scope).await {
+            Ok(0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    relay.mock.set("sk-busy", Behaviour::Normal);
+    let (status, _, body) = relay
+        .message(&dedicated, &request(SONNET, false, "again"))
+        .await;
+    assert_eq!(status, 200, "{body}");
 }
