@@ -12,7 +12,7 @@ use crate::domain::account::Account;
 use crate::domain::api_key::ApiKey;
 use crate::domain::limits::{Admission, AdmissionRequest, CounterUpdate, Counters};
 use crate::error::CacheError;
-use crate::kv::scripts;
+use crate::kv::{KeySpace, scripts};
 
 /// Newest archive rows kept per key in redis mode.
 const RECORDS_PER_KEY: isize = 200;
@@ -174,7 +174,17 @@ impl CacheHandle {
     }
 
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>, CacheError> {
-        let index = self.keys.api_key_index();
+        self.list_records(self.keys.api_key_index(), KeySpace::api_key)
+            .await
+    }
+
+    /// Every record whose id is in the set `index` (redis mode), skipping ids whose record
+    /// is gone.
+    async fn list_records<T: DeserializeOwned>(
+        &self,
+        index: String,
+        record_key: fn(&KeySpace, &str) -> String,
+    ) -> Result<Vec<T>, CacheError> {
         let keys = self.keys.clone();
         let raw: Vec<Option<String>> = self
             .exec_with_timeout(Some(BULK_TIMEOUT), move |mut c| {
@@ -183,15 +193,16 @@ impl CacheHandle {
                     if ids.is_empty() {
                         return Ok(Vec::new());
                     }
-                    let records: Vec<String> = ids.iter().map(|id| keys.api_key(id)).collect();
+                    let records: Vec<String> = ids.iter().map(|id| record_key(&keys, id)).collect();
                     redis::cmd("MGET").arg(records).query_async(&mut c).await
                 })
             })
             .await?;
-        raw.into_iter()
-            .flatten()
-            .map(|s| decode(Some(s)).map(|k| k.expect("some")))
-            .collect()
+        let mut found = Vec::new();
+        for s in raw.into_iter().flatten() {
+            found.extend(decode::<T>(Some(s))?);
+        }
+        Ok(found)
     }
 
     /// Removes a key record, its mapping and index entry.
@@ -261,27 +272,8 @@ impl CacheHandle {
     }
 
     pub async fn list_accounts(&self) -> Result<Vec<Account>, CacheError> {
-        let index = self.keys.account_index();
-        let keys = self.keys.clone();
-        let raw: Vec<Option<String>> = self
-            .exec_with_timeout(Some(BULK_TIMEOUT), move |mut c| {
-                Box::pin(async move {
-                    let ids: Vec<String> = c.smembers(index).await?;
-                    if ids.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    let records: Vec<String> = ids.iter().map(|id| keys.account(id)).collect();
-                    redis::cmd("MGET").arg(records).query_async(&mut c).await
-                })
-            })
-            .await?;
-        let mut accounts = Vec::new();
-        for s in raw.into_iter().flatten() {
-            if let Some(a) = decode::<Account>(Some(s))? {
-                accounts.push(a);
-            }
-        }
-        Ok(accounts)
+        self.list_records(self.keys.account_index(), KeySpace::account)
+            .await
     }
 
     pub async fn delete_account(&self, id: &str) -> Result<(), CacheError> {
