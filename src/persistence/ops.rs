@@ -3,11 +3,11 @@
 //! `import:<counter set>`), absolute counter writes, the archive read in pages for
 //! `rebuild-cache`, and server figures for `diagnose`.
 
-use chrono::{NaiveDate, NaiveDateTime, Utc};
+use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::schema::{usage_counters, usage_daily, usage_records};
+use super::schema::{usage_counters, usage_records};
 use crate::actors::persistence::DbConn;
 pub use crate::domain::crs::DailyImport;
 use crate::domain::limits::Counters;
@@ -27,45 +27,20 @@ pub struct CounterRow {
 }
 
 /// Rows of imported history (`source = 'import'`).
-pub async fn daily_imports(mut conn: DbConn) -> Result<Vec<DailyImport>, StoreError> {
-    use usage_daily::dsl as d;
-    type Row = (
-        NaiveDate,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-    );
-    let rows: Vec<Row> = usage_daily::table
-        .filter(d::source.eq("import"))
-        .order((d::usage_date, d::api_key_id, d::model))
-        .select((
-            d::usage_date,
-            d::api_key_id,
-            d::account_id,
-            d::model,
-            d::requests,
-            d::input_tokens,
-            d::output_tokens,
-            d::cache_create_tokens,
-            d::cache_read_tokens,
-            d::cost_micros,
-        ))
-        .load(&mut conn)
-        .await?;
+pub async fn daily_imports(conn: DbConn) -> Result<Vec<DailyImport>, StoreError> {
+    let filter = super::usage::DailyFilter {
+        source: Some("import"),
+        ..Default::default()
+    };
+    let rows = super::usage::daily_rows_matching(conn, filter).await?;
     Ok(rows
         .into_iter()
         .map(|r| DailyImport {
-            date: r.0,
-            api_key_id: r.1,
-            account_id: r.2,
-            model: r.3,
-            counters: Counters::from_array([r.4, r.5, r.6, r.7, r.8, r.9]),
+            date: r.date,
+            api_key_id: r.api_key_id,
+            account_id: r.account_id,
+            model: r.model,
+            counters: r.counters,
         })
         .collect())
 }

@@ -198,23 +198,55 @@ pub struct DailyRow {
     pub counters: Counters,
 }
 
+/// Which roll-up rows to read; `None` leaves that column unfiltered.
+#[derive(Debug, Clone, Default)]
+pub struct DailyFilter {
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub key_id: Option<String>,
+    pub account_id: Option<String>,
+    /// `relay` (archived requests) or `import` (history brought in from CRS).
+    pub source: Option<&'static str>,
+}
+
 pub async fn daily_rows(
-    mut conn: DbConn,
+    conn: DbConn,
     from: NaiveDate,
     to: NaiveDate,
     key_id: Option<String>,
     account_id: Option<String>,
 ) -> Result<Vec<DailyRow>, StoreError> {
+    let filter = DailyFilter {
+        from: Some(from),
+        to: Some(to),
+        key_id,
+        account_id,
+        source: None,
+    };
+    daily_rows_matching(conn, filter).await
+}
+
+/// Roll-up rows matching `filter`, by date, key and model.
+pub async fn daily_rows_matching(
+    mut conn: DbConn,
+    filter: DailyFilter,
+) -> Result<Vec<DailyRow>, StoreError> {
     use usage_daily::dsl as d;
-    let mut q = usage_daily::table
-        .filter(d::usage_date.ge(from))
-        .filter(d::usage_date.le(to))
-        .into_boxed();
-    if let Some(k) = key_id {
+    let mut q = usage_daily::table.into_boxed();
+    if let Some(from) = filter.from {
+        q = q.filter(d::usage_date.ge(from));
+    }
+    if let Some(to) = filter.to {
+        q = q.filter(d::usage_date.le(to));
+    }
+    if let Some(k) = filter.key_id {
         q = q.filter(d::api_key_id.eq(k));
     }
-    if let Some(a) = account_id {
+    if let Some(a) = filter.account_id {
         q = q.filter(d::account_id.eq(a));
+    }
+    if let Some(source) = filter.source {
+        q = q.filter(d::source.eq(source));
     }
     type Row = (
         NaiveDate,
