@@ -165,71 +165,15 @@ pub async fn archive_page(
     after: i64,
     limit: i64,
 ) -> Result<Vec<(i64, UsageEvent)>, StoreError> {
-    use usage_records::dsl as u;
-    type Row = (
-        i64,
-        String,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i16,
-        bool,
-        i32,
-        NaiveDateTime,
-    );
-    let rows: Vec<Row> = usage_records::table
-        .filter(u::id.gt(after))
-        .order(u::id.asc())
+    use super::usage::UsageRecordRow;
+    let rows: Vec<(i64, UsageRecordRow)> = usage_records::table
+        .filter(usage_records::id.gt(after))
+        .order(usage_records::id.asc())
         .limit(limit)
-        .select((
-            u::id,
-            u::request_id,
-            u::api_key_id,
-            u::account_id,
-            u::model,
-            u::input_tokens,
-            u::output_tokens,
-            u::cache_create_5m_tokens,
-            u::cache_create_1h_tokens,
-            u::cache_read_tokens,
-            u::cost_micros,
-            u::status_code,
-            u::is_stream,
-            u::latency_ms,
-            u::created_at,
-        ))
+        .select((usage_records::id, UsageRecordRow::as_select()))
         .load(&mut conn)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            (
-                r.0,
-                UsageEvent {
-                    request_id: r.1,
-                    api_key_id: r.2,
-                    account_id: r.3,
-                    model: r.4,
-                    input_tokens: r.5,
-                    output_tokens: r.6,
-                    cache_create_5m_tokens: r.7,
-                    cache_create_1h_tokens: r.8,
-                    cache_read_tokens: r.9,
-                    cost_micros: r.10,
-                    status_code: r.11.max(0) as u16,
-                    is_stream: r.12,
-                    latency_ms: r.13.max(0) as u32,
-                    created_at: r.14.and_utc(),
-                },
-            )
-        })
-        .collect())
+    Ok(rows.into_iter().map(|(id, r)| (id, r.into())).collect())
 }
 
 /// Figures of the MySQL server and the relay's tables for `diagnose`.

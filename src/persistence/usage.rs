@@ -122,69 +122,61 @@ pub async fn count_records(mut conn: DbConn) -> Result<i64, StoreError> {
     Ok(usage_records::table.count().get_result(&mut conn).await?)
 }
 
+/// An archive row as read back (everything but its id and local date).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = usage_records)]
+pub struct UsageRecordRow {
+    pub request_id: String,
+    pub api_key_id: String,
+    pub account_id: String,
+    pub model: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_create_5m_tokens: i64,
+    pub cache_create_1h_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cost_micros: i64,
+    pub status_code: i16,
+    pub is_stream: bool,
+    pub latency_ms: i32,
+    pub created_at: chrono::NaiveDateTime,
+}
+
+impl From<UsageRecordRow> for UsageEvent {
+    fn from(r: UsageRecordRow) -> Self {
+        UsageEvent {
+            request_id: r.request_id,
+            api_key_id: r.api_key_id,
+            account_id: r.account_id,
+            model: r.model,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cache_create_5m_tokens: r.cache_create_5m_tokens,
+            cache_create_1h_tokens: r.cache_create_1h_tokens,
+            cache_read_tokens: r.cache_read_tokens,
+            cost_micros: r.cost_micros,
+            status_code: r.status_code.max(0) as u16,
+            is_stream: r.is_stream,
+            latency_ms: r.latency_ms.max(0) as u32,
+            created_at: r.created_at.and_utc(),
+        }
+    }
+}
+
 /// The newest archive rows of a key, newest first.
 pub async fn recent_for_key(
     mut conn: DbConn,
     key_id: String,
     limit: i64,
 ) -> Result<Vec<UsageEvent>, StoreError> {
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i16,
-        bool,
-        i32,
-        chrono::NaiveDateTime,
-    );
-    let rows: Vec<Row> = usage_records::table
+    let rows: Vec<UsageRecordRow> = usage_records::table
         .filter(usage_records::api_key_id.eq(key_id))
         .order(usage_records::created_at.desc())
         .limit(limit)
-        .select((
-            usage_records::request_id,
-            usage_records::api_key_id,
-            usage_records::account_id,
-            usage_records::model,
-            usage_records::input_tokens,
-            usage_records::output_tokens,
-            usage_records::cache_create_5m_tokens,
-            usage_records::cache_create_1h_tokens,
-            usage_records::cache_read_tokens,
-            usage_records::cost_micros,
-            usage_records::status_code,
-            usage_records::is_stream,
-            usage_records::latency_ms,
-            usage_records::created_at,
-        ))
+        .select(UsageRecordRow::as_select())
         .load(&mut conn)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| UsageEvent {
-            request_id: r.0,
-            api_key_id: r.1,
-            account_id: r.2,
-            model: r.3,
-            input_tokens: r.4,
-            output_tokens: r.5,
-            cache_create_5m_tokens: r.6,
-            cache_create_1h_tokens: r.7,
-            cache_read_tokens: r.8,
-            cost_micros: r.9,
-            status_code: r.10.max(0) as u16,
-            is_stream: r.11,
-            latency_ms: r.12.max(0) as u32,
-            created_at: r.13.and_utc(),
-        })
-        .collect())
+    Ok(rows.into_iter().map(UsageEvent::from).collect())
 }
 
 /// Daily roll-up rows in a date range, optionally for one key or account.
