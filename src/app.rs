@@ -11,11 +11,13 @@ use actix_web::{App, HttpServer, web};
 use crate::actors::cache::{CacheActor, CacheHandle};
 use crate::actors::persistence::{PersistenceActor, PersistenceHandle};
 use crate::actors::router::{RouterActor, RouterHandle};
-use crate::config::Config;
+use crate::config::{Config, StorageMode};
 use crate::domain::crypto::CredentialCipher;
 use crate::domain::pricing::PriceTable;
 use crate::http::metrics::Metrics;
 use crate::http::{self, AppState};
+use crate::ledger::journal::JournalMode;
+use crate::ledger::{Journal, JournalError};
 use crate::relay::pipeline::RelayShared;
 use crate::relay::scheduler::LastUsed;
 use crate::relay::upstream::UpstreamClients;
@@ -48,13 +50,52 @@ impl Actors {
             auto_migrate,
             config.mode.uses_mysql(),
         );
-        let router =
-            RouterActor::spawn_on(&hot.handle(), config.clone(), cache.clone(), store.clone())?;
+        let journal = Arc::new(open_journal(config, auto_migrate)?);
+        let router = RouterActor::spawn_on(
+            &hot.handle(),
+            config.clone(),
+            cache.clone(),
+            store.clone(),
+            journal,
+        );
         Ok(Actors {
             cache,
             store,
             router,
         })
+    }
+}
+
+/// Opens the instance's usage journal. A command run beside a serving relay (`diagnose`,
+/// `rebuild-cache`, …: `serving` false) finds the directory locked and gets a private one:
+/// such commands journal nothing of their own.
+fn open_journal(config: &Config, serving: bool) -> std::io::Result<Journal> {
+    let mode = match config.mode {
+        StorageMode::Hybrid => JournalMode::Both,
+        StorageMode::Redis => JournalMode::Counters,
+        StorageMode::Mysql => JournalMode::Archive,
+    };
+    let open = |dir: &std::path::Path| {
+        Journal::open(dir, config.journal_fsync, config.journal_max_bytes, mode)
+    };
+    match open(&config.journal_dir) {
+        Ok(j) => Ok(j),
+        Err(JournalError::Locked(dir)) if !serving => {
+            let private = std::env::temp_dir().join(format!(
+                "claude-relay-journal-{}",
+                uuid::Uuid::new_v4().simple()
+            ));
+            log::info!(
+                "usage journal {} is in use by a running relay; this command uses {}",
+                dir.display(),
+                private.display()
+            );
+            open(&private).map_err(std::io::Error::other)
+        }
+        Err(e) => Err(std::io::Error::other(format!(
+            "USAGE_JOURNAL_DIR {}: {e}",
+            config.journal_dir.display()
+        ))),
     }
 }
 

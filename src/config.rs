@@ -12,9 +12,12 @@
 //! `CLAUDE_API_URL` [https://api.anthropic.com] · `CLAUDE_OAUTH_TOKEN_URL`
 //! [https://console.anthropic.com/v1/oauth/token] · `LOG_LEVEL` [info] · `LOG_DIR` [] ·
 //! `KEY_CACHE_TTL_SECONDS` [5] · `REDIS_CACHE_TTL_SECONDS` [600] ·
-//! `LIMITS_ON_CACHE_DOWN` [local] local|open|closed · `SPOOL_DIR` [data/spool] ·
+//! `LIMITS_ON_CACHE_DOWN` [local] local|open|closed · `USAGE_JOURNAL_DIR` [data/journal] (the
+//! older name `SPOOL_DIR` is read too) · `USAGE_JOURNAL_FSYNC` [1000] never|always|<ms> ·
+//! `USAGE_JOURNAL_FULL` [reject] reject|serve · `USAGE_JOURNAL_MAX_BYTES` [0 = no limit] ·
+//! `USAGE_BACKLOG_DEGRADED_SECONDS` [60] ·
 //! `BACKEND_PROBE_INTERVAL_MS` [500] · `REDIS_TIMEOUT_MS` [200] · `MYSQL_TIMEOUT_MS` [2000] ·
-//! `USAGE_BATCH_SIZE` [200] · `USAGE_BATCH_INTERVAL_MS` [200] · `MAX_REQUEST_BODY_BYTES` [33554432].
+//! `USAGE_BATCH_SIZE` [2000] · `USAGE_BATCH_INTERVAL_MS` [200] · `MAX_REQUEST_BODY_BYTES` [33554432].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -56,6 +59,15 @@ pub enum LimitsOnCacheDown {
     Open,
     /// Refuse requests that have a limit.
     Closed,
+}
+
+/// What an answer does when its usage cannot be journaled (disk full, read-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalFull {
+    /// 503: the client does not get an answer that would not be billed.
+    Reject,
+    /// Serve it anyway: the usage is lost (logged and counted).
+    Serve,
 }
 
 /// A configuration value that failed validation; names the variable.
@@ -163,7 +175,14 @@ pub struct Config {
     pub key_cache_ttl: Duration,
     pub redis_cache_ttl: Duration,
     pub limits_on_cache_down: LimitsOnCacheDown,
-    pub spool_dir: PathBuf,
+    /// The usage journal of this instance (one process per directory).
+    pub journal_dir: PathBuf,
+    pub journal_fsync: crate::ledger::journal::FsyncPolicy,
+    pub journal_full: JournalFull,
+    /// Disk the journal may use (0 = no limit); past it, `journal_full` applies.
+    pub journal_max_bytes: u64,
+    /// `/health` says degraded when the oldest unarchived usage event is older than this.
+    pub backlog_degraded_after: Duration,
     pub probe_interval: Duration,
     pub usage_batch_size: usize,
     pub usage_batch_interval: Duration,
@@ -307,6 +326,33 @@ impl Config {
                 });
             }
         };
+        let journal_fsync = match r.string("USAGE_JOURNAL_FSYNC", "1000").as_str() {
+            "never" => crate::ledger::journal::FsyncPolicy::Never,
+            "always" => crate::ledger::journal::FsyncPolicy::Always,
+            ms => match ms.parse::<u64>() {
+                Ok(n) if (1..=60_000).contains(&n) => {
+                    crate::ledger::journal::FsyncPolicy::Interval(Duration::from_millis(n))
+                }
+                _ => {
+                    return Err(ConfigError {
+                        variable: "USAGE_JOURNAL_FSYNC",
+                        message: format!(
+                            "unknown value `{ms}` (expected never, always or milliseconds 1-60000)"
+                        ),
+                    });
+                }
+            },
+        };
+        let journal_full = match r.string("USAGE_JOURNAL_FULL", "reject").as_str() {
+            "reject" => JournalFull::Reject,
+            "serve" => JournalFull::Serve,
+            other => {
+                return Err(ConfigError {
+                    variable: "USAGE_JOURNAL_FULL",
+                    message: format!("unknown value `{other}` (expected reject or serve)"),
+                });
+            }
+        };
         let log_level = r
             .get("RUST_LOG")
             .or_else(|| r.get("LOG_LEVEL"))
@@ -367,14 +413,27 @@ impl Config {
                 86_400 * 30,
             )?),
             limits_on_cache_down,
-            spool_dir: PathBuf::from(r.string("SPOOL_DIR", "data/spool")),
+            journal_dir: PathBuf::from(
+                r.get("USAGE_JOURNAL_DIR")
+                    .or_else(|| r.get("SPOOL_DIR"))
+                    .unwrap_or_else(|| "data/journal".into()),
+            ),
+            journal_fsync,
+            journal_full,
+            journal_max_bytes: r.number("USAGE_JOURNAL_MAX_BYTES", 0u64, 0, u64::MAX)?,
+            backlog_degraded_after: Duration::from_secs(r.number(
+                "USAGE_BACKLOG_DEGRADED_SECONDS",
+                60u64,
+                1,
+                86_400,
+            )?),
             probe_interval: Duration::from_millis(r.number(
                 "BACKEND_PROBE_INTERVAL_MS",
                 500u64,
                 50,
                 60_000,
             )?),
-            usage_batch_size: r.number("USAGE_BATCH_SIZE", 200usize, 1, 10_000)?,
+            usage_batch_size: r.number("USAGE_BATCH_SIZE", 2000usize, 1, 20_000)?,
             usage_batch_interval: Duration::from_millis(r.number(
                 "USAGE_BATCH_INTERVAL_MS",
                 200u64,

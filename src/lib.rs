@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod kv;
+pub mod ledger;
 pub mod logging;
 pub mod persistence;
 pub mod relay;

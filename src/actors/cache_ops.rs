@@ -1,6 +1,7 @@
 //! The Redis commands of the program, as typed operations on `CacheHandle`: records (redis
 //! mode), caches (hybrid), entries with a lifetime, locks, leases, counters and the outbox.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -18,6 +19,41 @@ use crate::kv::{KeySpace, scripts};
 const RECORDS_PER_KEY: isize = 200;
 /// Newest archive rows kept in all in redis mode.
 const ARCHIVE_CAP: isize = 100_000;
+/// How long the applied-record bitmaps live: longer than any replay can come late.
+const APPLIED_BITMAP_TTL_SECS: i64 = 7 * 24 * 3600;
+
+/// One record to apply through `CacheHandle::apply_usage`.
+pub struct UsageApply<'a> {
+    pub epoch: &'a str,
+    pub instance: &'a str,
+    pub seq: u64,
+    pub updates: &'a [CounterUpdate],
+    /// The request's lease: (scope, lease id).
+    pub release: Option<(&'a str, &'a str)>,
+    /// Redis mode: (key id, event JSON) for the capped archive lists.
+    pub archive: Option<(&'a str, &'a str)>,
+}
+
+/// What `apply_usage` did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Counted now.
+    Now,
+    /// Counted earlier (a replay): nothing changed.
+    Before,
+    /// Redis has no epoch: its counters are gone and must be rebuilt first.
+    NoEpoch,
+    /// Another epoch is in force: this instance has to catch up with it first.
+    OtherEpoch,
+}
+
+/// A ledger epoch: its id and, per instance id, the last journal sequence number the
+/// rebuild found archived.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LedgerEpoch {
+    pub id: String,
+    pub boundaries: HashMap<String, u64>,
+}
 /// Newest audit entries kept in redis mode.
 const AUDIT_CAP: isize = 10_000;
 /// Time-out for bulk work (flush, scans).
@@ -414,17 +450,14 @@ impl CacheHandle {
 
     // ---- admission and leases ----
 
-    /// The atomic admission script (see `kv::scripts::ADMIT`).
-    pub async fn admit(&self, req: &AdmissionRequest) -> Result<Admission, CacheError> {
-        Ok(self.admit_with_sticky(req, None).await?.0)
-    }
-
-    /// Admission that also reads the entry `sticky` (a sticky session) in the same call.
+    /// Admission (the atomic script `kv::scripts::ADMIT`) that also reads the entry
+    /// `sticky` (a sticky session) in the same call. `None` for the admission when Redis
+    /// has lost its counters (no ledger epoch): nothing was taken.
     pub async fn admit_with_sticky(
         &self,
         req: &AdmissionRequest,
         sticky: Option<&str>,
-    ) -> Result<(Admission, Option<String>), CacheError> {
+    ) -> Result<(Option<Admission>, Option<String>), CacheError> {
         let sticky_key = self.keys.entry(sticky.unwrap_or("sticky:none"));
         let leases = self.keys.leases(&req.lease_scope);
         let window_key = req
@@ -437,12 +470,13 @@ impl CacheHandle {
             .iter()
             .map(|l| self.keys.named(&l.counter))
             .collect();
+        let epoch_key = self.keys.ledger_epoch();
         let req = req.clone();
         self.exec(move |mut c| {
             Box::pin(async move {
                 let w = req.window.as_ref();
                 let mut invocation = scripts::ADMIT_SCRIPT.key(leases);
-                invocation.key(window_key).key(sticky_key);
+                invocation.key(window_key).key(sticky_key).key(epoch_key);
                 for k in &cost_keys {
                     invocation.key(k);
                 }
@@ -463,6 +497,7 @@ impl CacheHandle {
                 let (code, retry, sticky): (i64, u64, Option<String>) =
                     invocation.invoke_async(&mut c).await?;
                 let admission = match code {
+                    -1 => return Ok((None, sticky)),
                     0 => Admission::Granted,
                     1 => Admission::ConcurrencyExceeded,
                     2 => Admission::RequestsExceeded {
@@ -481,7 +516,7 @@ impl CacheHandle {
                             Admission::CostLimitExceeded(l.kind)
                         }),
                 };
-                Ok((admission, sticky))
+                Ok((Some(admission), sticky))
             })
         })
         .await
@@ -525,32 +560,112 @@ impl CacheHandle {
             .await
     }
 
-    // ---- counters, archive outbox ----
+    // ---- counters and the ledger ----
 
-    /// Adds an event to every counter set and (hybrid) appends it to the outbox, or
-    /// (redis mode) to the capped archive lists: one round trip.
-    pub async fn record_usage(
+    /// Applies one journal record's counters exactly once (see `kv::scripts::RECORD`) and
+    /// releases the request's lease in the same round trip; in redis mode `archive`
+    /// (key id, event JSON) also goes to the capped archive lists.
+    pub async fn apply_usage(&self, apply: UsageApply<'_>) -> Result<Applied, CacheError> {
+        let mut invocation = scripts::RECORD_SCRIPT.key(self.keys.ledger_epoch());
+        invocation
+            .key(self.keys.ledger_applied(apply.instance, apply.seq))
+            .key(apply.release.map_or_else(
+                || self.keys.leases("none"),
+                |(scope, _)| self.keys.leases(scope),
+            ));
+        for u in apply.updates {
+            invocation.key(self.keys.named(&u.name));
+        }
+        if let Some((key_id, _)) = apply.archive {
+            invocation
+                .key(self.keys.usage_records(key_id))
+                .key(self.keys.usage_archive());
+        }
+        invocation
+            .arg(apply.epoch)
+            .arg(apply.seq & 0xFFFF)
+            .arg(apply.release.map_or("", |(_, id)| id))
+            .arg(APPLIED_BITMAP_TTL_SECS)
+            .arg(apply.updates.len());
+        for u in apply.updates {
+            invocation.arg(u.ttl_seconds.map_or(-1, |t| t.max(1)));
+            for v in u.delta.to_array() {
+                invocation.arg(v);
+            }
+        }
+        if let Some((_, event)) = apply.archive {
+            invocation.arg(event).arg(RECORDS_PER_KEY).arg(ARCHIVE_CAP);
+        }
+        let code: i64 = self
+            .exec(move |mut c| Box::pin(async move { invocation.invoke_async(&mut c).await }))
+            .await?;
+        Ok(match code {
+            0 => Applied::Now,
+            1 => Applied::Before,
+            -1 => Applied::NoEpoch,
+            _ => Applied::OtherEpoch,
+        })
+    }
+
+    /// The ledger epoch in force and, per instance, the last sequence number its rebuild took
+    /// from the archive; `None` when Redis holds no epoch (its counters are gone).
+    pub async fn ledger_epoch(&self) -> Result<Option<LedgerEpoch>, CacheError> {
+        let key = self.keys.ledger_epoch();
+        let id: Option<String> = self
+            .exec(move |mut c| Box::pin(async move { c.get(key).await }))
+            .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let key = self.keys.ledger_boundaries(&id);
+        let boundaries: HashMap<String, u64> = self
+            .exec(move |mut c| Box::pin(async move { c.hgetall(key).await }))
+            .await?;
+        Ok(Some(LedgerEpoch { id, boundaries }))
+    }
+
+    /// Installs rebuilt limit counters and then a new epoch naming where the rebuild stood
+    /// in each instance's journal. The counters are written first: nobody trusts them before
+    /// the epoch exists.
+    pub async fn install_epoch(
         &self,
-        updates: &[CounterUpdate],
-        outbox_event: Option<String>,
-        archive: Option<(String, String)>,
+        epoch: &LedgerEpoch,
+        counters: &[crate::actors::cache_migrate::CounterValue],
     ) -> Result<(), CacheError> {
-        self.record_usage_releasing(updates, outbox_event, archive, None)
+        self.write_counter_values(counters).await?;
+        let boundaries = self.keys.ledger_boundaries(&epoch.id);
+        let key = self.keys.ledger_epoch();
+        let id = epoch.id.clone();
+        let pairs: Vec<(String, u64)> = epoch
+            .boundaries
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                let mut pipe = redis::pipe();
+                pipe.del(&boundaries).ignore();
+                if !pairs.is_empty() {
+                    pipe.hset_multiple(&boundaries, &pairs).ignore();
+                }
+                pipe.set(&key, &id).ignore();
+                pipe.query_async::<()>(&mut c).await
+            })
+        })
+        .await
+    }
+
+    /// Drops the ledger epoch: every instance rebuilds the limit counters (after
+    /// `rebuild-cache` rewrote them from the archive alone).
+    pub async fn drop_epoch(&self) -> Result<(), CacheError> {
+        let key = self.keys.ledger_epoch();
+        self.exec(move |mut c| Box::pin(async move { c.del::<_, ()>(key).await }))
             .await
     }
 
-    /// `record_usage` that also releases a lease `(scope, lease id)` in the same round trip.
-    pub async fn record_usage_releasing(
-        &self,
-        updates: &[CounterUpdate],
-        outbox_event: Option<String>,
-        archive: Option<(String, String)>,
-        release: Option<(String, String)>,
-    ) -> Result<(), CacheError> {
+    /// Adds deltas to counter sets (summed counters, rebuilds, imports): one pipeline.
+    pub async fn add_counters(&self, updates: &[CounterUpdate]) -> Result<(), CacheError> {
         let mut pipe = redis::pipe();
-        if let Some((scope, lease_id)) = release {
-            pipe.zrem(self.keys.leases(&scope), lease_id).ignore();
-        }
         for u in updates {
             let key = self.keys.named(&u.name);
             for (field, value) in Counters::FIELDS.iter().zip(u.delta.to_array()) {
@@ -562,28 +677,8 @@ impl CacheHandle {
                 pipe.expire(&key, ttl.max(1)).ignore();
             }
         }
-        if let Some(event) = outbox_event {
-            pipe.rpush(self.keys.usage_outbox(), event).ignore();
-        }
-        if let Some((key_id, event)) = archive {
-            let per_key = self.keys.usage_records(&key_id);
-            let all = self.keys.usage_archive();
-            pipe.lpush(&per_key, &event)
-                .ignore()
-                .ltrim(&per_key, 0, RECORDS_PER_KEY - 1)
-                .ignore()
-                .lpush(&all, &event)
-                .ignore()
-                .ltrim(&all, 0, ARCHIVE_CAP - 1)
-                .ignore();
-        }
         self.exec(move |mut c| Box::pin(async move { pipe.query_async::<()>(&mut c).await }))
             .await
-    }
-
-    /// Adds deltas to counter sets without touching archives (rebuilds, imports).
-    pub async fn add_counters(&self, updates: &[CounterUpdate]) -> Result<(), CacheError> {
-        self.record_usage(updates, None, None).await
     }
 
     /// Current counter sets in the order asked (missing read as zero).
@@ -619,42 +714,8 @@ impl CacheHandle {
             .await
     }
 
-    /// Events waiting in the outbox.
-    pub async fn outbox_len(&self) -> Result<usize, CacheError> {
-        let key = self.keys.usage_outbox();
-        self.exec(move |mut c| Box::pin(async move { c.llen(key).await }))
-            .await
-    }
-
-    /// The oldest `n` events of the outbox, left in place.
-    pub async fn outbox_peek(&self, n: usize) -> Result<Vec<String>, CacheError> {
-        let key = self.keys.usage_outbox();
-        let stop = n.max(1) as isize - 1;
-        self.exec(move |mut c| Box::pin(async move { c.lrange(key, 0, stop).await }))
-            .await
-    }
-
-    /// Drops the oldest `n` events (after MySQL committed them).
-    pub async fn outbox_trim(&self, n: usize) -> Result<(), CacheError> {
-        let key = self.keys.usage_outbox();
-        self.exec(move |mut c| Box::pin(async move { c.ltrim(key, n as isize, -1).await }))
-            .await
-    }
-
-    /// Appends events to the outbox (spool replay while MySQL is still down).
-    pub async fn outbox_push(&self, events: Vec<String>) -> Result<(), CacheError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let key = self.keys.usage_outbox();
-        self.exec(move |mut c| Box::pin(async move { c.rpush(key, events).await }))
-            .await
-    }
-
     /// `INFO` as field → value (memory, clients, … for /metrics and diagnose).
-    pub async fn server_info(
-        &self,
-    ) -> Result<std::collections::HashMap<String, String>, CacheError> {
+    pub async fn server_info(&self) -> Result<HashMap<String, String>, CacheError> {
         let text: String = self
             .exec(|mut c| Box::pin(async move { redis::cmd("INFO").query_async(&mut c).await }))
             .await?;

@@ -17,8 +17,8 @@ use claude_relay::app::Actors;
 use claude_relay::config::{Config, StorageMode};
 use claude_relay::domain::api_key::ApiKey;
 use claude_relay::domain::keys::{generate_key, hash_key};
-use claude_relay::domain::limits::counter_updates;
 use claude_relay::domain::usage_event::UsageEvent;
+use claude_relay::ledger::CounterContext;
 use rand::Rng;
 
 /// Lookups in flight at once for the throughput figures.
@@ -71,7 +71,10 @@ fn base_vars(mode: StorageMode, id: &str) -> HashMap<String, String> {
     vars.insert("ENCRYPTION_KEY".into(), "b".repeat(32));
     vars.insert("MYSQL_DATABASE".into(), format!("crbench_{id}"));
     vars.insert("REDIS_KEY_PREFIX".into(), format!("crbench:{id}:"));
-    vars.insert("SPOOL_DIR".into(), format!("/tmp/crbench-{id}/spool"));
+    vars.insert(
+        "USAGE_JOURNAL_DIR".into(),
+        format!("/tmp/crbench-{id}/journal"),
+    );
     vars.insert("BACKEND_PROBE_INTERVAL_MS".into(), "500".into());
     vars.insert("USAGE_BATCH_INTERVAL_MS".into(), "100".into());
     vars
@@ -131,6 +134,7 @@ async fn lookups(router: &RouterHandle, hash: &str, n: usize) -> (Stats, f64) {
 fn event(key_id: &str, i: usize) -> UsageEvent {
     UsageEvent {
         request_id: uuid::Uuid::new_v4().to_string(),
+        upstream_request_id: None,
         api_key_id: key_id.to_string(),
         account_id: "bench-account".into(),
         model: "claude-sonnet-4-5".into(),
@@ -195,16 +199,18 @@ fn bench_mode(mode: StorageMode, n: usize) -> ModeResult {
             let started = Instant::now();
             for i in 0..events {
                 let e = event(&k.id, i);
-                let updates = counter_updates(&e, c.timezone_offset_hours, false, (1, 0), None);
                 let t = Instant::now();
-                router.record_usage(e, updates).await.expect("record");
+                router
+                    .record_usage(e, CounterContext::default())
+                    .await
+                    .expect("record");
                 samples.push(t.elapsed());
             }
             let record = stats(samples, started.elapsed());
             let archive_secs = if mode.uses_mysql() {
                 let deadline = Instant::now() + Duration::from_secs(120);
                 loop {
-                    router.drain_usage().await;
+                    router.drain_usage(Duration::from_millis(200)).await;
                     let s = router.usage_stats().await;
                     if s.archived as usize >= events || Instant::now() > deadline {
                         break Some(started.elapsed().as_secs_f64());
@@ -266,7 +272,7 @@ fn cleanup(config: &Config) {
             let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut conn);
         }
     }
-    let _ = std::fs::remove_dir_all(config.spool_dir.parent().unwrap_or(&config.spool_dir));
+    let _ = std::fs::remove_dir_all(config.journal_dir.parent().unwrap_or(&config.journal_dir));
 }
 
 fn pct(a: f64, b: f64) -> String {

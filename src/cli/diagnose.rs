@@ -59,7 +59,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         ),
     );
     let actors =
-        Actors::start(&config, false).map_err(|e| format!("cannot open SPOOL_DIR: {e}"))?;
+        Actors::start(&config, false).map_err(|e| format!("cannot open USAGE_JOURNAL_DIR: {e}"))?;
     let deadline = Instant::now() + WAIT;
     let report = loop {
         let r = actors.router.health(Duration::from_secs(1)).await;
@@ -124,25 +124,48 @@ pub async fn run(config: Config) -> Result<(), String> {
             ),
         );
     }
-    let spool = std::fs::read_dir(&config.spool_dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("sealed-"))
-                .count()
-        })
-        .unwrap_or(0);
-    if spool > 0 {
-        f.add(
-            Level::Warn,
-            "usage spool",
-            format!(
-                "{spool} spool file(s) waiting in {}",
-                config.spool_dir.display()
-            ),
-            "they are replayed when the backends are up and the relay runs",
-        );
-    } else {
-        f.ok("usage spool", "empty");
+    match crate::ledger::journal::inspect(&config.journal_dir) {
+        Ok(j) => {
+            let age = j
+                .oldest_unarchived
+                .map(|t| (chrono::Utc::now() - t).num_seconds().max(0))
+                .unwrap_or(0);
+            let text = format!(
+                "{} events not archived yet ({} bytes in {} segment(s), oldest {age}s) in {}{}",
+                j.unarchived,
+                j.bytes,
+                j.segments,
+                config.journal_dir.display(),
+                if j.in_use {
+                    ", held by a running relay"
+                } else {
+                    ""
+                }
+            );
+            if j.corrupt > 0 {
+                f.add(
+                    Level::Warn,
+                    "usage journal",
+                    format!("{text}; {} unreadable record(s) skipped", j.corrupt),
+                    "a record failed its checksum (disk or a crash mid-write); it cannot be archived",
+                );
+            } else if u64::try_from(age).unwrap_or(0) > config.backlog_degraded_after.as_secs() {
+                f.add(
+                    Level::Warn,
+                    "usage journal",
+                    text,
+                    "events are archived when MySQL is up and a relay runs on this directory",
+                );
+            } else {
+                f.ok("usage journal", text);
+            }
+        }
+        Err(e) => f.add(
+            Level::Fail,
+            "usage journal",
+            format!("{} cannot be read: {e}", config.journal_dir.display()),
+            "check USAGE_JOURNAL_DIR and its permissions",
+        ),
     }
     let fails: Vec<&str> = f
         .items
@@ -261,7 +284,7 @@ async fn redis_items(actors: &Actors, config: &Config, f: &mut Findings) {
             Level::Warn,
             "redis maxmemory-policy",
             p.to_string(),
-            "allkeys-* policies may evict real-time counters, leases and the usage outbox; use noeviction (or volatile-lru) and size maxmemory",
+            "allkeys-* policies may evict real-time counters and leases; use noeviction (or volatile-lru) and size maxmemory",
         ),
         Some(p) => f.ok("redis maxmemory-policy", p.to_string()),
         None => f.ok("redis maxmemory-policy", "not readable (CONFIG disabled)"),
@@ -272,7 +295,6 @@ async fn redis_items(actors: &Actors, config: &Config, f: &mut Findings) {
         .await
         .map(|n| n.len())
         .unwrap_or(0);
-    let outbox = actors.cache.outbox_len().await.unwrap_or(0);
     f.ok(
         "redis data",
         format!(
@@ -280,16 +302,6 @@ async fn redis_items(actors: &Actors, config: &Config, f: &mut Findings) {
             figures.dbsize, config.redis.db, config.redis.key_prefix
         ),
     );
-    if outbox > 1000 {
-        f.add(
-            Level::Warn,
-            "usage outbox",
-            format!("{outbox} events waiting"),
-            "the relay drains it into MySQL; check that MySQL is up and a relay runs",
-        );
-    } else {
-        f.ok("usage outbox", format!("{outbox} events waiting"));
-    }
 }
 
 async fn mysql_items(actors: &Actors, config: &Config, f: &mut Findings) {

@@ -28,7 +28,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         );
     }
     let actors =
-        Actors::start(&config, false).map_err(|e| format!("cannot open SPOOL_DIR: {e}"))?;
+        Actors::start(&config, false).map_err(|e| format!("cannot open USAGE_JOURNAL_DIR: {e}"))?;
     let deadline = Instant::now() + BACKEND_WAIT;
     let report = loop {
         let report = actors.router.health(Duration::from_secs(1)).await;

@@ -197,7 +197,7 @@ async fn detect(config: &Config, args: &ToHybridArgs) -> Result<Detected, String
         let mut redis_config = config.clone();
         redis_config.mode = StorageMode::Redis;
         let probe =
-            ops_support::start(&redis_config, Some(ops_support::private_spool("detect"))).await?;
+            ops_support::start(&redis_config, Some(ops_support::private_journal("detect"))).await?;
         if probe
             .cache
             .has_redis_mode_records()
@@ -319,7 +319,7 @@ async fn copy_from_redis_mode(
     let mut src_config = config.clone();
     src_config.mode = StorageMode::Redis;
     let source =
-        ops_support::start(&src_config, Some(ops_support::private_spool("source"))).await?;
+        ops_support::start(&src_config, Some(ops_support::private_journal("source"))).await?;
     copy_records(&source, target, report).await?;
     // Archive (capped lists in redis mode) → usage_records, idempotent by request id.
     let raw = source
@@ -344,7 +344,7 @@ async fn copy_from_redis_mode(
         let inserted = target
             .store
             .exec_with_timeout(Some(std::time::Duration::from_secs(60)), move |c| {
-                Box::pin(usage::insert_batch(c, batch, offset))
+                Box::pin(usage::insert_events(c, batch, offset))
             })
             .await
             .map_err(|e| format!("cannot write the archive: {e}"))?;
@@ -549,7 +549,7 @@ async fn from_hybrid(mut config: Config, args: FromHybridArgs) -> Result<(), Str
             let mut target_config = config.clone();
             target_config.mode = StorageMode::Redis;
             let target =
-                ops_support::start(&target_config, Some(ops_support::private_spool("target")))
+                ops_support::start(&target_config, Some(ops_support::private_journal("target")))
                     .await?;
             copy_records(&hybrid, &target, &mut report).await?;
             println!("records: {}", report.summary());

@@ -14,17 +14,18 @@ use crate::config::Config;
 pub const BACKEND_WAIT: Duration = Duration::from_secs(15);
 
 /// Starts the actors for `config` and waits until the backends the mode uses answer
-/// (`spool_dir` overrides the spool directory, for auxiliary routers of another mode).
+/// (`journal_dir` overrides the usage journal directory, for auxiliary routers of another
+/// mode).
 pub async fn start(
     config: &Config,
-    spool_dir: Option<std::path::PathBuf>,
+    journal_dir: Option<std::path::PathBuf>,
 ) -> Result<Actors, String> {
     let mut config = config.clone();
-    if let Some(dir) = spool_dir {
-        config.spool_dir = dir;
+    if let Some(dir) = journal_dir {
+        config.journal_dir = dir;
     }
     let actors =
-        Actors::start(&config, false).map_err(|e| format!("cannot open SPOOL_DIR: {e}"))?;
+        Actors::start(&config, false).map_err(|e| format!("cannot open USAGE_JOURNAL_DIR: {e}"))?;
     let deadline = Instant::now() + BACKEND_WAIT;
     loop {
         let report = actors.router.health(Duration::from_secs(1)).await;
@@ -63,9 +64,9 @@ pub async fn start(
     }
 }
 
-/// A spool directory of its own for an auxiliary router (so it never touches the spool
-/// files of a running relay).
-pub fn private_spool(tag: &str) -> std::path::PathBuf {
+/// A journal directory of its own for an auxiliary router (so it never touches the journal
+/// of a running relay).
+pub fn private_journal(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("claude-relay-{tag}-{}", std::process::id()))
 }
 

@@ -5,8 +5,10 @@
 //! (`usage_counters` rows named `import:<set>`, which hold imported history that has no
 //! archive rows behind it) plus the contribution of every archived request
 //! (`usage_records`, through the same `counter_updates` the relay applies per request).
-//! The usage outbox is drained into the archive first, so after a Redis wipe the counters
-//! come back equal to what they were. Day / hour / month sets get the lifetime they would
+//! This process's own usage journal is archived first; events still in a running relay's
+//! journal are not in the archive yet, so the ledger epoch is dropped at the end: every
+//! running relay then rebuilds its limit counters from the archive plus its journal (the
+//! same recovery as after a Redis wipe), so no event is counted twice or left out. Day / hour / month sets get the lifetime they would
 //! have had (counted from their last request) and are left out once expired; rate windows
 //! are short-lived and are not rebuilt. Counter sets in Redis that MySQL does not explain
 //! are deleted. Then the key and account caches are flushed and filled again.
@@ -159,22 +161,13 @@ pub struct Rebuilt {
 
 /// Rebuilds counters and caches of a hybrid deployment (actors of the hybrid mode).
 pub async fn rebuild(actors: &Actors, config: &Config) -> Result<Rebuilt, String> {
-    actors.router.drain_usage().await;
-    // Another instance may hold the drain lock: give it a moment, then say what is missing.
-    for _ in 0..20 {
-        match actors.cache.outbox_len().await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                actors.router.drain_usage().await;
-            }
-        }
-    }
-    if let Ok(n) = actors.cache.outbox_len().await
-        && n > 0
+    if !actors
+        .router
+        .drain_usage(std::time::Duration::from_secs(10))
+        .await
     {
         eprintln!(
-            "WARNING: {n} usage events are still in the outbox (not archived yet); the rebuilt \
+            "WARNING: usage events of this process's journal are not archived yet; the rebuilt \
              counters do not include them until they are archived: run rebuild-cache again"
         );
     }
@@ -204,6 +197,12 @@ pub async fn rebuild(actors: &Actors, config: &Config) -> Result<Rebuilt, String
         .delete_names(&stale)
         .await
         .map_err(|e| format!("cannot delete stale Redis counters: {e}"))?;
+    // Running relays rebuild their limit counters from the archive plus their journals.
+    actors
+        .cache
+        .drop_epoch()
+        .await
+        .map_err(|e| format!("cannot drop the ledger epoch: {e}"))?;
     let cache_entries_flushed = actors
         .cache
         .flush_caches()

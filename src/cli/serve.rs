@@ -14,7 +14,10 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     );
     let router = app.actors().router.clone();
     let served = app.run_until_stopped().await;
-    // Shutting down: counters summed in process and queued events go out first (bounded).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), router.drain_usage()).await;
+    // Shutting down: counters summed in process and journaled events go out first
+    // (bounded); what is left stays in the journal for the next start.
+    if !router.drain_usage(std::time::Duration::from_secs(5)).await {
+        log::warn!("usage events left in the journal; they are archived after the next start");
+    }
     served
 }

@@ -86,9 +86,9 @@ pub struct CounterUpdate {
     pub ttl_seconds: Option<i64>,
 }
 
-const HOUR_TTL: i64 = 3 * 24 * 3600;
-const DAY_TTL: i64 = 40 * 24 * 3600;
-const MONTH_TTL: i64 = 400 * 24 * 3600;
+pub const HOUR_TTL: i64 = 3 * 24 * 3600;
+pub const DAY_TTL: i64 = 40 * 24 * 3600;
+pub const MONTH_TTL: i64 = 400 * 24 * 3600;
 
 /// Names of the counter sets of one owner (`key:{id}`, `account:{id}`, `model:{m}`, …).
 pub fn period_names(

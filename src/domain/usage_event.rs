@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct UsageEvent {
     pub request_id: String,
+    /// The upstream's own id of the request (its `request-id` header), when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_request_id: Option<String>,
     pub api_key_id: String,
     pub account_id: String,
     pub model: String,

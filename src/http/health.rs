@@ -34,6 +34,7 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "version": version,
         "uptime": report.uptime.as_secs(),
         "databases": { "redis": report.redis, "mysql": report.mysql },
+        "usageBacklog": report.usage_backlog,
     });
     match report.status {
         HealthStatus::Unhealthy => HttpResponse::ServiceUnavailable().json(body),

@@ -37,8 +37,10 @@ pub struct Metrics {
     backend_up: IntGaugeVec,
     backend_latency: GaugeVec,
     usage_events: IntGaugeVec,
-    outbox_depth: IntGauge,
-    spool_depth: IntGauge,
+    journal_backlog_events: IntGauge,
+    journal_backlog_bytes: IntGauge,
+    journal_oldest_seconds: Gauge,
+    journal_uncounted: IntGauge,
     redis_memory: IntGauge,
     redis_clients: IntGauge,
     mysql_threads: IntGauge,
@@ -153,15 +155,37 @@ impl Metrics {
                 )
                 .expect("valid"),
             ),
-            outbox_depth: register(
+            journal_backlog_events: register(
                 &r,
-                IntGauge::new("usage_outbox_depth", "events waiting in the Redis outbox")
-                    .expect("valid"),
+                IntGauge::new(
+                    "usage_journal_unarchived_events",
+                    "usage events in the local journal not archived yet",
+                )
+                .expect("valid"),
             ),
-            spool_depth: register(
+            journal_backlog_bytes: register(
                 &r,
-                IntGauge::new("usage_spool_depth", "events waiting in the local spool")
-                    .expect("valid"),
+                IntGauge::new(
+                    "usage_journal_unarchived_bytes",
+                    "bytes of the usage events not archived yet",
+                )
+                .expect("valid"),
+            ),
+            journal_oldest_seconds: register(
+                &r,
+                Gauge::new(
+                    "usage_journal_oldest_unarchived_seconds",
+                    "age of the oldest usage event not archived yet",
+                )
+                .expect("valid"),
+            ),
+            journal_uncounted: register(
+                &r,
+                IntGauge::new(
+                    "usage_journal_uncounted_events",
+                    "usage events whose counters are not in Redis yet (replayed when it is back)",
+                )
+                .expect("valid"),
             ),
             redis_memory: register(
                 &r,
@@ -205,13 +229,43 @@ impl Metrics {
     }
 }
 
+/// The relay's id of one request: in the access log, the answer's `request-id` header and
+/// the usage row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// A fresh id.
+    pub fn new() -> Self {
+        RequestId(format!("req_{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// The id the middleware gave this request (a fresh one outside the middleware).
+    pub fn of(req: &actix_web::HttpRequest) -> Self {
+        use actix_web::HttpMessage;
+        req.extensions()
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Counts and times the request, logs the access line, adds `request-id`.
 pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
     let started = Instant::now();
-    let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
+    let id = RequestId::new();
+    let request_id = id.0.clone();
+    req.extensions_mut().insert(id);
     let metrics = req.app_data::<web::Data<Arc<Metrics>>>().cloned();
     let method = req.method().to_string();
     // Only the path: a query string may hold a key (`?key=`).
@@ -281,17 +335,30 @@ async fn metrics(state: web::Data<AppState>, metrics: web::Data<Arc<Metrics>>) -
     m.usage_events
         .with_label_values(&["written"])
         .set(usage.archived as i64);
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     m.usage_events
         .with_label_values(&["queued"])
-        .set((usage.outbox_depth + usage.spool_depth) as i64);
-    m.usage_events
-        .with_label_values(&["spooled"])
-        .set(usage.spooled as i64);
+        .set(gauge(usage.journal.unarchived_records));
     m.usage_events
         .with_label_values(&["dropped"])
-        .set(usage.dropped as i64);
-    m.outbox_depth.set(usage.outbox_depth as i64);
-    m.spool_depth.set(usage.spool_depth as i64);
+        .set(gauge(usage.dropped));
+    m.usage_events
+        .with_label_values(&["rejected"])
+        .set(gauge(usage.rejected));
+    m.usage_events
+        .with_label_values(&["journal_write_failed"])
+        .set(gauge(usage.journal.append_failures));
+    m.usage_events
+        .with_label_values(&["journal_corrupt"])
+        .set(gauge(usage.journal.corrupt_records));
+    m.journal_backlog_events
+        .set(gauge(usage.journal.unarchived_records));
+    m.journal_backlog_bytes
+        .set(gauge(usage.journal.unarchived_bytes));
+    m.journal_oldest_seconds
+        .set(usage.journal.oldest_unarchived_secs);
+    m.journal_uncounted
+        .set(gauge(usage.journal.uncounted_records));
     let pool = router.pool_status().await;
     m.pool
         .with_label_values(&["in_use"])

@@ -94,9 +94,22 @@ impl KeySpace {
         self.key(format_args!("lease:{scope}"))
     }
 
-    /// Usage events waiting for MySQL (hybrid).
-    pub fn usage_outbox(&self) -> String {
-        self.key(format_args!("outbox:usage"))
+    /// The ledger epoch: its id says which rebuild the counters in Redis come from; missing
+    /// means Redis lost them (restart without persistence, FLUSHALL).
+    pub fn ledger_epoch(&self) -> String {
+        self.key(format_args!("ledger:epoch"))
+    }
+
+    /// Per instance, the last journal sequence number the rebuild of epoch `epoch` took
+    /// from the archive.
+    pub fn ledger_boundaries(&self, epoch: &str) -> String {
+        self.key(format_args!("ledger:boundaries:{epoch}"))
+    }
+
+    /// Bitmap of the journal records of `instance` whose counters are applied (one bit per
+    /// sequence number, 65,536 per key).
+    pub fn ledger_applied(&self, instance: &str, seq: u64) -> String {
+        self.key(format_args!("ledger:applied:{instance}:{}", seq >> 16))
     }
 
     /// Capped archive of a key's requests (redis mode).

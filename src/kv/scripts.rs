@@ -7,6 +7,8 @@ use std::sync::LazyLock;
 pub static ADMIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ADMIT));
 /// The lease renewal script, ready to invoke.
 pub static RENEW_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RENEW));
+/// The usage recording script, ready to invoke.
+pub static RECORD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RECORD));
 /// The lock release script, ready to invoke.
 pub static RELEASE_LOCK_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(RELEASE_LOCK));
@@ -14,15 +16,19 @@ pub static RELEASE_LOCK_SCRIPT: LazyLock<redis::Script> =
 /// Admission: drop expired leases, check the concurrency cap and the rate window, count the
 /// request and take the lease, all or nothing.
 /// KEYS[1] lease set, KEYS[2] window hash (unused when ARGV[5] ~= '1'), KEYS[3] a sticky
-/// session entry to read in the same round trip, KEYS[4..] the counter sets of the cost
-/// limits.
+/// session entry to read in the same round trip, KEYS[4] the ledger epoch, KEYS[5..] the
+/// counter sets of the cost limits.
 /// ARGV: now_ms, lease_id, lease_ttl_ms, cap, has_window, max_requests, max_tokens,
-/// max_cost, window_ttl_s, resets_in_s, then one max cost (micro-dollars) per KEYS[4..].
+/// max_cost, window_ttl_s, resets_in_s, then one max cost (micro-dollars) per KEYS[5..].
 /// Returns {code, retry_after, sticky value or false}: 0 granted, 1 concurrency,
-/// 2 requests, 3 tokens, 4 window cost, 5 + i the i-th cost limit (0-based).
+/// 2 requests, 3 tokens, 4 window cost, 5 + i the i-th cost limit (0-based), -1 when the
+/// ledger epoch is missing (the counters are gone: nothing is taken or counted).
 pub const ADMIT: &str = r#"
 local now = tonumber(ARGV[1])
 local sticky = redis.call('GET', KEYS[3])
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  return {-1, 0, sticky}
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local cap = tonumber(ARGV[4])
 if cap > 0 and redis.call('ZCARD', KEYS[1]) >= cap then
@@ -38,10 +44,10 @@ if ARGV[5] == '1' then
   if tonumber(ARGV[7]) > 0 and tokens >= tonumber(ARGV[7]) then return {3, resets, sticky} end
   if tonumber(ARGV[8]) > 0 and cost >= tonumber(ARGV[8]) then return {4, resets, sticky} end
 end
-for i = 4, #KEYS do
-  local max = tonumber(ARGV[7 + i])
+for i = 5, #KEYS do
+  local max = tonumber(ARGV[6 + i])
   if max > 0 and (tonumber(redis.call('HGET', KEYS[i], 'cost')) or 0) >= max then
-    return {5 + i - 4, 0, sticky}
+    return {5 + i - 5, 0, sticky}
   end
 end
 if ARGV[5] == '1' then
@@ -67,6 +73,49 @@ return 1
 pub const RELEASE_LOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// Records one journal record's usage exactly once: releases the request's lease, then, if
+/// the ledger epoch is the caller's and the record's bit is not set yet, sets the bit, adds
+/// the counters and (redis mode) appends the event to the capped archive lists.
+/// KEYS[1] ledger epoch, KEYS[2] applied bitmap, KEYS[3] lease set, KEYS[4..3+n] counter
+/// sets, then (when archiving) the key's record list and the global list.
+/// ARGV: epoch id, bit, lease id ('' for none), bitmap ttl s, n, then per counter set its ttl
+/// (-1 = none) and six deltas (requests, input, output, cacheCreate, cacheRead, cost), then
+/// (when archiving) the event JSON, per-key cap, global cap.
+/// Returns 0 applied, 1 already applied, -1 epoch missing, -2 another epoch.
+pub const RECORD: &str = r#"
+if ARGV[3] ~= '' then
+  redis.call('ZREM', KEYS[3], ARGV[3])
+end
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then return -1 end
+if epoch ~= ARGV[1] then return -2 end
+if redis.call('SETBIT', KEYS[2], tonumber(ARGV[2]), 1) == 1 then return 1 end
+if redis.call('TTL', KEYS[2]) < 0 then
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+end
+local n = tonumber(ARGV[5])
+local fields = {'requests', 'input', 'output', 'cacheCreate', 'cacheRead', 'cost'}
+local a = 6
+for i = 1, n do
+  local key = KEYS[3 + i]
+  local ttl = tonumber(ARGV[a])
+  for f = 1, 6 do
+    local v = tonumber(ARGV[a + f])
+    if v ~= 0 then redis.call('HINCRBY', key, fields[f], v) end
+  end
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  a = a + 7
+end
+if #KEYS > 3 + n then
+  local per_key, all = KEYS[4 + n], KEYS[5 + n]
+  redis.call('LPUSH', per_key, ARGV[a])
+  redis.call('LTRIM', per_key, 0, tonumber(ARGV[a + 1]) - 1)
+  redis.call('LPUSH', all, ARGV[a])
+  redis.call('LTRIM', all, 0, tonumber(ARGV[a + 2]) - 1)
 end
 return 0
 "#;

@@ -119,7 +119,7 @@ pub async fn add_counters(mut conn: DbConn, updates: Vec<CounterUpdate>) -> Resu
     Ok(())
 }
 
-async fn add_counters_in(
+pub(crate) async fn add_counters_in(
     conn: &mut diesel_async::AsyncMysqlConnection,
     updates: &[CounterUpdate],
 ) -> Result<(), diesel::result::Error> {

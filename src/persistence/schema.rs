@@ -91,6 +91,9 @@ diesel::table! {
     usage_records (id) {
         id -> Bigint,
         request_id -> Varchar,
+        instance_id -> Nullable<Char>,
+        journal_seq -> Nullable<Bigint>,
+        upstream_request_id -> Nullable<Varchar>,
         api_key_id -> Char,
         account_id -> Varchar,
         model -> Varchar,

@@ -9,23 +9,59 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::schema::{usage_daily, usage_records};
 use crate::actors::persistence::DbConn;
-use crate::domain::limits::Counters;
+use crate::domain::limits::{CounterUpdate, Counters};
 use crate::domain::usage_event::UsageEvent;
 use crate::error::StoreError;
 
-/// Writes the events not archived yet; returns how many were new. Replaying a batch
-/// changes nothing.
-pub async fn insert_batch(
-    mut conn: DbConn,
+/// One event to archive, with where it comes from in a journal and, in mysql mode, the
+/// counter updates to add in the same transaction (so they are added exactly once).
+#[derive(Debug, Clone)]
+pub struct ArchiveItem {
+    pub event: UsageEvent,
+    /// (instance id, sequence number) of its journal record.
+    pub journal: Option<(String, u64)>,
+    pub counters: Vec<CounterUpdate>,
+}
+
+impl ArchiveItem {
+    /// An event from elsewhere than a journal (imports, mode moves), no counters.
+    pub fn bare(event: UsageEvent) -> Self {
+        ArchiveItem {
+            event,
+            journal: None,
+            counters: Vec::new(),
+        }
+    }
+}
+
+/// Writes the events without a journal behind them (imports, mode moves).
+pub async fn insert_events(
+    conn: DbConn,
     events: Vec<UsageEvent>,
     offset_hours: i32,
 ) -> Result<usize, StoreError> {
-    if events.is_empty() {
+    insert_batch(
+        conn,
+        events.into_iter().map(ArchiveItem::bare).collect(),
+        offset_hours,
+    )
+    .await
+}
+
+/// Writes the items not archived yet (with their daily roll-ups and, when given, their
+/// counter updates) in one transaction; returns how many were new. Replaying a batch
+/// changes nothing.
+pub async fn insert_batch(
+    mut conn: DbConn,
+    items: Vec<ArchiveItem>,
+    offset_hours: i32,
+) -> Result<usize, StoreError> {
+    if items.is_empty() {
         return Ok(0);
     }
     let inserted = conn
         .transaction::<_, diesel::result::Error, _>(async |c| {
-            let ids: Vec<&str> = events.iter().map(|e| e.request_id.as_str()).collect();
+            let ids: Vec<&str> = items.iter().map(|i| i.event.request_id.as_str()).collect();
             let existing: HashSet<String> = usage_records::table
                 .filter(usage_records::request_id.eq_any(&ids))
                 .select(usage_records::request_id)
@@ -33,20 +69,38 @@ pub async fn insert_batch(
                 .await?
                 .into_iter()
                 .collect();
-            // Unique within the batch too (a spool and an outbox may hold the same event).
+            // Unique within the batch too.
             let mut seen = HashSet::new();
-            let fresh: Vec<&UsageEvent> = events
+            let fresh_items: Vec<&ArchiveItem> = items
                 .iter()
-                .filter(|e| !existing.contains(&e.request_id) && seen.insert(e.request_id.clone()))
+                .filter(|i| {
+                    !existing.contains(&i.event.request_id)
+                        && seen.insert(i.event.request_id.clone())
+                })
                 .collect();
-            if fresh.is_empty() {
+            if fresh_items.is_empty() {
                 return Ok(0);
             }
+            let fresh: Vec<&UsageEvent> = fresh_items.iter().map(|i| &i.event).collect();
+            let journal: Vec<(Option<&str>, Option<i64>)> = fresh_items
+                .iter()
+                .map(|i| match &i.journal {
+                    Some((instance, seq)) => (
+                        Some(instance.as_str()),
+                        Some(i64::try_from(*seq).unwrap_or(i64::MAX)),
+                    ),
+                    None => (None, None),
+                })
+                .collect();
             let rows: Vec<_> = fresh
                 .iter()
-                .map(|e| {
+                .zip(&journal)
+                .map(|(e, (instance, seq))| {
                     (
                         usage_records::request_id.eq(&e.request_id),
+                        usage_records::instance_id.eq(*instance),
+                        usage_records::journal_seq.eq(*seq),
+                        usage_records::upstream_request_id.eq(e.upstream_request_id.as_deref()),
                         usage_records::api_key_id.eq(&e.api_key_id),
                         usage_records::account_id.eq(&e.account_id),
                         usage_records::model.eq(&e.model),
@@ -56,7 +110,8 @@ pub async fn insert_batch(
                         usage_records::cache_create_1h_tokens.eq(e.cache_create_1h_tokens),
                         usage_records::cache_read_tokens.eq(e.cache_read_tokens),
                         usage_records::cost_micros.eq(e.cost_micros),
-                        usage_records::status_code.eq(e.status_code as i16),
+                        usage_records::status_code
+                            .eq(i16::try_from(e.status_code).unwrap_or(i16::MAX)),
                         usage_records::is_stream.eq(e.is_stream),
                         usage_records::latency_ms
                             .eq(i32::try_from(e.latency_ms).unwrap_or(i32::MAX)),
@@ -111,6 +166,13 @@ pub async fn insert_batch(
                     .bind::<BigInt, _>(c.cost_micros);
             }
             query.execute(c).await?;
+            let counters: Vec<CounterUpdate> = fresh_items
+                .iter()
+                .flat_map(|i| i.counters.iter().cloned())
+                .collect();
+            if !counters.is_empty() {
+                super::ephemeral::add_counters_in(c, &counters).await?;
+            }
             Ok(fresh.len())
         })
         .await?;
@@ -127,6 +189,7 @@ pub async fn count_records(mut conn: DbConn) -> Result<i64, StoreError> {
 #[diesel(table_name = usage_records)]
 pub struct UsageRecordRow {
     pub request_id: String,
+    pub upstream_request_id: Option<String>,
     pub api_key_id: String,
     pub account_id: String,
     pub model: String,
@@ -146,6 +209,7 @@ impl From<UsageRecordRow> for UsageEvent {
     fn from(r: UsageRecordRow) -> Self {
         UsageEvent {
             request_id: r.request_id,
+            upstream_request_id: r.upstream_request_id,
             api_key_id: r.api_key_id,
             account_id: r.account_id,
             model: r.model,
@@ -155,9 +219,9 @@ impl From<UsageRecordRow> for UsageEvent {
             cache_create_1h_tokens: r.cache_create_1h_tokens,
             cache_read_tokens: r.cache_read_tokens,
             cost_micros: r.cost_micros,
-            status_code: r.status_code.max(0) as u16,
+            status_code: u16::try_from(r.status_code).unwrap_or(0),
             is_stream: r.is_stream,
-            latency_ms: r.latency_ms.max(0) as u32,
+            latency_ms: u32::try_from(r.latency_ms).unwrap_or(0),
             created_at: r.created_at.and_utc(),
         }
     }

@@ -17,6 +17,7 @@ use super::upstream::{self, UpstreamAuth, UpstreamClients};
 use super::{auth, oauth};
 use crate::actors::router::{EntryKind, LeaseRef, RouterHandle};
 use crate::config::Config;
+use crate::config::JournalFull;
 use crate::domain::account::{Account, AccountType, status_after_upstream};
 use crate::domain::api_key::ApiKey;
 use crate::domain::crypto::CredentialCipher;
@@ -27,7 +28,8 @@ use crate::domain::pricing::{PriceTable, is_opus};
 use crate::domain::usage::Usage;
 use crate::domain::usage_event::UsageEvent;
 use crate::error::AppError;
-use crate::http::metrics::Metrics;
+use crate::http::metrics::{Metrics, RequestId};
+use crate::ledger::CounterContext;
 
 /// Longest model name accepted.
 const MAX_MODEL_LEN: usize = 128;
@@ -311,59 +313,75 @@ async fn choose_with_capacity(
 struct UsageContext {
     router: RouterHandle,
     prices: Arc<PriceTable>,
-    offset: i32,
+    config: Arc<Config>,
     key: ApiKey,
     account_id: String,
     model: String,
     window_name: Option<limits::RateWindowName>,
     started: Instant,
     stream: bool,
+    request_id: String,
+    upstream_request_id: Option<String>,
 }
 
 impl UsageContext {
-    /// Records usage (and releases the lease in the same round trip); without usage only
-    /// the lease is released.
-    fn record(self, usage: Option<Usage>, status: u16, lease: Option<LeaseRef>) {
+    /// Journals the request's usage before the answer's last byte goes out, then counts it
+    /// (releasing the lease in the same round trip); without usage only the lease is
+    /// released. An error means the usage could not be journaled and the answer must not
+    /// be served (`USAGE_JOURNAL_FULL=reject`).
+    fn record(
+        self,
+        usage: Option<Usage>,
+        status: u16,
+        lease: Option<LeaseRef>,
+    ) -> Result<(), AppError> {
         let router = self.router.clone();
         let Some(usage) = usage else {
             if let Some(l) = lease {
                 actix::spawn(async move { router.release_lease(&l.scope, &l.lease_id).await });
             }
-            return;
+            return Ok(());
         };
         let cost = self.prices.cost(&self.model, &usage);
+        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let event = UsageEvent {
-            request_id: format!("req_{}", uuid::Uuid::new_v4().simple()),
+            request_id: self.request_id,
+            upstream_request_id: self.upstream_request_id,
             api_key_id: self.key.id.clone(),
             account_id: self.account_id,
             model: self.model.clone(),
-            input_tokens: usage.input_tokens as i64,
-            output_tokens: usage.output_tokens as i64,
-            cache_create_5m_tokens: usage.cache_create_5m_tokens as i64,
-            cache_create_1h_tokens: usage.cache_create_1h_tokens as i64,
-            cache_read_tokens: usage.cache_read_tokens as i64,
+            input_tokens: tokens(usage.input_tokens),
+            output_tokens: tokens(usage.output_tokens),
+            cache_create_5m_tokens: tokens(usage.cache_create_5m_tokens),
+            cache_create_1h_tokens: tokens(usage.cache_create_1h_tokens),
+            cache_read_tokens: tokens(usage.cache_read_tokens),
             cost_micros: cost.total_micro,
             status_code: status,
             is_stream: self.stream,
-            latency_ms: self.started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+            latency_ms: u32::try_from(self.started.elapsed().as_millis()).unwrap_or(u32::MAX),
             created_at: Utc::now(),
         };
-        let updates = limits::counter_updates(
-            &event,
-            self.offset,
-            is_opus(&self.model),
-            (self.key.weekly_reset_day, self.key.weekly_reset_hour),
-            self.window_name.as_ref(),
-        );
-        actix::spawn(async move {
-            let result = match lease {
-                Some(l) => router.record_usage_releasing(event, updates, l).await,
-                None => router.record_usage(event, updates).await,
-            };
-            if let Err(e) = result {
-                log::error!("recording usage failed: {e}");
+        let counters = CounterContext {
+            opus: is_opus(&self.model),
+            weekly_reset: (self.key.weekly_reset_day, self.key.weekly_reset_hour),
+            rate_window: self.window_name.map(|w| (w.name, w.ttl_seconds)),
+        };
+        match router.record_usage_releasing(event, counters, lease.clone()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let reject = self.config.journal_full == JournalFull::Reject;
+                router.usage_not_journaled(reject);
+                if let Some(l) = lease {
+                    actix::spawn(async move { router.release_lease(&l.scope, &l.lease_id).await });
+                }
+                if reject {
+                    Err(e)
+                } else {
+                    log::error!("answer served without its usage (USAGE_JOURNAL_FULL=serve)");
+                    Ok(())
+                }
             }
-        });
+        }
     }
 }
 
@@ -473,24 +491,32 @@ pub async fn relay(
     );
     for (name, value) in response.headers() {
         let n = name.as_str();
-        if n == "content-type"
-            || n == "request-id"
-            || n == "retry-after"
-            || n.starts_with("anthropic-ratelimit-")
-        {
+        if n == "content-type" || n == "retry-after" || n.starts_with("anthropic-ratelimit-") {
             answer.insert_header((n, value.as_bytes()));
         }
+    }
+    // The answer's `request-id` is the relay's (as in the access log and the usage row);
+    // the upstream's own id is kept beside it.
+    let upstream_request_id = response
+        .headers()
+        .get("request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(id) = &upstream_request_id {
+        answer.insert_header(("upstream-request-id", id.as_str()));
     }
     let usage_ctx = UsageContext {
         router: shared.router.clone(),
         prices: shared.prices.clone(),
-        offset: config.timezone_offset_hours,
+        config: shared.config.clone(),
         key,
         account_id: account.id.clone(),
         model,
         window_name,
         started,
         stream,
+        request_id: RequestId::of(req).0,
+        upstream_request_id,
     };
 
     if !status.is_success() {
@@ -556,7 +582,7 @@ pub async fn relay(
             if end != StreamEnd::Complete {
                 log::info!("stream ended early ({end:?})");
             }
-            usage_ctx.record(usage, code, lease);
+            usage_ctx.record(usage, code, lease)
         });
         let relay_stream = RelayStream::new(Box::pin(response.bytes_stream()), finish);
         observe(&shared.metrics, started, upstream_time);
@@ -584,8 +610,9 @@ pub async fn relay(
     } else {
         None
     };
-    usage_ctx.record(usage, status.as_u16(), guard.take());
+    let recorded = usage_ctx.record(usage, status.as_u16(), guard.take());
     drop(account_lease);
+    recorded?;
     observe(&shared.metrics, started, upstream_started.elapsed());
     Ok(answer.body(text))
 }

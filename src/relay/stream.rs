@@ -1,6 +1,8 @@
 //! SSE pass-through: upstream chunks go to the client as they arrive while usage is
 //! collected on the way; the end of the stream (complete, upstream failure or client
-//! gone) is reported exactly once so usage is recorded and the lease released.
+//! gone) is reported exactly once so usage is recorded and the lease released. The chunk
+//! that carries `message_stop` is held back until the usage is journaled: a client never
+//! has a whole answer whose usage is not recorded.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,8 +20,12 @@ pub enum StreamEnd {
     ClientGone,
 }
 
-/// Called once when the stream ends, with the usage seen.
-pub type Finish = Box<dyn FnOnce(Option<Usage>, StreamEnd)>;
+/// Called once when the stream ends, with the usage seen; an error replaces the final event
+/// (the usage could not be recorded).
+pub type Finish = Box<dyn FnOnce(Option<Usage>, StreamEnd) -> Result<(), crate::error::AppError>>;
+
+/// The event name that ends a Messages stream.
+const STOP_EVENT: &[u8] = b"message_stop";
 
 type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>>>>;
 
@@ -28,6 +34,8 @@ pub struct RelayStream {
     usage: SseUsageCollector,
     finish: Option<Finish>,
     error_frame: Option<Bytes>,
+    /// The last bytes of the previous chunk (`message_stop` may straddle two chunks).
+    tail: Vec<u8>,
     done: bool,
 }
 
@@ -38,14 +46,33 @@ impl RelayStream {
             usage: SseUsageCollector::new(),
             finish: Some(finish),
             error_frame: None,
+            tail: Vec::new(),
             done: false,
         }
     }
 
-    fn end(&mut self, how: StreamEnd) {
-        if let Some(finish) = self.finish.take() {
-            finish(self.usage.usage(), how);
+    /// Reports the end once; false when the usage could not be recorded.
+    fn end(&mut self, how: StreamEnd) -> bool {
+        match self.finish.take() {
+            Some(finish) => match finish(self.usage.usage(), how) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::error!("stream answer withheld: {e}");
+                    false
+                }
+            },
+            None => true,
         }
+    }
+
+    /// True when `chunk` (with the end of the previous one) completes `message_stop`.
+    fn ends_answer(&mut self, chunk: &[u8]) -> bool {
+        let mut window = std::mem::take(&mut self.tail);
+        window.extend_from_slice(chunk);
+        let found = window.windows(STOP_EVENT.len()).any(|w| w == STOP_EVENT);
+        let keep = window.len().min(STOP_EVENT.len() - 1);
+        self.tail = window.split_off(window.len() - keep);
+        found
     }
 }
 
@@ -72,6 +99,15 @@ impl Stream for RelayStream {
         match self.upstream.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 self.usage.feed(&chunk);
+                if self.finish.is_some()
+                    && self.ends_answer(&chunk)
+                    && !self.end(StreamEnd::Complete)
+                {
+                    self.done = true;
+                    return Poll::Ready(Some(Ok(error_frame(
+                        "the usage of this answer could not be recorded; try again shortly",
+                    ))));
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -83,9 +119,14 @@ impl Stream for RelayStream {
                 ))))
             }
             Poll::Ready(None) => {
-                self.end(StreamEnd::Complete);
                 self.done = true;
-                Poll::Ready(None)
+                if self.end(StreamEnd::Complete) {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Ok(error_frame(
+                        "the usage of this answer could not be recorded; try again shortly",
+                    ))))
+                }
             }
             Poll::Pending => Poll::Pending,
         }
@@ -96,6 +137,6 @@ impl Drop for RelayStream {
     fn drop(&mut self) {
         // Dropped before the end: the client went away. Dropping `upstream` closes the
         // upstream connection, which cancels the upstream request.
-        self.end(StreamEnd::ClientGone);
+        let _recorded = self.end(StreamEnd::ClientGone);
     }
 }

@@ -67,11 +67,24 @@ fn assert_unused(body: &Value, backend: &str) {
     );
 }
 
-/// Top level: exactly status, mode, version, uptime, databases{redis, mysql}.
+/// Top level: exactly status, mode, version, uptime, databases{redis, mysql} and the usage
+/// backlog (events, bytes, oldest seconds).
 fn assert_shape(body: &Value, status: &str, mode: &str) {
     assert_eq!(
         keys(body),
-        BTreeSet::from(["databases", "mode", "status", "uptime", "version"]),
+        BTreeSet::from([
+            "databases",
+            "mode",
+            "status",
+            "uptime",
+            "usageBacklog",
+            "version"
+        ]),
+        "{body}"
+    );
+    assert_eq!(
+        keys(&body["usageBacklog"]),
+        BTreeSet::from(["bytes", "events", "oldestSeconds"]),
         "{body}"
     );
     assert_eq!(body["status"], status, "{body}");

@@ -10,7 +10,6 @@ mod ephemeral;
 mod keys;
 mod observe;
 mod reports;
-mod spool;
 mod usage;
 
 use std::collections::HashMap;
@@ -24,6 +23,10 @@ pub use admin::EnsureAdmin;
 pub use ephemeral::EntryKind;
 pub use observe::BackendSample;
 pub use usage::{LeaseRef, UsageStats};
+
+use std::sync::Arc;
+
+use crate::ledger::Journal;
 
 use super::cache::CacheEvent;
 use crate::domain::account::{Account, StatusChange};
@@ -63,6 +66,17 @@ pub struct HealthReport {
     pub redis: BackendView,
     pub mysql: BackendView,
     pub uptime: Duration,
+    /// Usage events journaled and not archived yet.
+    pub usage_backlog: UsageBacklog,
+}
+
+/// The usage journal's backlog as `/health` reports it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageBacklog {
+    pub events: u64,
+    pub bytes: u64,
+    pub oldest_seconds: f64,
 }
 
 /// Asks for the current health; answered from memory, never waits on a backend.
@@ -106,8 +120,12 @@ pub struct RouterActor {
     local_limiter: usage::LocalLimiter,
     pending_counters: usage::PendingCounters,
     flushing_counters: bool,
-    spool: spool::Spool,
-    draining: bool,
+    /// This instance's usage journal (shared with the HTTP workers, which append to it).
+    journal: Arc<Journal>,
+    ledger: usage::LedgerState,
+    /// Whether the limit counters in Redis can be trusted (admissions wait on it while
+    /// they are rebuilt).
+    trusted_tx: tokio::sync::watch::Sender<bool>,
     usage_stats: UsageStats,
     stats: CacheStats,
     /// Own address, for background work that reports back.
@@ -134,9 +152,9 @@ impl RouterActor {
         config: Config,
         cache: CacheHandle,
         store: PersistenceHandle,
-    ) -> std::io::Result<Self> {
-        let spool = spool::Spool::open(&config.spool_dir)?;
-        Ok(RouterActor {
+        journal: Arc<Journal>,
+    ) -> Self {
+        RouterActor {
             config,
             cache,
             store,
@@ -151,22 +169,23 @@ impl RouterActor {
             local_limiter: usage::LocalLimiter::default(),
             pending_counters: usage::PendingCounters::default(),
             flushing_counters: false,
-            spool,
-            draining: false,
+            journal,
+            ledger: usage::LedgerState::default(),
+            trusted_tx: tokio::sync::watch::Sender::new(false),
             usage_stats: UsageStats::default(),
             stats: CacheStats::default(),
             me: None,
-        })
+        }
     }
 
-    /// Starts the router on its own thread and returns its handle; fails when the spool
-    /// directory cannot be opened.
+    /// Starts the router on its own thread and returns its handle.
     pub fn spawn(
         config: Config,
         cache: CacheHandle,
         store: PersistenceHandle,
-    ) -> std::io::Result<RouterHandle> {
-        RouterActor::spawn_on(&Arbiter::new().handle(), config, cache, store)
+        journal: Arc<Journal>,
+    ) -> RouterHandle {
+        RouterActor::spawn_on(&Arbiter::new().handle(), config, cache, store, journal)
     }
 
     /// Starts the router on an existing arbiter (shared with the cache actor).
@@ -175,10 +194,17 @@ impl RouterActor {
         config: Config,
         cache: CacheHandle,
         store: PersistenceHandle,
-    ) -> std::io::Result<RouterHandle> {
-        let router = RouterActor::new(config, cache, store)?;
+        journal: Arc<Journal>,
+    ) -> RouterHandle {
+        let (offset_hours, mode) = (config.timezone_offset_hours, config.mode);
+        let router = RouterActor::new(config, cache, store, journal.clone());
         let addr = RouterActor::start_in_arbiter(arbiter, move |_| router);
-        Ok(RouterHandle { addr })
+        RouterHandle {
+            addr,
+            journal,
+            offset_hours,
+            mode,
+        }
     }
 
     /// Hybrid: flushes the Redis cache after an outage (or at start) and trusts it again
@@ -242,12 +268,29 @@ impl RouterActor {
             StorageMode::Mysql if self.mysql.up => HealthStatus::Healthy,
             _ => HealthStatus::Unhealthy,
         };
+        let journal = self.journal.stats();
+        let usage_backlog = UsageBacklog {
+            events: journal.unarchived_records,
+            bytes: journal.unarchived_bytes,
+            oldest_seconds: journal.oldest_unarchived_secs,
+        };
+        // Usage piling up unarchived is a problem to look at, even with both backends up.
+        let stuck =
+            journal.oldest_unarchived_secs > self.config.backlog_degraded_after.as_secs_f64();
+        // Redis without trusted counters (being rebuilt after it lost them) limits per
+        // instance only.
+        let counting = !mode.uses_redis() || self.counters_trusted();
+        let status = match status {
+            HealthStatus::Healthy if stuck || !counting => HealthStatus::Degraded,
+            other => other,
+        };
         HealthReport {
             status,
             mode,
             redis: view(&self.redis, mode.uses_redis()),
             mysql: view(&self.mysql, mode.uses_mysql()),
             uptime: self.started_at.elapsed(),
+            usage_backlog,
         }
     }
 }
@@ -298,9 +341,23 @@ impl Actor for RouterActor {
             });
         }
         ctx.run_interval(self.config.usage_batch_interval, |act, ctx| {
-            ctx.notify(usage::DrainUsage);
+            act.kick_archive(ctx);
+            if act.counters_trusted() && act.journal.stats().uncounted_records > 0 {
+                ctx.notify(usage::ReplayCounters);
+            }
             act.refresh_redis_cache(ctx);
         });
+        if let crate::ledger::journal::FsyncPolicy::Interval(every) = self.journal.fsync_policy() {
+            ctx.run_interval(every, |act, _| {
+                let journal = act.journal.clone();
+                // The disk wait happens off the router's thread.
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = journal.sync() {
+                        log::error!("cannot force the usage journal to disk: {e}");
+                    }
+                });
+            });
+        }
         if self.config.mode == StorageMode::Mysql {
             ctx.run_interval(SWEEP_INTERVAL, |act, ctx| {
                 if !act.mysql_up() {
@@ -337,19 +394,21 @@ impl Handler<BackendStateChanged> for RouterActor {
                 if !msg.state.up {
                     // Invalidations published while Redis is away are lost: distrust the cache.
                     self.redis_cache_stale = true;
+                    self.ledger_redis_down();
                 }
                 let came_back = msg.state.up && !self.redis.up;
                 self.redis = msg.state;
                 if came_back {
                     self.refresh_redis_cache(ctx);
-                    ctx.notify(usage::DrainUsage);
+                    // Its counters may be gone (restart without persistence): check first.
+                    ctx.notify(usage::EnsureEpoch);
                 }
             }
             Backend::Mysql => {
                 let came_back = msg.state.up && !self.mysql.up;
                 self.mysql = msg.state;
                 if came_back {
-                    ctx.notify(usage::DrainUsage);
+                    self.kick_archive(ctx);
                     self.write_pending_status_changes(ctx);
                 }
             }
@@ -394,6 +453,10 @@ impl Handler<GetHealth> for RouterActor {
 #[derive(Clone)]
 pub struct RouterHandle {
     pub(crate) addr: Addr<RouterActor>,
+    journal: Arc<Journal>,
+    /// `TIMEZONE_OFFSET`: counter sets are named by local day and month.
+    offset_hours: i32,
+    mode: StorageMode,
 }
 
 impl RouterHandle {

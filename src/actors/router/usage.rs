@@ -1,20 +1,38 @@
-//! Admission (concurrency leases + rate windows), real-time counters and the usage archive
-//! path: Redis counters + outbox in one round trip in hybrid mode; the local spool when
-//! Redis is down; a per-instance limiter per `LIMITS_ON_CACHE_DOWN`; a background drain
-//! that moves the outbox and the spool into MySQL (idempotent by request id).
+//! Admission (concurrency leases + rate windows + cost limits), real-time counters, and the
+//! usage ledger's background work: the archive writer (journal → MySQL, once per event),
+//! counter replays (journal → Redis, once per event, by a bit per journal record), and the
+//! rebuild of the limit counters when Redis comes back without them (no ledger epoch).
+//! While Redis is down, limits follow `LIMITS_ON_CACHE_DOWN` with a per-instance limiter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::spool::{self, SpoolEntry};
 use super::{RouterActor, RouterHandle, unavailable};
+use crate::actors::cache::CacheHandle;
+use crate::actors::cache_migrate::CounterValue;
+use crate::actors::cache_ops::{Applied, LedgerEpoch, UsageApply};
+use crate::actors::persistence::PersistenceHandle;
 use crate::config::{LimitsOnCacheDown, StorageMode};
 use crate::domain::limits::{self, Admission, AdmissionRequest, CounterUpdate, Counters};
+use crate::domain::pricing::is_opus;
 use crate::domain::usage_event::UsageEvent;
 use crate::error::AppError;
-use crate::persistence::{ephemeral as queries, usage as usage_queries};
+use crate::ledger::{CounterContext, Journal, JournalRecord, JournalStats};
+use crate::persistence::usage::ArchiveItem;
+use crate::persistence::{ephemeral as queries, ledger as ledger_queries, usage as usage_queries};
+
+/// How long an admission waits for the limit counters to be rebuilt before it falls back to
+/// `LIMITS_ON_CACHE_DOWN`.
+const REBUILD_WAIT: Duration = Duration::from_secs(3);
+/// Batches one archive pass may write before it lets other work run.
+const ARCHIVE_BATCHES_PER_PASS: usize = 25;
+/// Records one counter replay pass applies.
+const REPLAY_PER_PASS: usize = 2_000;
+/// Rows read back from the archive per page when catching up with a new epoch.
+const CATCH_UP_PAGE: i64 = 5_000;
 
 /// Takes a lease and counts the request in the rate window, atomically; also reads the
 /// entry `sticky` (a sticky session, when given) in the same round trip.
@@ -33,15 +51,6 @@ pub struct ReleaseLease {
     pub lease_id: String,
 }
 
-/// Extends a lease still held (long streams).
-#[derive(Message)]
-#[rtype(result = "Result<bool, AppError>")]
-pub struct RenewLease {
-    pub scope: String,
-    pub lease_id: String,
-    pub ttl: Duration,
-}
-
 /// Live leases of a scope.
 #[derive(Message)]
 #[rtype(result = "Result<i64, AppError>")]
@@ -49,10 +58,13 @@ pub struct CountLeases {
     pub scope: String,
 }
 
-/// Records one request: counters now, archive row through the batched writer.
+/// Counts one request whose event is already in the journal (record `seq`): its counters
+/// now, in the round trip that releases its lease; the archive row follows through the
+/// archive writer.
 #[derive(Message)]
-#[rtype(result = "Result<(), AppError>")]
+#[rtype(result = "()")]
 pub struct RecordUsage {
+    pub seq: u64,
     pub event: UsageEvent,
     pub updates: Vec<CounterUpdate>,
     /// The request's lease, released in the same round trip.
@@ -73,26 +85,52 @@ pub struct ReadCounters {
     pub names: Vec<String>,
 }
 
-/// Moves what waits in the spool and the outbox into the archive now (also run on a timer).
+/// Moves what waits in the journal into the archive now (also run on a timer).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct DrainUsage;
+pub struct ArchiveUsage;
 
-/// Usage queue figures for /health, /metrics and tests.
+/// Applies the counters of journal records Redis does not have yet (after an outage, a
+/// restart, or a rebuild).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReplayCounters;
+
+/// Makes sure Redis holds a ledger epoch this instance has caught up with: rebuilds the
+/// limit counters when Redis lost them, catches up when another instance rebuilt them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EnsureEpoch;
+
+/// Usage figures for /health, /metrics and tests.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageStats {
+    /// Events recorded (journaled) since start.
     pub recorded: u64,
+    /// Events this instance wrote into the archive since start.
     pub archived: u64,
-    pub spooled: u64,
+    /// Answers served without their usage (journal unwritable, `USAGE_JOURNAL_FULL=serve`).
     pub dropped: u64,
-    pub outbox_depth: u64,
-    pub spool_depth: u64,
+    /// Answers refused because their usage could not be journaled.
+    pub rejected: u64,
+    /// Times the limit counters were rebuilt or caught up with after Redis lost them.
+    pub rebuilds: u64,
+    /// The limit counters in Redis can be trusted now.
+    pub counters_trusted: bool,
+    pub journal: JournalStats,
 }
 
 #[derive(Message)]
 #[rtype(result = "UsageStats")]
 pub struct GetUsageStats;
+
+/// Counts an answer whose usage could not be journaled (`rejected`: refused; else served).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UsageNotJournaled {
+    pub rejected: bool,
+}
 
 /// Per-instance limiter used while Redis is down (`LIMITS_ON_CACHE_DOWN=local`).
 #[derive(Default)]
@@ -106,7 +144,8 @@ impl LocalLimiter {
         let now = Instant::now();
         let leases = self.leases.entry(req.lease_scope.clone()).or_default();
         leases.retain(|_, expiry| *expiry > now);
-        if req.concurrency_limit > 0 && leases.len() >= req.concurrency_limit as usize {
+        let cap = usize::try_from(req.concurrency_limit).unwrap_or(usize::MAX);
+        if req.concurrency_limit > 0 && leases.len() >= cap {
             return Admission::ConcurrencyExceeded;
         }
         if let Some(w) = &req.window
@@ -137,9 +176,9 @@ impl LocalLimiter {
 
     fn count(&self, scope: &str) -> i64 {
         let now = Instant::now();
-        self.leases
-            .get(scope)
-            .map_or(0, |l| l.values().filter(|e| **e > now).count() as i64)
+        self.leases.get(scope).map_or(0, |l| {
+            i64::try_from(l.values().filter(|e| **e > now).count()).unwrap_or(i64::MAX)
+        })
     }
 
     fn add(&mut self, updates: &[CounterUpdate]) {
@@ -157,6 +196,25 @@ impl LocalLimiter {
             .map(|n| self.counters.get(n).copied().unwrap_or_default())
             .collect()
     }
+
+    /// Forgets the outage's counters (Redis has them again); leases end by themselves.
+    fn clear_counters(&mut self) {
+        self.counters.clear();
+    }
+}
+
+/// The ledger's standing with Redis.
+#[derive(Default)]
+pub struct LedgerState {
+    /// The epoch this instance has caught up with; `None` until then.
+    pub epoch: Option<String>,
+    /// An `EnsureEpoch` is running.
+    pub busy: bool,
+    pub archiving: bool,
+    pub replaying: bool,
+    /// Records below this were appended before the last replay pass began (the newer ones
+    /// are most likely still on their way through `RecordUsage`).
+    pub replay_below: u64,
 }
 
 impl RouterActor {
@@ -165,82 +223,115 @@ impl RouterActor {
         self.config.mode.uses_redis() && self.redis_up()
     }
 
-    fn spool_entry(&mut self, entry: SpoolEntry) -> Result<(), AppError> {
-        match self.spool.append(&entry) {
-            Ok(()) => {
-                self.usage_stats.spooled += 1;
-                Ok(())
-            }
-            Err(e) => {
-                self.usage_stats.dropped += 1;
-                log::error!(
-                    "usage event {} lost: spool not writable: {e}",
-                    entry.event.request_id
-                );
-                Err(AppError::Internal(format!("spool not writable: {e}")))
-            }
+    /// True when the limit counters in Redis hold every event this instance knows of
+    /// (or will, by replay) and may be read and written.
+    pub(super) fn counters_trusted(&self) -> bool {
+        self.counters_in_redis() && self.ledger.epoch.is_some() && !self.ledger.busy
+    }
+
+    fn set_trusted(&mut self, trusted: bool) {
+        self.trusted_tx.send_replace(trusted);
+    }
+
+    /// Redis went away: its counters are not ours until we have caught up again.
+    pub(super) fn ledger_redis_down(&mut self) {
+        self.ledger.epoch = None;
+        self.set_trusted(false);
+    }
+
+    /// The answer `LIMITS_ON_CACHE_DOWN` gives while Redis cannot decide.
+    fn admit_locally(&mut self, req: &AdmissionRequest) -> Result<Admission, AppError> {
+        let unlimited =
+            req.concurrency_limit == 0 && req.window.is_none() && req.cost_limits.is_empty();
+        match self.config.limits_on_cache_down {
+            LimitsOnCacheDown::Local => Ok(self.local_limiter.admit(req)),
+            LimitsOnCacheDown::Open => Ok(Admission::Granted),
+            LimitsOnCacheDown::Closed if unlimited => Ok(Admission::Granted),
+            LimitsOnCacheDown::Closed => Err(AppError::StorageUnavailable(
+                "storage unavailable: limits cannot be checked right now, try again shortly".into(),
+            )),
         }
     }
 }
 
 impl Handler<Admit> for RouterActor {
-    type Result = ResponseFuture<Result<(Admission, Option<String>), AppError>>;
+    type Result = ResponseActFuture<Self, Result<(Admission, Option<String>), AppError>>;
 
     fn handle(&mut self, msg: Admit, _ctx: &mut Self::Context) -> Self::Result {
         let req = msg.request;
-        match self.config.mode {
-            StorageMode::Mysql => {
-                if !self.mysql_up() {
-                    return Box::pin(async { Err(unavailable("mysql")) });
-                }
-                let store = self.store.clone();
-                // Nothing to enforce: skip the row-locked transaction (it serialises a key's
-                // requests in mysql mode).
-                let unlimited = req.concurrency_limit == 0
-                    && req.window.is_none()
-                    && req.cost_limits.is_empty();
-                Box::pin(async move {
-                    let admission = if unlimited {
-                        Admission::Granted
-                    } else {
-                        store
-                            .exec(move |c| Box::pin(queries::admit(c, req)))
-                            .await?
-                    };
-                    let sticky = match msg.sticky {
-                        Some(name) => {
-                            store
-                                .exec(move |c| Box::pin(queries::get_entry(c, name)))
-                                .await?
-                        }
-                        None => None,
-                    };
-                    Ok((admission, sticky))
-                })
+        if self.config.mode == StorageMode::Mysql {
+            if !self.mysql_up() {
+                return Box::pin(fut::ready(Err(unavailable("mysql"))));
             }
-            _ if self.counters_in_redis() => {
-                let cache = self.cache.clone();
-                Box::pin(
-                    async move { Ok(cache.admit_with_sticky(&req, msg.sticky.as_deref()).await?) },
-                )
-            }
-            _ => {
-                let answer = match self.config.limits_on_cache_down {
-                    LimitsOnCacheDown::Local => Ok(self.local_limiter.admit(&req)),
-                    LimitsOnCacheDown::Open => Ok(Admission::Granted),
-                    LimitsOnCacheDown::Closed
-                        if req.concurrency_limit == 0 && req.window.is_none() && req.cost_limits.is_empty() =>
-                    {
-                        Ok(Admission::Granted)
-                    }
-                    LimitsOnCacheDown::Closed => Err(AppError::StorageUnavailable(
-                        "storage unavailable: limits cannot be checked right now, try again shortly".into(),
-                    )),
+            let store = self.store.clone();
+            // Nothing to enforce: skip the row-locked transaction (it serialises a key's
+            // requests in mysql mode).
+            let unlimited =
+                req.concurrency_limit == 0 && req.window.is_none() && req.cost_limits.is_empty();
+            let work = async move {
+                let admission = if unlimited {
+                    Admission::Granted
+                } else {
+                    store
+                        .exec(move |c| Box::pin(queries::admit(c, req)))
+                        .await?
                 };
-                // Sticky sessions are off while Redis is down.
-                Box::pin(async move { answer.map(|a| (a, None)) })
-            }
+                let sticky = match msg.sticky {
+                    Some(name) => {
+                        store
+                            .exec(move |c| Box::pin(queries::get_entry(c, name)))
+                            .await?
+                    }
+                    None => None,
+                };
+                Ok((admission, sticky))
+            };
+            return Box::pin(work.into_actor(self));
         }
+        if !self.counters_in_redis() {
+            // Sticky sessions are off while Redis is down.
+            return Box::pin(fut::ready(self.admit_locally(&req).map(|a| (a, None))));
+        }
+        // While the counters are being rebuilt, wait for them (bounded) rather than admit on
+        // counters that miss what Redis lost.
+        let wait = (self.ledger.busy
+            && (self.config.mode == StorageMode::Redis || self.mysql_up()))
+        .then(|| self.trusted_tx.subscribe());
+        let mut trusted = self.trusted_tx.subscribe();
+        let (cache, me) = (self.cache.clone(), self.me.clone());
+        let request = req.clone();
+        let work = async move {
+            if let Some(mut rx) = wait {
+                let _ = tokio::time::timeout(REBUILD_WAIT, rx.wait_for(|t| *t)).await;
+            }
+            let first = cache
+                .admit_with_sticky(&request, msg.sticky.as_deref())
+                .await?;
+            if first.0.is_some() {
+                return Ok(first);
+            }
+            // Redis lost its counters (no epoch): have them rebuilt, then ask again.
+            // `EnsureEpoch` marks them untrusted before it answers.
+            if let Some(me) = me {
+                let _ = me.send(EnsureEpoch).await;
+            }
+            let _ = tokio::time::timeout(REBUILD_WAIT, trusted.wait_for(|t| *t)).await;
+            cache
+                .admit_with_sticky(&request, msg.sticky.as_deref())
+                .await
+        };
+        Box::pin(
+            work.into_actor(self)
+                .map(move |result, act, _| match result {
+                    Ok((Some(admission), sticky)) => Ok((admission, sticky)),
+                    Ok((None, _)) => act.admit_locally(&req).map(|a| (a, None)),
+                    // Redis failed during the call: decide locally, never a 503 for a valid key.
+                    Err(e) => {
+                        log::warn!("admission in redis failed, deciding locally: {e}");
+                        act.admit_locally(&req).map(|a| (a, None))
+                    }
+                }),
+        )
     }
 }
 
@@ -254,38 +345,20 @@ impl Handler<ReleaseLease> for RouterActor {
         let (store, cache, mode) = (self.store.clone(), self.cache.clone(), self.config.mode);
         // A lease that cannot be released now ends with its TTL.
         Box::pin(async move {
-            let _ = match mode {
+            let result = match mode {
                 StorageMode::Mysql => store
                     .exec(move |c| Box::pin(queries::release_lease(c, msg.scope, msg.lease_id)))
                     .await
+                    .map(|_| ())
                     .map_err(AppError::from),
                 _ => cache
                     .release_lease(&msg.scope, &msg.lease_id)
                     .await
+                    .map(|_| ())
                     .map_err(AppError::from),
             };
-        })
-    }
-}
-
-impl Handler<RenewLease> for RouterActor {
-    type Result = ResponseFuture<Result<bool, AppError>>;
-
-    fn handle(&mut self, msg: RenewLease, _ctx: &mut Self::Context) -> Self::Result {
-        let (store, cache, mode) = (self.store.clone(), self.cache.clone(), self.config.mode);
-        Box::pin(async move {
-            match mode {
-                StorageMode::Mysql => {
-                    let ttl = chrono::Duration::milliseconds(msg.ttl.as_millis() as i64);
-                    Ok(store
-                        .exec(move |c| {
-                            Box::pin(queries::renew_lease(c, msg.scope, msg.lease_id, ttl))
-                        })
-                        .await?)
-                }
-                _ => Ok(cache
-                    .renew_lease(&msg.scope, &msg.lease_id, msg.ttl)
-                    .await?),
+            if let Err(e) = result {
+                log::debug!("lease not released now (it ends with its lifetime): {e}");
             }
         })
     }
@@ -315,11 +388,12 @@ impl Handler<CountLeases> for RouterActor {
 }
 
 impl Handler<RecordUsage> for RouterActor {
-    type Result = ResponseActFuture<Self, Result<(), AppError>>;
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: RecordUsage, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: RecordUsage, ctx: &mut Self::Context) -> Self::Result {
         self.usage_stats.recorded += 1;
         let RecordUsage {
+            seq,
             event,
             updates,
             release,
@@ -333,74 +407,76 @@ impl Handler<RecordUsage> for RouterActor {
             if let Some(lease) = release {
                 let store = self.store.clone();
                 actix::spawn(async move {
-                    let _ = store
+                    if let Err(e) = store
                         .exec(move |c| {
                             Box::pin(queries::release_lease(c, lease.scope, lease.lease_id))
                         })
-                        .await;
+                        .await
+                    {
+                        log::debug!("lease not released now (it ends with its lifetime): {e}");
+                    }
                 });
             }
-            // Counters now; the archive row through the spool and the batched writer.
-            let result = self.spool_entry(SpoolEntry {
-                event,
-                counters: None,
-            });
-            let store = self.store.clone();
-            let work = async move {
-                result?;
-                if !updates.is_empty() {
-                    store
-                        .exec(move |c| Box::pin(queries::add_counters(c, updates)))
-                        .await?;
-                }
-                Ok(())
-            };
-            return Box::pin(work.into_actor(self));
+            // Counters are added with the archive row, in the archive writer's transaction.
+            self.kick_archive(ctx);
+            return Box::pin(fut::ready(()));
         }
-        if !self.counters_in_redis() {
-            // A Redis lease that cannot be released now ends with its TTL.
+        let Some(epoch) = self
+            .ledger
+            .epoch
+            .clone()
+            .filter(|_| self.counters_trusted())
+        else {
+            // The record stays uncounted in the journal and is replayed later; meanwhile the
+            // limits of this instance see it. A Redis lease ends with its lifetime.
             self.local_limiter.add(&updates);
-            let result = self.spool_entry(SpoolEntry {
-                event,
-                counters: Some(updates),
-            });
-            return Box::pin(fut::ready(result));
-        }
-        let cache = self.cache.clone();
-        let encoded = match serde_json::to_string(&event) {
-            Ok(s) => s,
-            Err(e) => return Box::pin(fut::ready(Err(AppError::Internal(e.to_string())))),
+            return Box::pin(fut::ready(()));
         };
-        let (outbox, archive) = match mode {
-            StorageMode::Hybrid => (Some(encoded), None),
-            _ => (None, Some((event.api_key_id.clone(), encoded))),
-        };
-        // Counters that limits read go with the event; the others (per account, model,
-        // hour, month…) are summed here and flushed every few ms in one pipeline. The event
-        // reaches the outbox in this round trip, with the lease release.
+        // Counters that limits read go with the record; the others (per account, model,
+        // hour, month…) are summed here and flushed every few ms in one pipeline.
         let (now, later): (Vec<CounterUpdate>, Vec<CounterUpdate>) = updates
             .into_iter()
             .partition(|u| limits::is_limit_counter(&u.name, &event.api_key_id));
-        self.pending_counters.add(&later);
-        let release = release.map(|l| (l.scope, l.lease_id));
+        let archive = (mode == StorageMode::Redis)
+            .then(|| serde_json::to_string(&event).ok())
+            .flatten();
+        let (cache, journal) = (self.cache.clone(), self.journal.clone());
+        let key_id = event.api_key_id.clone();
         let work = async move {
+            let release = release
+                .as_ref()
+                .map(|l| (l.scope.as_str(), l.lease_id.as_str()));
             cache
-                .record_usage_releasing(&now, outbox, archive, release)
-                .await
-                .map_err(|_| (event, now))
-        };
-        Box::pin(work.into_actor(self).map(|result, act, _| match result {
-            Ok(()) => Ok(()),
-            // Redis failed during the call: the event and its limit counters wait in the
-            // spool (the other counters wait in `pending_counters`).
-            Err((event, now)) => {
-                act.local_limiter.add(&now);
-                act.spool_entry(SpoolEntry {
-                    event,
-                    counters: Some(now),
+                .apply_usage(UsageApply {
+                    epoch: &epoch,
+                    instance: journal.instance_id(),
+                    seq,
+                    updates: &now,
+                    release,
+                    archive: archive.as_deref().map(|a| (key_id.as_str(), a)),
                 })
-            }
-        }))
+                .await
+                .map_err(|e| (e, now))
+        };
+        Box::pin(
+            work.into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(Applied::Now) => {
+                        act.journal.mark_counted(&[seq]);
+                        act.pending_counters.add(&later);
+                    }
+                    Ok(Applied::Before) => act.journal.mark_counted(&[seq]),
+                    Ok(Applied::NoEpoch | Applied::OtherEpoch) => {
+                        act.local_limiter.add(&later);
+                        ctx.notify(EnsureEpoch);
+                    }
+                    Err((e, now)) => {
+                        log::warn!("usage counters not written to redis now (replayed later): {e}");
+                        act.local_limiter.add(&now);
+                        act.local_limiter.add(&later);
+                    }
+                }),
+        )
     }
 }
 
@@ -497,10 +573,12 @@ impl Handler<ReadCounters> for RouterActor {
             _ if self.counters_in_redis() => {
                 let cache = self.cache.clone();
                 let pending = self.pending_counters.read(&msg.names);
+                let local = self.local_limiter.read(&msg.names);
                 Box::pin(async move {
                     let mut values = cache.read_counters(&msg.names).await?;
-                    for (v, p) in values.iter_mut().zip(&pending) {
+                    for ((v, p), l) in values.iter_mut().zip(&pending).zip(&local) {
                         v.add(p);
+                        v.add(l);
                     }
                     Ok(values)
                 })
@@ -520,172 +598,430 @@ impl Handler<ReadCounters> for RouterActor {
     }
 }
 
-/// What one drain pass did, applied to the actor's state afterwards.
-struct DrainOutcome {
-    archived: u64,
-    outbox_depth: Option<u64>,
+impl RouterActor {
+    /// Starts an archive pass unless one is running (each recorded event asks for one, so
+    /// the archive trails the answers by about one MySQL transaction).
+    pub(super) fn kick_archive(&mut self, ctx: &mut Context<Self>) {
+        if !self.ledger.archiving && self.config.mode.uses_mysql() && self.mysql_up() {
+            ctx.notify(ArchiveUsage);
+        }
+    }
 }
 
-impl Handler<DrainUsage> for RouterActor {
+impl Handler<ArchiveUsage> for RouterActor {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: DrainUsage, _ctx: &mut Self::Context) -> Self::Result {
-        if self.draining {
+    fn handle(&mut self, _: ArchiveUsage, _ctx: &mut Self::Context) -> Self::Result {
+        if self.ledger.archiving || !self.config.mode.uses_mysql() || !self.mysql_up() {
             return Box::pin(fut::ready(()));
         }
-        if let Err(e) = self.spool.seal() {
-            log::error!("cannot seal the usage spool: {e}");
-        }
-        self.draining = true;
-        let mode = self.config.mode;
-        let (store, cache) = (self.store.clone(), self.cache.clone());
-        let (mysql_ok, redis_ok) = (self.mysql_up(), self.counters_in_redis());
-        let files = self.spool.sealed_files();
-        let offset = self.config.timezone_offset_hours;
-        let batch = self.config.usage_batch_size;
-        let work = async move {
-            let mut archived = 0u64;
-            for file in files {
-                let entries = match spool::read_entries(&file) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        log::error!("cannot read spool file {}: {e}", file.display());
-                        continue;
-                    }
-                };
-                let needs_counters =
-                    mode.uses_redis() && entries.iter().any(|e| e.counters.is_some());
-                if (mode.uses_mysql() && !mysql_ok) || (needs_counters && !redis_ok) {
-                    // Hybrid with Redis down: archive now, counters when Redis returns.
-                    if !(mode == StorageMode::Hybrid && mysql_ok) {
-                        continue;
-                    }
-                }
-                if mode.uses_mysql() {
-                    let events: Vec<UsageEvent> = entries.iter().map(|e| e.event.clone()).collect();
-                    match store
-                        .exec_with_timeout(Some(Duration::from_secs(30)), move |c| {
-                            Box::pin(usage_queries::insert_batch(c, events, offset))
-                        })
-                        .await
-                    {
-                        Ok(n) => archived += n as u64,
-                        Err(e) => {
-                            log::warn!("usage archive write failed, will retry: {e}");
-                            continue;
-                        }
-                    }
-                }
-                if needs_counters {
-                    if !redis_ok {
-                        continue;
-                    }
-                    let mut failed = false;
-                    for entry in &entries {
-                        let Some(updates) = &entry.counters else {
-                            continue;
-                        };
-                        let archive = (mode == StorageMode::Redis).then(|| {
-                            (
-                                entry.event.api_key_id.clone(),
-                                serde_json::to_string(&entry.event).unwrap_or_default(),
-                            )
-                        });
-                        if cache.record_usage(updates, None, archive).await.is_err() {
-                            failed = true;
-                            break;
-                        }
-                    }
-                    if failed {
-                        continue;
-                    }
-                }
-                if let Err(e) = std::fs::remove_file(&file) {
-                    log::error!("cannot remove replayed spool file {}: {e}", file.display());
-                }
+        self.ledger.archiving = true;
+        let work = archive_pass(
+            self.journal.clone(),
+            self.store.clone(),
+            self.config.usage_batch_size,
+            self.config.timezone_offset_hours,
+            self.config.mode == StorageMode::Mysql,
+        );
+        Box::pin(work.into_actor(self).map(|(archived, more), act, ctx| {
+            act.ledger.archiving = false;
+            act.usage_stats.archived += archived;
+            if more {
+                ctx.notify(ArchiveUsage);
             }
-            let mut outbox_depth = None;
-            if mode == StorageMode::Hybrid && redis_ok {
-                if mysql_ok {
-                    archived += drain_outbox(&store, &cache, batch, offset).await;
-                }
-                outbox_depth = cache.outbox_len().await.ok().map(|n| n as u64);
-            }
-            DrainOutcome {
-                archived,
-                outbox_depth,
-            }
-        };
-        Box::pin(work.into_actor(self).map(|outcome, act, _| {
-            act.draining = false;
-            act.usage_stats.archived += outcome.archived;
-            if let Some(depth) = outcome.outbox_depth {
-                act.usage_stats.outbox_depth = depth;
-            }
-            act.usage_stats.spool_depth = act.spool.depth() as u64;
         }))
     }
 }
 
-/// Moves the outbox into MySQL in batches under a lock (several instances may drain; a
-/// batch is trimmed only after MySQL committed it, and replays are ignored by request id).
-async fn drain_outbox(
-    store: &crate::actors::persistence::PersistenceHandle,
-    cache: &crate::actors::cache::CacheHandle,
+/// Moves journal records into MySQL in batches, advancing the checkpoint only after each
+/// commit; returns how many rows were new and whether more records are waiting.
+async fn archive_pass(
+    journal: Arc<Journal>,
+    store: PersistenceHandle,
     batch: usize,
     offset: i32,
-) -> u64 {
-    let lock = super::ephemeral::EntryKind::Lock.name("outbox-drain");
-    let token = uuid::Uuid::new_v4().to_string();
-    if !cache
-        .acquire_lock(&lock, token.clone(), Duration::from_secs(60))
-        .await
-        .unwrap_or(false)
-    {
-        return 0;
-    }
+    with_counters: bool,
+) -> (u64, bool) {
     let mut archived = 0u64;
-    for _ in 0..50 {
-        let raw = match cache.outbox_peek(batch).await {
-            Ok(r) if !r.is_empty() => r,
-            _ => break,
+    for _ in 0..ARCHIVE_BATCHES_PER_PASS {
+        let from = journal.archived_through();
+        let reader = journal.clone();
+        let records = match tokio::task::spawn_blocking(move || reader.read(from, batch)).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("journal read task failed: {e}");
+                return (archived, false);
+            }
         };
-        let taken = raw.len();
-        let events: Vec<UsageEvent> = raw
-            .iter()
-            .filter_map(|s| match serde_json::from_str(s) {
-                Ok(e) => Some(e),
-                Err(e) => {
-                    log::error!("unreadable outbox entry skipped: {e}");
-                    None
-                }
+        let Some(last) = records.last() else {
+            return (archived, false);
+        };
+        let next = last.seq + 1;
+        let full = records.len() >= batch;
+        let oldest = full.then(|| last.event.created_at);
+        let instance = journal.instance_id().to_string();
+        let items: Vec<ArchiveItem> = records
+            .into_iter()
+            .map(|r| ArchiveItem {
+                counters: if with_counters {
+                    r.counter_updates(offset)
+                } else {
+                    Vec::new()
+                },
+                journal: Some((instance.clone(), r.seq)),
+                event: r.event,
             })
             .collect();
-        let result = store
+        match store
             .exec_with_timeout(Some(Duration::from_secs(30)), move |c| {
-                Box::pin(usage_queries::insert_batch(c, events, offset))
+                Box::pin(usage_queries::insert_batch(c, items, offset))
             })
-            .await;
-        match result {
-            Ok(n) => archived += n as u64,
+            .await
+        {
+            Ok(n) => archived += u64::try_from(n).unwrap_or(0),
             Err(e) => {
-                log::warn!("usage archive write failed, outbox kept: {e}");
-                break;
+                log::warn!("usage archive write failed, the journal keeps the events: {e}");
+                return (archived, false);
             }
         }
-        if cache.outbox_trim(taken).await.is_err() || taken < batch {
-            break;
+        if let Err(e) = journal.set_archived(next, oldest) {
+            log::error!("cannot save the journal checkpoint: {e}");
+        }
+        if !full {
+            return (archived, false);
         }
     }
-    let _ = cache.release_lock(&lock, token).await;
-    archived
+    (archived, true)
+}
+
+impl Handler<ReplayCounters> for RouterActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: ReplayCounters, _ctx: &mut Self::Context) -> Self::Result {
+        let below = std::mem::replace(&mut self.ledger.replay_below, self.journal.next_seq());
+        if self.ledger.replaying || !self.counters_trusted() {
+            return Box::pin(fut::ready(()));
+        }
+        let Some(epoch) = self.ledger.epoch.clone() else {
+            return Box::pin(fut::ready(()));
+        };
+        let seqs: Vec<u64> = self
+            .journal
+            .uncounted(REPLAY_PER_PASS)
+            .into_iter()
+            .filter(|s| *s < below)
+            .collect();
+        if seqs.is_empty() {
+            if let Err(e) = self.journal.save_counted() {
+                log::error!("cannot save the journal checkpoint: {e}");
+            }
+            return Box::pin(fut::ready(()));
+        }
+        self.ledger.replaying = true;
+        let work = replay_records(
+            self.journal.clone(),
+            self.cache.clone(),
+            epoch,
+            seqs,
+            self.config.timezone_offset_hours,
+            self.config.mode == StorageMode::Redis,
+        );
+        Box::pin(work.into_actor(self).map(|outcome, act, ctx| {
+            act.ledger.replaying = false;
+            if let Err(e) = act.journal.save_counted() {
+                log::error!("cannot save the journal checkpoint: {e}");
+            }
+            match outcome {
+                Some(Applied::NoEpoch | Applied::OtherEpoch) => ctx.notify(EnsureEpoch),
+                Some(_) if act.journal.stats().uncounted_records > 0 => {
+                    ctx.notify(ReplayCounters);
+                }
+                _ => {}
+            }
+        }))
+    }
+}
+
+/// Applies the counters of the journal records `seqs` (ascending) exactly once each;
+/// returns how the last application went (`None` when Redis failed).
+async fn replay_records(
+    journal: Arc<Journal>,
+    cache: CacheHandle,
+    epoch: String,
+    seqs: Vec<u64>,
+    offset: i32,
+    archive_in_redis: bool,
+) -> Option<Applied> {
+    let wanted: HashSet<u64> = seqs.iter().copied().collect();
+    let Some(first) = seqs.first().copied() else {
+        return Some(Applied::Before);
+    };
+    let span = seqs.last().map_or(1, |l| l - first + 1);
+    let reader = journal.clone();
+    let records: Vec<JournalRecord> = tokio::task::spawn_blocking(move || {
+        reader.read(first, usize::try_from(span).unwrap_or(usize::MAX))
+    })
+    .await
+    .ok()?
+    .into_iter()
+    .filter(|r| wanted.contains(&r.seq))
+    .collect();
+    // Records the journal no longer has (unreadable): nothing can be replayed for them.
+    let found: HashSet<u64> = records.iter().map(|r| r.seq).collect();
+    let missing: Vec<u64> = seqs
+        .iter()
+        .copied()
+        .filter(|s| !found.contains(s))
+        .collect();
+    journal.mark_counted(&missing);
+    let mut last = Some(Applied::Before);
+    for r in records {
+        let updates = r.counter_updates(offset);
+        let event = archive_in_redis
+            .then(|| serde_json::to_string(&r.event).ok())
+            .flatten();
+        let applied = cache
+            .apply_usage(UsageApply {
+                epoch: &epoch,
+                instance: journal.instance_id(),
+                seq: r.seq,
+                updates: &updates,
+                release: None,
+                archive: event.as_deref().map(|e| (r.event.api_key_id.as_str(), e)),
+            })
+            .await;
+        match applied {
+            Ok(a @ (Applied::Now | Applied::Before)) => {
+                journal.mark_counted(&[r.seq]);
+                last = Some(a);
+            }
+            Ok(other) => return Some(other),
+            Err(e) => {
+                log::warn!("counter replay paused, redis failed: {e}");
+                return None;
+            }
+        }
+    }
+    last
+}
+
+impl Handler<EnsureEpoch> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: EnsureEpoch, ctx: &mut Self::Context) {
+        if self.ledger.busy || !self.counters_in_redis() {
+            return;
+        }
+        self.ledger.busy = true;
+        self.set_trusted(false);
+        let work = ensure_epoch(
+            self.cache.clone(),
+            self.store.clone(),
+            self.journal.clone(),
+            self.config.mode,
+            self.config.timezone_offset_hours,
+        );
+        ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| {
+            act.ledger.busy = false;
+            match outcome {
+                Ok((epoch, rebuilt)) => {
+                    if rebuilt {
+                        act.usage_stats.rebuilds += 1;
+                    }
+                    act.ledger.epoch = Some(epoch);
+                    act.local_limiter.clear_counters();
+                    act.set_trusted(act.counters_in_redis());
+                    ctx.notify(ReplayCounters);
+                }
+                Err(e) => {
+                    log::warn!("usage counters in redis not usable yet ({e}); retrying");
+                    act.ledger.epoch = None;
+                    ctx.run_later(Duration::from_millis(500), |_, ctx| ctx.notify(EnsureEpoch));
+                }
+            }
+        }));
+    }
+}
+
+/// Finds (or makes) the epoch in force and catches this instance up with it; returns its id
+/// and whether this instance had to recount (a rebuild happened since it last looked).
+async fn ensure_epoch(
+    cache: CacheHandle,
+    store: PersistenceHandle,
+    journal: Arc<Journal>,
+    mode: StorageMode,
+    offset: i32,
+) -> Result<(String, bool), String> {
+    let epoch = match cache.ledger_epoch().await.map_err(|e| e.to_string())? {
+        Some(e) => e,
+        None => rebuild_epoch(&cache, &store, mode, offset).await?,
+    };
+    if journal.epoch().as_deref() == Some(epoch.id.as_str()) {
+        return Ok((epoch.id, false));
+    }
+    // A new epoch: its counters hold the archive up to our boundary; everything of ours
+    // after it is counted again, exactly once (the applied bits are per epoch-less seq, so
+    // what we counted into this epoch already stays counted).
+    let boundary = epoch
+        .boundaries
+        .get(journal.instance_id())
+        .copied()
+        .unwrap_or(0);
+    log::info!(
+        "usage counters: epoch {} in force; counting this instance's events after #{boundary} again",
+        epoch.id
+    );
+    journal.recount_from(boundary + 1);
+    if mode.uses_mysql() {
+        let mut after = boundary;
+        loop {
+            let instance = journal.instance_id().to_string();
+            let rows = store
+                .exec(move |c| {
+                    Box::pin(ledger_queries::rows_after(
+                        c,
+                        instance,
+                        after,
+                        CATCH_UP_PAGE,
+                    ))
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = rows.last().map(|r| r.seq) else {
+                break;
+            };
+            for row in &rows {
+                let record = JournalRecord {
+                    seq: row.seq,
+                    counters: CounterContext {
+                        opus: is_opus(&row.event.model),
+                        weekly_reset: row.weekly_reset,
+                        rate_window: None,
+                    },
+                    event: row.event.clone(),
+                };
+                let updates = record.counter_updates(offset);
+                match cache
+                    .apply_usage(UsageApply {
+                        epoch: &epoch.id,
+                        instance: journal.instance_id(),
+                        seq: row.seq,
+                        updates: &updates,
+                        release: None,
+                        archive: None,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Applied::Now | Applied::Before => journal.mark_counted(&[row.seq]),
+                    other => return Err(format!("epoch changed during catch-up ({other:?})")),
+                }
+            }
+            if i64::try_from(rows.len()).unwrap_or(0) < CATCH_UP_PAGE {
+                break;
+            }
+            after = last;
+        }
+    }
+    if let Err(e) = journal.set_epoch(&epoch.id) {
+        log::error!("cannot save the journal checkpoint: {e}");
+    }
+    Ok((epoch.id, true))
+}
+
+/// Redis has no epoch: one instance (under a lock) rebuilds the limit counters from the
+/// archive and installs a new epoch; the others wait for it.
+async fn rebuild_epoch(
+    cache: &CacheHandle,
+    store: &PersistenceHandle,
+    mode: StorageMode,
+    offset: i32,
+) -> Result<LedgerEpoch, String> {
+    let lock = super::ephemeral::EntryKind::Lock.name("ledger-rebuild");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(e) = cache.ledger_epoch().await.map_err(|e| e.to_string())? {
+            return Ok(e);
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        let taken = cache
+            .acquire_lock(&lock, token.clone(), Duration::from_secs(60))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !taken {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let result = async {
+            if let Some(e) = cache.ledger_epoch().await.map_err(|e| e.to_string())? {
+                return Ok(e);
+            }
+            let snapshot = if mode.uses_mysql() {
+                let now = chrono::Utc::now();
+                store
+                    .exec_with_timeout(Some(Duration::from_secs(60)), move |c| {
+                        Box::pin(ledger_queries::snapshot(c, now, offset))
+                    })
+                    .await
+                    .map_err(|e| format!("cannot read the usage archive: {e}"))?
+            } else {
+                ledger_queries::LedgerSnapshot::default()
+            };
+            let epoch = LedgerEpoch {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                boundaries: snapshot.boundaries,
+            };
+            let counters: Vec<CounterValue> = snapshot
+                .counters
+                .into_iter()
+                .map(|(name, counters, ttl_ms)| CounterValue {
+                    name,
+                    counters,
+                    ttl_ms,
+                })
+                .collect();
+            cache
+                .install_epoch(&epoch, &counters)
+                .await
+                .map_err(|e| e.to_string())?;
+            log::warn!(
+                "usage counters were missing in redis (restarted empty or flushed): rebuilt {} \
+                 limit counters from the archive, epoch {}",
+                counters.len(),
+                epoch.id
+            );
+            Ok(epoch)
+        }
+        .await;
+        if let Err(e) = cache.release_lock(&lock, token).await {
+            log::debug!("rebuild lock not released (it expires): {e}");
+        }
+        return result;
+    }
+    Err("timed out waiting for another instance to rebuild the usage counters".into())
+}
+
+impl Handler<UsageNotJournaled> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UsageNotJournaled, _ctx: &mut Self::Context) {
+        if msg.rejected {
+            self.usage_stats.rejected += 1;
+        } else {
+            self.usage_stats.dropped += 1;
+        }
+    }
 }
 
 impl Handler<GetUsageStats> for RouterActor {
     type Result = MessageResult<GetUsageStats>;
 
     fn handle(&mut self, _: GetUsageStats, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.usage_stats)
+        MessageResult(UsageStats {
+            counters_trusted: self.counters_trusted() || self.config.mode == StorageMode::Mysql,
+            journal: self.journal.stats(),
+            ..self.usage_stats
+        })
     }
 }
 
@@ -715,58 +1051,110 @@ impl RouterHandle {
             })
             .await;
     }
-    pub async fn renew_lease(
-        &self,
-        scope: &str,
-        lease_id: &str,
-        ttl: Duration,
-    ) -> Result<bool, AppError> {
-        self.ask(RenewLease {
-            scope: scope.to_string(),
-            lease_id: lease_id.to_string(),
-            ttl,
-        })
-        .await?
-    }
     pub async fn count_leases(&self, scope: &str) -> Result<i64, AppError> {
         self.ask(CountLeases {
             scope: scope.to_string(),
         })
         .await?
     }
+    /// The journal every usage event goes through.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+    /// Journals one event (its counters derived from `counters`); the record to count.
+    fn journal_event(
+        &self,
+        event: UsageEvent,
+        counters: CounterContext,
+        release: Option<LeaseRef>,
+    ) -> Result<RecordUsage, AppError> {
+        let record = JournalRecord {
+            seq: 0,
+            event,
+            counters,
+        };
+        let updates = record.counter_updates(self.offset_hours);
+        let JournalRecord {
+            event, counters, ..
+        } = record;
+        let seq = self.journal.append(event.clone(), counters).map_err(|e| {
+            log::error!("usage event {} not journaled: {e}", event.request_id);
+            AppError::StorageUnavailable(
+                "storage unavailable: the usage of this answer cannot be recorded right now, \
+                     try again shortly"
+                    .into(),
+            )
+        })?;
+        Ok(RecordUsage {
+            seq,
+            event,
+            updates,
+            release,
+        })
+    }
+
+    /// Journals one event and has it counted without waiting (the hot path); `release` is
+    /// the request's lease, released in the counting round trip. Fails only when the
+    /// journal cannot be written.
+    pub fn record_usage_releasing(
+        &self,
+        event: UsageEvent,
+        counters: CounterContext,
+        release: Option<LeaseRef>,
+    ) -> Result<(), AppError> {
+        let record = self.journal_event(event, counters, release)?;
+        self.addr.do_send(record);
+        Ok(())
+    }
+
+    /// Journals one event and returns once it is counted (tools and tests: what they read
+    /// next includes it). In mysql mode counting is archiving; elsewhere the archive row
+    /// follows.
     pub async fn record_usage(
         &self,
         event: UsageEvent,
-        updates: Vec<CounterUpdate>,
+        counters: CounterContext,
     ) -> Result<(), AppError> {
-        self.ask(RecordUsage {
-            event,
-            updates,
-            release: None,
-        })
-        .await?
+        let record = self.journal_event(event, counters, None)?;
+        let seq = record.seq;
+        self.ask(record).await?;
+        if self.mode == StorageMode::Mysql {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.journal.archived_through() <= seq && Instant::now() < deadline {
+                let _ = self.ask(ArchiveUsage).await;
+                if self.journal.archived_through() <= seq {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        Ok(())
     }
-    /// Records usage and releases the request's lease in the same round trip.
-    pub async fn record_usage_releasing(
-        &self,
-        event: UsageEvent,
-        updates: Vec<CounterUpdate>,
-        lease: LeaseRef,
-    ) -> Result<(), AppError> {
-        self.ask(RecordUsage {
-            event,
-            updates,
-            release: Some(lease),
-        })
-        .await?
+    /// Counts an answer whose usage could not be journaled.
+    pub fn usage_not_journaled(&self, rejected: bool) {
+        self.addr.do_send(UsageNotJournaled { rejected });
     }
     pub async fn read_counters(&self, names: Vec<String>) -> Result<Vec<Counters>, AppError> {
         self.ask(ReadCounters { names }).await?
     }
-    /// Writes pending counters and moves queued events into the archive now.
-    pub async fn drain_usage(&self) {
-        self.flush_counters().await;
-        let _ = self.ask(DrainUsage).await;
+    /// Writes pending counters and moves journaled events into the archive now; returns
+    /// when nothing this instance journaled waits any more (or after `limit`).
+    pub async fn drain_usage(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.flush_counters().await;
+            let _ = self.ask(ArchiveUsage).await;
+            let _ = self.ask(ReplayCounters).await;
+            let stats = self.usage_stats().await;
+            let archived = stats.journal.unarchived_records == 0;
+            let counted = stats.journal.uncounted_records == 0;
+            if archived && counted {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     /// Writes the counter deltas summed in process to Redis (waits up to 2 s while Redis
     /// answers; returns false when some are still pending).

@@ -1,4 +1,4 @@
-//! `/admin/system` (mode, backend states, outbox depth, cache hit rate) and `/admin/audit`
+//! `/admin/system` (mode, backend states, usage backlog, cache hit rate) and `/admin/audit`
 //! (the audit log, newest first).
 
 use std::time::Duration;
@@ -38,7 +38,7 @@ async fn system(auth: AdminAuth) -> Result<HttpResponse, AdminError> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime": health.uptime.as_secs(),
         "backends": { "redis": health.redis, "mysql": health.mysql },
-        "outbox": { "depth": usage.outbox_depth, "spoolDepth": usage.spool_depth },
+        "usageBacklog": health.usage_backlog,
         "usage": usage,
         "cache": {
             "keyCacheHits": cache.key_cache_hits,

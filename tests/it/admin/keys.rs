@@ -467,7 +467,10 @@ async fn keys_created_here_work_on_the_relay_until_disabled_regenerated_or_delet
     assert_eq!(relay_status(&admin, &new_key).await, 200);
 
     // Usage of the key, by day and model, and its recent records (from MySQL).
-    admin.router().drain_usage().await;
+    admin
+        .router()
+        .drain_usage(std::time::Duration::from_secs(10))
+        .await;
     eventually(Duration::from_secs(10), "3 usage rows", || async {
         let n = admin.scalar("SELECT COUNT(*) AS n FROM usage_records");
         if n == 3 { Ok(()) } else { Err(format!("{n}")) }

@@ -59,12 +59,12 @@ pub fn cli_ok(env: &TestEnv, args: &[&str]) -> String {
 
 /// The actors of `config` in this process, once the backends the mode uses answer.
 pub async fn actors(config: &Config) -> Actors {
-    // A spool directory of its own: routers of one test must not take over each other's.
+    // A journal directory of its own: routers of one test must not take over each other's.
     let mut config = config.clone();
     // In-process pools live until the test binary exits: keep them small.
     config.mysql.connection_limit = 2;
-    config.spool_dir = config
-        .spool_dir
+    config.journal_dir = config
+        .journal_dir
         .join(uuid::Uuid::new_v4().simple().to_string());
     let actors = Actors::start(&config, false).expect("actors start");
     let started = Instant::now();

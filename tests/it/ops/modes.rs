@@ -7,10 +7,10 @@ use claude_relay::domain::account::{Account, AccountStatus, AccountType};
 use claude_relay::domain::api_key::ApiKey;
 use claude_relay::domain::crypto::CredentialCipher;
 use claude_relay::domain::keys::{generate_key, hash_key};
-use claude_relay::domain::limits::counter_updates;
 use claude_relay::domain::password;
 use claude_relay::domain::pricing::is_opus;
 use claude_relay::domain::usage_event::UsageEvent;
+use claude_relay::ledger::CounterContext;
 
 use super::{actors, cli_ok, counter_snapshot};
 use crate::support::TestEnv;
@@ -38,6 +38,7 @@ fn mode(env: &TestEnv, mode: StorageMode) -> Config {
 fn event(key_id: &str, account_id: &str, model: &str, n: i64) -> UsageEvent {
     UsageEvent {
         request_id: uuid::Uuid::new_v4().to_string(),
+        upstream_request_id: None,
         api_key_id: key_id.to_string(),
         account_id: account_id.to_string(),
         model: model.to_string(),
@@ -107,19 +108,19 @@ async fn populate(config: &Config, keys: &[(String, String, bool)]) -> String {
         (3, "claude-sonnet-4-20250514"),
     ] {
         let e = event(&keys[0].1, &account_id, model, n);
-        let updates = counter_updates(
-            &e,
-            config.timezone_offset_hours,
-            is_opus(model),
-            (1, 0),
-            None,
-        );
+        let updates = CounterContext {
+            opus: is_opus(model),
+            weekly_reset: (1, 0),
+            rate_window: None,
+        };
         a.router
             .record_usage(e, updates)
             .await
             .expect("record usage");
     }
-    a.router.drain_usage().await;
+    a.router
+        .drain_usage(std::time::Duration::from_secs(10))
+        .await;
     account_id
 }
 

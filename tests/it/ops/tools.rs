@@ -4,9 +4,9 @@
 use chrono::Utc;
 use claude_relay::domain::api_key::ApiKey;
 use claude_relay::domain::keys::{generate_key, hash_key};
-use claude_relay::domain::limits::counter_updates;
 use claude_relay::domain::pricing::is_opus;
 use claude_relay::domain::usage_event::UsageEvent;
+use claude_relay::ledger::CounterContext;
 use secrecy::ExposeSecret;
 
 use super::{actors, cli, cli_ok, counter_snapshot, redis_keys, wipe_redis};
@@ -38,6 +38,7 @@ async fn rebuild_cache_after_a_redis_wipe_restores_counters_from_the_archive() {
     {
         let e = UsageEvent {
             request_id: uuid::Uuid::new_v4().to_string(),
+            upstream_request_id: None,
             api_key_id: key.id.clone(),
             account_id: "acct-1".into(),
             model: model.to_string(),
@@ -52,13 +53,11 @@ async fn rebuild_cache_after_a_redis_wipe_restores_counters_from_the_archive() {
             latency_ms: 12,
             created_at: Utc::now(),
         };
-        let u = counter_updates(
-            &e,
-            config.timezone_offset_hours,
-            is_opus(model),
-            (3, 0),
-            None,
-        );
+        let u = CounterContext {
+            opus: is_opus(model),
+            weekly_reset: (3, 0),
+            rate_window: None,
+        };
         a.router.record_usage(e, u).await.unwrap();
     }
     let db = env.direct_mysql();
@@ -68,7 +67,7 @@ async fn rebuild_cache_after_a_redis_wipe_restores_counters_from_the_archive() {
         || {
             let (db, router, prefix) = (db.clone(), a.router.clone(), env.key_prefix.clone());
             async move {
-                router.drain_usage().await;
+                router.drain_usage(std::time::Duration::from_secs(10)).await;
                 match scalar(&db, "SELECT COUNT(*) AS n FROM usage_records") {
                     4 => Ok(()),
                     n => Err(format!(

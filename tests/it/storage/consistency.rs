@@ -116,7 +116,7 @@ async fn two_routers_see_each_others_invalidations() {
     let a = start(&env);
     let mut config_b = env.config();
     let spool_b = tempfile::tempdir().expect("temp dir");
-    config_b.spool_dir = spool_b.path().to_path_buf();
+    config_b.journal_dir = spool_b.path().to_path_buf();
     let b = Actors::start(&config_b, true).expect("second router");
     wait_status(&a.router, HealthStatus::Healthy).await;
     wait_status(&b.router, HealthStatus::Healthy).await;

@@ -10,11 +10,12 @@ use claude_relay::config::StorageMode;
 use claude_relay::domain::account::{AccountStatus, StatusChange};
 use claude_relay::domain::crypto::CredentialCipher;
 use claude_relay::domain::limits::{
-    Admission, AdmissionRequest, CostLimit, CostLimitKind, CounterUpdate, Counters, WindowLimits,
+    Admission, AdmissionRequest, CostLimit, CostLimitKind, Counters, WindowLimits,
     key_counter_names,
 };
 use claude_relay::domain::usage_event::UsageEvent;
 use claude_relay::error::AppError;
+use claude_relay::ledger::CounterContext;
 
 use super::{
     RECOVER, count, env_in, event, new_account, new_key, now_micros, start, updates, wait_status,
@@ -608,18 +609,6 @@ async fn admission(mode: StorageMode) {
         router.admit(request(&c, 2, None)).await.expect("admit"),
         Admission::Granted
     );
-    assert!(
-        router
-            .renew_lease(&scope, &b, Duration::from_secs(30))
-            .await
-            .expect("renew")
-    );
-    assert!(
-        !router
-            .renew_lease(&scope, &lease(), Duration::from_secs(30))
-            .await
-            .expect("renew unknown")
-    );
     router.release_lease(&scope, &b).await;
     router.release_lease(&scope, &c).await;
     assert_eq!(router.count_leases(&scope).await.expect("count"), 0);
@@ -679,15 +668,15 @@ async fn admission(mode: StorageMode) {
             .expect("admit"),
         Admission::Granted
     );
-    let e = event(&key_id, "", 50);
+    // (An event of another key: only the window named here is shared.)
+    let e = event(&uuid::Uuid::new_v4().to_string(), "", 50);
     router
         .record_usage(
             e.clone(),
-            vec![CounterUpdate {
-                name: w.name.clone(),
-                delta: Counters::of_event(&e, 0),
-                ttl_seconds: Some(120),
-            }],
+            CounterContext {
+                rate_window: Some((w.name.clone(), 120)),
+                ..updates(&e)
+            },
         )
         .await
         .expect("record");
@@ -759,12 +748,10 @@ async fn usage_archive(mode: StorageMode) {
         .await;
         // Recording an event again (a replay) adds nothing.
         router
-            .record_usage(events[0].clone(), Vec::new())
+            .record_usage(events[0].clone(), updates(&events[0]))
             .await
             .expect("record again");
-        router.drain_usage().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        router.drain_usage().await;
+        assert!(router.drain_usage(RECOVER).await, "journal drained");
         let stored: BTreeSet<String> = crate::support::mysql::strings(
             &env.direct_mysql(),
             "SELECT request_id AS s FROM usage_records",

@@ -40,11 +40,9 @@ fn redis_exists(key: &str) -> bool {
     redis_query::<i64>(shared_redis_port(), ::redis::cmd("EXISTS").arg(key)) == 1
 }
 
-fn outbox_len(env: &TestEnv) -> i64 {
-    redis_query(
-        shared_redis_port(),
-        ::redis::cmd("LLEN").arg(format!("{}outbox:usage", env.key_prefix)),
-    )
+/// Events of this relay's journal not archived yet.
+async fn unarchived(router: &claude_relay::actors::router::RouterHandle) -> u64 {
+    router.usage_stats().await.journal.unarchived_records
 }
 
 async fn wait_rows(env: &TestEnv, want: i64) {
@@ -500,7 +498,7 @@ async fn counters_with_redis_down_are_paused_and_replayed_on_recovery() {
     .await;
     // Replayed once: more drains change nothing.
     for _ in 0..3 {
-        router.drain_usage().await;
+        router.drain_usage(std::time::Duration::from_secs(10)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
@@ -572,7 +570,7 @@ async fn archive_with_redis_down_works() {
     redis.start();
     wait_status(router, HealthStatus::Healthy).await;
     for _ in 0..3 {
-        router.drain_usage().await;
+        router.drain_usage(std::time::Duration::from_secs(10)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(count(&env, "SELECT COUNT(*) AS n FROM usage_records"), 4);
@@ -586,7 +584,7 @@ async fn archive_with_redis_down_works() {
 }
 
 #[actix_rt::test]
-async fn archive_with_mysql_down_is_queued_in_the_outbox_and_flushed_once() {
+async fn archive_with_mysql_down_waits_in_the_journal_and_is_written_once() {
     let (proxy, env) = with_mysql_proxy();
     let actors = start(&env);
     let router = &actors.router;
@@ -601,19 +599,18 @@ async fn archive_with_mysql_down_is_queued_in_the_outbox_and_flushed_once() {
             .await
             .expect("record");
     }
-    assert_eq!(outbox_len(&env), 6);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(outbox_len(&env), 6, "kept while MySQL is down");
+    assert_eq!(unarchived(router).await, 6);
+    // Archive passes while MySQL is away keep everything.
+    router.drain_usage(Duration::from_millis(300)).await;
+    assert_eq!(unarchived(router).await, 6, "kept while MySQL is down");
     assert_eq!(count(&env, "SELECT COUNT(*) AS n FROM usage_records"), 0);
 
     proxy.open();
     wait_rows(&env, 6).await;
-    eventually(RECOVER, "outbox emptied", || async {
-        let n = outbox_len(&env);
-        if n == 0 {
-            Ok(())
-        } else {
-            Err(format!("{n} left"))
+    eventually(RECOVER, "journal archived", || async {
+        match unarchived(router).await {
+            0 => Ok(()),
+            n => Err(format!("{n} left")),
         }
     })
     .await;
@@ -858,15 +855,18 @@ async fn both_down_known_keys_validate_and_everything_else_is_unavailable() {
         "admin session",
     );
 
-    // Usage goes to the local spool and reaches MySQL once both are back.
+    // Usage waits in the local journal and reaches MySQL (and the counters) once both are
+    // back.
     let e = event(&known.id, &account.id, 0);
     router
         .record_usage(e.clone(), updates(&e))
         .await
-        .expect("spooled");
-    assert_eq!(router.usage_stats().await.spooled, 1);
-    let spool = std::path::Path::new(env.var("SPOOL_DIR").expect("spool"));
-    assert_eq!(std::fs::read_dir(spool).expect("spool dir").count(), 1);
+        .expect("journaled");
+    let journal = router.usage_stats().await.journal;
+    assert_eq!(
+        (journal.unarchived_records, journal.uncounted_records),
+        (1, 1)
+    );
 
     redis.start();
     proxy.open();

@@ -44,9 +44,9 @@ use claude_relay::domain::account::{Account, AccountStatus, AccountType};
 use claude_relay::domain::api_key::ApiKey;
 use claude_relay::domain::crypto::CredentialCipher;
 use claude_relay::domain::keys::{generate_key, hash_key};
-use claude_relay::domain::limits::{CounterUpdate, counter_updates};
 use claude_relay::domain::usage_event::UsageEvent;
 use claude_relay::error::AppError;
+use claude_relay::ledger::CounterContext;
 
 use crate::support::{TestEnv, eventually, mysql};
 
@@ -158,6 +158,7 @@ pub fn new_account(env: &TestEnv, name: &str, priority: i32) -> Account {
 pub fn event(key_id: &str, account_id: &str, i: i64) -> UsageEvent {
     UsageEvent {
         request_id: uuid::Uuid::new_v4().to_string(),
+        upstream_request_id: None,
         api_key_id: key_id.to_string(),
         account_id: account_id.to_string(),
         model: "claude-sonnet-4-5".into(),
@@ -174,9 +175,14 @@ pub fn event(key_id: &str, account_id: &str, i: i64) -> UsageEvent {
     }
 }
 
-/// Every counter set `e` adds to (TIMEZONE_OFFSET default 8).
-pub fn updates(e: &UsageEvent) -> Vec<CounterUpdate> {
-    counter_updates(e, 8, false, (1, 0), None)
+/// What an event needs besides itself to be counted: not Opus, the default weekly reset, no
+/// rate window.
+pub fn updates(_e: &UsageEvent) -> CounterContext {
+    CounterContext {
+        opus: false,
+        weekly_reset: (1, 0),
+        rate_window: None,
+    }
 }
 
 /// Asserts a 503 `storage_unavailable` whose message names the cause.

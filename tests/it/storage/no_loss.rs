@@ -1,7 +1,8 @@
 //! No usage event lost, none doubled: MySQL cut in the middle of 2,000 events; a relay that
-//! dies with events in the Redis outbox; a relay that dies with events in the local spool
-//! (both backends down). The dead relay is an actix System of its own on another thread,
-//! stopped without draining; a new set of actors on the same backends replays.
+//! dies with events in its journal (MySQL down: counted, not archived); a relay that dies
+//! with events in its journal with both backends down (neither counted nor archived). The
+//! dead relay is an actix System of its own on another thread, stopped without draining;
+//! a new set of actors on the same journal directory and backends finishes the work.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,17 +12,19 @@ use claude_relay::actors::router::{HealthStatus, RouterHandle};
 use claude_relay::app::Actors;
 use claude_relay::config::{Config, StorageMode};
 
-use super::{
-    RECOVER, count, env_in, event, redis_query, shared_redis_port, start, updates, wait_backend,
-    wait_status,
-};
+use super::{RECOVER, count, env_in, event, start, updates, wait_backend, wait_status};
 use crate::support::{RedisServer, TcpProxy, TestEnv, eventually, mysql};
 
-fn outbox_len(env: &TestEnv) -> i64 {
-    redis_query(
-        shared_redis_port(),
-        ::redis::cmd("LLEN").arg(format!("{}outbox:usage", env.key_prefix)),
-    )
+async fn journal_drained(router: &RouterHandle) {
+    eventually(RECOVER, "journal archived and counted", || async {
+        let j = router.usage_stats().await.journal;
+        if j.unarchived_records == 0 && j.uncounted_records == 0 {
+            Ok(())
+        } else {
+            Err(format!("{j:?}"))
+        }
+    })
+    .await;
 }
 
 async fn wait_rows(env: &TestEnv, want: i64, within: Duration) {
@@ -89,17 +92,9 @@ async fn two_thousand_events_with_mysql_cut_in_the_middle() {
             .unwrap_or_else(|err| panic!("event {i}: {err}"));
     }
     wait_rows(&env, 2_000, Duration::from_secs(90)).await;
-    eventually(RECOVER, "outbox empty", || async {
-        let n = outbox_len(&env);
-        if n == 0 {
-            Ok(())
-        } else {
-            Err(format!("{n} left"))
-        }
-    })
-    .await;
-    // Let a few more drains run: still exactly once.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    journal_drained(router).await;
+    // More archive passes change nothing: still exactly once.
+    assert!(router.drain_usage(RECOVER).await);
     assert_archived_once(&env, &ids);
     let total = router
         .read_counters(vec![format!("usage:key:{key_id}:total")])
@@ -143,68 +138,66 @@ async fn assert_dead(router: &RouterHandle) {
 }
 
 #[actix_rt::test]
-async fn events_in_the_outbox_of_a_killed_relay_are_archived_once_by_the_next() {
+async fn events_in_the_journal_of_a_killed_relay_are_archived_once_by_the_next() {
     let proxy = Arc::new(TcpProxy::to_mysql());
     let env = env_in(StorageMode::Hybrid).with("MYSQL_PORT", proxy.port().to_string());
     let cut = proxy.clone();
-    let env_prefix = env.key_prefix.clone();
+    let key_id = uuid::Uuid::new_v4().to_string();
+    let key = key_id.clone();
     let (ids, dead) = in_a_relay_that_dies(env.config(), move |actors| async move {
         let router = &actors.router;
         wait_status(router, HealthStatus::Healthy).await;
         cut.cut();
         wait_backend(router, "mysql", false).await;
-        let key_id = uuid::Uuid::new_v4().to_string();
         let mut ids = BTreeSet::new();
         for i in 0..300 {
-            let e = event(&key_id, "acct", i);
+            let e = event(&key, "acct", i);
             ids.insert(e.request_id.clone());
             router
                 .record_usage(e.clone(), updates(&e))
                 .await
                 .expect("record");
         }
-        let queued: i64 = redis_query(
-            shared_redis_port(),
-            ::redis::cmd("LLEN").arg(format!("{env_prefix}outbox:usage")),
-        );
-        assert_eq!(queued, 300, "every event reached the outbox");
+        // Counted in Redis at once; waiting in the journal for MySQL.
+        eventually(RECOVER, "300 counted", || async {
+            let j = router.usage_stats().await.journal;
+            if (j.unarchived_records, j.uncounted_records) == (300, 0) {
+                Ok(())
+            } else {
+                Err(format!("{j:?}"))
+            }
+        })
+        .await;
         ids
     });
     assert_dead(&dead).await;
+    drop(dead);
 
     proxy.open();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        outbox_len(&env),
-        300,
-        "nobody drained: the relay really is dead"
-    );
     assert_eq!(count(&env, "SELECT COUNT(*) AS n FROM usage_records"), 0);
 
     let next = start(&env);
     wait_status(&next.router, HealthStatus::Healthy).await;
     wait_rows(&env, 300, RECOVER).await;
-    eventually(RECOVER, "outbox empty", || async {
-        let n = outbox_len(&env);
-        if n == 0 {
-            Ok(())
-        } else {
-            Err(format!("{n} left"))
-        }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    journal_drained(&next.router).await;
     assert_archived_once(&env, &ids);
+    // The dead relay had counted them: the next one does not count them again.
+    let total = next
+        .router
+        .read_counters(vec![format!("usage:key:{key_id}:total")])
+        .await
+        .expect("counters");
+    assert_eq!(total[0].requests, 300);
 }
 
 #[actix_rt::test]
-async fn events_in_the_spool_of_a_killed_relay_are_archived_once_by_the_next() {
+async fn events_journaled_with_both_backends_down_are_archived_and_counted_once_by_the_next() {
     let redis = RedisServer::spawn();
     let proxy = Arc::new(TcpProxy::to_mysql());
     let env = env_in(StorageMode::Hybrid)
         .with("REDIS_PORT", redis.port().to_string())
         .with("MYSQL_PORT", proxy.port().to_string());
-    let spool = std::path::PathBuf::from(env.var("SPOOL_DIR").expect("spool dir"));
+    let dir = std::path::PathBuf::from(env.var("USAGE_JOURNAL_DIR").expect("journal dir"));
     let key_id = uuid::Uuid::new_v4().to_string();
 
     let cut = proxy.clone();
@@ -223,24 +216,22 @@ async fn events_in_the_spool_of_a_killed_relay_are_archived_once_by_the_next() {
             router
                 .record_usage(e.clone(), updates(&e))
                 .await
-                .expect("spooled");
+                .expect("journaled");
         }
-        assert_eq!(router.usage_stats().await.spooled, 50);
+        let j = router.usage_stats().await.journal;
+        assert_eq!((j.unarchived_records, j.uncounted_records), (50, 50));
         (ids, redis)
     });
     assert_dead(&dead).await;
-    let spooled: usize = std::fs::read_dir(&spool)
-        .expect("spool dir")
-        .map(|f| {
-            let text = std::fs::read_to_string(f.expect("entry").path()).expect("read");
-            text.lines().filter(|l| !l.trim().is_empty()).count()
-        })
-        .sum();
-    assert_eq!(spooled, 50, "every event is in the spool files");
+    drop(dead);
+    let on_disk = claude_relay::ledger::journal::inspect(&dir).expect("journal readable");
+    assert_eq!(on_disk.unarchived, 50, "every event is in the journal");
+    assert!(!on_disk.in_use, "the dead relay let go of its journal");
 
+    // The same Redis comes back (with its counters: a restart of the relay, not of Redis,
+    // is what this test is about), then MySQL.
     redis.start();
     proxy.open();
-    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         count(&env, "SELECT COUNT(*) AS n FROM usage_records"),
         0,
@@ -250,18 +241,18 @@ async fn events_in_the_spool_of_a_killed_relay_are_archived_once_by_the_next() {
     let next = start(&env);
     wait_status(&next.router, HealthStatus::Healthy).await;
     wait_rows(&env, 50, RECOVER).await;
-    eventually(RECOVER, "spool replayed and removed", || async {
-        let left = std::fs::read_dir(&spool).expect("spool dir").count();
-        if left == 0 {
+    journal_drained(&next.router).await;
+    assert_archived_once(&env, &ids);
+    eventually(RECOVER, "journal segments deleted", || async {
+        let left = claude_relay::ledger::journal::inspect(&dir).expect("journal");
+        if left.segments <= 1 && left.unarchived == 0 {
             Ok(())
         } else {
-            Err(format!("{left} files"))
+            Err(format!("{left:?}"))
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_archived_once(&env, &ids);
-    // The counters the dead relay could not write were replayed once.
+    // The counters the dead relay could not write were applied once.
     let total = next
         .router
         .read_counters(vec![format!("usage:key:{key_id}:total")])

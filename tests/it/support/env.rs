@@ -123,8 +123,8 @@ impl TestEnv {
         set("MYSQL_CONNECTION_LIMIT", "5");
         set("BACKEND_PROBE_INTERVAL_MS", "100");
         set(
-            "SPOOL_DIR",
-            dir.path().join("spool").to_str().expect("utf-8 temp dir"),
+            "USAGE_JOURNAL_DIR",
+            dir.path().join("journal").to_str().expect("utf-8 temp dir"),
         );
         TestEnv {
             database,

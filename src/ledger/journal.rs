@@ -1,0 +1,761 @@
+//! The local journal of one relay instance: numbered records in segment files
+//! (`seg-<first seq>.jrn`) under a directory this process holds a lock on, a checkpoint of
+//! what has been archived and what has been counted, and the reading side for the archive
+//! writer and counter replays. Appends are plain `write`s (a killed process loses nothing the
+//! kernel has); `USAGE_JOURNAL_FSYNC` decides what a host crash can lose.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::record::{self, CounterContext, Frame, JournalRecord};
+use crate::domain::usage_event::UsageEvent;
+
+/// A segment is closed and a new one started past this size.
+const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
+/// Bytes read from a segment at a time.
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// When appended records are forced to disk (`USAGE_JOURNAL_FSYNC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Never: a host crash can lose what the kernel had not written back yet.
+    Never,
+    /// After every record: nothing is lost, each append waits for the disk.
+    Always,
+    /// Every so often, in the background: a host crash loses at most that much.
+    Interval(Duration),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("the usage journal directory {0} is in use by another relay process")]
+    Locked(PathBuf),
+    #[error("the usage journal is full ({used} bytes of {limit} allowed)")]
+    Full { used: u64, limit: u64 },
+    #[error("the usage journal cannot be written: {0}")]
+    Io(#[from] io::Error),
+    #[error("a usage record cannot be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// What `/metrics`, `/health` and `diagnose` show of the journal.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalStats {
+    /// Records appended and not archived yet.
+    pub unarchived_records: u64,
+    /// Bytes of those records (segments still held, less what is archived of the first).
+    pub unarchived_bytes: u64,
+    /// Age of the oldest record not archived yet.
+    pub oldest_unarchived_secs: f64,
+    /// Records whose counters are not in Redis yet.
+    pub uncounted_records: u64,
+    pub appended: u64,
+    pub append_failures: u64,
+    pub corrupt_records: u64,
+}
+
+/// Where the archive writer and the counter replay stand; kept in `checkpoint`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Checkpoint {
+    /// Every record below this sequence number is archived.
+    archived: u64,
+    /// Every record below this sequence number has its counters applied.
+    counted: u64,
+    /// The ledger epoch (of Redis) the counted records were counted into.
+    #[serde(default)]
+    epoch: Option<String>,
+}
+
+/// Where a journal's records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalMode {
+    /// Into the MySQL archive, counters with them (mysql mode).
+    Archive,
+    /// Into Redis, archive lists and counters in one step (redis mode).
+    Counters,
+    /// Into the MySQL archive and, apart, the Redis counters (hybrid).
+    Both,
+}
+
+struct Segment {
+    path: PathBuf,
+    /// Bytes of whole records in it.
+    bytes: u64,
+    last_seq: Option<u64>,
+}
+
+struct Active {
+    file: File,
+    first_seq: u64,
+}
+
+struct Inner {
+    active: Option<Active>,
+    segments: BTreeMap<u64, Segment>,
+    next_seq: u64,
+    checkpoint: Checkpoint,
+    /// Appended records whose counters are not applied yet (only when counters are kept
+    /// apart from the archive, i.e. in Redis).
+    uncounted: BTreeSet<u64>,
+    /// Position after the last record the archive writer read: (seq, segment, offset).
+    read_hint: Option<(u64, u64, u64)>,
+    oldest_unarchived: Option<DateTime<Utc>>,
+    held_bytes: u64,
+    stats: JournalStats,
+}
+
+/// One instance's journal. Shared (`Arc`) by every HTTP worker and the archive writer;
+/// the lock inside is held for one `write` per append.
+pub struct Journal {
+    dir: PathBuf,
+    instance_id: String,
+    fsync: FsyncPolicy,
+    max_bytes: u64,
+    /// Counters are applied apart from the archive (Redis): records wait for both.
+    track_counters: bool,
+    /// The archive is the counting step itself (redis mode).
+    archive_is_counting: bool,
+    inner: Mutex<Inner>,
+    /// Held for the journal's lifetime: one process per directory.
+    _lock: File,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir` for records that go where `mode` says.
+    /// `max_bytes` (0 = no limit) bounds the disk the journal may use.
+    pub fn open(
+        dir: &Path,
+        fsync: FsyncPolicy,
+        max_bytes: u64,
+        mode: JournalMode,
+    ) -> Result<Journal, JournalError> {
+        let track_counters = mode != JournalMode::Archive;
+        let archive_is_counting = mode == JournalMode::Counters;
+        fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(JournalError::Locked(dir.into())),
+            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let instance_id = instance_id(dir)?;
+        let checkpoint = read_checkpoint(dir);
+        let (archived_from, counted_from) = (checkpoint.archived, checkpoint.counted);
+        let mut inner = Inner {
+            active: None,
+            segments: BTreeMap::new(),
+            next_seq: 1,
+            checkpoint,
+            uncounted: BTreeSet::new(),
+            read_hint: None,
+            oldest_unarchived: None,
+            held_bytes: 0,
+            stats: JournalStats::default(),
+        };
+        for (first, path) in segment_files(dir)? {
+            let (records, bytes, corrupt) = scan_segment(&path)?;
+            inner.stats.corrupt_records += corrupt;
+            let last_seq = records.last().map(|r| r.seq);
+            for r in &records {
+                if track_counters && r.seq >= counted_from {
+                    inner.uncounted.insert(r.seq);
+                }
+                if r.seq >= archived_from && inner.oldest_unarchived.is_none() {
+                    inner.oldest_unarchived = Some(r.event.created_at);
+                }
+            }
+            if let Some(last) = last_seq {
+                inner.next_seq = inner.next_seq.max(last + 1);
+            }
+            inner.held_bytes += bytes;
+            inner.segments.insert(
+                first,
+                Segment {
+                    path,
+                    bytes,
+                    last_seq,
+                },
+            );
+        }
+        // The checkpoint may be ahead of what is left (segments deleted after it was saved).
+        inner.next_seq = inner.next_seq.max(archived_from).max(counted_from);
+        if !track_counters {
+            inner.checkpoint.counted = inner.checkpoint.archived;
+        }
+        if archive_is_counting {
+            inner.checkpoint.archived = inner.uncounted.first().copied().unwrap_or(inner.next_seq);
+        }
+        let journal = Journal {
+            dir: dir.to_path_buf(),
+            instance_id,
+            fsync,
+            max_bytes,
+            track_counters,
+            archive_is_counting,
+            inner: Mutex::new(inner),
+            _lock: lock,
+        };
+        journal.delete_done_segments();
+        Ok(journal)
+    }
+
+    /// This journal's identity, stable across restarts on the same directory (archive rows
+    /// carry it with the sequence number).
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        self.fsync
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one event; returns its sequence number once the kernel has it.
+    pub fn append(&self, event: UsageEvent, counters: CounterContext) -> Result<u64, JournalError> {
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        let record = JournalRecord {
+            seq,
+            event,
+            counters,
+        };
+        let bytes = record.encode()?;
+        let size = bytes.len() as u64;
+        if self.max_bytes > 0 && inner.held_bytes + size > self.max_bytes {
+            inner.stats.append_failures += 1;
+            return Err(JournalError::Full {
+                used: inner.held_bytes,
+                limit: self.max_bytes,
+            });
+        }
+        if let Err(e) = self.write_record(&mut inner, seq, &bytes) {
+            inner.stats.append_failures += 1;
+            return Err(e);
+        }
+        inner.next_seq = seq + 1;
+        inner.held_bytes += size;
+        inner.stats.appended += 1;
+        if self.track_counters {
+            inner.uncounted.insert(seq);
+        }
+        if inner.oldest_unarchived.is_none() {
+            inner.oldest_unarchived = Some(record.event.created_at);
+        }
+        Ok(seq)
+    }
+
+    fn write_record(&self, inner: &mut Inner, seq: u64, bytes: &[u8]) -> Result<(), JournalError> {
+        let rotate = match (&inner.active, inner.segments.last_key_value()) {
+            (Some(a), Some((first, s))) => *first != a.first_seq || s.bytes >= SEGMENT_BYTES,
+            _ => true,
+        };
+        if rotate {
+            let path = self.dir.join(segment_name(seq));
+            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            inner.active = Some(Active {
+                file,
+                first_seq: seq,
+            });
+            inner.segments.insert(
+                seq,
+                Segment {
+                    path,
+                    bytes: 0,
+                    last_seq: None,
+                },
+            );
+        }
+        let Some(active) = inner.active.as_mut() else {
+            return Err(JournalError::Io(io::Error::other("no active segment")));
+        };
+        let first = active.first_seq;
+        let written = active.file.write_all(bytes).and_then(|()| {
+            if self.fsync == FsyncPolicy::Always {
+                active.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        let Some(segment) = inner.segments.get_mut(&first) else {
+            return Err(JournalError::Io(io::Error::other("active segment unknown")));
+        };
+        match written {
+            Ok(()) => {
+                segment.bytes += bytes.len() as u64;
+                segment.last_seq = Some(seq);
+                Ok(())
+            }
+            Err(e) => {
+                // Cut a partial record off so the segment stays readable; the next append
+                // starts a new segment.
+                let good = segment.bytes;
+                if let Some(a) = inner.active.take() {
+                    if let Err(cut) = a.file.set_len(good) {
+                        log::error!("cannot cut a partial journal record off: {cut}");
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Forces appended records to disk (`USAGE_JOURNAL_FSYNC` interval).
+    pub fn sync(&self) -> io::Result<()> {
+        let file = match &self.lock().active {
+            Some(a) => a.file.try_clone()?,
+            None => return Ok(()),
+        };
+        file.sync_data()
+    }
+
+    /// The counters of `seq` are applied (or never will be needed).
+    pub fn mark_counted(&self, seqs: &[u64]) {
+        let mut inner = self.lock();
+        for s in seqs {
+            inner.uncounted.remove(s);
+        }
+    }
+
+    /// Forgets which records were counted from `from` on: after Redis came back empty, every
+    /// record not in the rebuilt counters has to be applied again. Only records still in the
+    /// journal can be; older ones come from the archive (the caller reads them there).
+    pub fn recount_from(&self, from: u64) {
+        if !self.track_counters {
+            return;
+        }
+        let mut inner = self.lock();
+        let next = inner.next_seq;
+        let start = from.max(inner.segments.keys().next().copied().unwrap_or(next));
+        for s in start..next {
+            inner.uncounted.insert(s);
+        }
+    }
+
+    /// The ledger epoch the counted records were counted into.
+    pub fn epoch(&self) -> Option<String> {
+        self.lock().checkpoint.epoch.clone()
+    }
+
+    /// Counting now goes into `epoch`; saved with the checkpoint.
+    pub fn set_epoch(&self, epoch: &str) -> io::Result<()> {
+        self.lock().checkpoint.epoch = Some(epoch.to_string());
+        self.save_counted()
+    }
+
+    /// Up to `max` sequence numbers whose counters are still to be applied, oldest first.
+    pub fn uncounted(&self, max: usize) -> Vec<u64> {
+        self.lock().uncounted.iter().take(max).copied().collect()
+    }
+
+    /// The next sequence number to be archived.
+    pub fn archived_through(&self) -> u64 {
+        self.lock().checkpoint.archived
+    }
+
+    /// Records from `from` on (at most `max`), skipping unreadable ones (counted and logged).
+    pub fn read(&self, from: u64, max: usize) -> Vec<JournalRecord> {
+        let (plan, hint) = {
+            let inner = self.lock();
+            let plan: Vec<(u64, PathBuf, u64)> = inner
+                .segments
+                .iter()
+                .filter(|(_, s)| s.last_seq.is_some_and(|l| l >= from))
+                .map(|(first, s)| (*first, s.path.clone(), s.bytes))
+                .collect();
+            (plan, inner.read_hint)
+        };
+        let mut out = Vec::new();
+        let mut corrupt = 0u64;
+        let mut last_pos = None;
+        for (first, path, limit) in plan {
+            let start = match hint {
+                Some((seq, seg, offset)) if seq == from && seg == first => offset,
+                _ => 0,
+            };
+            let mut offset = start;
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    log::error!("cannot open journal segment {}: {e}", path.display());
+                    continue;
+                }
+            };
+            let mut reader = SegmentReader::new(file, offset, limit);
+            while out.len() < max {
+                match reader.next_frame() {
+                    Ok(Some((Frame::Record(r, size), _))) => {
+                        offset += size as u64;
+                        if r.seq >= from {
+                            out.push(*r);
+                        }
+                    }
+                    Ok(Some((Frame::Corrupt(size, why), at))) => {
+                        offset += size as u64;
+                        corrupt += 1;
+                        log::error!(
+                            "journal record skipped in {} at byte {at}: {why}",
+                            path.display()
+                        );
+                    }
+                    Ok(Some((Frame::Garbage, at))) => {
+                        corrupt += 1;
+                        log::error!(
+                            "journal segment {} unreadable from byte {at}: the rest is skipped",
+                            path.display()
+                        );
+                        offset = limit;
+                        break;
+                    }
+                    Ok(Some((Frame::Incomplete, _))) | Ok(None) => break,
+                    Err(e) => {
+                        log::error!("cannot read journal segment {}: {e}", path.display());
+                        break;
+                    }
+                }
+            }
+            last_pos = Some((first, offset));
+            if out.len() >= max {
+                break;
+            }
+        }
+        let mut inner = self.lock();
+        inner.stats.corrupt_records += corrupt;
+        if let (Some(last), Some((seg, offset))) = (out.last(), last_pos) {
+            inner.read_hint = Some((last.seq + 1, seg, offset));
+        }
+        out
+    }
+
+    /// Everything below `next` is archived: saves the checkpoint and deletes the segments
+    /// nobody needs any more. `oldest` is the creation time of the next record waiting.
+    pub fn set_archived(&self, next: u64, oldest: Option<DateTime<Utc>>) -> io::Result<()> {
+        {
+            let mut inner = self.lock();
+            inner.checkpoint.archived = inner.checkpoint.archived.max(next);
+            if !self.track_counters {
+                inner.checkpoint.counted = inner.checkpoint.archived;
+            }
+            inner.oldest_unarchived = if next >= inner.next_seq { None } else { oldest };
+        }
+        self.save_checkpoint()?;
+        self.delete_done_segments();
+        Ok(())
+    }
+
+    /// Saves where counting stands (the oldest uncounted record) and drops done segments.
+    pub fn save_counted(&self) -> io::Result<()> {
+        {
+            let mut inner = self.lock();
+            inner.checkpoint.counted = inner.uncounted.first().copied().unwrap_or(inner.next_seq);
+            if !self.track_counters {
+                inner.checkpoint.counted = inner.checkpoint.archived;
+            }
+            if self.archive_is_counting {
+                inner.checkpoint.archived = inner.checkpoint.counted;
+                if inner.checkpoint.archived >= inner.next_seq {
+                    inner.oldest_unarchived = None;
+                }
+            }
+        }
+        self.save_checkpoint()?;
+        self.delete_done_segments();
+        Ok(())
+    }
+
+    fn save_checkpoint(&self) -> io::Result<()> {
+        let checkpoint = self.lock().checkpoint.clone();
+        let tmp = self.dir.join("checkpoint.tmp");
+        fs::write(
+            &tmp,
+            serde_json::to_vec(&checkpoint).map_err(io::Error::other)?,
+        )?;
+        fs::rename(tmp, self.dir.join("checkpoint"))
+    }
+
+    /// Deletes sealed segments whose every record is archived and counted.
+    fn delete_done_segments(&self) {
+        let mut inner = self.lock();
+        let done_below = inner.checkpoint.archived.min(
+            inner
+                .uncounted
+                .first()
+                .copied()
+                .unwrap_or(inner.checkpoint.counted.max(inner.checkpoint.archived)),
+        );
+        let active = inner.active.as_ref().map(|a| a.first_seq);
+        let doomed: Vec<u64> = inner
+            .segments
+            .iter()
+            .filter(|(first, s)| {
+                Some(**first) != active && s.last_seq.is_none_or(|l| l < done_below)
+            })
+            .map(|(first, _)| *first)
+            .collect();
+        for first in doomed {
+            if let Some(s) = inner.segments.remove(&first) {
+                match fs::remove_file(&s.path) {
+                    Ok(()) => inner.held_bytes = inner.held_bytes.saturating_sub(s.bytes),
+                    Err(e) => {
+                        log::error!("cannot delete journal segment {}: {e}", s.path.display());
+                        inner.segments.insert(first, s);
+                    }
+                }
+            }
+        }
+        if inner
+            .read_hint
+            .is_some_and(|(_, seg, _)| !inner.segments.contains_key(&seg))
+        {
+            inner.read_hint = None;
+        }
+    }
+
+    pub fn stats(&self) -> JournalStats {
+        let inner = self.lock();
+        let archived = inner.checkpoint.archived;
+        let unarchived_records = if self.archive_is_counting {
+            inner.uncounted.len() as u64
+        } else {
+            inner.next_seq.saturating_sub(archived)
+        };
+        let archived_part = match inner.read_hint {
+            Some((seq, _, offset)) if seq == archived => offset,
+            _ => 0,
+        };
+        let unarchived_bytes = if unarchived_records == 0 {
+            0
+        } else {
+            inner
+                .segments
+                .values()
+                .filter(|s| s.last_seq.is_some_and(|l| l >= archived))
+                .map(|s| s.bytes)
+                .sum::<u64>()
+                .saturating_sub(archived_part)
+        };
+        JournalStats {
+            unarchived_records,
+            unarchived_bytes,
+            oldest_unarchived_secs: inner
+                .oldest_unarchived
+                .filter(|_| unarchived_records > 0)
+                .map_or(0.0, |t| {
+                    (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+                }),
+            uncounted_records: inner.uncounted.len() as u64,
+            ..inner.stats
+        }
+    }
+
+    /// The next sequence number an append will get.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+}
+
+/// Reads whole frames from a segment file, from `offset` up to `limit` bytes.
+struct SegmentReader {
+    file: File,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    at: u64,
+    limit: u64,
+    eof: bool,
+}
+
+impl SegmentReader {
+    fn new(file: File, offset: u64, limit: u64) -> Self {
+        SegmentReader {
+            file,
+            buf: Vec::new(),
+            at: offset,
+            limit,
+            eof: false,
+        }
+    }
+
+    /// The next frame and its file position; `None` at the end.
+    fn next_frame(&mut self) -> io::Result<Option<(Frame, u64)>> {
+        loop {
+            match record::decode(&self.buf) {
+                Frame::Incomplete if !self.eof => self.fill()?,
+                Frame::Incomplete if self.buf.is_empty() => return Ok(None),
+                frame => {
+                    let at = self.at;
+                    let used = match &frame {
+                        Frame::Record(_, n) | Frame::Corrupt(n, _) => *n,
+                        Frame::Garbage | Frame::Incomplete => self.buf.len(),
+                    };
+                    self.buf.drain(..used);
+                    self.at += used as u64;
+                    return Ok(Some((frame, at)));
+                }
+            }
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let read_to = self.at + self.buf.len() as u64;
+        if read_to >= self.limit {
+            self.eof = true;
+            return Ok(());
+        }
+        let want = usize::try_from(self.limit - read_to)
+            .unwrap_or(READ_CHUNK)
+            .min(READ_CHUNK);
+        self.file.seek(SeekFrom::Start(read_to))?;
+        let mut chunk = vec![0u8; want];
+        let n = self.file.read(&mut chunk)?;
+        if n == 0 {
+            self.eof = true;
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("seg-{first_seq:020}.jrn")
+}
+
+/// Segment files of `dir` by first sequence number.
+fn segment_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let first = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("seg-"))
+            .and_then(|n| n.strip_suffix(".jrn"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(first) = first {
+            out.push((first, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every readable record of a segment, the bytes of whole frames, and how many were not
+/// readable. A torn last record (the process died inside a write) is left out.
+fn scan_segment(path: &Path) -> io::Result<(Vec<JournalRecord>, u64, u64)> {
+    let len = fs::metadata(path)?.len();
+    let mut reader = SegmentReader::new(File::open(path)?, 0, len);
+    let (mut records, mut bytes, mut corrupt) = (Vec::new(), 0u64, 0u64);
+    while let Some((frame, at)) = reader.next_frame()? {
+        match frame {
+            Frame::Record(r, n) => {
+                bytes += n as u64;
+                records.push(*r);
+            }
+            Frame::Corrupt(n, why) => {
+                bytes += n as u64;
+                corrupt += 1;
+                log::error!(
+                    "journal record skipped in {} at byte {at}: {why}",
+                    path.display()
+                );
+            }
+            Frame::Garbage => {
+                corrupt += 1;
+                log::error!(
+                    "journal segment {} unreadable from byte {at}: the rest is skipped",
+                    path.display()
+                );
+                break;
+            }
+            Frame::Incomplete => {
+                log::warn!(
+                    "journal segment {} ends in a torn record at byte {at} (process killed mid-write)",
+                    path.display()
+                );
+                break;
+            }
+        }
+    }
+    Ok((records, bytes, corrupt))
+}
+
+/// The directory's instance id, created on first use.
+fn instance_id(dir: &Path) -> io::Result<String> {
+    let path = dir.join("instance");
+    match fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            let tmp = dir.join("instance.tmp");
+            fs::write(&tmp, &id)?;
+            fs::rename(tmp, path)?;
+            Ok(id)
+        }
+    }
+}
+
+fn read_checkpoint(dir: &Path) -> Checkpoint {
+    fs::read(dir.join("checkpoint"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Checkpoint {
+            archived: 1,
+            counted: 1,
+            epoch: None,
+        })
+}
+
+/// What `diagnose` shows of a journal directory, read without taking it over.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JournalReport {
+    pub segments: usize,
+    pub bytes: u64,
+    /// Records at or after the archive checkpoint.
+    pub unarchived: u64,
+    pub oldest_unarchived: Option<DateTime<Utc>>,
+    pub corrupt: u64,
+    /// A relay process holds the directory now.
+    pub in_use: bool,
+}
+
+/// Reads a journal directory (a serving relay may hold it; nothing is changed).
+pub fn inspect(dir: &Path) -> io::Result<JournalReport> {
+    let mut report = JournalReport::default();
+    if !dir.exists() {
+        return Ok(report);
+    }
+    if let Ok(lock) = OpenOptions::new().read(true).open(dir.join("lock")) {
+        report.in_use = matches!(lock.try_lock_shared(), Err(fs::TryLockError::WouldBlock));
+    }
+    let checkpoint = read_checkpoint(dir);
+    for (_, path) in segment_files(dir)? {
+        let (records, bytes, corrupt) = scan_segment(&path)?;
+        report.segments += 1;
+        report.bytes += bytes;
+        report.corrupt += corrupt;
+        for r in records.iter().filter(|r| r.seq >= checkpoint.archived) {
+            report.unarchived += 1;
+            if report.oldest_unarchived.is_none() {
+                report.oldest_unarchived = Some(r.event.created_at);
+            }
+        }
+    }
+    Ok(report)
+}
