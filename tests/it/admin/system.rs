@@ -5,7 +5,7 @@ use serde_json::json;
 use super::{fields, start};
 
 #[actix_rt::test]
-async fn system_reports_mode_backends_outbox_and_cache() {
+async fn system_reports_mode_backends_usage_backlog_and_cache() {
     let admin = start().await;
     let (status, body) = admin.get("/admin/system").await;
     assert_eq!(status, 200, "{body}");
@@ -13,14 +13,25 @@ async fn system_reports_mode_backends_outbox_and_cache() {
     assert_eq!(
         fields(d),
         [
-            "backends", "cache", "mode", "outbox", "status", "uptime", "usage", "version"
+            "backends",
+            "cache",
+            "mode",
+            "status",
+            "uptime",
+            "usage",
+            "usageBacklog",
+            "version"
         ]
     );
     assert_eq!(d["mode"], "hybrid");
     assert_eq!(d["status"], "healthy");
     assert_eq!(d["backends"]["redis"]["connected"], true);
     assert_eq!(d["backends"]["mysql"]["connected"], true);
-    assert_eq!(d["outbox"], json!({"depth": 0, "spoolDepth": 0}));
+    assert_eq!(
+        d["usageBacklog"],
+        json!({"bytes": 0, "events": 0, "oldestSeconds": 0.0})
+    );
+    assert_eq!(d["usage"]["countersTrusted"], true);
     assert_eq!(
         fields(&d["cache"]),
         ["hitRate", "keyCacheHits", "keyCacheMisses"]

@@ -156,9 +156,12 @@ async fn logs_have_access_lines_and_no_secrets() {
     env.set("LOG_DIR", log_dir.to_str().unwrap());
     env.set("RUST_LOG", "debug");
     let mock = start_mock().await;
-    // Keys and accounts are made through a router on the same backends as the child.
+    // Keys and accounts are made through a router on the same backends as the child (with
+    // a usage journal of its own: one process per journal directory).
     let config = env.config();
-    let setup = spawn_app(config.clone()).await;
+    let mut setup_config = config.clone();
+    setup_config.journal_dir = env.dir().join("setup-journal");
+    let setup = spawn_app(setup_config).await;
     setup
         .wait_for_health("healthy", Duration::from_secs(10))
         .await;
