@@ -308,10 +308,10 @@ impl Journal {
                 // Cut a partial record off so the segment stays readable; the next append
                 // starts a new segment.
                 let good = segment.bytes;
-                if let Some(a) = inner.active.take() {
-                    if let Err(cut) = a.file.set_len(good) {
-                        log::error!("cannot cut a partial journal record off: {cut}");
-                    }
+                if let Some(a) = inner.active.take()
+                    && let Err(cut) = a.file.set_len(good)
+                {
+                    log::error!("cannot cut a partial journal record off: {cut}");
                 }
                 Err(e.into())
             }

@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod ephemeral;
 mod keys;
+mod ledger;
 mod observe;
 mod reports;
 mod usage;
@@ -122,7 +123,7 @@ pub struct RouterActor {
     flushing_counters: bool,
     /// This instance's usage journal (shared with the HTTP workers, which append to it).
     journal: Arc<Journal>,
-    ledger: usage::LedgerState,
+    ledger: ledger::LedgerState,
     /// Whether the limit counters in Redis can be trusted (admissions wait on it while
     /// they are rebuilt).
     trusted_tx: tokio::sync::watch::Sender<bool>,
@@ -170,7 +171,7 @@ impl RouterActor {
             pending_counters: usage::PendingCounters::default(),
             flushing_counters: false,
             journal,
-            ledger: usage::LedgerState::default(),
+            ledger: ledger::LedgerState::default(),
             trusted_tx: tokio::sync::watch::Sender::new(false),
             usage_stats: UsageStats::default(),
             stats: CacheStats::default(),
@@ -343,7 +344,7 @@ impl Actor for RouterActor {
         ctx.run_interval(self.config.usage_batch_interval, |act, ctx| {
             act.kick_archive(ctx);
             if act.counters_trusted() && act.journal.stats().uncounted_records > 0 {
-                ctx.notify(usage::ReplayCounters);
+                ctx.notify(ledger::ReplayCounters);
             }
             act.refresh_redis_cache(ctx);
         });
@@ -401,7 +402,7 @@ impl Handler<BackendStateChanged> for RouterActor {
                 if came_back {
                     self.refresh_redis_cache(ctx);
                     // Its counters may be gone (restart without persistence): check first.
-                    ctx.notify(usage::EnsureEpoch);
+                    ctx.notify(ledger::EnsureEpoch);
                 }
             }
             Backend::Mysql => {

@@ -1,0 +1,464 @@
+//! The usage ledger's background work on the router: the archive writer (journal → MySQL,
+//! once per event, checkpoint after each commit), counter replays (journal → Redis, once per
+//! event by a bit per journal record), and `EnsureEpoch`: when Redis has lost the counters
+//! (no ledger epoch) one instance rebuilds the limit counters from a consistent archive
+//! snapshot and every instance counts again what came after its boundary.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::RouterActor;
+use crate::actors::cache::CacheHandle;
+use crate::actors::cache_migrate::CounterValue;
+use crate::actors::cache_ops::{Applied, LedgerEpoch, UsageApply};
+use crate::actors::persistence::PersistenceHandle;
+use crate::config::StorageMode;
+use crate::domain::pricing::is_opus;
+use crate::ledger::{CounterContext, Journal, JournalRecord};
+use crate::persistence::usage::ArchiveItem;
+use crate::persistence::{ledger as ledger_queries, usage as usage_queries};
+
+/// Batches one archive pass may write before it lets other work run.
+const ARCHIVE_BATCHES_PER_PASS: usize = 25;
+/// Records one counter replay pass applies.
+const REPLAY_PER_PASS: usize = 2_000;
+/// Rows read back from the archive per page when catching up with a new epoch.
+const CATCH_UP_PAGE: i64 = 5_000;
+
+/// Moves what waits in the journal into the archive now (also run on a timer).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ArchiveUsage;
+
+/// Applies the counters of journal records Redis does not have yet (after an outage, a
+/// restart, or a rebuild).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReplayCounters;
+
+/// Makes sure Redis holds a ledger epoch this instance has caught up with: rebuilds the
+/// limit counters when Redis lost them, catches up when another instance rebuilt them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EnsureEpoch;
+
+/// The ledger's standing with Redis.
+#[derive(Default)]
+pub struct LedgerState {
+    /// The epoch this instance has caught up with; `None` until then.
+    pub epoch: Option<String>,
+    /// An `EnsureEpoch` is running.
+    pub busy: bool,
+    pub archiving: bool,
+    pub replaying: bool,
+    /// Records below this were appended before the last replay pass began (the newer ones
+    /// are most likely still on their way through `RecordUsage`).
+    pub replay_below: u64,
+}
+
+impl RouterActor {
+    /// Starts an archive pass unless one is running (each recorded event asks for one, so
+    /// the archive trails the answers by about one MySQL transaction).
+    pub(super) fn kick_archive(&mut self, ctx: &mut Context<Self>) {
+        if !self.ledger.archiving && self.config.mode.uses_mysql() && self.mysql_up() {
+            ctx.notify(ArchiveUsage);
+        }
+    }
+}
+
+impl Handler<ArchiveUsage> for RouterActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: ArchiveUsage, _ctx: &mut Self::Context) -> Self::Result {
+        if self.ledger.archiving || !self.config.mode.uses_mysql() || !self.mysql_up() {
+            return Box::pin(fut::ready(()));
+        }
+        self.ledger.archiving = true;
+        let work = archive_pass(
+            self.journal.clone(),
+            self.store.clone(),
+            self.config.usage_batch_size,
+            self.config.timezone_offset_hours,
+            self.config.mode == StorageMode::Mysql,
+        );
+        Box::pin(work.into_actor(self).map(|(archived, more), act, ctx| {
+            act.ledger.archiving = false;
+            act.usage_stats.archived += archived;
+            if more {
+                ctx.notify(ArchiveUsage);
+            }
+        }))
+    }
+}
+
+/// Moves journal records into MySQL in batches, advancing the checkpoint only after each
+/// commit; returns how many rows were new and whether more records are waiting.
+async fn archive_pass(
+    journal: Arc<Journal>,
+    store: PersistenceHandle,
+    batch: usize,
+    offset: i32,
+    with_counters: bool,
+) -> (u64, bool) {
+    let mut archived = 0u64;
+    for _ in 0..ARCHIVE_BATCHES_PER_PASS {
+        let from = journal.archived_through();
+        let reader = journal.clone();
+        let records = match tokio::task::spawn_blocking(move || reader.read(from, batch)).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("journal read task failed: {e}");
+                return (archived, false);
+            }
+        };
+        let Some(last) = records.last() else {
+            return (archived, false);
+        };
+        let next = last.seq + 1;
+        let full = records.len() >= batch;
+        let oldest = full.then_some(last.event.created_at);
+        let instance = journal.instance_id().to_string();
+        let items: Vec<ArchiveItem> = records
+            .into_iter()
+            .map(|r| ArchiveItem {
+                counters: if with_counters {
+                    r.counter_updates(offset)
+                } else {
+                    Vec::new()
+                },
+                journal: Some((instance.clone(), r.seq)),
+                event: r.event,
+            })
+            .collect();
+        match store
+            .exec_with_timeout(Some(Duration::from_secs(30)), move |c| {
+                Box::pin(usage_queries::insert_batch(c, items, offset))
+            })
+            .await
+        {
+            Ok(n) => archived += u64::try_from(n).unwrap_or(0),
+            Err(e) => {
+                log::warn!("usage archive write failed, the journal keeps the events: {e}");
+                return (archived, false);
+            }
+        }
+        if let Err(e) = journal.set_archived(next, oldest) {
+            log::error!("cannot save the journal checkpoint: {e}");
+        }
+        if !full {
+            return (archived, false);
+        }
+    }
+    (archived, true)
+}
+
+impl Handler<ReplayCounters> for RouterActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: ReplayCounters, _ctx: &mut Self::Context) -> Self::Result {
+        let below = std::mem::replace(&mut self.ledger.replay_below, self.journal.next_seq());
+        if self.ledger.replaying || !self.counters_trusted() {
+            return Box::pin(fut::ready(()));
+        }
+        let Some(epoch) = self.ledger.epoch.clone() else {
+            return Box::pin(fut::ready(()));
+        };
+        let seqs: Vec<u64> = self
+            .journal
+            .uncounted(REPLAY_PER_PASS)
+            .into_iter()
+            .filter(|s| *s < below)
+            .collect();
+        if seqs.is_empty() {
+            if let Err(e) = self.journal.save_counted() {
+                log::error!("cannot save the journal checkpoint: {e}");
+            }
+            return Box::pin(fut::ready(()));
+        }
+        self.ledger.replaying = true;
+        let work = replay_records(
+            self.journal.clone(),
+            self.cache.clone(),
+            epoch,
+            seqs,
+            self.config.timezone_offset_hours,
+            self.config.mode == StorageMode::Redis,
+        );
+        Box::pin(work.into_actor(self).map(|outcome, act, ctx| {
+            act.ledger.replaying = false;
+            if let Err(e) = act.journal.save_counted() {
+                log::error!("cannot save the journal checkpoint: {e}");
+            }
+            match outcome {
+                Some(Applied::NoEpoch | Applied::OtherEpoch) => ctx.notify(EnsureEpoch),
+                Some(_) if act.journal.stats().uncounted_records > 0 => {
+                    ctx.notify(ReplayCounters);
+                }
+                _ => {}
+            }
+        }))
+    }
+}
+
+/// Applies the counters of the journal records `seqs` (ascending) exactly once each;
+/// returns how the last application went (`None` when Redis failed).
+async fn replay_records(
+    journal: Arc<Journal>,
+    cache: CacheHandle,
+    epoch: String,
+    seqs: Vec<u64>,
+    offset: i32,
+    archive_in_redis: bool,
+) -> Option<Applied> {
+    let wanted: HashSet<u64> = seqs.iter().copied().collect();
+    let Some(first) = seqs.first().copied() else {
+        return Some(Applied::Before);
+    };
+    let span = seqs.last().map_or(1, |l| l - first + 1);
+    let reader = journal.clone();
+    let records: Vec<JournalRecord> = tokio::task::spawn_blocking(move || {
+        reader.read(first, usize::try_from(span).unwrap_or(usize::MAX))
+    })
+    .await
+    .ok()?
+    .into_iter()
+    .filter(|r| wanted.contains(&r.seq))
+    .collect();
+    // Records the journal no longer has (unreadable): nothing can be replayed for them.
+    let found: HashSet<u64> = records.iter().map(|r| r.seq).collect();
+    let missing: Vec<u64> = seqs
+        .iter()
+        .copied()
+        .filter(|s| !found.contains(s))
+        .collect();
+    journal.mark_counted(&missing);
+    let mut last = Some(Applied::Before);
+    for r in records {
+        let updates = r.counter_updates(offset);
+        let event = archive_in_redis
+            .then(|| serde_json::to_string(&r.event).ok())
+            .flatten();
+        let applied = cache
+            .apply_usage(UsageApply {
+                epoch: &epoch,
+                instance: journal.instance_id(),
+                seq: r.seq,
+                updates: &updates,
+                release: None,
+                archive: event.as_deref().map(|e| (r.event.api_key_id.as_str(), e)),
+            })
+            .await;
+        match applied {
+            Ok(a @ (Applied::Now | Applied::Before)) => {
+                journal.mark_counted(&[r.seq]);
+                last = Some(a);
+            }
+            Ok(other) => return Some(other),
+            Err(e) => {
+                log::warn!("counter replay paused, redis failed: {e}");
+                return None;
+            }
+        }
+    }
+    last
+}
+
+impl Handler<EnsureEpoch> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: EnsureEpoch, ctx: &mut Self::Context) {
+        if self.ledger.busy || !self.counters_in_redis() {
+            return;
+        }
+        self.ledger.busy = true;
+        self.set_trusted(false);
+        let work = ensure_epoch(
+            self.cache.clone(),
+            self.store.clone(),
+            self.journal.clone(),
+            self.config.mode,
+            self.config.timezone_offset_hours,
+        );
+        ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| {
+            act.ledger.busy = false;
+            match outcome {
+                Ok((epoch, rebuilt)) => {
+                    if rebuilt {
+                        act.usage_stats.rebuilds += 1;
+                    }
+                    act.ledger.epoch = Some(epoch);
+                    act.local_limiter.clear_counters();
+                    act.set_trusted(act.counters_in_redis());
+                    ctx.notify(ReplayCounters);
+                }
+                Err(e) => {
+                    log::warn!("usage counters in redis not usable yet ({e}); retrying");
+                    act.ledger.epoch = None;
+                    ctx.run_later(Duration::from_millis(500), |_, ctx| ctx.notify(EnsureEpoch));
+                }
+            }
+        }));
+    }
+}
+
+/// Finds (or makes) the epoch in force and catches this instance up with it; returns its id
+/// and whether this instance had to recount (a rebuild happened since it last looked).
+async fn ensure_epoch(
+    cache: CacheHandle,
+    store: PersistenceHandle,
+    journal: Arc<Journal>,
+    mode: StorageMode,
+    offset: i32,
+) -> Result<(String, bool), String> {
+    let epoch = match cache.ledger_epoch().await.map_err(|e| e.to_string())? {
+        Some(e) => e,
+        None => rebuild_epoch(&cache, &store, mode, offset).await?,
+    };
+    if journal.epoch().as_deref() == Some(epoch.id.as_str()) {
+        return Ok((epoch.id, false));
+    }
+    // A new epoch: its counters hold the archive up to our boundary; everything of ours
+    // after it is counted again, exactly once (the applied bits are per epoch-less seq, so
+    // what we counted into this epoch already stays counted).
+    let boundary = epoch
+        .boundaries
+        .get(journal.instance_id())
+        .copied()
+        .unwrap_or(0);
+    log::info!(
+        "usage counters: epoch {} in force; counting this instance's events after #{boundary} again",
+        epoch.id
+    );
+    journal.recount_from(boundary + 1);
+    if mode.uses_mysql() {
+        let mut after = boundary;
+        loop {
+            let instance = journal.instance_id().to_string();
+            let rows = store
+                .exec(move |c| {
+                    Box::pin(ledger_queries::rows_after(
+                        c,
+                        instance,
+                        after,
+                        CATCH_UP_PAGE,
+                    ))
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = rows.last().map(|r| r.seq) else {
+                break;
+            };
+            for row in &rows {
+                let record = JournalRecord {
+                    seq: row.seq,
+                    counters: CounterContext {
+                        opus: is_opus(&row.event.model),
+                        weekly_reset: row.weekly_reset,
+                        rate_window: None,
+                    },
+                    event: row.event.clone(),
+                };
+                let updates = record.counter_updates(offset);
+                match cache
+                    .apply_usage(UsageApply {
+                        epoch: &epoch.id,
+                        instance: journal.instance_id(),
+                        seq: row.seq,
+                        updates: &updates,
+                        release: None,
+                        archive: None,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Applied::Now | Applied::Before => journal.mark_counted(&[row.seq]),
+                    other => return Err(format!("epoch changed during catch-up ({other:?})")),
+                }
+            }
+            if i64::try_from(rows.len()).unwrap_or(0) < CATCH_UP_PAGE {
+                break;
+            }
+            after = last;
+        }
+    }
+    if let Err(e) = journal.set_epoch(&epoch.id) {
+        log::error!("cannot save the journal checkpoint: {e}");
+    }
+    Ok((epoch.id, true))
+}
+
+/// Redis has no epoch: one instance (under a lock) rebuilds the limit counters from the
+/// archive and installs a new epoch; the others wait for it.
+async fn rebuild_epoch(
+    cache: &CacheHandle,
+    store: &PersistenceHandle,
+    mode: StorageMode,
+    offset: i32,
+) -> Result<LedgerEpoch, String> {
+    let lock = super::ephemeral::EntryKind::Lock.name("ledger-rebuild");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(e) = cache.ledger_epoch().await.map_err(|e| e.to_string())? {
+            return Ok(e);
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        let taken = cache
+            .acquire_lock(&lock, token.clone(), Duration::from_secs(60))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !taken {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let result = async {
+            if let Some(e) = cache.ledger_epoch().await.map_err(|e| e.to_string())? {
+                return Ok(e);
+            }
+            let snapshot = if mode.uses_mysql() {
+                let now = chrono::Utc::now();
+                store
+                    .exec_with_timeout(Some(Duration::from_secs(60)), move |c| {
+                        Box::pin(ledger_queries::snapshot(c, now, offset))
+                    })
+                    .await
+                    .map_err(|e| format!("cannot read the usage archive: {e}"))?
+            } else {
+                ledger_queries::LedgerSnapshot::default()
+            };
+            let epoch = LedgerEpoch {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                boundaries: snapshot.boundaries,
+            };
+            let counters: Vec<CounterValue> = snapshot
+                .counters
+                .into_iter()
+                .map(|(name, counters, ttl_ms)| CounterValue {
+                    name,
+                    counters,
+                    ttl_ms,
+                })
+                .collect();
+            cache
+                .install_epoch(&epoch, &counters)
+                .await
+                .map_err(|e| e.to_string())?;
+            log::warn!(
+                "usage counters were missing in redis (restarted empty or flushed): rebuilt {} \
+                 limit counters from the archive, epoch {}",
+                counters.len(),
+                epoch.id
+            );
+            Ok(epoch)
+        }
+        .await;
+        if let Err(e) = cache.release_lock(&lock, token).await {
+            log::debug!("rebuild lock not released (it expires): {e}");
+        }
+        return result;
+    }
+    Err("timed out waiting for another instance to rebuild the usage counters".into())
+}
+
