@@ -759,3 +759,142 @@ pub fn inspect(dir: &Path) -> io::Result<JournalReport> {
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::record::tests::sample;
+
+    fn open(dir: &Path, mode: JournalMode) -> Journal {
+        Journal::open(dir, FsyncPolicy::Never, 0, mode).unwrap()
+    }
+
+    fn append(j: &Journal, n: u64) -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                let r = sample(i);
+                j.append(r.event, r.counters).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_come_back_in_order_across_segments_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path(), JournalMode::Both);
+        // About 400 bytes each: 12,000 records span two segments.
+        let seqs = append(&j, 12_000);
+        assert_eq!(seqs, (1..=12_000).collect::<Vec<_>>());
+        assert!(j.lock().segments.len() >= 2, "rotated");
+        let all = j.read(1, 20_000);
+        assert_eq!(all.len(), 12_000);
+        assert!(all.iter().zip(1..).all(|(r, s)| r.seq == s));
+        // Reading on from the middle continues where the last read stopped.
+        let first = j.read(1, 5_000);
+        let next = j.read(5_001, 5_000);
+        assert_eq!((first.len(), next[0].seq), (5_000, 5_001));
+        let stats = j.stats();
+        assert_eq!((stats.unarchived_records, stats.uncounted_records), (12_000, 12_000));
+        drop(j);
+
+        let j = open(dir.path(), JournalMode::Both);
+        assert_eq!(j.next_seq(), 12_001, "numbering goes on after a restart");
+        assert_eq!(j.uncounted(3), vec![1, 2, 3], "nothing was counted");
+        assert_eq!(j.stats().unarchived_records, 12_000);
+    }
+
+    #[test]
+    fn segments_go_once_archived_and_counted_and_the_checkpoint_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path(), JournalMode::Both);
+        append(&j, 12_000);
+        let segments = j.lock().segments.len();
+        j.set_archived(12_001, None).unwrap();
+        assert_eq!(j.lock().segments.len(), segments, "kept until counted too");
+        j.mark_counted(&(1..=12_000).collect::<Vec<_>>());
+        j.save_counted().unwrap();
+        assert_eq!(j.lock().segments.len(), 1, "only the active segment is left");
+        let stats = j.stats();
+        assert_eq!((stats.unarchived_records, stats.unarchived_bytes), (0, 0));
+        drop(j);
+        let j = open(dir.path(), JournalMode::Both);
+        assert_eq!(j.archived_through(), 12_001);
+        assert!(j.uncounted(10).is_empty());
+        assert!(j.read(1, 10).is_empty(), "nothing left to archive");
+    }
+
+    #[test]
+    fn a_second_process_on_the_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(dir.path(), JournalMode::Both);
+        assert!(matches!(
+            Journal::open(dir.path(), FsyncPolicy::Never, 0, JournalMode::Both),
+            Err(JournalError::Locked(_))
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_record_is_skipped_and_counted_and_a_torn_tail_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path(), JournalMode::Archive);
+        append(&j, 3);
+        let path = j.lock().segments.values().next().unwrap().path.clone();
+        drop(j);
+        let mut bytes = fs::read(&path).unwrap();
+        let size = bytes.len() / 3;
+        bytes[size + 20] ^= 0xFF; // inside the second record's payload
+        bytes.extend_from_slice(&sample(9).encode().unwrap()[..30]); // a torn fourth
+        fs::write(&path, bytes).unwrap();
+
+        let j = open(dir.path(), JournalMode::Archive);
+        let seqs: Vec<u64> = j.read(1, 10).iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![1, 3]);
+        assert!(j.stats().corrupt_records >= 1);
+        assert_eq!(j.next_seq(), 4, "new records number on after the readable ones");
+        let r = sample(4);
+        assert_eq!(j.append(r.event, r.counters).unwrap(), 4);
+        let seqs: Vec<u64> = j.read(1, 10).iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn past_its_size_limit_the_journal_refuses_and_keeps_what_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), FsyncPolicy::Always, 1_000, JournalMode::Both).unwrap();
+        append(&j, 2);
+        let r = sample(3);
+        assert!(matches!(
+            j.append(r.event, r.counters),
+            Err(JournalError::Full { limit: 1_000, .. })
+        ));
+        let stats = j.stats();
+        assert_eq!((stats.appended, stats.append_failures), (2, 1));
+        assert_eq!(j.read(1, 10).len(), 2);
+    }
+
+    #[test]
+    fn in_redis_mode_counting_is_archiving() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path(), JournalMode::Counters);
+        append(&j, 5);
+        assert_eq!(j.stats().unarchived_records, 5);
+        j.mark_counted(&[1, 2, 3]);
+        j.save_counted().unwrap();
+        assert_eq!(j.stats().unarchived_records, 2);
+        assert_eq!(j.archived_through(), 4);
+        j.recount_from(2);
+        assert_eq!(j.uncounted(10), vec![2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn inspect_reads_a_directory_in_use_without_taking_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path(), JournalMode::Both);
+        append(&j, 4);
+        j.set_archived(2, None).unwrap();
+        let report = inspect(dir.path()).unwrap();
+        assert_eq!((report.unarchived, report.segments, report.in_use), (3, 1, true));
+        drop(j);
+        assert!(!inspect(dir.path()).unwrap().in_use);
+    }
+}

@@ -111,7 +111,7 @@ pub fn decode(buf: &[u8]) -> Frame {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
 
