@@ -3,6 +3,7 @@
 //! backends and outages (`RedisServer`, `TcpProxy`), HTTP and polling helpers.
 
 pub mod app;
+pub mod browser;
 pub mod binary;
 pub mod env;
 pub mod fixtures;
@@ -14,6 +15,7 @@ pub mod proxy;
 pub mod redis_server;
 
 pub use app::{TestApp, spawn_app};
+pub use browser::Browser;
 pub use binary::{ChildRelay, run_cli, spawn_binary};
 pub use env::{TestEnv, free_port};
 pub use http::Http;

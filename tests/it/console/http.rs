@@ -1,0 +1,298 @@
+//! The console over plain HTTP: redirects, security headers, the login form's CSRF check,
+//! validation errors that name the field and change nothing, the CSV export, the key
+//! holder's rate limit, and the banner (and 503 for writes) while MySQL is down.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{api_key, mock_account, raw_client, relay_status, session_token, start};
+use crate::admin::start_with;
+use crate::support::{TcpProxy, eventually};
+use claude_relay::service::auth::MAX_FAILURES;
+
+const SWITCH: Duration = Duration::from_secs(20);
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The CSRF token of the console page at `path` (read from its logout form).
+async fn csrf(client: &reqwest::Client, url: &str, token: &str) -> String {
+    let page = client
+        .get(url)
+        .header("cookie", format!("crs_console={token}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = page.find("name=\"_csrf\" value=\"").expect("a csrf field") + 20;
+    page[at..at + 64].to_string()
+}
+
+#[actix_rt::test]
+async fn pages_redirect_to_login_and_carry_the_security_headers() {
+    let admin = start().await;
+    let c = raw_client();
+    let r = c.get(admin.app.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(header(&r, "location"), "/admin-next/");
+    let r = c.get(admin.app.url("/admin-next/")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(header(&r, "location"), "/admin-next/login");
+    let r = c
+        .get(admin.app.url("/admin-next/keys"))
+        .header("cookie", "crs_console=not-a-session")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(header(&r, "location"), "/admin-next/login");
+
+    let token = session_token(&admin).await;
+    for path in ["/admin-next/", "/admin-next/keys", "/admin-next/login", "/admin-next/api-stats"] {
+        let r = c
+            .get(admin.app.url(path))
+            .header("cookie", format!("crs_console={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(header(&r, "x-frame-options"), "DENY", "{path}");
+        let csp = header(&r, "content-security-policy");
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert!(header(&r, "content-type").starts_with("text/html"));
+        let body = r.text().await.unwrap();
+        // Every script is a file of our own: none inline.
+        assert_eq!(
+            body.matches("<script").count(),
+            body.matches("<script src=\"/admin-next/assets/app.js\"").count(),
+            "{path}"
+        );
+    }
+    let r = c
+        .get(admin.app.url("/admin-next/assets/app.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "content-type").starts_with("text/css"));
+    let r = c
+        .get(admin.app.url("/admin-next/no-such-page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(header(&r, "content-type").starts_with("text/html"));
+}
+
+#[actix_rt::test]
+async fn the_login_form_needs_its_csrf_cookie_and_sets_a_strict_session_cookie() {
+    let admin = start().await;
+    let c = raw_client();
+    let form = [
+        ("username", crate::admin::ADMIN_USER),
+        ("password", crate::admin::ADMIN_PASSWORD),
+        ("_csrf", "abc"),
+    ];
+    let r = c
+        .post(admin.app.url("/admin-next/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(header(&r, "set-cookie").is_empty());
+    let r = c
+        .post(admin.app.url("/admin-next/login"))
+        .header("cookie", "crs_login_csrf=abc")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(header(&r, "location"), "/admin-next/");
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("crs_console="))
+        .expect("a session cookie");
+    assert!(session.contains("HttpOnly"), "{session}");
+    assert!(session.contains("SameSite=Strict"), "{session}");
+    assert!(session.contains("Path=/admin-next"), "{session}");
+    // The cookie's token is an admin API session.
+    let token = session["crs_console=".len()..].split(';').next().unwrap();
+    let (status, _) = admin
+        .call_as(Some(token), reqwest::Method::GET, "/web/auth/user", None)
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[actix_rt::test]
+async fn bad_form_input_names_the_field_and_changes_nothing() {
+    let admin = start().await;
+    let c = raw_client();
+    let token = session_token(&admin).await;
+    let csrf = csrf(&c, &admin.app.url("/admin-next/keys/new"), &token).await;
+    for (field, value) in [
+        ("concurrencyLimit", "-1"),
+        ("dailyCostLimit", "lots"),
+        ("expiresAt", "tomorrow"),
+        ("claudeAccountId", "no-such-account"),
+    ] {
+        let r = c
+            .post(admin.app.url("/admin-next/keys"))
+            .header("cookie", format!("crs_console={token}"))
+            .form(&[("_csrf", csrf.as_str()), ("name", "k"), (field, value)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{field}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(&format!("{field}:")), "{field}: {body}");
+    }
+    let r = c
+        .post(admin.app.url("/admin-next/keys"))
+        .header("cookie", format!("crs_console={token}"))
+        .form(&[("_csrf", csrf.as_str()), ("name", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("name: is required"));
+    assert!(admin.router().list_keys(true).await.unwrap().is_empty());
+    assert_eq!(admin.scalar("SELECT COUNT(*) AS n FROM api_keys"), 0);
+}
+
+#[actix_rt::test]
+async fn usage_exports_as_csv() {
+    let admin = start().await;
+    mock_account(&admin).await;
+    let (_, key) = api_key(&admin, json!({"name": "=cmd,\"x\""})).await;
+    assert_eq!(relay_status(&admin, &key).await, 200);
+    admin.router().drain_usage().await;
+    eventually(Duration::from_secs(10), "1 archived request", || async {
+        match admin.scalar("SELECT COUNT(*) AS n FROM usage_records") {
+            1 => Ok(()),
+            n => Err(n.to_string()),
+        }
+    })
+    .await;
+    let c = raw_client();
+    let token = session_token(&admin).await;
+    let r = c
+        .get(admin.app.url("/admin-next/usage.csv"))
+        .header("cookie", format!("crs_console={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "content-type").starts_with("text/csv"));
+    assert!(header(&r, "content-disposition").starts_with("attachment"));
+    let csv = r.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(lines[0].starts_with("group,id,name,requests,"));
+    assert!(lines[1].starts_with("key,") && lines[1].contains(",\"'=cmd,\"\"x\"\"\",1,"), "{csv}");
+    assert!(lines[2].starts_with("account,") && lines[2].contains(",mock,1,"), "{csv}");
+    assert!(lines[3].starts_with("model,claude-sonnet-4-20250514,,1,25,12,100,200,337,"), "{csv}");
+    let r = c
+        .get(admin.app.url("/admin-next/usage.csv?from=2026-13-01"))
+        .header("cookie", format!("crs_console={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("from: must be a date"));
+}
+
+#[actix_rt::test]
+async fn the_key_holder_page_is_rate_limited_like_login() {
+    let admin = start().await;
+    let (_, key) = api_key(&admin, json!({"name": "mine"})).await;
+    let c = raw_client();
+    let lookup = |k: String| {
+        let c = c.clone();
+        let url = admin.app.url("/admin-next/api-stats");
+        async move { c.post(url).form(&[("apiKey", k)]).send().await.unwrap() }
+    };
+    let r = lookup(key.clone()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("mine"));
+    for _ in 0..MAX_FAILURES {
+        assert_eq!(lookup("cr_wrong".into()).await.status(), 401);
+    }
+    let r = lookup(key.clone()).await;
+    assert_eq!(r.status(), 429);
+    assert!(header(&r, "retry-after").parse::<u64>().unwrap() > 0);
+    assert!(!r.text().await.unwrap().contains("mine"));
+    let r = lookup(String::new()).await;
+    assert_eq!(r.status(), 429);
+}
+
+#[actix_rt::test]
+async fn mysql_down_shows_a_banner_and_writes_answer_503() {
+    let proxy = TcpProxy::to_mysql();
+    let port = proxy.port();
+    let admin = start_with(
+        |env| {
+            env.set("MYSQL_PORT", port.to_string());
+        },
+        "healthy",
+    )
+    .await;
+    let c = raw_client();
+    let token = session_token(&admin).await;
+    let page = |path: &'static str| {
+        let c = c.clone();
+        let url = admin.app.url(path);
+        let token = token.clone();
+        async move {
+            c.get(url)
+                .header("cookie", format!("crs_console={token}"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let healthy = page("/admin-next/").await.text().await.unwrap();
+    assert!(!healthy.contains("backend-banner"));
+    let csrf = csrf(&c, &admin.app.url("/admin-next/keys/new"), &token).await;
+
+    proxy.cut();
+    admin.app.wait_for_backend("mysql", false, SWITCH).await;
+    let r = page("/admin-next/").await;
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("id=\"backend-banner\""), "{body}");
+    assert!(body.contains("MySQL is down."), "{body}");
+    let r = c
+        .post(admin.app.url("/admin-next/keys"))
+        .header("cookie", format!("crs_console={token}"))
+        .form(&[("_csrf", csrf.as_str()), ("name", "during")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("Nothing was changed"), "{body}");
+
+    proxy.open();
+    admin.app.wait_for_backend("mysql", true, SWITCH).await;
+    assert!(admin.router().list_keys(true).await.unwrap().is_empty());
+    let body = page("/admin-next/").await.text().await.unwrap();
+    assert!(!body.contains("backend-banner"));
+}
