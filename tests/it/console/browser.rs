@@ -23,7 +23,7 @@ async fn login(b: &Browser, admin: &Admin) {
     b.goto(&admin.app.url("/admin-next/login")).await;
     b.fill("#username", ADMIN_USER).await;
     b.fill("#password", ADMIN_PASSWORD).await;
-    b.click("#login").await;
+    b.click_and_wait("#login").await;
     assert_eq!(b.text("main h1").await, "Dashboard");
 }
 
@@ -84,7 +84,7 @@ async fn an_operator_runs_the_relay_from_the_console() {
     b.fill("#console-name", "mock upstream").await;
     b.fill("#console-url", &admin.mock.url).await;
     b.fill("#console-key", "sk-console-upstream").await;
-    b.click("#add-console").await;
+    b.click_and_wait("#add-console").await;
     assert_eq!(b.text("#account-status").await, "active");
     let accounts = admin.router().list_accounts().await.unwrap();
     assert_eq!(accounts.len(), 1);
@@ -95,7 +95,7 @@ async fn an_operator_runs_the_relay_from_the_console() {
     b.fill("#key-name", "team-a").await;
     b.fill("#key-tags", "team-a, prod").await;
     b.fill("input[name=dailyCostLimit]", "5").await;
-    b.click("#create").await;
+    b.click_and_wait("#create").await;
     assert_eq!(b.text("main h1").await, "Key created");
     let shown = b.value("#plaintext-key").await;
     assert!(shown.starts_with("cr_"), "{shown}");
@@ -128,6 +128,13 @@ async fn an_operator_runs_the_relay_from_the_console() {
     assert_eq!(admin.mock.message_count(), 1);
 
     // The request shows on the dashboard and on the key's page.
+    eventually(Duration::from_secs(10), "the request is archived", || async {
+        match admin.scalar("SELECT COUNT(*) AS n FROM usage_records") {
+            1 => Ok(()),
+            n => Err(n.to_string()),
+        }
+    })
+    .await;
     wait_for_text(&b, &admin, "/admin-next/", "#requests-today", "1").await;
     assert_eq!(b.text("#active-keys").await, "1");
     assert_eq!(b.text("#active-accounts").await, "1");
@@ -137,7 +144,7 @@ async fn an_operator_runs_the_relay_from_the_console() {
     b.goto(&admin.app.url("/admin-next/keys")).await;
     assert_eq!(b.text("#keys .key-name").await, "team-a");
     screenshot(&b, "keys").await;
-    b.click("#keys .key-name").await;
+    b.click_and_wait("#keys .key-name").await;
     assert_eq!(b.text("#key-title").await, "team-a");
     let key_page = format!("/admin-next/keys/{key_id}");
     wait_for_text(&b, &admin, &key_page, "#key-requests", "1").await;
@@ -147,7 +154,7 @@ async fn an_operator_runs_the_relay_from_the_console() {
     // The key holder's page for the same key.
     b.goto(&admin.app.url("/admin-next/api-stats")).await;
     b.fill("#api-key", &shown).await;
-    b.click("#show-stats").await;
+    b.click_and_wait("#show-stats").await;
     assert_eq!(b.text("#holder-key-name").await, "team-a");
     screenshot(&b, "key-holder").await;
 
@@ -171,7 +178,7 @@ async fn an_operator_runs_the_relay_from_the_console() {
 
     // Disable the key: the relay refuses it.
     b.goto(&admin.app.url(&key_page)).await;
-    b.click("#disable-key").await;
+    b.click_and_wait("#disable-key").await;
     assert_eq!(b.text("#key-status").await, "disabled");
     eventually(Duration::from_secs(5), "the relay refuses the key", || async {
         match relay_status(&admin, &shown).await {
@@ -190,7 +197,7 @@ async fn an_operator_runs_the_relay_from_the_console() {
     assert!(audit.contains(ADMIN_USER), "{audit}");
 
     // Log out: the console asks for a login again and the session is gone.
-    b.click("#logout").await;
+    b.click_and_wait("#logout").await;
     assert!(b.current_url().await.ends_with("/admin-next/login"));
     b.goto(&admin.app.url("/admin-next/keys")).await;
     assert!(b.current_url().await.ends_with("/admin-next/login"));
@@ -244,7 +251,7 @@ async fn a_form_posted_without_its_csrf_token_is_refused() {
         json!([]),
     )
     .await;
-    b.click("#disable-key").await;
+    b.click_and_wait("#disable-key").await;
     assert_eq!(b.text("main h1").await, "Error 403");
     assert!(
         b.text("#error-message").await.contains("CSRF"),
@@ -261,11 +268,11 @@ async fn a_form_posted_without_its_csrf_token_is_refused() {
         json!([]),
     )
     .await;
-    b.click("#disable-key").await;
+    b.click_and_wait("#disable-key").await;
     assert_eq!(b.text("main h1").await, "Error 403");
     assert!(admin.router().get_key(&id).await.unwrap().unwrap().is_active);
     b.goto(&admin.app.url(&format!("/admin-next/keys/{id}"))).await;
-    b.click("#disable-key").await;
+    b.click_and_wait("#disable-key").await;
     assert_eq!(b.text("#key-status").await, "disabled");
     assert!(!admin.router().get_key(&id).await.unwrap().unwrap().is_active);
     b.close().await;
@@ -293,7 +300,7 @@ async fn the_key_holder_sees_only_their_own_key() {
     let b = Browser::start(WIDTH, HEIGHT).await;
     b.goto(&admin.app.url("/admin-next/api-stats")).await;
     b.fill("#api-key", &mine).await;
-    b.click("#show-stats").await;
+    b.click_and_wait("#show-stats").await;
     assert_eq!(b.text("#holder-key-name").await, "mine");
     let today = b.text("#holder-today").await;
     assert!(today.contains("1 requests"), "{today}");
@@ -309,7 +316,7 @@ async fn the_key_holder_sees_only_their_own_key() {
 
     // A key that is not one is refused.
     b.fill("#api-key", "cr_not-a-key").await;
-    b.click("#show-stats").await;
+    b.click_and_wait("#show-stats").await;
     assert_eq!(b.text("main h1").await, "Error 401");
     b.close().await;
 }

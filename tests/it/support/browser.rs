@@ -20,7 +20,7 @@ use super::poll::eventually;
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// W3C's name of an element reference.
-const ELEMENT: &str = "element-6066-11e4-a5fd-d3e6c4ca0d8a";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 pub struct Browser {
     driver: Child,
@@ -198,6 +198,31 @@ impl Browser {
     pub async fn click(&self, css: &str) {
         let e = self.find(css).await;
         self.post(&format!("/element/{e}/click"), json!({})).await;
+    }
+
+    /// Clicks `css` and waits until the page the click leads to has loaded (a form
+    /// submission or a link: the old document must be gone).
+    pub async fn click_and_wait(&self, css: &str) {
+        self.execute("window.__crtOldPage = true;", json!([])).await;
+        self.click(css).await;
+        eventually(Duration::from_secs(15), "the next page to load", || async {
+            let resp = self
+                .client
+                .post(format!("{}/execute/sync", self.session))
+                .json(&json!({
+                    "script": "return window.__crtOldPage === undefined && document.readyState === 'complete';",
+                    "args": []
+                }))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let v: Value = resp.json().await.map_err(|e| e.to_string())?;
+            match v["value"].as_bool() {
+                Some(true) => Ok(()),
+                _ => Err(v.to_string()),
+            }
+        })
+        .await;
     }
 
     /// Types `text` into the field matching `css` (after clearing it).
