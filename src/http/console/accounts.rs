@@ -210,5 +210,10 @@ async fn show(
             div { button type="submit" { "Save" } }
         }
     };
-    Ok(html(layout::page(&s, health.as_ref(), &format!("Account {}", a.name), body)))
+    Ok(html(layout::page(
+        &s,
+        health.as_ref(),
+        &format!("Account {}", a.name),
+        body,
+    )))
 }

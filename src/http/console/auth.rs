@@ -6,9 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use maud::html;
 
 use super::layout::{self, csrf_field};
-use super::session::{
-    CSRF_FIELD, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session, cookie, set_cookie,
-};
+use super::session::{CSRF_FIELD, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session, cookie, set_cookie};
 use super::{BASE, ConsoleError, Form, Page, html, redirect};
 use crate::domain::keys::{constant_time_eq, generate_key};
 use crate::error::AppError;
@@ -45,12 +43,9 @@ async fn login_page(state: web::Data<AppState>, req: HttpRequest) -> HttpRespons
         },
     );
     let mut response = html(body);
-    if let Ok(v) = header::HeaderValue::from_str(&set_cookie(
-        &req,
-        LOGIN_CSRF_COOKIE,
-        &token,
-        LOGIN_FORM_TTL,
-    )) {
+    if let Ok(v) =
+        header::HeaderValue::from_str(&set_cookie(&req, LOGIN_CSRF_COOKIE, &token, LOGIN_FORM_TTL))
+    {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
@@ -113,7 +108,10 @@ async fn logout(s: Session, req: HttpRequest, form: Form) -> Page {
     Ok(response)
 }
 
-async fn password_page(s: Session, params: web::Query<std::collections::HashMap<String, String>>) -> HttpResponse {
+async fn password_page(
+    s: Session,
+    params: web::Query<std::collections::HashMap<String, String>>,
+) -> HttpResponse {
     let health = layout::health(&s.ctx.router).await;
     let done = params.get("changed").is_some();
     html(layout::page(

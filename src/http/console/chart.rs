@@ -28,8 +28,7 @@ pub fn bars(title: &str, points: &[(String, f64)], format: fn(f64) -> String) ->
     };
     html! {
         figure.chart {
-            svg viewBox={"0 0 " (WIDTH) " " (HEIGHT)} role="img" aria-label=(title)
-                preserveAspectRatio="none" width="100%" height="200" {
+            svg viewBox={"0 0 " (WIDTH) " " (HEIGHT)} role="img" aria-label=(title) width="100%" {
                 line x1=(LEFT) y1=(TOP + plot_h) x2=(WIDTH - 4.0) y2=(TOP + plot_h)
                     stroke="#999" stroke-width="1" {}
                 text x=(LEFT - 4.0) y=(TOP + 10.0) text-anchor="end" font-size="11" fill="#555" {
@@ -46,9 +45,14 @@ pub fn bars(title: &str, points: &[(String, f64)], format: fn(f64) -> String) ->
                         title { (label) ": " (format(*value)) }
                     }
                 }
-                @for i in ticks {
-                    text x=(fmt(LEFT + (i as f64 + 0.5) * slot)) y=(HEIGHT - 6.0)
-                        text-anchor="middle" font-size="11" fill="#555" {
+                @for (n, i) in ticks.iter().copied().enumerate() {
+                    // The outer labels align with the plot's edges so none is cut off.
+                    @let (x, anchor) = match n {
+                        0 => (LEFT, "start"),
+                        2 => (WIDTH - 4.0, "end"),
+                        _ => (LEFT + (i as f64 + 0.5) * slot, "middle"),
+                    };
+                    text x=(fmt(x)) y=(HEIGHT - 6.0) text-anchor=(anchor) font-size="11" fill="#555" {
                         (points[i].0)
                     }
                 }
@@ -126,7 +130,10 @@ mod tests {
         .into_string();
         assert_eq!(svg.matches("<rect").count(), 3);
         let plot_h = HEIGHT - BOTTOM - TOP;
-        assert!(svg.contains(&format!("height=\"{}\"", fmt(plot_h))), "{svg}");
+        assert!(
+            svg.contains(&format!("height=\"{}\"", fmt(plot_h))),
+            "{svg}"
+        );
         assert!(svg.contains("&lt;b&gt;"));
         assert!(!svg.contains("<b>"));
         assert!(svg.contains("aria-label=\"cost &lt;per&gt; day\""));

@@ -206,7 +206,12 @@ async fn new_form(s: Session) -> Page {
             div { button type="submit" id="create" { "Create key" } }
         }
     };
-    Ok(html(layout::page(&s, health.as_ref(), "Create a key", body)))
+    Ok(html(layout::page(
+        &s,
+        health.as_ref(),
+        "Create a key",
+        body,
+    )))
 }
 
 /// The form as the admin API's JSON body.
@@ -219,7 +224,12 @@ fn key_body(form: &Form) -> Result<serde_json::Value, AdminError> {
 }
 
 /// The page that shows a new plaintext key once.
-fn plaintext_page(s: &Session, health: Option<&crate::actors::router::HealthReport>, title: &str, k: &KeyView) -> Markup {
+fn plaintext_page(
+    s: &Session,
+    health: Option<&crate::actors::router::HealthReport>,
+    title: &str,
+    k: &KeyView,
+) -> Markup {
     let plaintext = k.api_key.clone().unwrap_or_default();
     layout::page(
         s,
@@ -243,7 +253,12 @@ async fn create(s: Session, form: Form) -> Page {
     let body = key_body(&form)?;
     let view = service::create(&s.ctx, &body).await?;
     let health = layout::health(&s.ctx.router).await;
-    Ok(html(plaintext_page(&s, health.as_ref(), "Key created", &view)))
+    Ok(html(plaintext_page(
+        &s,
+        health.as_ref(),
+        "Key created",
+        &view,
+    )))
 }
 
 async fn update(s: Session, id: web::Path<String>, form: Form) -> Page {
@@ -269,7 +284,12 @@ async fn act(s: Session, path: web::Path<(String, String)>, form: Form) -> Page 
         "regenerate" => {
             let view = service::regenerate(&s.ctx, &id).await?;
             let health = layout::health(&s.ctx.router).await;
-            return Ok(html(plaintext_page(&s, health.as_ref(), "Key regenerated", &view)));
+            return Ok(html(plaintext_page(
+                &s,
+                health.as_ref(),
+                "Key regenerated",
+                &view,
+            )));
         }
         _ => return Err(AdminError::not_found("no such key action").into()),
     }
@@ -358,7 +378,12 @@ async fn show(s: Session, id: web::Path<String>, params: Params) -> Page {
             }
         }
     };
-    Ok(html(layout::page(&s, health.as_ref(), &format!("Key {}", k.name), body)))
+    Ok(html(layout::page(
+        &s,
+        health.as_ref(),
+        &format!("Key {}", k.name),
+        body,
+    )))
 }
 
 /// The recent requests of a key.

@@ -143,9 +143,9 @@ impl ResponseError for ConsoleError {
             .unwrap_or("error")
             .to_string();
         let hint = match &self.0.error {
-            AppError::StorageUnavailable(_) => {
-                Some("A storage backend is down, so changes cannot be saved right now. Nothing was changed; try again when the banner is gone.")
-            }
+            AppError::StorageUnavailable(_) => Some(
+                "A storage backend is down, so changes cannot be saved right now. Nothing was changed; try again when the banner is gone.",
+            ),
             AppError::RateLimited { .. } => Some("Too many failed attempts from your address."),
             _ => None,
         };
@@ -230,7 +230,10 @@ mod tests {
         );
         assert_eq!(local_input_to_rfc3339("").unwrap(), "");
         assert_eq!(
-            local_input_to_rfc3339("tomorrow").unwrap_err().field.as_deref(),
+            local_input_to_rfc3339("tomorrow")
+                .unwrap_err()
+                .field
+                .as_deref(),
             Some("expiresAt")
         );
     }

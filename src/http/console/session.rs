@@ -62,7 +62,10 @@ pub fn set_cookie(req: &HttpRequest, name: &str, value: &str, max_age: u64) -> S
 
 impl Session {
     /// 403 unless the form carries this session's CSRF token.
-    pub fn check_csrf(&self, form: &std::collections::HashMap<String, String>) -> Result<(), AdminError> {
+    pub fn check_csrf(
+        &self,
+        form: &std::collections::HashMap<String, String>,
+    ) -> Result<(), AdminError> {
         match form.get(CSRF_FIELD) {
             Some(t) if constant_time_eq(t, &self.csrf) => Ok(()),
             _ => Err(crate::error::AppError::Permission(

@@ -136,5 +136,9 @@ async fn lookup(state: web::Data<AppState>, req: HttpRequest, form: Form) -> Pag
         h2 { "Another key" }
         (key_form())
     };
-    Ok(html(layout::public_page("Your key's usage", health.as_ref(), body)))
+    Ok(html(layout::public_page(
+        "Your key's usage",
+        health.as_ref(),
+        body,
+    )))
 }

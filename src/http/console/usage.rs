@@ -143,7 +143,12 @@ async fn usage_csv(s: Session, params: Params) -> Page {
 /// The top-level fields that differ between `before` and `after`.
 fn changed_fields(e: &AuditEntry) -> String {
     let empty = serde_json::Map::new();
-    let obj = |v: &Option<Value>| v.as_ref().and_then(Value::as_object).cloned().unwrap_or_else(|| empty.clone());
+    let obj = |v: &Option<Value>| {
+        v.as_ref()
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_else(|| empty.clone())
+    };
     let (before, after) = (obj(&e.before), obj(&e.after));
     let mut names: Vec<&String> = before
         .keys()
@@ -152,7 +157,11 @@ fn changed_fields(e: &AuditEntry) -> String {
         .collect();
     names.sort();
     names.dedup();
-    names.into_iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+    names
+        .into_iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn audit(s: Session, params: Params) -> Page {
@@ -170,7 +179,11 @@ async fn audit(s: Session, params: Params) -> Page {
     let link = |o: i64| {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         q.append_pair("offset", &o.to_string());
-        for (k, v) in [("targetType", &shown.target_type), ("targetId", &shown.target_id), ("action", &shown.action)] {
+        for (k, v) in [
+            ("targetType", &shown.target_type),
+            ("targetId", &shown.target_id),
+            ("action", &shown.action),
+        ] {
             if let Some(v) = v {
                 q.append_pair(k, v);
             }

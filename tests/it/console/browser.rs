@@ -102,12 +102,16 @@ async fn an_operator_runs_the_relay_from_the_console() {
     b.grant("clipboard-read").await;
     b.grant("clipboard-write").await;
     b.click("#copy-key").await;
-    eventually(Duration::from_secs(5), "the copy button confirms", || async {
-        match b.text("#copy-key").await {
-            t if t == "Copied" => Ok(()),
-            t => Err(t),
-        }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the copy button confirms",
+        || async {
+            match b.text("#copy-key").await {
+                t if t == "Copied" => Ok(()),
+                t => Err(t),
+            }
+        },
+    )
     .await;
     let copied = b
         .execute_async(
@@ -116,7 +120,11 @@ async fn an_operator_runs_the_relay_from_the_console() {
             json!([]),
         )
         .await;
-    assert_eq!(copied.as_str(), Some(shown.as_str()), "the clipboard holds the key");
+    assert_eq!(
+        copied.as_str(),
+        Some(shown.as_str()),
+        "the clipboard holds the key"
+    );
     let keys = admin.router().list_keys(false).await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].tags, vec!["team-a", "prod"]);
@@ -128,18 +136,24 @@ async fn an_operator_runs_the_relay_from_the_console() {
     assert_eq!(admin.mock.message_count(), 1);
 
     // The request shows on the dashboard and on the key's page.
-    eventually(Duration::from_secs(10), "the request is archived", || async {
-        match admin.scalar("SELECT COUNT(*) AS n FROM usage_records") {
-            1 => Ok(()),
-            n => Err(n.to_string()),
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the request is archived",
+        || async {
+            match admin.scalar("SELECT COUNT(*) AS n FROM usage_records") {
+                1 => Ok(()),
+                n => Err(n.to_string()),
+            }
+        },
+    )
     .await;
     wait_for_text(&b, &admin, "/admin-next/", "#requests-today", "1").await;
     assert_eq!(b.text("#active-keys").await, "1");
     assert_eq!(b.text("#active-accounts").await, "1");
     assert_eq!(b.find_all("figure.chart svg").await.len(), 4);
+    b.set_window_size(WIDTH, 1250).await;
     screenshot(&b, "dashboard").await;
+    b.set_window_size(WIDTH, HEIGHT).await;
 
     b.goto(&admin.app.url("/admin-next/keys")).await;
     assert_eq!(b.text("#keys .key-name").await, "team-a");
@@ -180,12 +194,16 @@ async fn an_operator_runs_the_relay_from_the_console() {
     b.goto(&admin.app.url(&key_page)).await;
     b.click_and_wait("#disable-key").await;
     assert_eq!(b.text("#key-status").await, "disabled");
-    eventually(Duration::from_secs(5), "the relay refuses the key", || async {
-        match relay_status(&admin, &shown).await {
-            401 => Ok(()),
-            s => Err(s.to_string()),
-        }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the relay refuses the key",
+        || async {
+            match relay_status(&admin, &shown).await {
+                401 => Ok(()),
+                s => Err(s.to_string()),
+            }
+        },
+    )
     .await;
     assert_eq!(admin.mock.message_count(), 1);
 
@@ -193,7 +211,10 @@ async fn an_operator_runs_the_relay_from_the_console() {
     b.goto(&admin.app.url("/admin-next/audit?targetType=api_key"))
         .await;
     let audit = b.text("#audit tbody").await;
-    assert!(audit.contains("disable") && audit.contains("create"), "{audit}");
+    assert!(
+        audit.contains("disable") && audit.contains("create"),
+        "{audit}"
+    );
     assert!(audit.contains(ADMIN_USER), "{audit}");
 
     // Log out: the console asks for a login again and the session is gone.
@@ -222,7 +243,10 @@ async fn a_key_name_carrying_script_is_shown_as_text() {
     ] {
         b.goto(&admin.app.url(&path)).await;
         let pwned = b
-            .execute("return window.pwned === undefined ? null : window.pwned;", json!([]))
+            .execute(
+                "return window.pwned === undefined ? null : window.pwned;",
+                json!([]),
+            )
             .await;
         assert!(pwned.is_null(), "script ran on {path}: {pwned}");
         assert!(
@@ -233,7 +257,8 @@ async fn a_key_name_carrying_script_is_shown_as_text() {
     b.goto(&admin.app.url("/admin-next/keys")).await;
     assert_eq!(b.text("#keys .key-name").await, evil);
     assert_eq!(b.text("#keys .tag").await, "<i>t</i>");
-    b.goto(&admin.app.url(&format!("/admin-next/keys/{id}"))).await;
+    b.goto(&admin.app.url(&format!("/admin-next/keys/{id}")))
+        .await;
     assert_eq!(b.text("#key-title").await, evil);
     b.close().await;
 }
@@ -244,7 +269,8 @@ async fn a_form_posted_without_its_csrf_token_is_refused() {
     let (id, _) = api_key(&admin, json!({"name": "victim"})).await;
     let b = Browser::start(WIDTH, HEIGHT).await;
     login(&b, &admin).await;
-    b.goto(&admin.app.url(&format!("/admin-next/keys/{id}"))).await;
+    b.goto(&admin.app.url(&format!("/admin-next/keys/{id}")))
+        .await;
     // Strip the token from the disable form, as a forged form would lack it.
     b.execute(
         "document.querySelectorAll('input[name=_csrf]').forEach(e => e.remove());",
@@ -262,7 +288,8 @@ async fn a_form_posted_without_its_csrf_token_is_refused() {
     assert!(key.is_active, "the key was not disabled");
 
     // With a wrong token it is refused too; with the page's own token it works.
-    b.goto(&admin.app.url(&format!("/admin-next/keys/{id}"))).await;
+    b.goto(&admin.app.url(&format!("/admin-next/keys/{id}")))
+        .await;
     b.execute(
         "document.querySelectorAll('input[name=_csrf]').forEach(e => e.value = 'f'.repeat(64));",
         json!([]),
@@ -270,11 +297,28 @@ async fn a_form_posted_without_its_csrf_token_is_refused() {
     .await;
     b.click_and_wait("#disable-key").await;
     assert_eq!(b.text("main h1").await, "Error 403");
-    assert!(admin.router().get_key(&id).await.unwrap().unwrap().is_active);
-    b.goto(&admin.app.url(&format!("/admin-next/keys/{id}"))).await;
+    assert!(
+        admin
+            .router()
+            .get_key(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active
+    );
+    b.goto(&admin.app.url(&format!("/admin-next/keys/{id}")))
+        .await;
     b.click_and_wait("#disable-key").await;
     assert_eq!(b.text("#key-status").await, "disabled");
-    assert!(!admin.router().get_key(&id).await.unwrap().unwrap().is_active);
+    assert!(
+        !admin
+            .router()
+            .get_key(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active
+    );
     b.close().await;
 }
 
@@ -309,7 +353,10 @@ async fn the_key_holder_sees_only_their_own_key() {
     let page = b.source().await;
     assert!(page.contains("$3.00"), "the daily limit is shown");
     assert!(!page.contains("someone-else"), "another key's name leaked");
-    assert!(!page.contains(&theirs) && !page.contains(&mine), "a key leaked");
+    assert!(
+        !page.contains(&theirs) && !page.contains(&mine),
+        "a key leaked"
+    );
     assert_eq!(b.find_all("figure.chart svg").await.len(), 1);
     // The key never appears in the address.
     assert!(!b.current_url().await.contains(&mine[3..]));

@@ -56,7 +56,12 @@ async fn pages_redirect_to_login_and_carry_the_security_headers() {
     assert_eq!(header(&r, "location"), "/admin-next/login");
 
     let token = session_token(&admin).await;
-    for path in ["/admin-next/", "/admin-next/keys", "/admin-next/login", "/admin-next/api-stats"] {
+    for path in [
+        "/admin-next/",
+        "/admin-next/keys",
+        "/admin-next/login",
+        "/admin-next/api-stats",
+    ] {
         let r = c
             .get(admin.app.url(path))
             .header("cookie", format!("crs_console={token}"))
@@ -74,7 +79,8 @@ async fn pages_redirect_to_login_and_carry_the_security_headers() {
         // Every script is a file of our own: none inline.
         assert_eq!(
             body.matches("<script").count(),
-            body.matches("<script src=\"/admin-next/assets/app.js\"").count(),
+            body.matches("<script src=\"/admin-next/assets/app.js\"")
+                .count(),
             "{path}"
         );
     }
@@ -206,9 +212,18 @@ async fn usage_exports_as_csv() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 4, "{csv}");
     assert!(lines[0].starts_with("group,id,name,requests,"));
-    assert!(lines[1].starts_with("key,") && lines[1].contains(",\"'=cmd,\"\"x\"\"\",1,"), "{csv}");
-    assert!(lines[2].starts_with("account,") && lines[2].contains(",mock,1,"), "{csv}");
-    assert!(lines[3].starts_with("model,claude-sonnet-4-20250514,,1,25,12,100,200,337,"), "{csv}");
+    assert!(
+        lines[1].starts_with("key,") && lines[1].contains(",\"'=cmd,\"\"x\"\"\",1,"),
+        "{csv}"
+    );
+    assert!(
+        lines[2].starts_with("account,") && lines[2].contains(",mock,1,"),
+        "{csv}"
+    );
+    assert!(
+        lines[3].starts_with("model,claude-sonnet-4-20250514,,1,25,12,100,200,337,"),
+        "{csv}"
+    );
     let r = c
         .get(admin.app.url("/admin-next/usage.csv?from=2026-13-01"))
         .header("cookie", format!("crs_console={token}"))

@@ -49,8 +49,10 @@ pub async fn relay_status(admin: &Admin, key: &str) -> u16 {
         .client
         .post(admin.app.url("/api/v1/messages"))
         .header("x-api-key", key)
-        .json(&json!({"model": "claude-sonnet-4-20250514", "max_tokens": 16,
-            "messages": [{"role": "user", "content": "hi"}]}))
+        .json(
+            &json!({"model": "claude-sonnet-4-20250514", "max_tokens": 16,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .send()
         .await
         .expect("relay answers")

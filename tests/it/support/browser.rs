@@ -145,12 +145,20 @@ impl Browser {
     }
 
     pub async fn current_url(&self) -> String {
-        self.get("/url").await.as_str().unwrap_or_default().to_string()
+        self.get("/url")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// The page's HTML as the browser holds it.
     pub async fn source(&self) -> String {
-        self.get("/source").await.as_str().unwrap_or_default().to_string()
+        self.get("/source")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// The element matching `css`, if any.
@@ -184,7 +192,10 @@ impl Browser {
     /// Every element matching `css`.
     pub async fn find_all(&self, css: &str) -> Vec<String> {
         let v = self
-            .post("/elements", json!({ "using": "css selector", "value": css }))
+            .post(
+                "/elements",
+                json!({ "using": "css selector", "value": css }),
+            )
             .await;
         v.as_array()
             .map(|a| {

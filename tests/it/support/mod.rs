@@ -3,8 +3,8 @@
 //! backends and outages (`RedisServer`, `TcpProxy`), HTTP and polling helpers.
 
 pub mod app;
-pub mod browser;
 pub mod binary;
+pub mod browser;
 pub mod env;
 pub mod fixtures;
 pub mod http;
@@ -15,8 +15,8 @@ pub mod proxy;
 pub mod redis_server;
 
 pub use app::{TestApp, spawn_app};
-pub use browser::Browser;
 pub use binary::{ChildRelay, run_cli, spawn_binary};
+pub use browser::Browser;
 pub use env::{TestEnv, free_port};
 pub use http::Http;
 pub use mock_upstream::{Behaviour, MockUpstream, start_mock};
