@@ -137,7 +137,7 @@ async fn an_operator_runs_the_relay_from_the_console() {
 
     // The request shows on the dashboard and on the key's page.
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "the request is archived",
         || async {
             match admin.scalar("SELECT COUNT(*) AS n FROM usage_records") {
@@ -333,7 +333,7 @@ async fn the_key_holder_sees_only_their_own_key() {
     }
     assert_eq!(relay_status(&admin, &mine).await, 200);
     admin.router().drain_usage().await;
-    eventually(Duration::from_secs(10), "3 archived requests", || async {
+    eventually(Duration::from_secs(30), "3 archived requests", || async {
         match admin.scalar("SELECT COUNT(*) AS n FROM usage_records") {
             3 => Ok(()),
             n => Err(n.to_string()),
