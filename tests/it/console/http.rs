@@ -224,6 +224,21 @@ async fn usage_exports_as_csv() {
         lines[3].starts_with("model,claude-sonnet-4-20250514,,1,25,12,100,200,337,"),
         "{csv}"
     );
+    // The dashboard counts it today and in its minute (the per-minute query on MySQL).
+    let dashboard = c
+        .get(admin.app.url("/admin-next/"))
+        .header("cookie", format!("crs_console={token}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        dashboard.contains("id=\"requests-today\">1<"),
+        "{dashboard}"
+    );
+    assert_eq!(dashboard.matches(": 1</title>").count(), 1, "{dashboard}");
     let r = c
         .get(admin.app.url("/admin-next/usage.csv?from=2026-13-01"))
         .header("cookie", format!("crs_console={token}"))
@@ -310,4 +325,247 @@ async fn mysql_down_shows_a_banner_and_writes_answer_503() {
     assert!(admin.router().list_keys(true).await.unwrap().is_empty());
     let body = page("/admin-next/").await.text().await.unwrap();
     assert!(!body.contains("backend-banner"));
+}
+
+/// Posts a console form with the session's CSRF token; returns status, Location and body.
+async fn post_form(
+    admin: &crate::admin::Admin,
+    token: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String, String) {
+    let c = raw_client();
+    let csrf = csrf(&c, &admin.app.url("/admin-next/keys"), token).await;
+    let mut form: Vec<(&str, &str)> = vec![("_csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    let r = c
+        .post(admin.app.url(path))
+        .header("cookie", format!("crs_console={token}"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let location = header(&r, "location");
+    (status, location, r.text().await.unwrap())
+}
+
+#[actix_rt::test]
+async fn a_key_is_edited_regenerated_deleted_and_restored_through_the_forms() {
+    let admin = start().await;
+    mock_account(&admin).await;
+    let (id, old) = api_key(&admin, json!({"name": "k", "tags": ["a"]})).await;
+    let token = session_token(&admin).await;
+    let page = format!("/admin-next/keys/{id}");
+
+    let (status, location, _) = post_form(
+        &admin,
+        &token,
+        &page,
+        &[
+            ("name", "renamed"),
+            ("tags", "x, y"),
+            ("concurrencyLimit", "2"),
+            ("weeklyOpusCostLimit", "7.5"),
+            ("restrictedModels", "claude-opus-4-20250514"),
+            ("enableModelRestriction", "true"),
+            ("expiresAt", "2031-02-03T04:05"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (303, format!("{page}?saved=1").as_str())
+    );
+    let k = admin.router().get_key(&id).await.unwrap().unwrap();
+    assert_eq!(k.name, "renamed");
+    assert_eq!(k.tags, vec!["x", "y"]);
+    assert_eq!(k.concurrency_limit, 2);
+    assert_eq!(k.weekly_opus_cost_limit_micros, 7_500_000);
+    assert!(k.enable_model_restriction);
+    assert_eq!(k.restricted_models, vec!["claude-opus-4-20250514"]);
+    assert_eq!(
+        k.expires_at.unwrap().to_rfc3339(),
+        "2031-02-03T04:05:00+00:00"
+    );
+
+    let (status, _, body) = post_form(&admin, &token, &format!("{page}/regenerate"), &[]).await;
+    assert_eq!(status, 200);
+    let at = body
+        .find("id=\"plaintext-key\" value=\"")
+        .expect("the new key")
+        + 26;
+    let new_key: String = body[at..].chars().take_while(|c| *c != '"').collect();
+    assert!(new_key.starts_with("cr_") && new_key != old, "{new_key}");
+    // Shown once: the key's page does not show it again.
+    let c = raw_client();
+    let again = c
+        .get(admin.app.url(&page))
+        .header("cookie", format!("crs_console={token}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!again.contains(&new_key));
+    eventually(Duration::from_secs(5), "the new key relays", || async {
+        match relay_status(&admin, &new_key).await {
+            200 => Ok(()),
+            s => Err(s.to_string()),
+        }
+    })
+    .await;
+
+    let (status, location, _) = post_form(&admin, &token, &format!("{page}/delete"), &[]).await;
+    assert_eq!((status, location.as_str()), (303, page.as_str()));
+    assert!(
+        admin
+            .router()
+            .get_key(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_deleted()
+    );
+    // A deleted key cannot be edited: 400 and nothing changes.
+    let (status, _, body) = post_form(&admin, &token, &page, &[("name", "zombie")]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        admin.router().get_key(&id).await.unwrap().unwrap().name,
+        "renamed"
+    );
+    let (status, _, _) = post_form(&admin, &token, &format!("{page}/restore"), &[]).await;
+    assert_eq!(status, 303);
+    assert!(
+        !admin
+            .router()
+            .get_key(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_deleted()
+    );
+    let (status, _, _) = post_form(&admin, &token, &format!("{page}/explode"), &[]).await;
+    assert_eq!(status, 404);
+}
+
+#[actix_rt::test]
+async fn an_oauth_account_is_added_from_its_credentials_json() {
+    let admin = start().await;
+    let token = session_token(&admin).await;
+    let (status, _, body) = post_form(
+        &admin,
+        &token,
+        "/admin-next/accounts/oauth",
+        &[("name", "max"), ("credentials", "{not json")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("credentials: is not valid JSON"), "{body}");
+    let (status, _, body) = post_form(
+        &admin,
+        &token,
+        "/admin-next/accounts/oauth",
+        &[("name", "max"), ("credentials", "{\"claudeAiOauth\": {}}")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("accessToken: is required"), "{body}");
+    assert!(admin.router().list_accounts().await.unwrap().is_empty());
+
+    let creds = r#"{"claudeAiOauth": {"accessToken": "sk-ant-oat01-secret",
+        "refreshToken": "sk-ant-ort01-secret", "expiresAt": 1893456000000}}"#;
+    let (status, location, _) = post_form(
+        &admin,
+        &token,
+        "/admin-next/accounts/oauth",
+        &[("name", "max"), ("credentials", creds), ("priority", "10")],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let accounts = admin.router().list_accounts().await.unwrap();
+    assert_eq!(accounts.len(), 1);
+    let a = &accounts[0];
+    assert_eq!(location, format!("/admin-next/accounts/{}", a.id));
+    assert_eq!((a.name.as_str(), a.priority), ("max", 10));
+    assert_eq!(
+        a.token_expires_at.unwrap().timestamp_millis(),
+        1_893_456_000_000
+    );
+    let c = raw_client();
+    let page = c
+        .get(admin.app.url(&location))
+        .header("cookie", format!("crs_console={token}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("claude-oauth"));
+    assert!(!page.contains("sk-ant-oat01-secret") && !page.contains("sk-ant-ort01-secret"));
+    let (status, _, _) = post_form(
+        &admin,
+        &token,
+        &format!("{location}/toggle-schedulable"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert!(
+        !admin
+            .router()
+            .get_account(&a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .schedulable
+    );
+}
+
+#[actix_rt::test]
+async fn the_dashboard_counts_requests_in_redis_mode_too() {
+    let admin = start_with(
+        |env| {
+            env.set("DATABASE_TYPE", "redis");
+        },
+        "healthy",
+    )
+    .await;
+    mock_account(&admin).await;
+    let (_, key) = api_key(&admin, json!({"name": "r"})).await;
+    assert_eq!(relay_status(&admin, &key).await, 200);
+    assert_eq!(relay_status(&admin, &key).await, 200);
+    let token = session_token(&admin).await;
+    let c = raw_client();
+    eventually(
+        Duration::from_secs(30),
+        "2 requests on the dashboard",
+        || async {
+            let page = c
+                .get(admin.app.url("/admin-next/"))
+                .header("cookie", format!("crs_console={token}"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            let today = page.contains("id=\"requests-today\">2<");
+            // Both requests fall in the last minute or two of the per-minute chart.
+            let per_minute: usize = ["1", "2"]
+                .iter()
+                .map(|n| {
+                    page.matches(&format!(": {n}</title>")).count() * n.parse::<usize>().unwrap()
+                })
+                .sum();
+            if today && per_minute == 2 {
+                Ok(())
+            } else {
+                Err(format!("today {today}, per minute {per_minute}"))
+            }
+        },
+    )
+    .await;
 }
