@@ -569,3 +569,166 @@ async fn the_dashboard_counts_requests_in_redis_mode_too() {
     )
     .await;
 }
+
+#[actix_rt::test]
+async fn the_keys_list_pages_and_filters_and_the_password_changes() {
+    let admin = start().await;
+    for i in 0..23 {
+        let tags = if i % 2 == 0 {
+            json!(["even"])
+        } else {
+            json!(["odd"])
+        };
+        api_key(&admin, json!({"name": format!("key-{i:02}"), "tags": tags})).await;
+    }
+    let token = session_token(&admin).await;
+    let c = raw_client();
+    let get = |path: String| {
+        let c = c.clone();
+        let url = admin.app.url(&path);
+        let token = token.clone();
+        async move {
+            let r = c
+                .get(url)
+                .header("cookie", format!("crs_console={token}"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let rows = |page: &str| page.matches("class=\"key-name\"").count();
+    let (status, first) = get("/admin-next/keys".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(rows(&first), 20);
+    assert!(first.contains("Page 1 of 2 · 23 keys"), "{first}");
+    let (_, second) = get("/admin-next/keys?page=2&status=current".into()).await;
+    assert_eq!(rows(&second), 3);
+    let (_, odd) = get("/admin-next/keys?tag=odd".into()).await;
+    assert_eq!(rows(&odd), 11);
+    let (_, found) = get("/admin-next/keys?search=KEY-07".into()).await;
+    assert_eq!(rows(&found), 1);
+    assert!(found.contains(">key-07<"));
+    let (status, body) = get("/admin-next/keys?status=sideways".into()).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("status: must be one of"));
+    let (status, _) = get("/admin-next/keys?page=0".into()).await;
+    assert_eq!(status, 400);
+
+    // Password: a wrong current one is refused and changes nothing; then it changes.
+    let (status, _, body) = post_form(
+        &admin,
+        &token,
+        "/admin-next/password",
+        &[
+            ("currentPassword", "wrong-password"),
+            ("newPassword", "new-password-1"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("currentPassword: does not match"), "{body}");
+    assert_eq!(
+        admin
+            .login(crate::admin::ADMIN_USER, crate::admin::ADMIN_PASSWORD)
+            .await
+            .0,
+        200
+    );
+    let (status, location, _) = post_form(
+        &admin,
+        &token,
+        "/admin-next/password",
+        &[
+            ("currentPassword", crate::admin::ADMIN_PASSWORD),
+            ("newPassword", "new-password-1"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (303, "/admin-next/password?changed=1")
+    );
+    assert_eq!(
+        admin
+            .login(crate::admin::ADMIN_USER, "new-password-1")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        admin
+            .login(crate::admin::ADMIN_USER, crate::admin::ADMIN_PASSWORD)
+            .await
+            .0,
+        401
+    );
+}
+
+#[actix_rt::test]
+async fn an_account_is_edited_and_its_status_reset_through_the_forms() {
+    let admin = start().await;
+    let id = mock_account(&admin).await;
+    let token = session_token(&admin).await;
+    let page = format!("/admin-next/accounts/{id}");
+    let (status, location, _) = post_form(
+        &admin,
+        &token,
+        &page,
+        &[
+            ("name", "renamed"),
+            ("priority", "7"),
+            ("maxConcurrency", "3"),
+            ("baseUrl", ""),
+            ("apiKey", ""),
+            ("schedulable", "true"),
+            ("isActive", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (303, format!("{page}?saved=1").as_str())
+    );
+    let a = admin.router().get_account(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (a.name.as_str(), a.priority, a.max_concurrency),
+        ("renamed", 7, 3)
+    );
+    assert_eq!(
+        a.base_url.as_deref(),
+        Some(admin.mock.url.as_str()),
+        "empty keeps the URL"
+    );
+    let (status, _, body) = post_form(&admin, &token, &page, &[("priority", "500")]).await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("priority: must be between 1 and 100"),
+        "{body}"
+    );
+    assert_eq!(
+        admin
+            .router()
+            .get_account(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .priority,
+        7
+    );
+    let (status, _, _) = post_form(&admin, &token, &format!("{page}/reset-status"), &[]).await;
+    assert_eq!(status, 303);
+    let (status, _, body) = post_form(
+        &admin,
+        &token,
+        "/admin-next/accounts/console",
+        &[("name", "no-url"), ("apiKey", "k")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("baseUrl: is required"), "{body}");
+    assert_eq!(admin.router().list_accounts().await.unwrap().len(), 1);
+    let (status, location, _) = post_form(&admin, &token, &format!("{page}/delete"), &[]).await;
+    assert_eq!((status, location.as_str()), (303, "/admin-next/accounts"));
+    assert!(admin.router().list_accounts().await.unwrap().is_empty());
+}
