@@ -23,7 +23,7 @@ pub struct RequestsPerMinute {
 
 /// Puts `(minutes after since, requests)` pairs into `minutes` buckets (others dropped).
 fn buckets(pairs: impl Iterator<Item = (i64, i64)>, minutes: u32) -> Vec<i64> {
-    let mut out = vec![0; minutes as usize];
+    let mut out = vec![0; usize::try_from(minutes).unwrap_or(0)];
     for (minute, n) in pairs {
         if let Some(slot) = usize::try_from(minute).ok().and_then(|m| out.get_mut(m)) {
             *slot += n;

@@ -18,7 +18,7 @@ pub fn bars(title: &str, points: &[(String, f64)], format: fn(f64) -> String) ->
     let scale_max = if max > 0.0 { max } else { 1.0 };
     let plot_w = WIDTH - LEFT - 4.0;
     let plot_h = HEIGHT - BOTTOM - TOP;
-    let n = points.len().max(1) as f64;
+    let n = float(points.len().max(1));
     let slot = plot_w / n;
     let bar_w = (slot * 0.8).max(1.0);
     let ticks: Vec<usize> = match points.len() {
@@ -39,7 +39,7 @@ pub fn bars(title: &str, points: &[(String, f64)], format: fn(f64) -> String) ->
                 }
                 @for (i, (label, value)) in points.iter().enumerate() {
                     @let h = (value / scale_max * plot_h).max(0.0);
-                    @let x = LEFT + i as f64 * slot + (slot - bar_w) / 2.0;
+                    @let x = LEFT + float(i) * slot + (slot - bar_w) / 2.0;
                     rect x=(fmt(x)) y=(fmt(TOP + plot_h - h)) width=(fmt(bar_w)) height=(fmt(h))
                         fill=(BAR_COLOUR) {
                         title { (label) ": " (format(*value)) }
@@ -50,7 +50,7 @@ pub fn bars(title: &str, points: &[(String, f64)], format: fn(f64) -> String) ->
                     @let (x, anchor) = match n {
                         0 => (LEFT, "start"),
                         2 => (WIDTH - 4.0, "end"),
-                        _ => (LEFT + (i as f64 + 0.5) * slot, "middle"),
+                        _ => (LEFT + (float(i) + 0.5) * slot, "middle"),
                     };
                     text x=(fmt(x)) y=(HEIGHT - 6.0) text-anchor=(anchor) font-size="11" fill="#555" {
                         (points[i].0)
@@ -67,7 +67,7 @@ pub fn ranking(title: &str, items: &[(String, f64)], format: fn(f64) -> String) 
     let max = items.iter().map(|p| p.1).fold(0.0_f64, f64::max);
     let scale_max = if max > 0.0 { max } else { 1.0 };
     let row = 24.0;
-    let height = (items.len().max(1) as f64) * row + 4.0;
+    let height = float(items.len().max(1)) * row + 4.0;
     let label_w = 220.0;
     let bar_room = WIDTH - label_w - 90.0;
     html! {
@@ -78,7 +78,7 @@ pub fn ranking(title: &str, items: &[(String, f64)], format: fn(f64) -> String) 
                 svg viewBox={"0 0 " (WIDTH) " " (fmt(height))} role="img" aria-label=(title)
                     width="100%" {
                     @for (i, (label, value)) in items.iter().enumerate() {
-                        @let y = i as f64 * row + 2.0;
+                        @let y = float(i) * row + 2.0;
                         @let w = (value / scale_max * bar_room).max(1.0);
                         text x=(label_w - 6.0) y=(fmt(y + 15.0)) text-anchor="end" font-size="12"
                             fill="#222" { (shorten(label, 32)) }
@@ -105,6 +105,11 @@ fn shorten(s: &str, max: usize) -> String {
         let cut: String = s.chars().take(max - 1).collect();
         format!("{cut}…")
     }
+}
+
+/// A position or count as a coordinate (charts have far fewer than 2^32 bars).
+fn float(n: usize) -> f64 {
+    f64::from(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// One decimal is plenty for coordinates.
