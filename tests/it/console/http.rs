@@ -190,7 +190,8 @@ async fn usage_exports_as_csv() {
     let (_, key) = api_key(&admin, json!({"name": "=cmd,\"x\""})).await;
     assert_eq!(relay_status(&admin, &key).await, 200);
     admin.router().drain_usage().await;
-    eventually(Duration::from_secs(30), "1 archived request", || async {
+    // Up to ARCHIVE_WAIT: see its note.
+    eventually(super::ARCHIVE_WAIT, "1 archived request", || async {
         match admin.scalar("SELECT COUNT(*) AS n FROM usage_records") {
             1 => Ok(()),
             n => Err(n.to_string()),
