@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 use crate::admin::{ADMIN_PASSWORD, ADMIN_USER, Admin, start_with};
 
 /// How long a console test waits for a relayed request to reach the MySQL archive. Under a
-/// loaded parallel suite the outbox drain has stalled for over 30 s: when the reply to its
-/// lock's `SET NX` times out (Redis calls are bounded at 200 ms) the lock stays taken until
-/// its 60 s TTL ends and no drain runs meanwhile. Polled, so a healthy run is not slowed.
+/// loaded parallel suite the outbox drain has stalled for over 30 s (outbox depth 1, nothing
+/// archived). A likely cause, not proven: a drain lock whose `SET NX` or release reply timed
+/// out (Redis calls are bounded at 200 ms) stays taken until its 60 s TTL ends. Polled, so a
+/// healthy run is not slowed.
 pub const ARCHIVE_WAIT: Duration = Duration::from_secs(90);
 
 /// A relay for console tests: keys are re-read from the store within a second, usage is
