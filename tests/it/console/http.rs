@@ -23,16 +23,18 @@ fn header(r: &reqwest::Response, name: &str) -> String {
 
 /// The CSRF token of the console page at `path` (read from its logout form).
 async fn csrf(client: &reqwest::Client, url: &str, token: &str) -> String {
-    let page = client
+    let r = client
         .get(url)
         .header("cookie", format!("crs_console={token}"))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
-    let at = page.find("name=\"_csrf\" value=\"").expect("a csrf field") + 20;
+    let status = r.status();
+    let page = r.text().await.unwrap();
+    let at = page
+        .find("name=\"_csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no csrf field on {url}: {status}: {page}"))
+        + 20;
     page[at..at + 64].to_string()
 }
 
