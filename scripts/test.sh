@@ -5,6 +5,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/services.sh
+# The console's browser tests drive Debian's chromium through chromedriver.
+scripts/browser.sh
 # Tests run in parallel, each with its own relay and pool: make room if we may (best effort).
 client=$(command -v mariadb || command -v mysql || true)
 if [ -n "$client" ]; then

@@ -2,6 +2,7 @@
 //! own) to the JSON error shape of SPEC §4. Handlers are thin: they call the router.
 
 pub mod admin;
+pub mod console;
 pub mod health;
 pub mod metrics;
 pub mod relay;
@@ -32,6 +33,7 @@ pub struct AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.configure(health::routes)
         .configure(admin::routes)
+        .configure(console::routes)
         .configure(relay::routes)
         .configure(metrics::routes)
         .default_service(web::to(not_found));
@@ -57,7 +59,12 @@ fn to_json_error<B: MessageBody + 'static>(
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+        .is_some_and(|v| {
+            // The console's pages answer errors as HTML on purpose.
+            ["application/json", "text/event-stream", "text/html"]
+                .iter()
+                .any(|t| v.starts_with(t))
+        });
     if is_json {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }

@@ -2,6 +2,7 @@
 //! runs. Callers go through `PersistenceHandle`.
 
 pub mod accounts;
+pub mod activity;
 pub mod admin;
 pub mod api_keys;
 pub mod audit;

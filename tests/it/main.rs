@@ -11,6 +11,7 @@ mod support;
 
 mod admin;
 mod config;
+mod console;
 mod errors;
 mod health;
 mod migrations;

@@ -4,6 +4,7 @@
 //! The data classes live in the files beside this one, one `impl` block each.
 
 mod accounts;
+mod activity;
 mod admin;
 mod audit;
 mod ephemeral;

@@ -35,7 +35,7 @@ pub struct RecentUsage {
 }
 
 impl RouterActor {
-    fn history_primary(&self) -> Result<(), AppError> {
+    pub(super) fn history_primary(&self) -> Result<(), AppError> {
         match self.config.mode {
             StorageMode::Redis if !self.redis_up() => Err(unavailable("redis")),
             StorageMode::Hybrid | StorageMode::Mysql if !self.mysql_up() => {

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod binary;
+pub mod browser;
 pub mod env;
 pub mod fixtures;
 pub mod http;
@@ -15,6 +16,7 @@ pub mod redis_server;
 
 pub use app::{TestApp, spawn_app};
 pub use binary::{ChildRelay, run_cli, spawn_binary};
+pub use browser::Browser;
 pub use env::{TestEnv, free_port};
 pub use http::Http;
 pub use mock_upstream::{Behaviour, MockUpstream, start_mock};
