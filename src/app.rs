@@ -74,6 +74,10 @@ fn spawn_sampler(router: RouterHandle, metrics: Arc<Metrics>) {
     });
 }
 
+/// How long a starting relay waits for the first probe of each backend before it serves
+/// anyway (a frozen backend must not keep it from starting; its probe times out sooner).
+pub const FIRST_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A relay bound to its port, ready to run.
 pub struct Application {
     port: u16,
@@ -82,7 +86,23 @@ pub struct Application {
 }
 
 impl Application {
-    /// Starts the actors and binds the HTTP server (inside a running actix System).
+    /// `build`, then waits (at most `FIRST_PROBE_WAIT`) until every backend the mode uses
+    /// was probed once, so the first answers report the backends' real state instead of
+    /// "not reachable" for one never tried. The port is bound already; connections made
+    /// meanwhile wait in the listen backlog and are answered once the server runs.
+    pub async fn start(config: Config) -> std::io::Result<Application> {
+        let app = Application::build(config)?;
+        if !app.actors.router.first_probes(FIRST_PROBE_WAIT).await {
+            log::warn!(
+                "a backend has not answered its first probe within {FIRST_PROBE_WAIT:?}; \
+                 serving anyway (/health/ready stays 503 until it does)"
+            );
+        }
+        Ok(app)
+    }
+
+    /// Starts the actors and binds the HTTP server (inside a running actix System); the
+    /// server accepts connections once it runs. Prefer `start`.
     pub fn build(config: Config) -> std::io::Result<Application> {
         let listener = TcpListener::bind(config.bind_address())?;
         let port = listener.local_addr()?.port();

@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 
 use super::state::{Backend, BackendState, Circuit, StateReporter, Subscribe};
 use crate::config::MysqlConfig;
-use crate::error::StoreError;
+use crate::error::{StoreError, error_chain};
 use crate::persistence::setup;
 
 /// A pooled MySQL connection.
@@ -121,16 +121,16 @@ impl PersistenceActor {
                 });
                 match tokio::time::timeout(setup_timeout, job).await {
                     Ok(Ok(Ok(_applied))) => {}
-                    Ok(Ok(Err(e))) => return Err((e, needs_schema)),
-                    Ok(Err(_)) => return Err(("migration task failed".to_string(), needs_schema)),
-                    Err(_) => return Err(("schema setup timed out".to_string(), needs_schema)),
+                    Ok(Ok(Err(e))) => return Err(e),
+                    Ok(Err(_)) => return Err("migration task failed".to_string()),
+                    Err(_) => return Err("schema setup timed out".to_string()),
                 }
             }
             let started = Instant::now();
             match tokio::time::timeout(timeout, setup::ping(&pool)).await {
                 Ok(Ok(())) => Ok(started.elapsed()),
-                Ok(Err(e)) => Err((e, false)),
-                Err(_) => Err(("ping timed out".to_string(), false)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("ping timed out".to_string()),
             }
         };
         ctx.spawn(work.into_actor(self).map(move |result, act, _ctx| {
@@ -152,7 +152,7 @@ impl PersistenceActor {
                         },
                     );
                 }
-                Err((error, _)) => {
+                Err(error) => {
                     act.circuit.trip();
                     act.reporter
                         .report(Backend::Mysql, BackendState::down(error));
@@ -185,7 +185,7 @@ impl<T: Send + 'static> Handler<Exec<T>> for PersistenceActor {
         let timeout = msg.timeout.unwrap_or(self.config.timeout);
         let work = async move {
             let run = async move {
-                let conn = pool.get().await.map_err(|_| StoreError::Unavailable)?;
+                let conn = pool.get().await.map_err(StoreError::from)?;
                 (msg.job)(conn).await
             };
             // A query on a checked-out connection has no time-out of its own.
@@ -199,7 +199,7 @@ impl<T: Send + 'static> Handler<Exec<T>> for PersistenceActor {
                 Err(e) if e.is_outage() => {
                     if act.circuit.failure() {
                         act.reporter
-                            .report(Backend::Mysql, BackendState::down(e.to_string()));
+                            .report(Backend::Mysql, BackendState::down(error_chain(e)));
                     }
                 }
                 _ => {

@@ -401,8 +401,8 @@ pub async fn relay(
     let session = scheduler::session_hash(&request).filter(|_| endpoint == Endpoint::Messages);
     let mut sticky_account = None;
     let mut window_name = None;
-    // The account snapshot is asked for together with the admission: one wake-up of the
-    // router instead of two.
+    // The account snapshot is asked for concurrently with the admission: two messages to the
+    // router in flight together, so the request waits for the slower one, not their sum.
     let snapshot = shared.router.account_snapshot();
     let accounts = if endpoint == Endpoint::Messages {
         let lease_id = uuid::Uuid::new_v4().simple().to_string();

@@ -8,8 +8,9 @@ use claude_relay::domain::account::Account;
 use claude_relay::domain::api_key::ApiKey;
 use serde_json::{Value, json};
 
+use crate::support::app::TestRelay;
 use crate::support::fixtures::{console_account, create_key, store_account};
-use crate::support::{MockUpstream, TestApp, TestEnv, eventually, mysql, spawn_app, start_mock};
+use crate::support::{TestEnv, eventually, mysql};
 
 pub const SONNET: &str = "claude-sonnet-4-20250514";
 pub const OPUS: &str = "claude-opus-4-20250514";
@@ -18,27 +19,12 @@ pub const OPUS: &str = "claude-opus-4-20250514";
 pub const SONNET_COST: i64 = 690;
 
 /// One relay, its mock upstream and its environment (dropped in this order).
-pub struct Relay {
-    pub app: TestApp,
-    pub mock: MockUpstream,
-    pub env: TestEnv,
-}
+pub type Relay = TestRelay;
 
 /// Starts the mock, then the relay (its OAuth accounts pointed at the mock); `edit` may
 /// change the environment first. Waits until the relay is healthy.
 pub async fn start(edit: impl FnOnce(&mut TestEnv)) -> Relay {
-    let mock = start_mock().await;
-    let mut env = TestEnv::new();
-    env.set("CLAUDE_API_URL", mock.url.clone());
-    env.set(
-        "CLAUDE_OAUTH_TOKEN_URL",
-        format!("{}/oauth/token", mock.url),
-    );
-    edit(&mut env);
-    let app = spawn_app(env.config()).await;
-    app.wait_for_health("healthy", Duration::from_secs(15))
-        .await;
-    Relay { app, mock, env }
+    TestRelay::builder().edit(edit).start().await
 }
 
 impl Relay {
@@ -152,7 +138,7 @@ impl Relay {
 }
 
 /// The credential the mock saw in these headers.
-pub fn credential_of(headers: &std::collections::HashMap<String, String>) -> String {
+pub fn credential_of(headers: &crate::support::mock_upstream::Headers) -> String {
     headers
         .get("x-api-key")
         .cloned()

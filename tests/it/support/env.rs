@@ -82,6 +82,8 @@ pub struct TestEnv {
     pub key_prefix: String,
     vars: HashMap<String, String>,
     dir: TempDir,
+    /// False for `offline` environments: nothing to clean up in Redis or MySQL.
+    uses_backends: bool,
 }
 
 impl Default for TestEnv {
@@ -93,6 +95,16 @@ impl Default for TestEnv {
 impl TestEnv {
     /// A hybrid-mode environment against the shared Redis and MariaDB.
     pub fn new() -> TestEnv {
+        TestEnv::build(true)
+    }
+
+    /// The same variables for a test that never reaches Redis or MySQL (configuration
+    /// checks, commands that stop at a bad variable): dropping it touches neither.
+    pub fn offline() -> TestEnv {
+        TestEnv::build(false)
+    }
+
+    fn build(uses_backends: bool) -> TestEnv {
         let b = backends();
         let id = random_hex(12);
         let database = format!("crt_{id}");
@@ -131,6 +143,7 @@ impl TestEnv {
             key_prefix,
             vars,
             dir,
+            uses_backends,
         }
     }
 
@@ -236,6 +249,9 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        if !self.uses_backends {
+            return;
+        }
         let mysql = self.direct_mysql();
         let prefix = self.key_prefix.clone();
         // On a thread of its own: the blocking MySQL wrapper must not run inside the test's
