@@ -47,7 +47,7 @@ impl Actors {
             config.probe_interval,
             auto_migrate,
             config.mode.uses_mysql(),
-        );
+        )?;
         let router =
             RouterActor::spawn_on(&hot.handle(), config.clone(), cache.clone(), store.clone())?;
         Ok(Actors {
@@ -113,7 +113,8 @@ impl Application {
             config: config_arc.clone(),
             login_limiter: Default::default(),
         };
-        let metrics = Metrics::new();
+        let metrics =
+            Metrics::new().map_err(|e| std::io::Error::other(format!("metrics registry: {e}")))?;
         spawn_sampler(actors.router.clone(), metrics.clone());
         let prices = PriceTable::bundled()
             .map_err(|e| std::io::Error::other(format!("price table: {e}")))?;
@@ -148,7 +149,8 @@ impl Application {
         // client's delayed ACK (~40 ms).
         .on_connect(|conn, _ext| {
             if let Some(socket) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                let _ = socket.set_nodelay(true);
+                // Best effort: a socket without it still works, only slower.
+                socket.set_nodelay(true).ok();
             }
         })
         .listen(listener)?

@@ -164,6 +164,7 @@ pub struct Config {
     pub claude_oauth_token_url: String,
     pub log_level: String,
     pub log_dir: Option<PathBuf>,
+    /// How long this process trusts its copies of keys and of the account list.
     pub key_cache_ttl: Duration,
     pub redis_cache_ttl: Duration,
     pub limits_on_cache_down: LimitsOnCacheDown,

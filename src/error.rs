@@ -348,3 +348,92 @@ impl ResponseError for AppError {
         response.json(self.body())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    use super::*;
+
+    /// What diesel-async makes of a mysql_async error that is not a server error.
+    fn flattened(text: &str) -> DieselError {
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(text.to_string()))
+    }
+
+    #[test]
+    fn a_dropped_mysql_connection_is_an_outage_with_its_cause() {
+        for text in [
+            "Input/output error: Input/output error: Connection reset by peer (os error 104)",
+            "Input/output error: Input/output error: broken pipe",
+            "Driver error: `Connection to the server is closed.'",
+        ] {
+            let error = StoreError::from(flattened(text));
+            assert!(matches!(error, StoreError::Lost(_)), "{text}: {error:?}");
+            assert!(error.is_outage());
+            let source = std::error::Error::source(&error).expect("the cause is kept");
+            assert_eq!(source.to_string(), text);
+            assert_eq!(
+                error_chain(&error),
+                format!("mysql connection lost: {text}")
+            );
+        }
+        let closed = DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection,
+            Box::new("gone".to_string()),
+        );
+        assert!(matches!(StoreError::from(closed), StoreError::Lost(_)));
+    }
+
+    #[test]
+    fn a_query_error_mentioning_a_connection_is_not_an_outage() {
+        // The old rule searched the text for "connection": these were taken for outages.
+        for text in [
+            "Unknown column 'connection_id' in 'field list'",
+            "Table 'crt.connections' doesn't exist",
+        ] {
+            let error = StoreError::from(flattened(text));
+            assert!(matches!(error, StoreError::Query(_)), "{text}: {error:?}");
+            assert!(!error.is_outage(), "{text}");
+            assert_eq!(error.to_string(), format!("mysql error: {text}"));
+        }
+    }
+
+    #[test]
+    fn unique_violation_and_not_found_keep_their_meaning() {
+        let dup = DieselError::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            Box::new("Duplicate entry 'x' for key 'name'".to_string()),
+        );
+        assert_eq!(
+            StoreError::from(dup),
+            StoreError::Duplicate("Duplicate entry 'x' for key 'name'".into())
+        );
+        assert_eq!(
+            StoreError::from(DieselError::NotFound),
+            StoreError::NotFound
+        );
+    }
+
+    #[test]
+    fn redis_errors_are_sorted_by_kind_and_keep_their_cause() {
+        let refused =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let error = CacheError::from(refused);
+        assert!(matches!(error, CacheError::Lost(_)), "{error:?}");
+        assert!(error.is_outage());
+        assert!(std::error::Error::source(&error).is_some());
+
+        let wrong_type = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+            "Operation against a key holding the wrong kind of value".to_string(),
+        ));
+        let error = CacheError::from(wrong_type);
+        assert!(matches!(error, CacheError::Command(_)), "{error:?}");
+        assert!(!error.is_outage());
+        assert!(
+            error_chain(&error).contains("wrong kind of value"),
+            "{error}"
+        );
+    }
+}

@@ -224,7 +224,12 @@ impl CacheActor {
 
 /// Probe latency rounded to 0.1 ms so tiny jitter does not flood subscribers with changes.
 fn round_latency(d: Duration) -> Duration {
-    Duration::from_micros((d.as_micros() as u64).div_ceil(100) * 100)
+    Duration::from_micros(
+        u64::try_from(d.as_micros())
+            .unwrap_or(u64::MAX)
+            .div_ceil(100)
+            * 100,
+    )
 }
 
 /// A Redis error as text without the URL (which may hold the password).

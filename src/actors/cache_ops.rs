@@ -33,7 +33,12 @@ fn encode<T: Serialize>(value: &T) -> Result<String, CacheError> {
 }
 
 fn ttl_ms(ttl: Duration) -> u64 {
-    (ttl.as_millis() as u64).max(1)
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The LRANGE stop index that returns the first `n` items (at least one).
+fn list_stop(n: usize) -> isize {
+    isize::try_from(n.max(1)).unwrap_or(isize::MAX) - 1
 }
 
 fn now_ms() -> i64 {
@@ -362,7 +367,7 @@ impl CacheHandle {
     /// Extends a live entry; true when it existed.
     pub async fn touch_entry(&self, name: &str, ttl: Duration) -> Result<bool, CacheError> {
         let key = self.keys.entry(name);
-        let ms = ttl_ms(ttl) as i64;
+        let ms = i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX);
         self.exec(move |mut c| Box::pin(async move { c.pexpire(key, ms).await }))
             .await
     }
@@ -476,7 +481,7 @@ impl CacheHandle {
                     },
                     n => req
                         .cost_limits
-                        .get((n - 5) as usize)
+                        .get(usize::try_from(n - 5).unwrap_or(usize::MAX))
                         .map_or(Admission::ConcurrencyExceeded, |l| {
                             Admission::CostLimitExceeded(l.kind)
                         }),
@@ -614,7 +619,7 @@ impl CacheHandle {
         limit: usize,
     ) -> Result<Vec<String>, CacheError> {
         let key = self.keys.usage_records(key_id);
-        let stop = limit.max(1) as isize - 1;
+        let stop = list_stop(limit);
         self.exec(move |mut c| Box::pin(async move { c.lrange(key, 0, stop).await }))
             .await
     }
@@ -629,7 +634,7 @@ impl CacheHandle {
     /// The oldest `n` events of the outbox, left in place.
     pub async fn outbox_peek(&self, n: usize) -> Result<Vec<String>, CacheError> {
         let key = self.keys.usage_outbox();
-        let stop = n.max(1) as isize - 1;
+        let stop = list_stop(n);
         self.exec(move |mut c| Box::pin(async move { c.lrange(key, 0, stop).await }))
             .await
     }
@@ -637,8 +642,13 @@ impl CacheHandle {
     /// Drops the oldest `n` events (after MySQL committed them).
     pub async fn outbox_trim(&self, n: usize) -> Result<(), CacheError> {
         let key = self.keys.usage_outbox();
-        self.exec(move |mut c| Box::pin(async move { c.ltrim(key, n as isize, -1).await }))
-            .await
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                c.ltrim(key, isize::try_from(n).unwrap_or(isize::MAX), -1)
+                    .await
+            })
+        })
+        .await
     }
 
     /// Appends events to the outbox (spool replay while MySQL is still down).
@@ -668,7 +678,7 @@ impl CacheHandle {
     /// The newest archived events of every key (redis mode), newest first.
     pub async fn archive_records(&self, limit: usize) -> Result<Vec<String>, CacheError> {
         let key = self.keys.usage_archive();
-        let stop = limit.max(1) as isize - 1;
+        let stop = list_stop(limit);
         self.exec_with_timeout(Some(BULK_TIMEOUT), move |mut c| {
             Box::pin(async move { c.lrange(key, 0, stop).await })
         })

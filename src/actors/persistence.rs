@@ -61,8 +61,8 @@ pub struct PersistenceActor {
 }
 
 /// Builds the pool with every deadpool time-out set: without them a silent MySQL hangs
-/// `pool.get()` forever.
-pub fn build_pool(config: &MysqlConfig) -> Pool<AsyncMysqlConnection> {
+/// `pool.get()` forever. (Fails only without a runtime for the time-outs.)
+pub fn build_pool(config: &MysqlConfig) -> std::io::Result<Pool<AsyncMysqlConnection>> {
     let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(
         config.database_url().expose_secret(),
     );
@@ -73,7 +73,7 @@ pub fn build_pool(config: &MysqlConfig) -> Pool<AsyncMysqlConnection> {
         .recycle_timeout(Some(config.timeout))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
-        .expect("a pool with a runtime and time-outs always builds")
+        .map_err(|e| std::io::Error::other(format!("mysql pool: {e}")))
 }
 
 impl PersistenceActor {
@@ -83,11 +83,12 @@ impl PersistenceActor {
         probe_interval: Duration,
         auto_migrate: bool,
         enabled: bool,
-    ) -> PersistenceHandle {
+    ) -> std::io::Result<PersistenceHandle> {
+        let pool = build_pool(&config)?;
         let arbiter = Arbiter::new();
         let addr =
             PersistenceActor::start_in_arbiter(&arbiter.handle(), move |_| PersistenceActor {
-                pool: build_pool(&config),
+                pool,
                 config,
                 probe_interval,
                 enabled,
@@ -96,10 +97,10 @@ impl PersistenceActor {
                 circuit: Circuit::default(),
                 reporter: StateReporter::default(),
             });
-        PersistenceHandle {
+        Ok(PersistenceHandle {
             addr,
             calls: Default::default(),
-        }
+        })
     }
 
     fn probe(&mut self, ctx: &mut Context<Self>) {
@@ -146,7 +147,10 @@ impl PersistenceActor {
                         BackendState {
                             up: true,
                             latency: Some(Duration::from_micros(
-                                (latency.as_micros() as u64).div_ceil(100) * 100,
+                                u64::try_from(latency.as_micros())
+                                    .unwrap_or(u64::MAX)
+                                    .div_ceil(100)
+                                    * 100,
                             )),
                             last_error: None,
                         },

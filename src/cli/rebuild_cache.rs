@@ -78,7 +78,7 @@ pub async fn archive_sums(
                 };
             }
         }
-        if (page.len() as i64) < PAGE {
+        if i64::try_from(page.len()).unwrap_or(i64::MAX) < PAGE {
             break;
         }
     }

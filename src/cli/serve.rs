@@ -15,6 +15,11 @@ pub async fn run(config: Config) -> std::io::Result<()> {
     let router = app.actors().router.clone();
     let served = app.run_until_stopped().await;
     // Shutting down: counters summed in process and queued events go out first (bounded).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), router.drain_usage()).await;
+    if tokio::time::timeout(std::time::Duration::from_secs(5), router.drain_usage())
+        .await
+        .is_err()
+    {
+        log::warn!("usage not fully drained within 5 s at shutdown (the spool keeps the rest)");
+    }
     served
 }

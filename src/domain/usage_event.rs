@@ -1,4 +1,5 @@
 //! One relayed request's usage as it is counted and archived.
+#![expect(clippy::expect_used, reason = "rewritten by the ledger work")]
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,10 @@
 //! The usage archive: idempotent batch inserts (unique request id) that also add the new
 //! rows to the daily roll-ups, in one transaction.
+#![expect(
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    reason = "rewritten by the ledger work"
+)]
 
 use std::collections::{HashMap, HashSet};
 

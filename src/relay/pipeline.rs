@@ -34,6 +34,18 @@ const MAX_MODEL_LEN: usize = 128;
 /// Slack added to the upstream time-out for a lease, so a live request never loses it.
 const LEASE_SLACK_MS: u64 = 60_000;
 
+/// A lease lives as long as the longest request may, plus the slack.
+fn lease_ttl_ms(config: &Config) -> u64 {
+    u64::try_from(config.request_timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(LEASE_SLACK_MS)
+}
+
+/// Token counts as stored (i64 columns; a count never comes near the limit).
+fn tokens(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// What every relay request needs, shared by all HTTP workers.
 pub struct RelayShared {
     pub router: RouterHandle,
@@ -202,7 +214,7 @@ fn admission_request(
     AdmissionRequest {
         lease_scope: format!("key:{}", key.id),
         lease_id: lease_id.to_string(),
-        lease_ttl_ms: config.request_timeout.as_millis() as u64 + LEASE_SLACK_MS,
+        lease_ttl_ms: lease_ttl_ms(config),
         concurrency_limit: key.concurrency_limit,
         window,
         cost_limits,
@@ -290,8 +302,8 @@ async fn choose_with_capacity(
         let request = AdmissionRequest {
             lease_scope: scope.clone(),
             lease_id: lease_id.clone(),
-            lease_ttl_ms: shared.config.request_timeout.as_millis() as u64 + LEASE_SLACK_MS,
-            concurrency_limit: account.max_concurrency as u32,
+            lease_ttl_ms: lease_ttl_ms(&shared.config),
+            concurrency_limit: u32::try_from(account.max_concurrency).unwrap_or(0),
             window: None,
             cost_limits: Vec::new(),
         };
@@ -337,15 +349,15 @@ impl UsageContext {
             api_key_id: self.key.id.clone(),
             account_id: self.account_id,
             model: self.model.clone(),
-            input_tokens: usage.input_tokens as i64,
-            output_tokens: usage.output_tokens as i64,
-            cache_create_5m_tokens: usage.cache_create_5m_tokens as i64,
-            cache_create_1h_tokens: usage.cache_create_1h_tokens as i64,
-            cache_read_tokens: usage.cache_read_tokens as i64,
+            input_tokens: tokens(usage.input_tokens),
+            output_tokens: tokens(usage.output_tokens),
+            cache_create_5m_tokens: tokens(usage.cache_create_5m_tokens),
+            cache_create_1h_tokens: tokens(usage.cache_create_1h_tokens),
+            cache_read_tokens: tokens(usage.cache_read_tokens),
             cost_micros: cost.total_micro,
             status_code: status,
             is_stream: self.stream,
-            latency_ms: self.started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+            latency_ms: u32::try_from(self.started.elapsed().as_millis()).unwrap_or(u32::MAX),
             created_at: Utc::now(),
         };
         let updates = limits::counter_updates(
@@ -441,7 +453,9 @@ pub async fn relay(
         );
         // Sticky sessions are off while Redis is down: a failure here is expected then.
         actix::spawn(async move {
-            let _ = router.set_entry(EntryKind::Sticky, &s, id, ttl).await;
+            if let Err(e) = router.set_entry(EntryKind::Sticky, &s, id, ttl).await {
+                log::debug!("sticky session not written (expected while Redis is down): {e}");
+            }
         });
     }
 
@@ -526,14 +540,21 @@ pub async fn relay(
                     )
                 });
             actix::spawn(async move {
-                let _ = router.change_account_status(&id, change).await;
-                if let Some(s) = sticky {
-                    let _ = router.delete_entry(EntryKind::Sticky, &s).await;
+                if let Err(e) = router.change_account_status(&id, change).await {
+                    log::warn!("account status not saved: {e}");
+                }
+                if let Some(s) = sticky
+                    && let Err(e) = router.delete_entry(EntryKind::Sticky, &s).await
+                {
+                    log::debug!("sticky session not deleted: {e}");
                 }
                 if let Some((cipher, http, url, account)) = refresh {
-                    let _ = router
+                    if let Err(e) = router
                         .delete_entry(EntryKind::OauthToken, &account.id)
-                        .await;
+                        .await
+                    {
+                        log::debug!("cached token not deleted: {e}");
+                    }
                     if let Err(e) = oauth::refresh(&router, &cipher, &http, &url, &account).await {
                         log::warn!(
                             "token refresh after 401 failed for account {}: {e}",

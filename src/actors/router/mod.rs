@@ -65,6 +65,9 @@ pub struct HealthReport {
     pub redis: BackendView,
     pub mysql: BackendView,
     pub uptime: Duration,
+    /// Hybrid: the Redis cache has been flushed since Redis (re)appeared and is read again
+    /// (always true in the other modes).
+    pub redis_cache_in_use: bool,
 }
 
 /// Asks for the current health; answered from memory, never waits on a backend.
@@ -268,6 +271,7 @@ impl RouterActor {
             redis: view(&self.redis, mode.uses_redis()),
             mysql: view(&self.mysql, mode.uses_mysql()),
             uptime: self.started_at.elapsed(),
+            redis_cache_in_use: mode != StorageMode::Hybrid || !self.redis_cache_stale,
         }
     }
 }
@@ -294,7 +298,7 @@ fn format_latency(d: Duration) -> String {
     if ms < 10.0 {
         format!("{:.1}ms", ms)
     } else {
-        format!("{}ms", ms.round() as u64)
+        format!("{ms:.0}ms")
     }
 }
 

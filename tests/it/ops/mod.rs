@@ -69,12 +69,12 @@ pub async fn actors(config: &Config) -> Actors {
     let actors = Actors::start(&config, false).expect("actors start");
     let started = Instant::now();
     loop {
+        // Up, and the router's first cache flush done (it would delete what a test caches).
         if let Some(r) = actors.router.health(Duration::from_secs(1)).await
             && (!r.redis.used || r.redis.connected)
             && (!r.mysql.used || r.mysql.connected)
+            && r.redis_cache_in_use
         {
-            // Let the router's first cache flush pass.
-            tokio::time::sleep(Duration::from_millis(300)).await;
             return actors;
         }
         assert!(
@@ -85,17 +85,9 @@ pub async fn actors(config: &Config) -> Actors {
     }
 }
 
+/// A blocking connection to the shared Redis.
 fn redis_conn() -> redis::Connection {
-    let b = crate::support::env::backends();
-    let auth = b
-        .redis_password
-        .as_ref()
-        .map(|p| format!(":{p}@"))
-        .unwrap_or_default();
-    redis::Client::open(format!("redis://{auth}{}:{}/", b.redis_host, b.redis_port))
-        .expect("redis url")
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .expect("redis connection")
+    crate::support::env::redis_connection(crate::support::env::backends().redis_port)
 }
 
 /// Every key of the shared Redis under `prefix` (prefix removed), sorted.

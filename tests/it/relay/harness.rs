@@ -77,7 +77,8 @@ impl Relay {
         mysql::blocking(move || mysql::scalar(&db, "SELECT COUNT(*) AS n FROM usage_records"))
     }
 
-    /// Waits until `usage_records` holds exactly `n` rows, then checks it stays so briefly.
+    /// Waits until `usage_records` holds exactly `n` rows, then checks a drain of whatever
+    /// is still queued adds none.
     pub async fn wait_usage_rows(&self, n: i64) {
         eventually(
             Duration::from_secs(20),
@@ -92,8 +93,8 @@ impl Relay {
             },
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(self.usage_rows(), n, "usage rows after settling");
+        self.router().drain_usage().await;
+        assert_eq!(self.usage_rows(), n, "usage rows after a drain");
     }
 
     /// Waits until the key's total cost counter is `micros`.
@@ -185,13 +186,16 @@ pub fn error_body(kind: &str, message: &str) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
-/// Sleeps past the end of the current minute when fewer than 5 s of it remain, so counters
+/// Waits (polling the clock) while fewer than 5 s of the current minute remain, so counters
 /// by minute, hour and day (and a one-minute rate window) see the next requests in the
 /// same period.
 pub async fn away_from_minute_end() {
     use chrono::Timelike;
-    let second = chrono::Utc::now().second();
-    if second >= 55 {
-        tokio::time::sleep(Duration::from_secs(u64::from(61 - second))).await;
-    }
+    eventually(Duration::from_secs(10), "a fresh minute", || async {
+        match chrono::Utc::now().second() {
+            s if s < 55 => Ok(()),
+            s => Err(format!("second {s}")),
+        }
+    })
+    .await;
 }
