@@ -34,6 +34,8 @@ pub struct TestApp {
 /// backend was probed once (bounded), so the state it reports is known. Does not wait for
 /// any particular health: use `wait_for_health`, or `TestRelay::builder()`.
 pub async fn spawn_app(mut config: Config) -> TestApp {
+    // Warnings of the relay go to this test's output: shown when it fails.
+    claude_relay::logging::init("warn", None);
     config.host = "127.0.0.1".into();
     let app = Application::start(config.clone())
         .await
