@@ -456,8 +456,13 @@ async fn counters_with_redis_down_are_paused_and_replayed_on_recovery() {
             .await
             .expect("record");
     }
-    // Archived before the outage (an event still in the Redis outbox waits for Redis).
+    // Archived and counted in Redis before the outage (an event still in the Redis outbox
+    // waits for Redis; counters still summed in process would count as local ones).
     wait_rows(&env, 2).await;
+    assert!(
+        router.flush_counters().await,
+        "counters written to Redis before the outage"
+    );
 
     proxy.cut();
     wait_backend(router, "redis", false).await;
