@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
-exec cargo run --release --quiet --bin bench_ledger -- "${1:-bench/results/ledger.md}"
+exec cargo run --release --quiet --features bench --bin bench_ledger -- "${1:-bench/results/ledger.md}"

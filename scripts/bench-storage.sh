@@ -4,4 +4,5 @@
 # Usage: scripts/bench-storage.sh [output.md]   (BENCH_ITERATIONS=20000 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo run --release --quiet --bin bench_storage -- "${1:-bench/results/storage.md}"
+# The binary is behind the `bench` feature so the default build (scripts/run.sh) skips it.
+exec cargo run --release --quiet --features bench --bin bench_storage -- "${1:-bench/results/storage.md}"

@@ -49,7 +49,7 @@ impl Actors {
             config.probe_interval,
             auto_migrate,
             config.mode.uses_mysql(),
-        );
+        )?;
         let journal = Arc::new(open_journal(config, auto_migrate)?);
         let router = RouterActor::spawn_on(
             &hot.handle(),
@@ -115,6 +115,10 @@ fn spawn_sampler(router: RouterHandle, metrics: Arc<Metrics>) {
     });
 }
 
+/// How long a starting relay waits for the first probe of each backend before it serves
+/// anyway (a frozen backend must not keep it from starting; its probe times out sooner).
+pub const FIRST_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A relay bound to its port, ready to run.
 pub struct Application {
     port: u16,
@@ -123,7 +127,23 @@ pub struct Application {
 }
 
 impl Application {
-    /// Starts the actors and binds the HTTP server (inside a running actix System).
+    /// `build`, then waits (at most `FIRST_PROBE_WAIT`) until every backend the mode uses
+    /// was probed once, so the first answers report the backends' real state instead of
+    /// "not reachable" for one never tried. The port is bound already; connections made
+    /// meanwhile wait in the listen backlog and are answered once the server runs.
+    pub async fn start(config: Config) -> std::io::Result<Application> {
+        let app = Application::build(config)?;
+        if !app.actors.router.first_probes(FIRST_PROBE_WAIT).await {
+            log::warn!(
+                "a backend has not answered its first probe within {FIRST_PROBE_WAIT:?}; \
+                 serving anyway (/health/ready stays 503 until it does)"
+            );
+        }
+        Ok(app)
+    }
+
+    /// Starts the actors and binds the HTTP server (inside a running actix System); the
+    /// server accepts connections once it runs. Prefer `start`.
     pub fn build(config: Config) -> std::io::Result<Application> {
         let listener = TcpListener::bind(config.bind_address())?;
         let port = listener.local_addr()?.port();
@@ -134,7 +154,8 @@ impl Application {
             config: config_arc.clone(),
             login_limiter: Default::default(),
         };
-        let metrics = Metrics::new();
+        let metrics =
+            Metrics::new().map_err(|e| std::io::Error::other(format!("metrics registry: {e}")))?;
         spawn_sampler(actors.router.clone(), metrics.clone());
         let prices = PriceTable::bundled()
             .map_err(|e| std::io::Error::other(format!("price table: {e}")))?;
@@ -169,7 +190,8 @@ impl Application {
         // client's delayed ACK (~40 ms).
         .on_connect(|conn, _ext| {
             if let Some(socket) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                let _ = socket.set_nodelay(true);
+                // Best effort: a socket without it still works, only slower.
+                socket.set_nodelay(true).ok();
             }
         })
         .listen(listener)?

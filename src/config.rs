@@ -1,6 +1,10 @@
 //! The one `Config` of the process, built from the environment (and an optional `.env`),
 //! validated at startup and passed explicitly; there is no global configuration.
 //!
+//! The variable file: `--env-file PATH` reads PATH and nothing else (a missing or unreadable
+//! PATH stops the process); without it `./.env` is read when present. Variables already set
+//! in the process environment win over the file.
+//!
 //! Variables (defaults in brackets; `config/.env.example` documents the same list):
 //! `DATABASE_TYPE` [hybrid] hybrid|redis|mysql · `REDIS_HOST` [127.0.0.1] · `REDIS_PORT` [6379] ·
 //! `REDIS_PASSWORD` [] · `REDIS_DB` [0] · `REDIS_KEY_PREFIX` [] · `MYSQL_HOST` [127.0.0.1] ·
@@ -21,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -172,6 +176,7 @@ pub struct Config {
     pub claude_oauth_token_url: String,
     pub log_level: String,
     pub log_dir: Option<PathBuf>,
+    /// How long this process trusts its copies of keys and of the account list.
     pub key_cache_ttl: Duration,
     pub redis_cache_ttl: Duration,
     pub limits_on_cache_down: LimitsOnCacheDown,
@@ -247,9 +252,22 @@ impl Reader<'_> {
 }
 
 impl Config {
-    /// Loads `.env` (if present) into the environment, then reads the environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        let _ = dotenvy::dotenv();
+    /// Loads the variable file into the environment (`env_file`, or else `./.env` when it
+    /// exists), then reads the environment.
+    pub fn from_env(env_file: Option<&Path>) -> Result<Config, ConfigError> {
+        let loaded = match env_file {
+            Some(path) => dotenvy::from_path(path).map_err(|e| (path.display().to_string(), e)),
+            None => match dotenvy::dotenv() {
+                Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other.map(|_| ()).map_err(|e| ("./.env".to_string(), e)),
+            },
+        };
+        if let Err((path, e)) = loaded {
+            return Err(ConfigError {
+                variable: "--env-file",
+                message: format!("cannot read {path}: {e}"),
+            });
+        }
         Config::from_lookup(&|name| std::env::var(name).ok())
     }
 

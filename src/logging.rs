@@ -17,19 +17,26 @@ struct DailyFile {
 impl DailyFile {
     fn current(&mut self) -> io::Result<&mut File> {
         let today = Utc::now().format("%Y-%m-%d").to_string();
-        if self.file.is_none() || self.date != today {
-            std::fs::create_dir_all(&self.dir)?;
-            let path = self.dir.join(format!("hybrid-{today}.log"));
-            self.file = Some(OpenOptions::new().create(true).append(true).open(path)?);
-            self.date = today;
+        if self.date != today {
+            self.file = None;
         }
-        Ok(self.file.as_mut().expect("opened above"))
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => {
+                std::fs::create_dir_all(&self.dir)?;
+                let path = self.dir.join(format!("hybrid-{today}.log"));
+                self.date = today;
+                OpenOptions::new().create(true).append(true).open(path)?
+            }
+        };
+        Ok(self.file.insert(file))
     }
 }
 
 impl Write for DailyFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let _ = io::stderr().write_all(buf);
+        // The file is the record; a closed stderr must not stop it.
+        io::stderr().write_all(buf).ok();
         self.current()?.write_all(buf)?;
         Ok(buf.len())
     }
@@ -54,5 +61,6 @@ pub fn init(level: &str, log_dir: Option<PathBuf>) {
             file: None,
         })));
     }
-    let _ = builder.try_init();
+    // Already initialised (tests start many relays in one process): keep the first.
+    builder.try_init().ok();
 }

@@ -14,13 +14,7 @@ use claude_relay::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(path) = &cli.env_file
-        && let Err(e) = dotenvy::from_path(path)
-    {
-        eprintln!("cannot read {}: {e}", path.display());
-        return ExitCode::from(2);
-    }
-    let config = match Config::from_env() {
+    let config = match Config::from_env(cli.env_file.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

@@ -162,7 +162,6 @@ impl CacheActor {
         let url = self.config.url();
         let manager_config = self.manager_config();
         let work = async move {
-            let started = Instant::now();
             let mut conn = match existing {
                 Some(c) => c,
                 None => {
@@ -188,7 +187,6 @@ impl CacheActor {
                 Ok(Err(e)) => Err(describe(&e)),
                 Err(_) => Err("ping timed out".to_string()),
             };
-            let _ = started;
             pong.map(|_| (conn, started_ping.elapsed()))
         };
         ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
@@ -217,8 +215,7 @@ impl CacheActor {
     }
 
     fn call_failed(&mut self, error: &CacheError) {
-        if matches!(error, CacheError::Timeout | CacheError::Unavailable) && self.circuit.failure()
-        {
+        if error.is_outage() && self.circuit.failure() {
             self.reporter
                 .report(Backend::Redis, BackendState::down(error.to_string()));
         }
@@ -227,7 +224,12 @@ impl CacheActor {
 
 /// Probe latency rounded to 0.1 ms so tiny jitter does not flood subscribers with changes.
 fn round_latency(d: Duration) -> Duration {
-    Duration::from_micros((d.as_micros() as u64).div_ceil(100) * 100)
+    Duration::from_micros(
+        u64::try_from(d.as_micros())
+            .unwrap_or(u64::MAX)
+            .div_ceil(100)
+            * 100,
+    )
 }
 
 /// A Redis error as text without the URL (which may hold the password).
@@ -240,15 +242,6 @@ fn describe(e: &redis::RedisError) -> String {
         "connection lost".into()
     } else {
         format!("{:?}", e.kind())
-    }
-}
-
-/// Sorts a Redis error into outage (counts against the circuit) or command error.
-fn classify(e: redis::RedisError) -> CacheError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-        CacheError::Unavailable
-    } else {
-        CacheError::Command(describe(&e))
     }
 }
 
@@ -276,7 +269,7 @@ impl<T: Send + 'static> Handler<Exec<T>> for CacheActor {
         let work = async move {
             match tokio::time::timeout(timeout, (msg.job)(conn)).await {
                 Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(classify(e)),
+                Ok(Err(e)) => Err(CacheError::from(e)),
                 Err(_) => Err(CacheError::Timeout),
             }
         };

@@ -246,7 +246,7 @@ impl CacheHandle {
     pub async fn probe_set(&self, id: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
         let key = self.keys.probe(id);
         let value = value.to_string();
-        let ms = (ttl.as_millis() as u64).max(1);
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         self.exec(move |mut c| Box::pin(async move { c.pset_ex(key, value, ms).await }))
             .await
     }

@@ -69,7 +69,12 @@ fn encode<T: Serialize>(value: &T) -> Result<String, CacheError> {
 }
 
 fn ttl_ms(ttl: Duration) -> u64 {
-    (ttl.as_millis() as u64).max(1)
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The LRANGE stop index that returns the first `n` items (at least one).
+fn list_stop(n: usize) -> isize {
+    isize::try_from(n.max(1)).unwrap_or(isize::MAX) - 1
 }
 
 fn now_ms() -> i64 {
@@ -398,7 +403,7 @@ impl CacheHandle {
     /// Extends a live entry; true when it existed.
     pub async fn touch_entry(&self, name: &str, ttl: Duration) -> Result<bool, CacheError> {
         let key = self.keys.entry(name);
-        let ms = ttl_ms(ttl) as i64;
+        let ms = i64::try_from(ttl_ms(ttl)).unwrap_or(i64::MAX);
         self.exec(move |mut c| Box::pin(async move { c.pexpire(key, ms).await }))
             .await
     }
@@ -511,7 +516,7 @@ impl CacheHandle {
                     },
                     n => req
                         .cost_limits
-                        .get((n - 5) as usize)
+                        .get(usize::try_from(n - 5).unwrap_or(usize::MAX))
                         .map_or(Admission::ConcurrencyExceeded, |l| {
                             Admission::CostLimitExceeded(l.kind)
                         }),
@@ -709,7 +714,7 @@ impl CacheHandle {
         limit: usize,
     ) -> Result<Vec<String>, CacheError> {
         let key = self.keys.usage_records(key_id);
-        let stop = limit.max(1) as isize - 1;
+        let stop = list_stop(limit);
         self.exec(move |mut c| Box::pin(async move { c.lrange(key, 0, stop).await }))
             .await
     }
@@ -729,7 +734,7 @@ impl CacheHandle {
     /// The newest archived events of every key (redis mode), newest first.
     pub async fn archive_records(&self, limit: usize) -> Result<Vec<String>, CacheError> {
         let key = self.keys.usage_archive();
-        let stop = limit.max(1) as isize - 1;
+        let stop = list_stop(limit);
         self.exec_with_timeout(Some(BULK_TIMEOUT), move |mut c| {
             Box::pin(async move { c.lrange(key, 0, stop).await })
         })

@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 
 use super::state::{Backend, BackendState, Circuit, StateReporter, Subscribe};
 use crate::config::MysqlConfig;
-use crate::error::StoreError;
+use crate::error::{StoreError, error_chain};
 use crate::persistence::setup;
 
 /// A pooled MySQL connection.
@@ -61,8 +61,8 @@ pub struct PersistenceActor {
 }
 
 /// Builds the pool with every deadpool time-out set: without them a silent MySQL hangs
-/// `pool.get()` forever.
-pub fn build_pool(config: &MysqlConfig) -> Pool<AsyncMysqlConnection> {
+/// `pool.get()` forever. (Fails only without a runtime for the time-outs.)
+pub fn build_pool(config: &MysqlConfig) -> std::io::Result<Pool<AsyncMysqlConnection>> {
     let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(
         config.database_url().expose_secret(),
     );
@@ -73,7 +73,7 @@ pub fn build_pool(config: &MysqlConfig) -> Pool<AsyncMysqlConnection> {
         .recycle_timeout(Some(config.timeout))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
-        .expect("a pool with a runtime and time-outs always builds")
+        .map_err(|e| std::io::Error::other(format!("mysql pool: {e}")))
 }
 
 impl PersistenceActor {
@@ -83,11 +83,12 @@ impl PersistenceActor {
         probe_interval: Duration,
         auto_migrate: bool,
         enabled: bool,
-    ) -> PersistenceHandle {
+    ) -> std::io::Result<PersistenceHandle> {
+        let pool = build_pool(&config)?;
         let arbiter = Arbiter::new();
         let addr =
             PersistenceActor::start_in_arbiter(&arbiter.handle(), move |_| PersistenceActor {
-                pool: build_pool(&config),
+                pool,
                 config,
                 probe_interval,
                 enabled,
@@ -96,10 +97,10 @@ impl PersistenceActor {
                 circuit: Circuit::default(),
                 reporter: StateReporter::default(),
             });
-        PersistenceHandle {
+        Ok(PersistenceHandle {
             addr,
             calls: Default::default(),
-        }
+        })
     }
 
     fn probe(&mut self, ctx: &mut Context<Self>) {
@@ -121,16 +122,16 @@ impl PersistenceActor {
                 });
                 match tokio::time::timeout(setup_timeout, job).await {
                     Ok(Ok(Ok(_applied))) => {}
-                    Ok(Ok(Err(e))) => return Err((e, needs_schema)),
-                    Ok(Err(_)) => return Err(("migration task failed".to_string(), needs_schema)),
-                    Err(_) => return Err(("schema setup timed out".to_string(), needs_schema)),
+                    Ok(Ok(Err(e))) => return Err(e),
+                    Ok(Err(_)) => return Err("migration task failed".to_string()),
+                    Err(_) => return Err("schema setup timed out".to_string()),
                 }
             }
             let started = Instant::now();
             match tokio::time::timeout(timeout, setup::ping(&pool)).await {
                 Ok(Ok(())) => Ok(started.elapsed()),
-                Ok(Err(e)) => Err((e, false)),
-                Err(_) => Err(("ping timed out".to_string(), false)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("ping timed out".to_string()),
             }
         };
         ctx.spawn(work.into_actor(self).map(move |result, act, _ctx| {
@@ -146,13 +147,16 @@ impl PersistenceActor {
                         BackendState {
                             up: true,
                             latency: Some(Duration::from_micros(
-                                (latency.as_micros() as u64).div_ceil(100) * 100,
+                                u64::try_from(latency.as_micros())
+                                    .unwrap_or(u64::MAX)
+                                    .div_ceil(100)
+                                    * 100,
                             )),
                             last_error: None,
                         },
                     );
                 }
-                Err((error, _)) => {
+                Err(error) => {
                     act.circuit.trip();
                     act.reporter
                         .report(Backend::Mysql, BackendState::down(error));
@@ -185,7 +189,7 @@ impl<T: Send + 'static> Handler<Exec<T>> for PersistenceActor {
         let timeout = msg.timeout.unwrap_or(self.config.timeout);
         let work = async move {
             let run = async move {
-                let conn = pool.get().await.map_err(|_| StoreError::Unavailable)?;
+                let conn = pool.get().await.map_err(StoreError::from)?;
                 (msg.job)(conn).await
             };
             // A query on a checked-out connection has no time-out of its own.
@@ -199,7 +203,7 @@ impl<T: Send + 'static> Handler<Exec<T>> for PersistenceActor {
                 Err(e) if e.is_outage() => {
                     if act.circuit.failure() {
                         act.reporter
-                            .report(Backend::Mysql, BackendState::down(e.to_string()));
+                            .report(Backend::Mysql, BackendState::down(error_chain(e)));
                     }
                 }
                 _ => {

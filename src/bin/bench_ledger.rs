@@ -9,6 +9,14 @@
 //!
 //! Runs against the Redis and MySQL of the environment (`REDIS_*`, `MYSQL_*`), in a throwaway
 //! database `crledger_<hex>` and key prefix, both removed after.
+#![allow(
+    clippy::expect_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::let_underscore_must_use,
+    reason = "a benchmark: it stops loudly on any failure, and its figures are floats"
+)]
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -27,7 +35,7 @@ fn event(i: u64) -> UsageEvent {
         upstream_request_id: Some(format!("req_up_{i:020}")),
         api_key_id: "00000000-0000-4000-8000-00000000000b".into(),
         account_id: format!("acct-{}", i % 4),
-        model: if i % 10 == 0 {
+        model: if i.is_multiple_of(10) {
             "claude-opus-4-1-20250805".into()
         } else {
             "claude-sonnet-4-20250514".into()
@@ -39,7 +47,7 @@ fn event(i: u64) -> UsageEvent {
         cache_read_tokens: 200,
         cost_micros: 690,
         status_code: 200,
-        is_stream: i % 2 == 0,
+        is_stream: i.is_multiple_of(2),
         latency_ms: 3,
         created_at: chrono::Utc::now(),
     }
@@ -201,7 +209,9 @@ fn main() {
     let root = std::env::temp_dir().join(format!("crledger-{id}"));
 
     let (append_wall, append_cpu, bytes) = append_cost(&root.join("append"), 200_000);
-    println!("append: {append_wall:.2} µs wall, {append_cpu:.2} µs CPU, {bytes:.0} bytes per event");
+    println!(
+        "append: {append_wall:.2} µs wall, {append_cpu:.2} µs CPU, {bytes:.0} bytes per event"
+    );
 
     let config = Config::from_map(&vars(&id, &root.join("drain"))).expect("configuration");
     let (secs, rate, db_cpu) = drain_backlog(config.clone(), backlog);
@@ -227,10 +237,7 @@ fn main() {
         md,
         "| archive rate (journal → MariaDB, with daily roll-ups) | {rate:.0} events/s |"
     );
-    let _ = writeln!(
-        md,
-        "| drain of a {backlog}-event backlog | {secs:.1} s |"
-    );
+    let _ = writeln!(md, "| drain of a {backlog}-event backlog | {secs:.1} s |");
     if let Some(db) = db_cpu {
         let _ = writeln!(md, "| MariaDB CPU per archived event | {db:.1} µs |");
     }

@@ -7,6 +7,15 @@
 //! Runs against the Redis and MySQL of the environment (`REDIS_*`, `MYSQL_*`, `.env`), in a
 //! throwaway database `crbench_<hex>` and key prefix `crbench:<hex>:`, both removed after.
 //! `BENCH_ITERATIONS` (default 20000) sets the number of lookups per measurement.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::let_underscore_must_use,
+    reason = "a benchmark tool: any failure stops it loudly; its figures are small"
+)]
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -169,9 +178,9 @@ fn in_system<T: Send + 'static>(
 
 fn bench_mode(mode: StorageMode, n: usize) -> ModeResult {
     let id: String = {
-        let mut rng = rand::thread_rng();
+        let mut rng = rand::rng();
         (0..10)
-            .map(|_| char::from_digit(rng.gen_range(0..16), 16).expect("digit"))
+            .map(|_| char::from_digit(rng.random_range(0..16), 16).expect("digit"))
             .collect()
     };
     let vars = base_vars(mode, &id);
@@ -185,7 +194,7 @@ fn bench_mode(mode: StorageMode, n: usize) -> ModeResult {
     );
 
     // 1. In-process cache hits (default KEY_CACHE_TTL_SECONDS=5), and recording usage.
-    let (c, k, h) = (config.clone(), key.clone(), hash.clone());
+    let (c, k, h) = (config.clone(), key, hash.clone());
     let (hit, hit_concurrent, record, archive_secs) = in_system(move || {
         Box::pin(async move {
             let actors = Actors::start(&c, true).expect("actors");
@@ -227,7 +236,7 @@ fn bench_mode(mode: StorageMode, n: usize) -> ModeResult {
     // 2. In-process cache off: the backend path of each mode.
     let mut c = config.clone();
     c.key_cache_ttl = Duration::ZERO;
-    let h = hash.clone();
+    let h = hash;
     let (miss, miss_concurrent) = in_system(move || {
         Box::pin(async move {
             let actors = Actors::start(&c, false).expect("actors");

@@ -90,7 +90,7 @@ async fn mysql_probe(a: &Actors, id: &str) -> Result<String, String> {
     let st = &a.store;
     let key = format!("probe:check:{id}");
     let e = |e: crate::error::StoreError| e.to_string();
-    let ttl = chrono::Duration::milliseconds(TTL.as_millis() as i64);
+    let ttl = chrono::Duration::milliseconds(i64::try_from(TTL.as_millis()).unwrap_or(i64::MAX));
     let k = key.clone();
     st.exec(move |c| Box::pin(ephemeral::set_entry(c, k, "written".into(), ttl)))
         .await
@@ -236,16 +236,25 @@ async fn key_routing(a: &Actors, config: &Config, id: &str) -> Result<String, St
 
 /// Removes every probe, whatever step failed.
 async fn cleanup(a: &Actors, config: &Config, id: &str) {
-    let _ = a.router.delete_entry(EntryKind::Probe, id).await;
-    let _ = a.router.delete_key(&probe_key_id(id)).await;
-    if config.mode.uses_redis() {
-        let _ = a.cache.probe_delete(id).await;
+    if let Err(e) = a.router.delete_entry(EntryKind::Probe, id).await {
+        log::debug!("clean-up of the probe entry: {e}");
+    }
+    if let Err(e) = a.router.delete_key(&probe_key_id(id)).await {
+        log::debug!("clean-up of the probe key: {e}");
+    }
+    if config.mode.uses_redis()
+        && let Err(e) = a.cache.probe_delete(id).await
+    {
+        log::debug!("clean-up of the redis probe: {e}");
     }
     if config.mode.uses_mysql() {
         let key = format!("probe:check:{id}");
-        let _ = a
+        if let Err(e) = a
             .store
             .exec(move |c| Box::pin(ephemeral::delete_entry(c, key)))
-            .await;
+            .await
+        {
+            log::debug!("clean-up of the mysql probe: {e}");
+        }
     }
 }

@@ -90,8 +90,8 @@ pub async fn run(config: Config) -> Result<(), String> {
 }
 
 fn generate_password() -> String {
-    rand::thread_rng()
-        .sample_iter(&rand::distributions::Alphanumeric)
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
         .take(20)
         .map(char::from)
         .collect()

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "claude-relay", version, about)]
 pub struct Cli {
-    /// Read variables from this file instead of `./.env`.
+    /// Read variables from this file instead of `./.env` (which is then not read at all).
     #[arg(long, global = true)]
     pub env_file: Option<std::path::PathBuf>,
     #[command(subcommand)]

@@ -80,7 +80,7 @@ pub async fn archive_sums(
                 };
             }
         }
-        if (page.len() as i64) < PAGE {
+        if i64::try_from(page.len()).unwrap_or(i64::MAX) < PAGE {
             break;
         }
     }

@@ -4,7 +4,7 @@ use crate::app::Application;
 use crate::config::Config;
 
 pub async fn run(config: Config) -> std::io::Result<()> {
-    let app = Application::build(config.clone())?;
+    let app = Application::start(config.clone()).await?;
     log::info!(
         "claude-relay {} listening on {}:{} (mode {})",
         env!("CARGO_PKG_VERSION"),

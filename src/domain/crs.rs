@@ -70,6 +70,10 @@ fn flag(h: &Hash, name: &str) -> bool {
     field(h, name) == "true"
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a CRS number written as a float: `as` saturates (NaN is 0), the wanted reading"
+)]
 fn int(h: &Hash, name: &str) -> i64 {
     let v = field(h, name);
     v.parse::<i64>()
@@ -79,6 +83,10 @@ fn int(h: &Hash, name: &str) -> i64 {
 }
 
 /// USD as text → micro-dollars.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "USD text to micro-dollars: `as` saturates (NaN is 0), the wanted reading"
+)]
 fn micros(v: &str) -> i64 {
     v.trim()
         .parse::<f64>()
@@ -175,20 +183,20 @@ fn convert_key(id: &str, h: &Hash, now: DateTime<Utc>) -> Result<ApiKey, String>
     k.tags = json_list(field(h, "tags"));
     k.is_active = flag(h, "isActive");
     k.permissions = permissions;
-    k.concurrency_limit = int(h, "concurrencyLimit").max(0) as u32;
-    k.rate_limit_window_minutes = int(h, "rateLimitWindow").max(0) as u32;
-    k.rate_limit_requests = int(h, "rateLimitRequests").max(0) as u32;
+    k.concurrency_limit = clamp_u32(int(h, "concurrencyLimit"));
+    k.rate_limit_window_minutes = clamp_u32(int(h, "rateLimitWindow"));
+    k.rate_limit_requests = clamp_u32(int(h, "rateLimitRequests"));
     k.rate_limit_cost_micros = micros(field(h, "rateLimitCost"));
     k.token_limit = int(h, "tokenLimit").max(0);
     k.daily_cost_limit_micros = micros(field(h, "dailyCostLimit"));
     k.total_cost_limit_micros = micros(field(h, "totalCostLimit"));
     k.weekly_opus_cost_limit_micros = micros(field(h, "weeklyOpusCostLimit"));
     k.weekly_reset_day = if h.contains_key("weeklyResetDay") {
-        int(h, "weeklyResetDay").clamp(1, 7) as u8
+        u8::try_from(int(h, "weeklyResetDay").clamp(1, 7)).unwrap_or(1)
     } else {
         1
     };
-    k.weekly_reset_hour = int(h, "weeklyResetHour").clamp(0, 23) as u8;
+    k.weekly_reset_hour = u8::try_from(int(h, "weeklyResetHour").clamp(0, 23)).unwrap_or(0);
     k.enable_model_restriction = flag(h, "enableModelRestriction");
     k.restricted_models = json_list(field(h, "restrictedModels"));
     k.claude_account_id = [
@@ -200,7 +208,7 @@ fn convert_key(id: &str, h: &Hash, now: DateTime<Utc>) -> Result<ApiKey, String>
     .map(str::to_string);
     k.expiration_mode =
         ExpirationMode::parse(field(h, "expirationMode")).unwrap_or(ExpirationMode::Fixed);
-    k.activation_days = int(h, "activationDays").max(0) as u32;
+    k.activation_days = clamp_u32(int(h, "activationDays"));
     if !field(h, "activationUnit").is_empty() {
         k.activation_unit = field(h, "activationUnit").to_string();
     }
@@ -387,7 +395,7 @@ fn convert_account(
         status,
         status_until: None,
         error_message: field(h, "errorMessage").to_string(),
-        max_concurrency: max_concurrency.clamp(0, i64::from(i32::MAX)) as i32,
+        max_concurrency: i32::try_from(max_concurrency.clamp(0, i64::from(i32::MAX))).unwrap_or(0),
         created_at,
         updated_at: time(h, "updatedAt").unwrap_or(created_at),
         last_used_at: time(h, "lastUsedAt"),
@@ -732,6 +740,11 @@ fn account_usage(rest: &str, h: &Hash, put: &mut impl FnMut(String, Counters, Op
         id if r.is_empty() && !id.is_empty() => put(format!("usage:account:{id}:total"), c, None),
         _ => {}
     }
+}
+
+/// A CRS number as a non-negative u32 (negatives are 0, too large ones the maximum).
+fn clamp_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Relay API keys: generation, the CRS-compatible lookup hash, format checks, constant-time compare.
 
-use rand::RngCore;
+use aes_gcm::aead::OsRng;
+use aes_gcm::aead::rand_core::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -13,7 +14,7 @@ pub const MAX_KEY_LEN: usize = 256;
 /// A fresh key: `prefix` followed by 64 lowercase hex chars (32 bytes from the OS RNG).
 pub fn generate_key(prefix: &str) -> String {
     let mut bytes = [0u8; KEY_RANDOM_BYTES];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    OsRng.fill_bytes(&mut bytes);
     format!("{prefix}{}", hex::encode(bytes))
 }
 
@@ -134,7 +135,7 @@ mod tests {
         let k = generate_key("cr_");
         assert!(!is_generated_key(&k[..k.len() - 1], "cr_"));
         assert!(!is_generated_key(&format!("{k}0"), "cr_"));
-        let mut bad = k.clone();
+        let mut bad = k;
         bad.replace_range(10..11, "g");
         assert!(!is_generated_key(&bad, "cr_"));
     }

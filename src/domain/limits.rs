@@ -159,8 +159,8 @@ pub fn key_counter_names(
 }
 
 pub fn to_local(t: DateTime<Utc>, offset_hours: i32) -> DateTime<chrono::FixedOffset> {
-    let offset = chrono::FixedOffset::east_opt(offset_hours * 3600)
-        .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset"));
+    use chrono::Offset;
+    let offset = chrono::FixedOffset::east_opt(offset_hours * 3600).unwrap_or(Utc.fix());
     t.with_timezone(&offset)
 }
 
@@ -211,7 +211,7 @@ pub fn counter_updates(
         updates.push(CounterUpdate {
             name: w.name.clone(),
             delta: Counters::of_event(e, 0),
-            ttl_seconds: Some(w.ttl_seconds as i64),
+            ttl_seconds: Some(i64::try_from(w.ttl_seconds).unwrap_or(i64::MAX)),
         });
     }
     updates
@@ -250,8 +250,8 @@ pub fn rate_window(
     let start = ts - ts.rem_euclid(len);
     Some(RateWindowName {
         name: format!("rate:key:{key_id}:{start}"),
-        ttl_seconds: (len + 60) as u64,
-        resets_in_seconds: (start + len - ts).max(1) as u64,
+        ttl_seconds: u64::try_from(len + 60).unwrap_or(60),
+        resets_in_seconds: u64::try_from((start + len - ts).max(1)).unwrap_or(1),
     })
 }
 

@@ -317,6 +317,10 @@ fn parse_tier(entry: &Map<String, Value>, fields: [&str; 5]) -> Option<TierPrice
 }
 
 /// A per-token USD price as pico-dollars, rounded to the nearest pico-dollar.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the range check makes the cast lossless"
+)]
 fn price_pico(value: &Value) -> Option<i64> {
     let usd = value.as_f64()?;
     let pico = (usd * 1e12).round();

@@ -174,15 +174,12 @@ impl SseUsageCollector {
         self.model.as_deref()
     }
 
-    /// Usage seen so far (`None` until a usage-bearing event was parsed).
-    pub fn usage(&self) -> Option<Usage> {
-        self.seen.then_some(self.usage)
-    }
-
-    /// End of stream: processes a last unterminated line and returns the usage, if any.
+    /// End of stream: processes a last unterminated line and returns the usage, if any
+    /// (`None` when no usage-bearing event was parsed). The only way to read the usage, so
+    /// production and tests go through the same end-of-stream handling.
     pub fn finish(mut self) -> Option<Usage> {
         self.end_line();
-        self.usage()
+        self.seen.then_some(self.usage)
     }
 
     fn push(&mut self, bytes: &[u8]) {

@@ -1,6 +1,6 @@
 //! One relayed request's usage as it is counted and archived.
 
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Offset, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The usage of one request (SPEC §7). `request_id` makes archiving idempotent.
@@ -38,8 +38,7 @@ impl UsageEvent {
 
     /// Local time in the deployment's `TIMEZONE_OFFSET` (day and month buckets).
     pub fn local_time(&self, offset_hours: i32) -> DateTime<FixedOffset> {
-        let offset = FixedOffset::east_opt(offset_hours * 3600)
-            .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"));
+        let offset = FixedOffset::east_opt(offset_hours * 3600).unwrap_or_else(|| Utc.fix());
         self.created_at.with_timezone(&offset)
     }
 
@@ -50,7 +49,6 @@ impl UsageEvent {
 
 /// Local date at `now` for the offset (buckets of limits and reports).
 pub fn local_date(now: DateTime<Utc>, offset_hours: i32) -> NaiveDate {
-    let offset = FixedOffset::east_opt(offset_hours * 3600)
-        .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"));
+    let offset = FixedOffset::east_opt(offset_hours * 3600).unwrap_or_else(|| Utc.fix());
     now.with_timezone(&offset).date_naive()
 }

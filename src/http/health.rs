@@ -1,5 +1,6 @@
 //! `/health`, `/health/live`, `/health/ready` (SPEC §9). Answers from the router's memory,
-//! so a hanging backend never delays them.
+//! so a hanging backend never delays them. Until every backend was probed once, `/health`
+//! says `starting` and `/health/ready` 503: an unknown state is not a down one.
 
 use std::time::Duration;
 
@@ -37,7 +38,9 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "usageBacklog": report.usage_backlog,
     });
     match report.status {
-        HealthStatus::Unhealthy => HttpResponse::ServiceUnavailable().json(body),
+        HealthStatus::Unhealthy | HealthStatus::Starting => {
+            HttpResponse::ServiceUnavailable().json(body)
+        }
         _ => HttpResponse::Ok().json(body),
     }
 }
@@ -48,7 +51,7 @@ async fn live() -> HttpResponse {
 
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     match state.router.health(ROUTER_WAIT).await {
-        Some(r) if r.status != HealthStatus::Unhealthy => {
+        Some(r) if matches!(r.status, HealthStatus::Healthy | HealthStatus::Degraded) => {
             HttpResponse::Ok().json(json!({ "status": "ready", "health": r.status }))
         }
         Some(r) => HttpResponse::ServiceUnavailable()

@@ -51,26 +51,30 @@ pub struct Metrics {
     pub sample: Mutex<BackendSample>,
 }
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-    r.register(Box::new(c.clone()))
-        .expect("metric names are unique");
-    c
+/// Registers a freshly defined metric (an invalid definition or a repeated name fails).
+fn register<T: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: prometheus::Result<T>,
+) -> prometheus::Result<T> {
+    let c = c?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
 }
 
 impl Metrics {
-    pub fn new() -> Arc<Metrics> {
-        let r = Registry::new_custom(Some("claude_relay".into()), None).expect("valid prefix");
+    /// Every metric of the relay, registered; fails only on an invalid definition.
+    pub fn new() -> prometheus::Result<Arc<Metrics>> {
+        let r = Registry::new_custom(Some("claude_relay".into()), None)?;
         let hist =
             |name: &str, help: &str| HistogramOpts::new(name, help).buckets(BUCKETS.to_vec());
-        Arc::new(Metrics {
+        Ok(Arc::new(Metrics {
             requests: register(
                 &r,
                 IntCounterVec::new(
                     Opts::new("http_requests_total", "HTTP requests by route and status"),
                     &["route", "status"],
-                )
-                .expect("valid"),
-            ),
+                ),
+            )?,
             latency: register(
                 &r,
                 HistogramVec::new(
@@ -79,25 +83,22 @@ impl Metrics {
                         "time to response headers by route",
                     ),
                     &["route"],
-                )
-                .expect("valid"),
-            ),
+                ),
+            )?,
             relay_overhead: register(
                 &r,
                 Histogram::with_opts(hist(
                     "relay_overhead_seconds",
                     "time the relay adds: total to response headers minus the upstream's time",
-                ))
-                .expect("valid"),
-            ),
+                )),
+            )?,
             upstream_latency: register(
                 &r,
                 Histogram::with_opts(hist(
                     "upstream_duration_seconds",
                     "upstream time to response headers",
-                ))
-                .expect("valid"),
-            ),
+                )),
+            )?,
             key_cache: register(
                 &r,
                 IntGaugeVec::new(
@@ -106,9 +107,8 @@ impl Metrics {
                         "in-process key cache lookups by result",
                     ),
                     &["result"],
-                )
-                .expect("valid"),
-            ),
+                ),
+            )?,
             backend_calls: register(
                 &r,
                 IntGaugeVec::new(
@@ -117,33 +117,29 @@ impl Metrics {
                         "calls (round trips) to each backend since start",
                     ),
                     &["backend"],
-                )
-                .expect("valid"),
-            ),
+                ),
+            )?,
             pool: register(
                 &r,
                 IntGaugeVec::new(
                     Opts::new("mysql_pool_connections", "MySQL pool connections by state"),
                     &["state"],
-                )
-                .expect("valid"),
-            ),
+                ),
+            )?,
             backend_up: register(
                 &r,
                 IntGaugeVec::new(
                     Opts::new("backend_up", "1 when the backend is reachable"),
                     &["backend"],
-                )
-                .expect("valid"),
-            ),
+                ),
+            )?,
             backend_latency: register(
                 &r,
                 GaugeVec::new(
                     Opts::new("backend_probe_latency_seconds", "last probe round trip"),
                     &["backend"],
-                )
-                .expect("valid"),
-            ),
+                ),
+            )?,
             usage_events: register(
                 &r,
                 IntGaugeVec::new(
@@ -152,70 +148,61 @@ impl Metrics {
                         "usage events since start by outcome (dropped must stay 0)",
                     ),
                     &["outcome"],
-                )
-                .expect("valid"),
-            ),
+                ),
+            )?,
             journal_backlog_events: register(
                 &r,
                 IntGauge::new(
                     "usage_journal_unarchived_events",
                     "usage events in the local journal not archived yet",
-                )
-                .expect("valid"),
-            ),
+                ),
+            )?,
             journal_backlog_bytes: register(
                 &r,
                 IntGauge::new(
                     "usage_journal_unarchived_bytes",
                     "bytes of the usage events not archived yet",
-                )
-                .expect("valid"),
-            ),
+                ),
+            )?,
             journal_oldest_seconds: register(
                 &r,
                 Gauge::new(
                     "usage_journal_oldest_unarchived_seconds",
                     "age of the oldest usage event not archived yet",
-                )
-                .expect("valid"),
-            ),
+                ),
+            )?,
             journal_uncounted: register(
                 &r,
                 IntGauge::new(
                     "usage_journal_uncounted_events",
                     "usage events whose counters are not in Redis yet (replayed when it is back)",
-                )
-                .expect("valid"),
-            ),
+                ),
+            )?,
             redis_memory: register(
                 &r,
-                IntGauge::new("redis_used_memory_bytes", "Redis used_memory").expect("valid"),
-            ),
+                IntGauge::new("redis_used_memory_bytes", "Redis used_memory"),
+            )?,
             redis_clients: register(
                 &r,
-                IntGauge::new("redis_connected_clients", "Redis connected_clients").expect("valid"),
-            ),
+                IntGauge::new("redis_connected_clients", "Redis connected_clients"),
+            )?,
             mysql_threads: register(
                 &r,
-                IntGauge::new("mysql_threads_connected", "MySQL Threads_connected").expect("valid"),
-            ),
+                IntGauge::new("mysql_threads_connected", "MySQL Threads_connected"),
+            )?,
             mysql_slow_queries: register(
                 &r,
-                IntGauge::new("mysql_slow_queries", "MySQL Slow_queries").expect("valid"),
-            ),
+                IntGauge::new("mysql_slow_queries", "MySQL Slow_queries"),
+            )?,
             mysql_row_lock_waits: register(
                 &r,
-                IntGauge::new("mysql_row_lock_waits", "MySQL Innodb_row_lock_waits")
-                    .expect("valid"),
-            ),
-            uptime: register(
-                &r,
-                Gauge::new("uptime_seconds", "seconds since start").expect("valid"),
-            ),
+                IntGauge::new("mysql_row_lock_waits", "MySQL Innodb_row_lock_waits"),
+            )?,
+            uptime: register(&r, Gauge::new("uptime_seconds", "seconds since start"))?,
             started: Instant::now(),
             sample: Mutex::new(BackendSample::default()),
             registry: r,
-        })
+        }))
     }
 
     /// Counts one finished request.
@@ -318,24 +305,23 @@ async fn metrics(state: web::Data<AppState>, metrics: web::Data<Arc<Metrics>>) -
     let cache = router.cache_stats().await;
     m.key_cache
         .with_label_values(&["hit"])
-        .set(cache.key_cache_hits as i64);
+        .set(gauge(cache.key_cache_hits));
     m.key_cache
         .with_label_values(&["miss"])
-        .set(cache.key_cache_misses as i64);
+        .set(gauge(cache.key_cache_misses));
     m.backend_calls
         .with_label_values(&["redis"])
-        .set(cache.redis_calls as i64);
+        .set(gauge(cache.redis_calls));
     m.backend_calls
         .with_label_values(&["mysql"])
-        .set(cache.mysql_calls as i64);
+        .set(gauge(cache.mysql_calls));
     let usage = router.usage_stats().await;
     m.usage_events
         .with_label_values(&["recorded"])
-        .set(usage.recorded as i64);
+        .set(gauge(usage.recorded));
     m.usage_events
         .with_label_values(&["written"])
-        .set(usage.archived as i64);
-    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        .set(gauge(usage.archived));
     m.usage_events
         .with_label_values(&["queued"])
         .set(gauge(usage.journal.unarchived_records));
@@ -362,11 +348,11 @@ async fn metrics(state: web::Data<AppState>, metrics: web::Data<Arc<Metrics>>) -
     let pool = router.pool_status().await;
     m.pool
         .with_label_values(&["in_use"])
-        .set(pool.in_use as i64);
+        .set(gauge(pool.in_use));
     m.pool
         .with_label_values(&["idle"])
-        .set(pool.available as i64);
-    m.pool.with_label_values(&["max"]).set(pool.max_size as i64);
+        .set(gauge(pool.available));
+    m.pool.with_label_values(&["max"]).set(gauge(pool.max_size));
     let sample = m.sample.lock().map(|s| s.clone()).unwrap_or_default();
     let set = |g: &IntGauge, v: Option<i64>| g.set(v.unwrap_or(-1));
     set(&m.redis_memory, sample.redis_used_memory_bytes);
@@ -385,4 +371,9 @@ async fn metrics(state: web::Data<AppState>, metrics: web::Data<Arc<Metrics>>) -
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(out)
+}
+
+/// A count as a gauge value (saturating: counts never come near i64::MAX).
+fn gauge<N: TryInto<i64>>(n: N) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
 }

@@ -794,7 +794,10 @@ mod tests {
         let next = j.read(5_001, 5_000);
         assert_eq!((first.len(), next[0].seq), (5_000, 5_001));
         let stats = j.stats();
-        assert_eq!((stats.unarchived_records, stats.uncounted_records), (12_000, 12_000));
+        assert_eq!(
+            (stats.unarchived_records, stats.uncounted_records),
+            (12_000, 12_000)
+        );
         drop(j);
 
         let j = open(dir.path(), JournalMode::Both);
@@ -813,7 +816,11 @@ mod tests {
         assert_eq!(j.lock().segments.len(), segments, "kept until counted too");
         j.mark_counted(&(1..=12_000).collect::<Vec<_>>());
         j.save_counted().unwrap();
-        assert_eq!(j.lock().segments.len(), 1, "only the active segment is left");
+        assert_eq!(
+            j.lock().segments.len(),
+            1,
+            "only the active segment is left"
+        );
         let stats = j.stats();
         assert_eq!((stats.unarchived_records, stats.unarchived_bytes), (0, 0));
         drop(j);
@@ -850,7 +857,11 @@ mod tests {
         let seqs: Vec<u64> = j.read(1, 10).iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![1, 3]);
         assert!(j.stats().corrupt_records >= 1);
-        assert_eq!(j.next_seq(), 4, "new records number on after the readable ones");
+        assert_eq!(
+            j.next_seq(),
+            4,
+            "new records number on after the readable ones"
+        );
         let r = sample(4);
         assert_eq!(j.append(r.event, r.counters).unwrap(), 4);
         let seqs: Vec<u64> = j.read(1, 10).iter().map(|r| r.seq).collect();
@@ -893,7 +904,10 @@ mod tests {
         append(&j, 4);
         j.set_archived(2, None).unwrap();
         let report = inspect(dir.path()).unwrap();
-        assert_eq!((report.unarchived, report.segments, report.in_use), (3, 1, true));
+        assert_eq!(
+            (report.unarchived, report.segments, report.in_use),
+            (3, 1, true)
+        );
         drop(j);
         assert!(!inspect(dir.path()).unwrap().in_use);
     }

@@ -171,7 +171,7 @@ pub(crate) mod tests {
         let bytes = sample(1).encode().unwrap();
         assert_eq!(decode(&bytes[..bytes.len() - 1]), Frame::Incomplete);
         assert_eq!(decode(&bytes[..5]), Frame::Incomplete);
-        let mut wild = bytes.clone();
+        let mut wild = bytes;
         wild[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode(&wild), Frame::Garbage);
     }

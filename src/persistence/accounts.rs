@@ -7,7 +7,7 @@ use diesel_async::RunQueryDsl;
 use super::schema::claude_accounts;
 use crate::actors::persistence::DbConn;
 use crate::domain::account::{Account, AccountStatus, AccountType};
-use crate::error::StoreError;
+use crate::error::{Cause, StoreError};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = claude_accounts, treat_none_as_null = true)]
@@ -68,7 +68,10 @@ impl TryFrom<AccountRow> for Account {
         let utc = |t: NaiveDateTime| -> DateTime<Utc> { t.and_utc() };
         Ok(Account {
             account_type: AccountType::parse(&r.account_type).ok_or_else(|| {
-                StoreError::Query(format!("unknown account type {}", r.account_type))
+                StoreError::Query(Cause::message(format!(
+                    "unknown account type {}",
+                    r.account_type
+                )))
             })?,
             status: AccountStatus::parse(&r.status).unwrap_or(AccountStatus::Error),
             id: r.id,

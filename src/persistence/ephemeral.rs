@@ -283,20 +283,20 @@ pub async fn admit(mut conn: DbConn, req: AdmissionRequest) -> Result<Admission,
                         requests: 1,
                         ..Counters::default()
                     },
-                    ttl_seconds: Some(window.ttl_seconds as i64),
+                    ttl_seconds: Some(i64::try_from(window.ttl_seconds).unwrap_or(i64::MAX)),
                 };
                 add_counters_in(c, &[count_request]).await?;
             }
             diesel::insert_into(concurrency_leases::table)
-                .values(
-                    (
-                        concurrency_leases::scope.eq(&req.lease_scope),
-                        concurrency_leases::lease_id.eq(&req.lease_id),
-                        concurrency_leases::expires_at
-                            .eq((now_utc + Duration::milliseconds(req.lease_ttl_ms as i64))
-                                .naive_utc()),
-                    ),
-                )
+                .values((
+                    concurrency_leases::scope.eq(&req.lease_scope),
+                    concurrency_leases::lease_id.eq(&req.lease_id),
+                    concurrency_leases::expires_at.eq((now_utc
+                        + Duration::milliseconds(
+                            i64::try_from(req.lease_ttl_ms).unwrap_or(i64::MAX),
+                        ))
+                    .naive_utc()),
+                ))
                 .execute(c)
                 .await?;
             Ok(Admission::Granted)

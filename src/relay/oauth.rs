@@ -75,7 +75,9 @@ pub async fn refresh(
     match router.acquire_lock(&lock, &token, LOCK_TTL).await {
         Ok(true) => {
             let result = refresh_locked(router, cipher, http, token_url, account).await;
-            let _ = router.release_lock(&lock, &token).await;
+            if let Err(e) = router.release_lock(&lock, &token).await {
+                log::debug!("refresh lock not released (it expires by itself): {e}");
+            }
             result
         }
         Ok(false) => wait_for_refresh(router, cipher, &account.id).await,
@@ -175,14 +177,17 @@ async fn refresh_locked(
     }
     router.save_account(updated).await?;
     let ttl = lifetime.to_std().unwrap_or(Duration::from_secs(3600));
-    let _ = router
+    if let Err(e) = router
         .set_entry(
             EntryKind::OauthToken,
             &account.id,
             seal(&t.access_token)?,
             ttl,
         )
-        .await;
+        .await
+    {
+        log::debug!("refreshed token not cached (refreshed again next time): {e}");
+    }
     log::info!("refreshed the OAuth token of account {}", account.id);
     Ok(t.access_token)
 }
@@ -193,7 +198,9 @@ async fn fail(router: &RouterHandle, account: &Account, why: &str) -> Result<Str
         until: None,
         message: why.to_string(),
     };
-    let _ = router.change_account_status(&account.id, change).await;
+    if let Err(e) = router.change_account_status(&account.id, change).await {
+        log::warn!("account status not saved: {e}");
+    }
     Err(AppError::NoAccountAvailable(format!(
         "upstream account unavailable: {why}"
     )))

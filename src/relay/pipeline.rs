@@ -36,6 +36,18 @@ const MAX_MODEL_LEN: usize = 128;
 /// Slack added to the upstream time-out for a lease, so a live request never loses it.
 const LEASE_SLACK_MS: u64 = 60_000;
 
+/// A lease lives as long as the longest request may, plus the slack.
+fn lease_ttl_ms(config: &Config) -> u64 {
+    u64::try_from(config.request_timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(LEASE_SLACK_MS)
+}
+
+/// Token counts as stored (i64 columns; a count never comes near the limit).
+fn tokens(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// What every relay request needs, shared by all HTTP workers.
 pub struct RelayShared {
     pub router: RouterHandle,
@@ -204,7 +216,7 @@ fn admission_request(
     AdmissionRequest {
         lease_scope: format!("key:{}", key.id),
         lease_id: lease_id.to_string(),
-        lease_ttl_ms: config.request_timeout.as_millis() as u64 + LEASE_SLACK_MS,
+        lease_ttl_ms: lease_ttl_ms(config),
         concurrency_limit: key.concurrency_limit,
         window,
         cost_limits,
@@ -292,8 +304,8 @@ async fn choose_with_capacity(
         let request = AdmissionRequest {
             lease_scope: scope.clone(),
             lease_id: lease_id.clone(),
-            lease_ttl_ms: shared.config.request_timeout.as_millis() as u64 + LEASE_SLACK_MS,
-            concurrency_limit: account.max_concurrency as u32,
+            lease_ttl_ms: lease_ttl_ms(&shared.config),
+            concurrency_limit: u32::try_from(account.max_concurrency).unwrap_or(0),
             window: None,
             cost_limits: Vec::new(),
         };
@@ -343,7 +355,6 @@ impl UsageContext {
             return Ok(());
         };
         let cost = self.prices.cost(&self.model, &usage);
-        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let event = UsageEvent {
             request_id: self.request_id,
             upstream_request_id: self.upstream_request_id,
@@ -419,8 +430,8 @@ pub async fn relay(
     let session = scheduler::session_hash(&request).filter(|_| endpoint == Endpoint::Messages);
     let mut sticky_account = None;
     let mut window_name = None;
-    // The account snapshot is asked for together with the admission: one wake-up of the
-    // router instead of two.
+    // The account snapshot is asked for concurrently with the admission: two messages to the
+    // router in flight together, so the request waits for the slower one, not their sum.
     let snapshot = shared.router.account_snapshot();
     let accounts = if endpoint == Endpoint::Messages {
         let lease_id = uuid::Uuid::new_v4().simple().to_string();
@@ -459,7 +470,9 @@ pub async fn relay(
         );
         // Sticky sessions are off while Redis is down: a failure here is expected then.
         actix::spawn(async move {
-            let _ = router.set_entry(EntryKind::Sticky, &s, id, ttl).await;
+            if let Err(e) = router.set_entry(EntryKind::Sticky, &s, id, ttl).await {
+                log::debug!("sticky session not written (expected while Redis is down): {e}");
+            }
         });
     }
 
@@ -552,14 +565,21 @@ pub async fn relay(
                     )
                 });
             actix::spawn(async move {
-                let _ = router.change_account_status(&id, change).await;
-                if let Some(s) = sticky {
-                    let _ = router.delete_entry(EntryKind::Sticky, &s).await;
+                if let Err(e) = router.change_account_status(&id, change).await {
+                    log::warn!("account status not saved: {e}");
+                }
+                if let Some(s) = sticky
+                    && let Err(e) = router.delete_entry(EntryKind::Sticky, &s).await
+                {
+                    log::debug!("sticky session not deleted: {e}");
                 }
                 if let Some((cipher, http, url, account)) = refresh {
-                    let _ = router
+                    if let Err(e) = router
                         .delete_entry(EntryKind::OauthToken, &account.id)
-                        .await;
+                        .await
+                    {
+                        log::debug!("cached token not deleted: {e}");
+                    }
                     if let Err(e) = oauth::refresh(&router, &cipher, &http, &url, &account).await {
                         log::warn!(
                             "token refresh after 401 failed for account {}: {e}",

@@ -33,7 +33,6 @@ pub struct RelayStream {
     upstream: Upstream,
     usage: SseUsageCollector,
     finish: Option<Finish>,
-    error_frame: Option<Bytes>,
     /// The last bytes of the previous chunk (`message_stop` may straddle two chunks).
     tail: Vec<u8>,
     done: bool,
@@ -45,7 +44,6 @@ impl RelayStream {
             upstream,
             usage: SseUsageCollector::new(),
             finish: Some(finish),
-            error_frame: None,
             tail: Vec::new(),
             done: false,
         }
@@ -53,15 +51,17 @@ impl RelayStream {
 
     /// Reports the end once; false when the usage could not be recorded.
     fn end(&mut self, how: StreamEnd) -> bool {
-        match self.finish.take() {
-            Some(finish) => match finish(self.usage.usage(), how) {
-                Ok(()) => true,
-                Err(e) => {
-                    log::error!("stream answer withheld: {e}");
-                    false
-                }
-            },
-            None => true,
+        let Some(finish) = self.finish.take() else {
+            return true;
+        };
+        // `finish` also parses a last line the upstream did not end with a newline.
+        let usage = std::mem::take(&mut self.usage).finish();
+        match finish(usage, how) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("stream answer withheld: {e}");
+                false
+            }
         }
     }
 
@@ -89,10 +89,6 @@ impl Stream for RelayStream {
     type Item = Result<Bytes, actix_web::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(frame) = self.error_frame.take() {
-            self.done = true;
-            return Poll::Ready(Some(Ok(frame)));
-        }
         if self.done {
             return Poll::Ready(None);
         }
@@ -112,7 +108,8 @@ impl Stream for RelayStream {
             }
             Poll::Ready(Some(Err(e))) => {
                 log::warn!("upstream stream failed: {}", e.without_url());
-                self.end(StreamEnd::UpstreamFailed);
+                // An unfinished answer: its usage (if any) is recorded, an error frame ends it.
+                let _recorded = self.end(StreamEnd::UpstreamFailed);
                 self.done = true;
                 Poll::Ready(Some(Ok(error_frame(
                     "the upstream connection failed during the answer",
@@ -138,5 +135,65 @@ impl Drop for RelayStream {
         // Dropped before the end: the client went away. Dropping `upstream` closes the
         // upstream connection, which cancels the upstream request.
         let _recorded = self.end(StreamEnd::ClientGone);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    const START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n";
+    /// The last event with no newline after it.
+    const DELTA_UNTERMINATED: &str =
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":12}}";
+
+    /// Runs a `RelayStream` over `chunks` to its end; returns what the client got and what
+    /// `finish` was called with.
+    async fn relay(chunks: &[&'static str]) -> (String, Vec<(Option<Usage>, StreamEnd)>) {
+        let ends = Rc::new(RefCell::new(Vec::new()));
+        let seen = ends.clone();
+        let upstream = futures_util::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, reqwest::Error>(Bytes::from_static(c.as_bytes())))
+                .collect::<Vec<_>>(),
+        );
+        let stream = RelayStream::new(
+            Box::pin(upstream),
+            Box::new(move |usage, how| {
+                seen.borrow_mut().push((usage, how));
+                Ok(())
+            }),
+        );
+        let sent: Vec<_> = stream.collect().await;
+        let text = sent
+            .into_iter()
+            .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
+            .collect();
+        let ends = ends.borrow().clone();
+        (text, ends)
+    }
+
+    #[tokio::test]
+    async fn last_line_without_newline_counts() {
+        let (text, ends) = relay(&[START, DELTA_UNTERMINATED]).await;
+        assert_eq!(text, format!("{START}{DELTA_UNTERMINATED}"));
+        let usage = Usage {
+            input_tokens: 25,
+            output_tokens: 12,
+            ..Usage::default()
+        };
+        assert_eq!(ends, vec![(Some(usage), StreamEnd::Complete)]);
+    }
+
+    #[tokio::test]
+    async fn stream_without_usage_ends_once_with_none() {
+        let (_, ends) = relay(&["event: ping\ndata: {\"type\":\"ping\"}"]).await;
+        assert_eq!(ends, vec![(None, StreamEnd::Complete)]);
     }
 }

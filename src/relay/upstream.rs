@@ -10,13 +10,9 @@ use actix_web::http::header::HeaderMap;
 use crate::error::AppError;
 
 /// Client headers passed to the upstream; everything else (cookies, the relay key, hop
-/// headers) stays here.
-const FORWARDED_HEADERS: [&str; 4] = [
-    "anthropic-version",
-    "anthropic-beta",
-    "content-type",
-    "accept",
-];
+/// headers) stays here. `content-type` is not among them: the relay always sends JSON and sets
+/// it once itself (`RequestBuilder::header` appends, so forwarding it too sent it twice).
+const FORWARDED_HEADERS: [&str; 3] = ["anthropic-version", "anthropic-beta", "accept"];
 const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Beta flag the upstream requires for OAuth bearer tokens.
 const OAUTH_BETA: &str = "oauth-2025-04-20";
@@ -143,4 +139,46 @@ pub fn rate_limit_reset(
         return chrono::DateTime::from_timestamp(epoch, 0);
     }
     get("retry-after").map(|s| chrono::Utc::now() + chrono::Duration::seconds(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    use super::*;
+
+    fn client_headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn content_type_goes_upstream_once_whatever_the_client_sent() {
+        let client = reqwest::Client::new();
+        for sent in [
+            client_headers(&[("content-type", "application/json")]),
+            client_headers(&[("content-type", "text/plain"), ("accept", "*/*")]),
+            client_headers(&[]),
+        ] {
+            let request = build_request(
+                &client,
+                "http://127.0.0.1:9/v1/messages",
+                &sent,
+                &UpstreamAuth::ApiKey("sk-up".into()),
+                bytes::Bytes::from_static(b"{}"),
+            )
+            .build()
+            .unwrap();
+            let types: Vec<_> = request.headers().get_all("content-type").iter().collect();
+            assert_eq!(types, vec!["application/json"], "client sent {sent:?}");
+            assert_eq!(request.headers().get_all("x-api-key").iter().count(), 1);
+            assert_eq!(request.headers()["anthropic-version"], "2023-06-01");
+        }
+    }
 }

@@ -189,7 +189,7 @@ fn apply_fields(
         }
     }
     if let Some(n) = f.int("priority", 1, 100)? {
-        a.priority = n as i32;
+        a.priority = i32::try_from(n).unwrap_or(i32::MAX);
     }
     if let Some(b) = f.bool("schedulable")? {
         a.schedulable = b;
@@ -198,7 +198,7 @@ fn apply_fields(
         a.is_active = b;
     }
     if let Some(n) = f.int("maxConcurrency", 0, 100_000)? {
-        a.max_concurrency = n as i32;
+        a.max_concurrency = i32::try_from(n).unwrap_or(i32::MAX);
     }
     // OAuth fields at the top level or inside CRS's `claudeAiOauth` object.
     let nested = f.object("claudeAiOauth")?;

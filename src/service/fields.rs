@@ -85,6 +85,10 @@ impl<'a> Fields<'a> {
     }
 
     /// A whole number in `min..=max`; an empty string reads as 0 ("no limit").
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a whole number checked to lie in min..=max above"
+    )]
     pub fn int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, AdminError> {
         let n = match self.map.get(name) {
             None | Some(Value::Null) => return Ok(None),
@@ -112,6 +116,10 @@ impl<'a> Fields<'a> {
     }
 
     /// An amount in USD (≥ 0), returned in micro-dollars.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "finite, 0..=1e12 USD checked above: at most 1e18 micro-dollars"
+    )]
     pub fn usd_micros(&self, name: &str) -> Result<Option<i64>, AdminError> {
         let n = match self.map.get(name) {
             None | Some(Value::Null) => return Ok(None),

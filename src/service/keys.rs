@@ -126,13 +126,13 @@ pub fn apply_fields(key: &mut ApiKey, f: &Fields<'_>) -> Result<Option<String>, 
             .ok_or_else(|| AdminError::field("permissions", "must be one of: all, claude"))?;
     }
     if let Some(n) = f.int("concurrencyLimit", 0, 100_000)? {
-        key.concurrency_limit = n as u32;
+        key.concurrency_limit = u32::try_from(n).unwrap_or(u32::MAX);
     }
     if let Some(n) = f.int("rateLimitWindow", 0, 525_600)? {
-        key.rate_limit_window_minutes = n as u32;
+        key.rate_limit_window_minutes = u32::try_from(n).unwrap_or(u32::MAX);
     }
     if let Some(n) = f.int("rateLimitRequests", 0, 100_000_000)? {
-        key.rate_limit_requests = n as u32;
+        key.rate_limit_requests = u32::try_from(n).unwrap_or(u32::MAX);
     }
     if let Some(m) = f.usd_micros("rateLimitCost")? {
         key.rate_limit_cost_micros = m;
@@ -150,10 +150,10 @@ pub fn apply_fields(key: &mut ApiKey, f: &Fields<'_>) -> Result<Option<String>, 
         key.weekly_opus_cost_limit_micros = m;
     }
     if let Some(n) = f.int("weeklyResetDay", 1, 7)? {
-        key.weekly_reset_day = n as u8;
+        key.weekly_reset_day = u8::try_from(n).unwrap_or(1);
     }
     if let Some(n) = f.int("weeklyResetHour", 0, 23)? {
-        key.weekly_reset_hour = n as u8;
+        key.weekly_reset_hour = u8::try_from(n).unwrap_or(0);
     }
     if let Some(b) = f.bool("enableModelRestriction")? {
         key.enable_model_restriction = b;
@@ -170,7 +170,7 @@ pub fn apply_fields(key: &mut ApiKey, f: &Fields<'_>) -> Result<Option<String>, 
         })?;
     }
     if let Some(n) = f.int("activationDays", 0, 36_500)? {
-        key.activation_days = n as u32;
+        key.activation_days = u32::try_from(n).unwrap_or(u32::MAX);
     }
     if let Some(u) = f.string("activationUnit")? {
         if u != "days" && u != "hours" {

@@ -1,5 +1,6 @@
 //! Configuration: every invalid value fails with a message naming its variable, secrets never
-//! show in Debug output, and the binary exits with code 2 on a bad variable.
+//! show in Debug output, and the binary exits with code 2 on a bad variable. Pure: no test
+//! here reaches Redis or MySQL (`TestEnv::offline`).
 
 use claude_relay::config::{LimitsOnCacheDown, StorageMode};
 
@@ -7,7 +8,7 @@ use crate::support::{TestEnv, run_cli};
 
 /// The error of the test environment with `name` set to `value` (or removed when `None`).
 fn error_for(name: &str, value: Option<&str>) -> (String, String) {
-    let mut env = TestEnv::new();
+    let mut env = TestEnv::offline();
     match value {
         Some(v) => env.set(name, v),
         None => env.unset(name),
@@ -26,7 +27,7 @@ fn assert_rejected(name: &str, value: Option<&str>, message: &str) {
 
 #[test]
 fn valid_environment_builds_the_config() {
-    let env = TestEnv::new();
+    let env = TestEnv::offline();
     let config = env.config();
     assert_eq!(config.mode, StorageMode::Hybrid);
     assert_eq!(config.port, 0);
@@ -37,7 +38,7 @@ fn valid_environment_builds_the_config() {
     assert_eq!(config.api_key_prefix, "cr_");
     assert_eq!(config.claude_api_url, "https://api.anthropic.com");
 
-    let mut env = TestEnv::new();
+    let mut env = TestEnv::offline();
     env.unset("PORT").set("DATABASE_TYPE", "MySQL");
     let config = env.config();
     assert_eq!(config.port, 3000, "PORT default");
@@ -90,7 +91,7 @@ fn bad_limits_on_cache_down_is_rejected() {
         "unknown value `sometimes` (expected local, open or closed)",
     );
     for ok in ["local", "open", "closed"] {
-        let env = TestEnv::new().with("LIMITS_ON_CACHE_DOWN", ok);
+        let env = TestEnv::offline().with("LIMITS_ON_CACHE_DOWN", ok);
         assert!(env.try_config().is_ok(), "{ok} is valid");
     }
 }
@@ -112,7 +113,7 @@ fn bad_claude_api_url_is_rejected() {
         Some("nope"),
         "`nope` is not an http(s) URL",
     );
-    let env = TestEnv::new().with("CLAUDE_API_URL", "http://127.0.0.1:18080/");
+    let env = TestEnv::offline().with("CLAUDE_API_URL", "http://127.0.0.1:18080/");
     assert_eq!(
         env.config().claude_api_url,
         "http://127.0.0.1:18080",
@@ -127,7 +128,7 @@ fn short_admin_token_is_rejected() {
         Some("short-token"),
         "must be at least 16 characters when set",
     );
-    let env = TestEnv::new().with("ADMIN_TOKEN", "a".repeat(16));
+    let env = TestEnv::offline().with("ADMIN_TOKEN", "a".repeat(16));
     assert!(env.try_config().is_ok(), "16 characters are enough");
 }
 
@@ -153,7 +154,7 @@ fn bad_mysql_database_name_is_rejected() {
 
 #[test]
 fn debug_output_hides_every_secret() {
-    let env = TestEnv::new()
+    let env = TestEnv::offline()
         .with("ENCRYPTION_KEY", "EK-secret-0123456789abcdef012345")
         .with("MYSQL_PASSWORD", "mysql-secret-pw-4821")
         .with("REDIS_PASSWORD", "redis-secret-pw-7731")
@@ -185,7 +186,7 @@ fn binary_exits_2_naming_the_bad_variable() {
         ("DATABASE_TYPE", "postgres"),
         ("LIMITS_ON_CACHE_DOWN", "never"),
     ] {
-        let env = TestEnv::new().with(name, value);
+        let env = TestEnv::offline().with(name, value);
         let out = run_cli(&["serve"], &env);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}={value}: {stderr}");
@@ -196,10 +197,47 @@ fn binary_exits_2_naming_the_bad_variable() {
     }
     // A bad secret is named, never printed.
     let key = "s".repeat(31);
-    let env = TestEnv::new().with("ENCRYPTION_KEY", key.as_str());
+    let env = TestEnv::offline().with("ENCRYPTION_KEY", key.as_str());
     let out = run_cli(&["init"], &env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("ENCRYPTION_KEY"), "{stderr}");
     assert!(!stderr.contains(&key), "{stderr}");
+}
+
+#[test]
+fn env_file_replaces_dot_env() {
+    let mut env = TestEnv::offline();
+    env.unset("ENCRYPTION_KEY").unset("PORT");
+    // `./.env` (the binary runs in the test's directory) has the key and a bad port.
+    std::fs::write(
+        env.dir().join(".env"),
+        format!("ENCRYPTION_KEY={}\nPORT=abc\n", "k".repeat(32)),
+    )
+    .unwrap();
+    std::fs::write(env.dir().join("custom.env"), "API_KEY_PREFIX=t_\n").unwrap();
+
+    // Without --env-file, ./.env is read: its bad PORT is named.
+    let out = run_cli(&["serve"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid configuration: PORT:"), "{stderr}");
+
+    // With --env-file, ./.env is not read at all: no key comes from it, no bad port either.
+    let out = run_cli(&["--env-file", "custom.env", "serve"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "invalid configuration: ENCRYPTION_KEY: is required (32 characters)"
+    );
+
+    // A missing --env-file stops the process and says which file.
+    let out = run_cli(&["--env-file", "missing.env", "serve"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid configuration: --env-file: cannot read missing.env"),
+        "{stderr}"
+    );
 }

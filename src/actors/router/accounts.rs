@@ -1,7 +1,7 @@
 //! Upstream accounts through the router: MySQL primary in hybrid mode with a Redis and an
 //! in-process snapshot for the scheduler, which keeps working while MySQL is down.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use chrono::Utc;
@@ -12,9 +12,6 @@ use crate::config::StorageMode;
 use crate::domain::account::{Account, StatusChange};
 use crate::error::{AppError, StoreError};
 use crate::persistence::accounts as queries;
-
-/// How long the in-process account snapshot is used before it is read again.
-const SNAPSHOT_TTL: Duration = Duration::from_secs(5);
 
 #[derive(Message)]
 #[rtype(result = "Result<Account, AppError>")]
@@ -82,7 +79,9 @@ impl RouterActor {
                 {
                     me.do_send(super::MarkCacheStale);
                 }
-                let _ = cache.publish(message).await;
+                if let Err(e) = cache.publish(message).await {
+                    log::debug!("account invalidation not published (peers refresh by TTL): {e}");
+                }
             });
         }
     }
@@ -279,7 +278,7 @@ impl Handler<AccountSnapshot> for RouterActor {
 
     fn handle(&mut self, _: AccountSnapshot, _ctx: &mut Self::Context) -> Self::Result {
         if let Some((accounts, at)) = &self.account_snapshot
-            && at.elapsed() < SNAPSHOT_TTL
+            && at.elapsed() < self.config.key_cache_ttl
         {
             return Box::pin(fut::ready(Ok(self.apply_overrides(accounts.clone()))));
         }
@@ -293,7 +292,11 @@ impl Handler<AccountSnapshot> for RouterActor {
                     if redis_ok {
                         let (cache, copy) = (cache.clone(), accounts.clone());
                         actix::spawn(async move {
-                            let _ = cache.set_cached_accounts(&copy, ttl).await;
+                            if let Err(e) = cache.set_cached_accounts(&copy, ttl).await {
+                                log::debug!(
+                                    "account list not cached in redis (read from MySQL next time): {e}"
+                                );
+                            }
                         });
                     }
                     return Ok(accounts);

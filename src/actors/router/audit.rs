@@ -87,11 +87,11 @@ impl Handler<ListAudit> for RouterActor {
                         .into_iter()
                         .filter(|e| filter.matches(e))
                         .collect();
-                    let total = matching.len() as i64;
+                    let total = i64::try_from(matching.len()).unwrap_or(i64::MAX);
                     let page = matching
                         .into_iter()
-                        .skip(filter.offset.max(0) as usize)
-                        .take(filter.limit.max(0) as usize)
+                        .skip(usize::try_from(filter.offset).unwrap_or(0))
+                        .take(usize::try_from(filter.limit).unwrap_or(0))
                         .collect();
                     Ok((page, total))
                 }

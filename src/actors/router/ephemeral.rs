@@ -183,7 +183,7 @@ fn check_entry_id(id: &str) -> Result<(), AppError> {
 }
 
 fn chrono_ttl(ttl: Duration) -> chrono::Duration {
-    chrono::Duration::milliseconds(ttl.as_millis().min(i64::MAX as u128) as i64)
+    chrono::Duration::milliseconds(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl RouterHandle {

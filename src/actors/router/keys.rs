@@ -80,7 +80,9 @@ impl RouterActor {
                     me.do_send(super::MarkCacheStale);
                 }
             }
-            let _ = cache.publish(message).await;
+            if let Err(e) = cache.publish(message).await {
+                log::debug!("key invalidation not published (peers refresh by TTL): {e}");
+            }
         });
     }
 
@@ -391,7 +393,11 @@ impl Handler<FindKeyByHash> for RouterActor {
                     if let (Some(k), true) = (&found, redis_answered) {
                         let (cache, k) = (cache.clone(), k.clone());
                         actix::spawn(async move {
-                            let _ = cache.set_cached_key(&k, cache_ttl).await;
+                            if let Err(e) = cache.set_cached_key(&k, cache_ttl).await {
+                                log::debug!(
+                                    "key not cached in redis (read from MySQL next time): {e}"
+                                );
+                            }
                         });
                     }
                     Ok(found)

@@ -461,4 +461,3 @@ async fn rebuild_epoch(
     }
     Err("timed out waiting for another instance to rebuild the usage counters".into())
 }
-

@@ -44,6 +44,8 @@ use crate::config::{Config, StorageMode};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
+    /// A backend the mode uses has not been probed yet: its state is unknown, not down.
+    Starting,
     Healthy,
     Degraded,
     Unhealthy,
@@ -70,6 +72,9 @@ pub struct HealthReport {
     pub uptime: Duration,
     /// Usage events journaled and not archived yet.
     pub usage_backlog: UsageBacklog,
+    /// Hybrid: the Redis cache has been flushed since Redis (re)appeared and is read again
+    /// (always true in the other modes).
+    pub redis_cache_in_use: bool,
 }
 
 /// The usage journal's backlog as `/health` reports it.
@@ -97,6 +102,9 @@ pub struct CacheStats {
     pub mysql_calls: u64,
 }
 
+/// The state of a backend before its first probe reported.
+const NOT_PROBED: &str = "not probed yet";
+
 /// How often summed counter deltas are written to Redis.
 const COUNTER_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -109,6 +117,11 @@ pub struct RouterActor {
     store: PersistenceHandle,
     redis: BackendState,
     mysql: BackendState,
+    /// Whether each backend has reported its first probe (until then its state is unknown).
+    redis_probed: bool,
+    mysql_probed: bool,
+    /// Callers of `FirstProbes` waiting for both of them.
+    probe_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     started_at: Instant,
     /// In-process key cache: hash → record (None = unknown key) and when it was read.
     key_cache: HashMap<String, (Option<ApiKey>, Instant)>,
@@ -160,8 +173,11 @@ impl RouterActor {
             config,
             cache,
             store,
-            redis: BackendState::down("not connected yet"),
-            mysql: BackendState::down("not connected yet"),
+            redis: BackendState::down(NOT_PROBED),
+            mysql: BackendState::down(NOT_PROBED),
+            redis_probed: false,
+            mysql_probed: false,
+            probe_waiters: Vec::new(),
             started_at: Instant::now(),
             key_cache: HashMap::new(),
             redis_cache_stale: true,
@@ -258,9 +274,16 @@ impl RouterActor {
         self.config.mode.uses_mysql() && self.mysql.up
     }
 
+    /// True once every backend the mode uses has reported its first probe.
+    fn probed(&self) -> bool {
+        (self.redis_probed || !self.config.mode.uses_redis())
+            && (self.mysql_probed || !self.config.mode.uses_mysql())
+    }
+
     fn health(&self) -> HealthReport {
         let mode = self.config.mode;
         let status = match mode {
+            _ if !self.probed() => HealthStatus::Starting,
             StorageMode::Hybrid => match (self.redis.up, self.mysql.up) {
                 (true, true) => HealthStatus::Healthy,
                 (false, false) => HealthStatus::Unhealthy,
@@ -293,6 +316,7 @@ impl RouterActor {
             mysql: view(&self.mysql, mode.uses_mysql()),
             uptime: self.started_at.elapsed(),
             usage_backlog,
+            redis_cache_in_use: mode != StorageMode::Hybrid || !self.redis_cache_stale,
         }
     }
 }
@@ -319,7 +343,7 @@ fn format_latency(d: Duration) -> String {
     if ms < 10.0 {
         format!("{:.1}ms", ms)
     } else {
-        format!("{}ms", ms.round() as u64)
+        format!("{ms:.0}ms")
     }
 }
 
@@ -392,6 +416,16 @@ impl Handler<BackendStateChanged> for RouterActor {
 
     fn handle(&mut self, msg: BackendStateChanged, ctx: &mut Self::Context) {
         match msg.backend {
+            Backend::Redis => self.redis_probed = true,
+            Backend::Mysql => self.mysql_probed = true,
+        }
+        if self.probed() {
+            for waiter in self.probe_waiters.drain(..) {
+                // A waiter that gave up (time-out) has dropped its receiver: nothing to tell.
+                waiter.send(()).ok();
+            }
+        }
+        match msg.backend {
             Backend::Redis => {
                 if !msg.state.up {
                     // Invalidations published while Redis is away are lost: distrust the cache.
@@ -443,6 +477,27 @@ impl Handler<GetCacheStats> for RouterActor {
     }
 }
 
+/// Resolves once every backend the mode uses has reported its first probe (up or down).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FirstProbes;
+
+impl Handler<FirstProbes> for RouterActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FirstProbes, _ctx: &mut Self::Context) -> Self::Result {
+        if self.probed() {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.probe_waiters.push(tx);
+        Box::pin(async move {
+            // The router stopping drops the sender: nothing more to wait for either.
+            rx.await.ok();
+        })
+    }
+}
+
 impl Handler<GetHealth> for RouterActor {
     type Result = MessageResult<GetHealth>;
 
@@ -478,6 +533,14 @@ impl RouterHandle {
 
     pub async fn cache_stats(&self) -> CacheStats {
         self.ask(GetCacheStats).await.unwrap_or_default()
+    }
+
+    /// Waits (at most `limit`) until every backend the mode uses has been probed once;
+    /// false when `limit` passed first.
+    pub async fn first_probes(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.addr.send(FirstProbes))
+            .await
+            .is_ok_and(|sent| sent.is_ok())
     }
 
     /// The current health, or `None` when the router did not answer within `limit`.

@@ -131,7 +131,11 @@ impl Handler<RecentUsage> for RouterActor {
                 }
                 _ => Ok(store
                     .exec(move |c| {
-                        Box::pin(queries::recent_for_key(c, msg.key_id, msg.limit as i64))
+                        Box::pin(queries::recent_for_key(
+                            c,
+                            msg.key_id,
+                            i64::try_from(msg.limit).unwrap_or(i64::MAX),
+                        ))
                     })
                     .await?),
             }

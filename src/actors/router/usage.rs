@@ -260,7 +260,8 @@ impl Handler<Admit> for RouterActor {
         let request = req.clone();
         let work = async move {
             if let Some(mut rx) = wait {
-                let _ = tokio::time::timeout(REBUILD_WAIT, rx.wait_for(|t| *t)).await;
+                // Past the wait, admission goes on with whatever Redis says.
+                drop(tokio::time::timeout(REBUILD_WAIT, rx.wait_for(|t| *t)).await);
             }
             let first = cache
                 .admit_with_sticky(&request, msg.sticky.as_deref())
@@ -270,10 +271,12 @@ impl Handler<Admit> for RouterActor {
             }
             // Redis lost its counters (no epoch): have them rebuilt, then ask again.
             // `EnsureEpoch` marks them untrusted before it answers.
-            if let Some(me) = me {
-                let _ = me.send(EnsureEpoch).await;
+            if let Some(me) = me
+                && me.send(EnsureEpoch).await.is_err()
+            {
+                log::debug!("router stopped while asking for a counter rebuild");
             }
-            let _ = tokio::time::timeout(REBUILD_WAIT, trusted.wait_for(|t| *t)).await;
+            drop(tokio::time::timeout(REBUILD_WAIT, trusted.wait_for(|t| *t)).await);
             cache
                 .admit_with_sticky(&request, msg.sticky.as_deref())
                 .await
@@ -399,7 +402,7 @@ impl Handler<RecordUsage> for RouterActor {
             .then(|| serde_json::to_string(&event).ok())
             .flatten();
         let (cache, journal) = (self.cache.clone(), self.journal.clone());
-        let key_id = event.api_key_id.clone();
+        let key_id = event.api_key_id;
         let work = async move {
             let release = release
                 .as_ref()
@@ -599,12 +602,15 @@ impl RouterHandle {
         self.ask(Admit { request, sticky }).await?
     }
     pub async fn release_lease(&self, scope: &str, lease_id: &str) {
-        let _ = self
+        let released = self
             .ask(ReleaseLease {
                 scope: scope.to_string(),
                 lease_id: lease_id.to_string(),
             })
             .await;
+        if let Err(e) = released {
+            log::debug!("lease not released (it ends with its lifetime): {e}");
+        }
     }
     pub async fn count_leases(&self, scope: &str) -> Result<i64, AppError> {
         self.ask(CountLeases {
@@ -676,7 +682,7 @@ impl RouterHandle {
         if self.mode == StorageMode::Mysql {
             let deadline = Instant::now() + Duration::from_secs(5);
             while self.journal.archived_through() <= seq && Instant::now() < deadline {
-                let _ = self.ask(ArchiveUsage).await;
+                self.ask(ArchiveUsage).await?;
                 if self.journal.archived_through() <= seq {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -697,8 +703,9 @@ impl RouterHandle {
         let deadline = Instant::now() + limit;
         loop {
             self.flush_counters().await;
-            let _ = self.ask(ArchiveUsage).await;
-            let _ = self.ask(ReplayCounters).await;
+            if self.ask(ArchiveUsage).await.is_err() || self.ask(ReplayCounters).await.is_err() {
+                return false;
+            }
             let stats = self.usage_stats().await;
             let archived = stats.journal.unarchived_records == 0;
             let counted = stats.journal.uncounted_records == 0;

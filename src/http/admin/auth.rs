@@ -116,7 +116,7 @@ async fn login(
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "success": true,
         "token": login.token,
-        "expiresIn": SESSION_TTL.as_millis() as u64,
+        "expiresIn": u64::try_from(SESSION_TTL.as_millis()).unwrap_or(u64::MAX),
         "username": login.username,
     })))
 }

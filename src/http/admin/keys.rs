@@ -51,8 +51,10 @@ fn query(params: &Params) -> Result<KeyQuery, AdminError> {
         active: param_bool(params, "isActive")?.or(param_bool(params, "active")?),
         deleted,
         // A page size alone asks for the first page.
-        page: page.or(page_size.map(|_| 1)).map(|p| p as usize),
-        page_size: page_size.unwrap_or(DEFAULT_PAGE_SIZE) as usize,
+        page: page
+            .or(page_size.map(|_| 1))
+            .map(|p| usize::try_from(p).unwrap_or(1)),
+        page_size: usize::try_from(page_size.unwrap_or(DEFAULT_PAGE_SIZE)).unwrap_or(1),
     })
 }
 
@@ -149,7 +151,8 @@ async fn records(
     id: web::Path<String>,
     params: Params,
 ) -> Result<HttpResponse, AdminError> {
-    let limit = param_int(&params, "limit", 1, MAX_RECORDS)?.unwrap_or(100) as usize;
+    let limit =
+        usize::try_from(param_int(&params, "limit", 1, MAX_RECORDS)?.unwrap_or(100)).unwrap_or(1);
     let key = service::load(&auth.ctx, &id).await?;
     let events = auth.ctx.router.recent_usage(&key.id, limit).await?;
     Ok(ok(events.iter().map(RecordView::from).collect::<Vec<_>>()))

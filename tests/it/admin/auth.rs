@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{ADMIN_PASSWORD, ADMIN_USER, assert_field_error, start};
 use crate::support::env::random_hex;
+use crate::support::eventually;
 
 /// Every admin route (method, path), with ids that exist nowhere.
 fn routes() -> Vec<(Method, &'static str)> {
@@ -76,7 +77,18 @@ async fn every_admin_route_refuses_missing_wrong_and_expired_credentials() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Polled, not slept: gone once its TTL ran out.
+    eventually(Duration::from_secs(10), "the session expired", || async {
+        match admin
+            .router()
+            .get_entry(EntryKind::AdminSession, &session_id(&expired))
+            .await
+        {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     let body = json!({"name": "x", "type": "claude-console", "baseUrl": "http://h", "apiKey": "k"});
     let wrong = random_hex(64);
     let near_miss = format!("{}x", admin.token);

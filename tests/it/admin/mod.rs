@@ -9,14 +9,14 @@ mod keys;
 mod system;
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use claude_relay::actors::router::RouterHandle;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::support::app::TestRelay;
 use crate::support::env::random_hex;
-use crate::support::{MockUpstream, TestApp, TestEnv, mysql, spawn_app, start_mock};
+use crate::support::{MockUpstream, TestApp, TestEnv, mysql};
 
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
@@ -34,19 +34,17 @@ pub struct Admin {
 
 /// Starts a relay with an ADMIN_TOKEN and an operator (`ADMIN_USER` / `ADMIN_PASSWORD`);
 /// `edit` may change the environment first; waits until `/health` reports `want`.
-pub async fn start_with(edit: impl FnOnce(&mut TestEnv), want: &str) -> Admin {
-    let mock = start_mock().await;
-    let mut env = TestEnv::new();
+pub async fn start_with(edit: impl FnOnce(&mut TestEnv), want: &'static str) -> Admin {
     let token = random_hex(40);
-    env.set("ADMIN_TOKEN", token.clone());
-    env.set("CLAUDE_API_URL", mock.url.clone());
-    env.set(
-        "CLAUDE_OAUTH_TOKEN_URL",
-        format!("{}/oauth/token", mock.url),
-    );
-    edit(&mut env);
-    let app = spawn_app(env.config()).await;
-    app.wait_for_health(want, Duration::from_secs(20)).await;
+    let admin_token = token.clone();
+    let TestRelay { app, mock, env } = TestRelay::builder()
+        .edit(move |env| {
+            env.set("ADMIN_TOKEN", admin_token);
+        })
+        .edit(edit)
+        .wait_for(want)
+        .start()
+        .await;
     let hash = claude_relay::domain::password::hash(ADMIN_PASSWORD).expect("hash");
     app.actors
         .router

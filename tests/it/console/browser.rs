@@ -137,7 +137,10 @@ async fn an_operator_runs_the_relay_from_the_console() {
 
     // The request shows on the dashboard and on the key's page (once archived: the suite
     // drains the usage queue now rather than waiting for the next periodic drain).
-    admin.router().drain_usage(std::time::Duration::from_secs(30)).await;
+    admin
+        .router()
+        .drain_usage(std::time::Duration::from_secs(30))
+        .await;
     eventually(super::ARCHIVE_WAIT, "the request is archived", || async {
         match admin.scalar("SELECT COUNT(*) AS n FROM usage_records") {
             1 => Ok(()),
@@ -333,7 +336,10 @@ async fn the_key_holder_sees_only_their_own_key() {
         assert_eq!(relay_status(&admin, &theirs).await, 200);
     }
     assert_eq!(relay_status(&admin, &mine).await, 200);
-    admin.router().drain_usage(std::time::Duration::from_secs(30)).await;
+    admin
+        .router()
+        .drain_usage(std::time::Duration::from_secs(30))
+        .await;
     // Up to ARCHIVE_WAIT: see its note.
     eventually(super::ARCHIVE_WAIT, "3 archived requests", || async {
         match admin.scalar("SELECT COUNT(*) AS n FROM usage_records") {

@@ -191,7 +191,10 @@ async fn usage_exports_as_csv() {
     mock_account(&admin).await;
     let (_, key) = api_key(&admin, json!({"name": "=cmd,\"x\""})).await;
     assert_eq!(relay_status(&admin, &key).await, 200);
-    admin.router().drain_usage(std::time::Duration::from_secs(30)).await;
+    admin
+        .router()
+        .drain_usage(std::time::Duration::from_secs(30))
+        .await;
     // Up to ARCHIVE_WAIT: see its note.
     eventually(super::ARCHIVE_WAIT, "1 archived request", || async {
         match admin.scalar("SELECT COUNT(*) AS n FROM usage_records") {

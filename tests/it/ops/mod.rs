@@ -9,12 +9,12 @@ mod tools;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use claude_relay::app::Actors;
 use claude_relay::config::Config;
 
-use crate::support::{RedisServer, TestEnv, run_cli};
+use crate::support::{RedisServer, TestEnv, eventually, run_cli};
 
 /// The fixture data set A of a CRS v1.1.314 deployment (copied from shared/fixtures).
 pub fn fixture_dir() -> PathBuf {
@@ -67,35 +67,26 @@ pub async fn actors(config: &Config) -> Actors {
         .journal_dir
         .join(uuid::Uuid::new_v4().simple().to_string());
     let actors = Actors::start(&config, false).expect("actors start");
-    let started = Instant::now();
-    loop {
-        if let Some(r) = actors.router.health(Duration::from_secs(1)).await
-            && (!r.redis.used || r.redis.connected)
-            && (!r.mysql.used || r.mysql.connected)
-        {
-            // Let the router's first cache flush pass.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            return actors;
+    // Up, and the router's first cache flush done (it would delete what a test caches).
+    eventually(Duration::from_secs(20), "backends up", || async {
+        match actors.router.health(Duration::from_secs(1)).await {
+            Some(r)
+                if (!r.redis.used || r.redis.connected)
+                    && (!r.mysql.used || r.mysql.connected)
+                    && r.redis_cache_in_use =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "backends did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    actors
 }
 
+/// A blocking connection to the shared Redis.
 fn redis_conn() -> redis::Connection {
-    let b = crate::support::env::backends();
-    let auth = b
-        .redis_password
-        .as_ref()
-        .map(|p| format!(":{p}@"))
-        .unwrap_or_default();
-    redis::Client::open(format!("redis://{auth}{}:{}/", b.redis_host, b.redis_port))
-        .expect("redis url")
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .expect("redis connection")
+    crate::support::env::redis_connection(crate::support::env::backends().redis_port)
 }
 
 /// Every key of the shared Redis under `prefix` (prefix removed), sorted.

@@ -88,8 +88,12 @@ async fn mysql_cut_keeps_relaying_validated_keys_and_queues_their_usage() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["type"], "api_error");
     assert_eq!(relay.mock.message_count(), 4);
-    // Queued, not written: MySQL (reached directly) still holds the first row only.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Queued, not written: after a drain attempt MySQL (reached directly) still holds the
+    // first row only.
+    relay
+        .router()
+        .drain_usage(std::time::Duration::from_secs(10))
+        .await;
     assert_eq!(relay.usage_rows(), 1);
 
     proxy.open();

@@ -8,8 +8,9 @@ use claude_relay::domain::account::Account;
 use claude_relay::domain::api_key::ApiKey;
 use serde_json::{Value, json};
 
+use crate::support::app::TestRelay;
 use crate::support::fixtures::{console_account, create_key, store_account};
-use crate::support::{MockUpstream, TestApp, TestEnv, eventually, mysql, spawn_app, start_mock};
+use crate::support::{TestEnv, eventually, mysql};
 
 pub const SONNET: &str = "claude-sonnet-4-20250514";
 pub const OPUS: &str = "claude-opus-4-20250514";
@@ -18,27 +19,12 @@ pub const OPUS: &str = "claude-opus-4-20250514";
 pub const SONNET_COST: i64 = 690;
 
 /// One relay, its mock upstream and its environment (dropped in this order).
-pub struct Relay {
-    pub app: TestApp,
-    pub mock: MockUpstream,
-    pub env: TestEnv,
-}
+pub type Relay = TestRelay;
 
 /// Starts the mock, then the relay (its OAuth accounts pointed at the mock); `edit` may
 /// change the environment first. Waits until the relay is healthy.
 pub async fn start(edit: impl FnOnce(&mut TestEnv)) -> Relay {
-    let mock = start_mock().await;
-    let mut env = TestEnv::new();
-    env.set("CLAUDE_API_URL", mock.url.clone());
-    env.set(
-        "CLAUDE_OAUTH_TOKEN_URL",
-        format!("{}/oauth/token", mock.url),
-    );
-    edit(&mut env);
-    let app = spawn_app(env.config()).await;
-    app.wait_for_health("healthy", Duration::from_secs(15))
-        .await;
-    Relay { app, mock, env }
+    TestRelay::builder().edit(edit).start().await
 }
 
 impl Relay {
@@ -91,7 +77,8 @@ impl Relay {
         mysql::blocking(move || mysql::scalar(&db, "SELECT COUNT(*) AS n FROM usage_records"))
     }
 
-    /// Waits until `usage_records` holds exactly `n` rows, then checks it stays so briefly.
+    /// Waits until `usage_records` holds exactly `n` rows, then checks a drain of whatever
+    /// is still queued adds none.
     pub async fn wait_usage_rows(&self, n: i64) {
         eventually(
             Duration::from_secs(20),
@@ -106,8 +93,10 @@ impl Relay {
             },
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(self.usage_rows(), n, "usage rows after settling");
+        self.router()
+            .drain_usage(std::time::Duration::from_secs(10))
+            .await;
+        assert_eq!(self.usage_rows(), n, "usage rows after a drain");
     }
 
     /// Waits until the key's total cost counter is `micros`.
@@ -152,7 +141,7 @@ impl Relay {
 }
 
 /// The credential the mock saw in these headers.
-pub fn credential_of(headers: &std::collections::HashMap<String, String>) -> String {
+pub fn credential_of(headers: &crate::support::mock_upstream::Headers) -> String {
     headers
         .get("x-api-key")
         .cloned()
@@ -199,13 +188,16 @@ pub fn error_body(kind: &str, message: &str) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
-/// Sleeps past the end of the current minute when fewer than 5 s of it remain, so counters
+/// Waits (polling the clock) while fewer than 5 s of the current minute remain, so counters
 /// by minute, hour and day (and a one-minute rate window) see the next requests in the
 /// same period.
 pub async fn away_from_minute_end() {
     use chrono::Timelike;
-    let second = chrono::Utc::now().second();
-    if second >= 55 {
-        tokio::time::sleep(Duration::from_secs(u64::from(61 - second))).await;
-    }
+    eventually(Duration::from_secs(10), "a fresh minute", || async {
+        match chrono::Utc::now().second() {
+            s if s < 55 => Ok(()),
+            s => Err(format!("second {s}")),
+        }
+    })
+    .await;
 }

@@ -60,11 +60,12 @@ async fn a_dead_holders_lease_expires(mode: StorageMode) {
     wait_status(router, HealthStatus::Healthy).await;
     let scope = format!("key:{}", uuid::Uuid::new_v4());
 
-    // The holder takes the only slot and dies: it never releases.
+    // The holder takes the only slot and dies: it never releases. While its TTL runs (3 s,
+    // far more than two calls take even on a loaded machine) the slot stays taken.
     let taken = Instant::now();
     assert_eq!(
         router
-            .admit(request(&scope, 1, 2_000))
+            .admit(request(&scope, 1, 3_000))
             .await
             .expect("admit"),
         Admission::Granted
@@ -74,19 +75,10 @@ async fn a_dead_holders_lease_expires(mode: StorageMode) {
             .admit(request(&scope, 1, 60_000))
             .await
             .expect("admit"),
-        Admission::ConcurrencyExceeded
+        Admission::ConcurrencyExceeded,
+        "the lease is held before its TTL"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    if taken.elapsed() < Duration::from_millis(1_500) {
-        assert_eq!(
-            router
-                .admit(request(&scope, 1, 60_000))
-                .await
-                .expect("admit"),
-            Admission::ConcurrencyExceeded,
-            "the lease is still held before its TTL"
-        );
-    }
+    assert_eq!(router.count_leases(&scope).await.expect("count"), 1);
     eventually(Duration::from_secs(15), "slot freed by the TTL", || async {
         match router.admit(request(&scope, 1, 60_000)).await {
             Ok(Admission::Granted) => Ok(()),
@@ -94,9 +86,10 @@ async fn a_dead_holders_lease_expires(mode: StorageMode) {
         }
     })
     .await;
+    // A lower bound only: load can make the expiry late, never early.
     assert!(
-        taken.elapsed() >= Duration::from_millis(1_900),
-        "freed after {:?}, before the 2 s TTL",
+        taken.elapsed() >= Duration::from_millis(2_900),
+        "freed after {:?}, before the 3 s TTL",
         taken.elapsed()
     );
     assert_eq!(router.count_leases(&scope).await.expect("count"), 1);

@@ -306,6 +306,7 @@ async fn account_choice_with_redis_down_reads_mysql() {
 #[actix_rt::test]
 async fn account_choice_with_mysql_down_uses_the_snapshot() {
     let (proxy, env) = with_mysql_proxy();
+    let env = env.with("KEY_CACHE_TTL_SECONDS", "0");
     let actors = start(&env);
     let router = &actors.router;
     wait_status(router, HealthStatus::Healthy).await;
@@ -326,8 +327,7 @@ async fn account_choice_with_mysql_down_uses_the_snapshot() {
 
     proxy.cut();
     wait_backend(router, "mysql", false).await;
-    // Past the in-process snapshot's 5 s: the Redis snapshot answers.
-    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    // No in-process snapshot (KEY_CACHE_TTL_SECONDS=0): the Redis snapshot answers.
     assert_eq!(
         router.account_snapshot().await.expect("snapshot"),
         vec![a1.clone(), a2.clone()]
@@ -454,8 +454,13 @@ async fn counters_with_redis_down_are_paused_and_replayed_on_recovery() {
             .await
             .expect("record");
     }
-    // Archived before the outage (an event still in the Redis outbox waits for Redis).
+    // Archived and counted in Redis before the outage (an event still in the Redis outbox
+    // waits for Redis; counters still summed in process would count as local ones).
     wait_rows(&env, 2).await;
+    assert!(
+        router.flush_counters().await,
+        "counters written to Redis before the outage"
+    );
 
     proxy.cut();
     wait_backend(router, "redis", false).await;
@@ -496,7 +501,7 @@ async fn counters_with_redis_down_are_paused_and_replayed_on_recovery() {
         }
     })
     .await;
-    // Replayed once: more drains change nothing.
+    // Replayed once: more drains (each waits for its batch) change nothing.
     for _ in 0..3 {
         router.drain_usage(std::time::Duration::from_secs(10)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -803,7 +808,7 @@ async fn both_down_known_keys_validate_and_everything_else_is_unavailable() {
     let env = env_in(StorageMode::Hybrid)
         .with("REDIS_PORT", redis.port().to_string())
         .with("MYSQL_PORT", proxy.port().to_string())
-        .with("KEY_CACHE_TTL_SECONDS", "1");
+        .with("KEY_CACHE_TTL_SECONDS", "0");
     let actors = start(&env);
     let router = &actors.router;
     wait_status(router, HealthStatus::Healthy).await;
@@ -825,8 +830,7 @@ async fn both_down_known_keys_validate_and_everything_else_is_unavailable() {
     redis.stop();
     proxy.cut();
     wait_status(router, HealthStatus::Unhealthy).await;
-    // Past the in-process TTL: the key seen before still validates.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Past the in-process TTL (0 s here): the key seen before still validates.
     assert_eq!(
         router
             .find_key_by_hash(&known.key_hash)

@@ -204,19 +204,8 @@ pub fn count(env: &TestEnv, sql: &str) -> i64 {
     mysql::scalar(&env.direct_mysql(), sql)
 }
 
-/// A blocking connection to the shared Redis (for checks of what the relay wrote).
-pub fn redis_conn(port: u16) -> redis::Connection {
-    let b = crate::support::env::backends();
-    let auth = b
-        .redis_password
-        .as_ref()
-        .map(|p| format!(":{p}@"))
-        .unwrap_or_default();
-    redis::Client::open(format!("redis://{auth}{}:{port}/", b.redis_host))
-        .expect("redis url")
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .expect("connect to redis")
-}
+/// A blocking connection to the Redis on `port` (one helper for every suite).
+pub use crate::support::env::redis_connection as redis_conn;
 
 /// The shared Redis port.
 pub fn shared_redis_port() -> u16 {

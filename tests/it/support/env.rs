@@ -53,20 +53,40 @@ pub fn backends() -> &'static Backends {
     })
 }
 
+/// The URL of the shared Redis host on `port` (with the shared password).
+pub fn redis_url_on(port: u16) -> String {
+    let b = backends();
+    let auth = b
+        .redis_password
+        .as_ref()
+        .map(|p| format!(":{p}@"))
+        .unwrap_or_default();
+    format!("redis://{auth}{}:{port}/", b.redis_host)
+}
+
+/// A blocking connection to the Redis on `port` of the shared host (the shared one, or a
+/// test-owned `RedisServer`), for checks of what the relay wrote.
+pub fn redis_connection(port: u16) -> redis::Connection {
+    redis::Client::open(redis_url_on(port))
+        .expect("redis url")
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .expect("connect to redis")
+}
+
 /// `len` random lowercase hex digits.
 pub fn random_hex(len: usize) -> String {
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     (0..len)
-        .map(|_| char::from_digit(rng.gen_range(0..16), 16).expect("digit"))
+        .map(|_| char::from_digit(rng.random_range(0..16), 16).expect("digit"))
         .collect()
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now. Chosen below the kernel's
 /// ephemeral range (32768+) so outgoing connections do not grab it before it is used.
 pub fn free_port() -> u16 {
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     for _ in 0..1000 {
-        let port = rng.gen_range(20_000..32_000);
+        let port = rng.random_range(20_000..32_000);
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -82,6 +102,8 @@ pub struct TestEnv {
     pub key_prefix: String,
     vars: HashMap<String, String>,
     dir: TempDir,
+    /// False for `offline` environments: nothing to clean up in Redis or MySQL.
+    uses_backends: bool,
 }
 
 impl Default for TestEnv {
@@ -93,6 +115,16 @@ impl Default for TestEnv {
 impl TestEnv {
     /// A hybrid-mode environment against the shared Redis and MariaDB.
     pub fn new() -> TestEnv {
+        TestEnv::build(true)
+    }
+
+    /// The same variables for a test that never reaches Redis or MySQL (configuration
+    /// checks, commands that stop at a bad variable): dropping it touches neither.
+    pub fn offline() -> TestEnv {
+        TestEnv::build(false)
+    }
+
+    fn build(uses_backends: bool) -> TestEnv {
         let b = backends();
         let id = random_hex(12);
         let database = format!("crt_{id}");
@@ -122,6 +154,10 @@ impl TestEnv {
         set("MYSQL_DATABASE", &database);
         set("MYSQL_CONNECTION_LIMIT", "5");
         set("BACKEND_PROBE_INTERVAL_MS", "100");
+        // The 200 ms default is for a host of its own; here tests share 2 cores with other
+        // suites, and a Redis call timed out by load trips the circuit (the relay then
+        // degrades for real: sticky sessions and refresh locks go missing).
+        set("REDIS_TIMEOUT_MS", "1000");
         set(
             "USAGE_JOURNAL_DIR",
             dir.path().join("journal").to_str().expect("utf-8 temp dir"),
@@ -131,6 +167,7 @@ impl TestEnv {
             key_prefix,
             vars,
             dir,
+            uses_backends,
         }
     }
 
@@ -236,6 +273,9 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        if !self.uses_backends {
+            return;
+        }
         let mysql = self.direct_mysql();
         let prefix = self.key_prefix.clone();
         // On a thread of its own: the blocking MySQL wrapper must not run inside the test's
@@ -252,14 +292,7 @@ impl Drop for TestEnv {
 
 /// Deletes every key of the shared Redis that starts with `prefix`.
 fn delete_redis_keys(prefix: &str) {
-    let b = backends();
-    let auth = b
-        .redis_password
-        .as_ref()
-        .map(|p| format!(":{p}@"))
-        .unwrap_or_default();
-    let url = format!("redis://{auth}{}:{}/", b.redis_host, b.redis_port);
-    let Ok(client) = redis::Client::open(url) else {
+    let Ok(client) = redis::Client::open(redis_url_on(backends().redis_port)) else {
         return;
     };
     let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {

@@ -53,8 +53,61 @@ pub enum Behaviour {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
-    pub headers: HashMap<String, String>,
+    pub headers: Headers,
     pub body: Value,
+}
+
+/// The request headers as they arrived: every (name, value) pair in order, so a header sent
+/// twice shows twice. Names are lowercase (HTTP/1 names are case-insensitive).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(pub Vec<(String, String)>);
+
+impl Headers {
+    fn of(req: &HttpRequest) -> Headers {
+        Headers(
+            req.headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        v.to_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&String> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    /// Every value of `name`, in the order received.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Every value, in the order received.
+    pub fn values(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    /// Every header name, in the order received (repeated names repeat).
+    pub fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+impl std::ops::Index<&str> for Headers {
+    type Output = String;
+    fn index(&self, name: &str) -> &String {
+        self.get(name)
+            .unwrap_or_else(|| panic!("no header {name:?} in {:?}", self.0))
+    }
 }
 
 #[derive(Default)]
@@ -215,16 +268,7 @@ fn sse_response(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> HttpRespon
 
 async fn messages(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let headers = req
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                v.to_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let headers = Headers::of(&req);
     let behaviour = {
         let mut state = shared.state.lock().unwrap();
         state.received.push(Received {
@@ -330,16 +374,7 @@ async fn count_tokens(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     shared.state.lock().unwrap().received.push(Received {
         path: "/v1/messages/count_tokens".into(),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    v.to_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect(),
+        headers: Headers::of(&req),
         body,
     });
     HttpResponse::Ok().json(json!({"input_tokens": 25}))

@@ -5,6 +5,8 @@
 //! test's runtime is blocked.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,6 +24,7 @@ enum Mode {
 pub struct TcpProxy {
     port: u16,
     mode: watch::Sender<Mode>,
+    accepted: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -36,6 +39,8 @@ impl TcpProxy {
         std_listener.set_nonblocking(true).expect("nonblocking");
         let port = std_listener.local_addr().expect("local addr").port();
         let (mode, rx) = watch::channel(Mode::Open);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -43,12 +48,13 @@ impl TcpProxy {
                 .expect("proxy runtime");
             runtime.block_on(async move {
                 let listener = TcpListener::from_std(std_listener).expect("tokio listener");
-                accept_loop(listener, target, rx).await;
+                accept_loop(listener, target, rx, counter).await;
             });
         });
         TcpProxy {
             port,
             mode,
+            accepted,
             thread: Some(thread),
         }
     }
@@ -61,6 +67,11 @@ impl TcpProxy {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Connections accepted so far (whatever the mode).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Forwards again (frozen connections resume; new ones connect to the target).
@@ -88,7 +99,12 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, target: SocketAddr, mut mode: watch::Receiver<Mode>) {
+async fn accept_loop(
+    listener: TcpListener,
+    target: SocketAddr,
+    mut mode: watch::Receiver<Mode>,
+    accepted: Arc<AtomicUsize>,
+) {
     loop {
         tokio::select! {
             changed = mode.changed() => {
@@ -96,8 +112,9 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, mut mode: watch:
                     return;
                 }
             }
-            accepted = listener.accept() => {
-                let Ok((client, _)) = accepted else { continue };
+            accepted_now = listener.accept() => {
+                let Ok((client, _)) = accepted_now else { continue };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 if *mode.borrow() == Mode::Cut {
                     drop(client);
                     continue;
