@@ -55,8 +55,8 @@ impl Dialect {
                 })
             }
             Dialect::OpenAiChat => {
-                let translated = openai::request::to_claude_request(&body)
-                    .map_err(AppError::InvalidRequest)?;
+                let translated =
+                    openai::request::to_claude_request(&body).map_err(AppError::InvalidRequest)?;
                 let bytes = serde_json::to_vec(&translated.body)
                     .map_err(|e| AppError::Internal(format!("serializing a request: {e}")))?;
                 Ok(Prepared {

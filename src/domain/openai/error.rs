@@ -52,7 +52,8 @@ mod tests {
 
     #[test]
     fn anthropic_error_keeps_type_and_message() {
-        let body = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let body =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         assert_eq!(
             from_upstream(529, body),
             json!({"error": {"message": "Overloaded", "type": "overloaded_error", "code": "overloaded_error"}})

@@ -22,8 +22,8 @@ pub struct ClaudeRequest {
 
 /// Translates a Chat Completions body; `Err` is a client error naming the field.
 pub fn to_claude_request(body: &[u8]) -> Result<ClaudeRequest, String> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
     let Value::Object(fields) = value else {
         return Err("request body must be a JSON object".into());
     };
@@ -228,7 +228,10 @@ fn check_neutral_options(fields: &Map<String, Value>) -> Result<(), String> {
                     "only {\"type\":\"text\"} is supported (describe the JSON you want in the prompt or use a tool)",
                 ),
                 "store" | "metadata" => refuse(name, "answers are not stored by this relay"),
-                _ => refuse(name, "not supported by this relay (Claude has no equivalent)"),
+                _ => refuse(
+                    name,
+                    "not supported by this relay (Claude has no equivalent)",
+                ),
             };
         }
     }
@@ -359,7 +362,10 @@ fn text_only(content: Option<Value>, at: &str) -> Result<String, String> {
 }
 
 fn text_part(part: Value, at: &str) -> Result<String, String> {
-    match (part["type"].as_str(), part.get("text").and_then(Value::as_str)) {
+    match (
+        part["type"].as_str(),
+        part.get("text").and_then(Value::as_str),
+    ) {
         (Some("text"), Some(text)) => Ok(text.to_string()),
         (Some("text"), None) => Err(format!("{at}.text: field required (a string)")),
         _ => Err(format!("{at}.type: only text parts are allowed here")),
@@ -475,7 +481,9 @@ fn assistant_blocks(
 
 fn tool_use(call: Value, at: &str) -> Result<Value, String> {
     if call.get("type").is_some_and(|t| t != "function") {
-        return Err(format!("{at}.type: only \"function\" tool calls are supported"));
+        return Err(format!(
+            "{at}.type: only \"function\" tool calls are supported"
+        ));
     }
     let id = call["id"]
         .as_str()
@@ -504,7 +512,11 @@ fn tool_use(call: Value, at: &str) -> Result<Value, String> {
     Ok(json!({ "type": "tool_use", "id": id, "name": name, "input": input }))
 }
 
-fn tool_result(content: Option<Value>, mut m: Map<String, Value>, at: &str) -> Result<Value, String> {
+fn tool_result(
+    content: Option<Value>,
+    mut m: Map<String, Value>,
+    at: &str,
+) -> Result<Value, String> {
     let id = match m.remove("tool_call_id") {
         Some(Value::String(id)) if !id.is_empty() => id,
         _ => return Err(format!("{at}.tool_call_id: field required (a string)")),
@@ -533,7 +545,11 @@ fn translate_tools(tools: Value) -> Result<Vec<Value>, String> {
             let schema = match &function["parameters"] {
                 Value::Null => json!({ "type": "object", "properties": {} }),
                 p @ Value::Object(_) => p.clone(),
-                _ => return Err(format!("{at}.function.parameters: must be a JSON schema object")),
+                _ => {
+                    return Err(format!(
+                        "{at}.function.parameters: must be a JSON schema object"
+                    ));
+                }
             };
             let mut out = json!({ "name": name, "input_schema": schema });
             match &function["description"] {
@@ -654,7 +670,9 @@ mod tests {
     #[test]
     fn bad_images_are_refused_naming_the_part() {
         let img = |url: &str| {
-            base(json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]))
+            base(
+                json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]),
+            )
         };
         assert_eq!(
             err(img("data:image/bmp;base64,AAAA")),
@@ -669,7 +687,9 @@ mod tests {
             "messages[0].content[0].image_url.url: must be a data: URL or an http(s) URL"
         );
         assert_eq!(
-            err(base(json!([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]))),
+            err(base(
+                json!([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}])
+            )),
             "messages[0].content[0].type: \"input_audio\" parts are not supported (text and image_url are)"
         );
     }
@@ -727,9 +747,18 @@ mod tests {
             b["tool_choice"] = choice;
             b
         };
-        assert_eq!(ok(with(json!("auto"))).body["tool_choice"], json!({"type": "auto"}));
-        assert_eq!(ok(with(json!("none"))).body["tool_choice"], json!({"type": "none"}));
-        assert_eq!(ok(with(json!("required"))).body["tool_choice"], json!({"type": "any"}));
+        assert_eq!(
+            ok(with(json!("auto"))).body["tool_choice"],
+            json!({"type": "auto"})
+        );
+        assert_eq!(
+            ok(with(json!("none"))).body["tool_choice"],
+            json!({"type": "none"})
+        );
+        assert_eq!(
+            ok(with(json!("required"))).body["tool_choice"],
+            json!({"type": "any"})
+        );
         assert_eq!(
             ok(with(json!("auto"))).body["tools"][0]["input_schema"],
             json!({"type": "object", "properties": {}})
@@ -750,7 +779,13 @@ mod tests {
         b["stream_options"] = json!({"include_usage": true});
         let r = ok(b.clone());
         assert_eq!(r.body["stream"], true);
-        assert_eq!(r.options, ChatOptions { stream: true, include_usage: true });
+        assert_eq!(
+            r.options,
+            ChatOptions {
+                stream: true,
+                include_usage: true
+            }
+        );
         b["stream"] = json!(false);
         assert_eq!(err(b), "stream_options: only allowed when stream is true");
     }
@@ -762,9 +797,18 @@ mod tests {
             b[name] = v;
             err(b)
         };
-        assert_eq!(with("n", json!(2)), "n: only 1 choice per request is supported");
-        assert_eq!(with("logprobs", json!(true)), "logprobs: log probabilities are not supported");
-        assert_eq!(with("top_logprobs", json!(3)), "top_logprobs: log probabilities are not supported");
+        assert_eq!(
+            with("n", json!(2)),
+            "n: only 1 choice per request is supported"
+        );
+        assert_eq!(
+            with("logprobs", json!(true)),
+            "logprobs: log probabilities are not supported"
+        );
+        assert_eq!(
+            with("top_logprobs", json!(3)),
+            "top_logprobs: log probabilities are not supported"
+        );
         assert_eq!(
             with("frequency_penalty", json!(0.5)),
             "frequency_penalty: not supported by this relay (Claude has no equivalent)"
@@ -781,17 +825,31 @@ mod tests {
             with("functions", json!([])),
             "functions: the legacy function calling fields are not supported, use tools"
         );
-        assert_eq!(with("temperature", json!(1.5)), "temperature: must be a number between 0 and 1");
-        assert_eq!(with("max_tokens", json!(0)), "max_tokens: must be a positive integer");
-        assert_eq!(with("stop", json!([1])), "stop: must be a string or an array of strings");
+        assert_eq!(
+            with("temperature", json!(1.5)),
+            "temperature: must be a number between 0 and 1"
+        );
+        assert_eq!(
+            with("max_tokens", json!(0)),
+            "max_tokens: must be a positive integer"
+        );
+        assert_eq!(
+            with("stop", json!([1])),
+            "stop: must be a string or an array of strings"
+        );
     }
 
     #[test]
     fn malformed_messages_are_refused_naming_the_field() {
-        assert_eq!(err(json!({"model": "m"})), "messages: field required (an array)");
+        assert_eq!(
+            err(json!({"model": "m"})),
+            "messages: field required (an array)"
+        );
         assert_eq!(err(json!({"messages": []})), "model: field required");
         assert_eq!(
-            err(base(json!([{"role": "system", "content": "only a system prompt"}]))),
+            err(base(
+                json!([{"role": "system", "content": "only a system prompt"}])
+            )),
             "messages: at least one user or assistant message is required"
         );
         assert_eq!(
@@ -816,7 +874,14 @@ mod tests {
             err(base(json!([{"role": "user", "content": 5}]))),
             "messages[0].content: must be a string or an array of content parts"
         );
-        assert!(to_claude_request(b"{not json").unwrap_err().starts_with("request body is not valid JSON"));
-        assert_eq!(to_claude_request(b"[1]").unwrap_err(), "request body must be a JSON object");
+        assert!(
+            to_claude_request(b"{not json")
+                .unwrap_err()
+                .starts_with("request body is not valid JSON")
+        );
+        assert_eq!(
+            to_claude_request(b"[1]").unwrap_err(),
+            "request body must be a JSON object"
+        );
     }
 }

@@ -23,7 +23,10 @@ pub fn usage_json(usage: &Usage) -> Value {
 
 /// The `chatcmpl-…` id of a Claude message id.
 pub fn completion_id(message_id: &str) -> String {
-    format!("chatcmpl-{}", message_id.strip_prefix("msg_").unwrap_or(message_id))
+    format!(
+        "chatcmpl-{}",
+        message_id.strip_prefix("msg_").unwrap_or(message_id)
+    )
 }
 
 /// One OpenAI tool call of a Claude `tool_use` block.
@@ -99,7 +102,10 @@ mod tests {
     #[test]
     fn text_answer() {
         let out = to_chat_completion(
-            &claude(json!([{"type": "text", "text": "Hello"}, {"type": "text", "text": " there"}]), "end_turn"),
+            &claude(
+                json!([{"type": "text", "text": "Hello"}, {"type": "text", "text": " there"}]),
+                "end_turn",
+            ),
             1_700_000_000,
         )
         .unwrap();

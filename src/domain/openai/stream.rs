@@ -314,7 +314,12 @@ mod tests {
         let deltas: Vec<(Value, Value)> = chunks
             .iter()
             .filter(|c| !c["choices"].as_array().unwrap().is_empty())
-            .map(|c| (c["choices"][0]["delta"].clone(), c["choices"][0]["finish_reason"].clone()))
+            .map(|c| {
+                (
+                    c["choices"][0]["delta"].clone(),
+                    c["choices"][0]["finish_reason"].clone(),
+                )
+            })
             .collect();
         assert_eq!(
             deltas,
@@ -322,13 +327,28 @@ mod tests {
                 (json!({"role": "assistant", "content": ""}), Value::Null),
                 (json!({"content": "Météo "}), Value::Null),
                 (json!({"content": "→ ☀"}), Value::Null),
-                (json!({"tool_calls": [{"index": 0, "id": "toolu_A", "type": "function",
-                    "function": {"name": "get_weather", "arguments": ""}}]}), Value::Null),
-                (json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}), Value::Null),
-                (json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}), Value::Null),
-                (json!({"tool_calls": [{"index": 1, "id": "toolu_B", "type": "function",
-                    "function": {"name": "get_weather", "arguments": ""}}]}), Value::Null),
-                (json!({"tool_calls": [{"index": 1, "function": {"arguments": "{\"city\": \"Tokyo\"}"}}]}), Value::Null),
+                (
+                    json!({"tool_calls": [{"index": 0, "id": "toolu_A", "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""}}]}),
+                    Value::Null
+                ),
+                (
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\": "}}]}),
+                    Value::Null
+                ),
+                (
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+                    Value::Null
+                ),
+                (
+                    json!({"tool_calls": [{"index": 1, "id": "toolu_B", "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""}}]}),
+                    Value::Null
+                ),
+                (
+                    json!({"tool_calls": [{"index": 1, "function": {"arguments": "{\"city\": \"Tokyo\"}"}}]}),
+                    Value::Null
+                ),
                 (json!({}), json!("tool_calls")),
             ]
         );
@@ -345,7 +365,11 @@ mod tests {
             json!({"prompt_tokens": 325, "completion_tokens": 12, "total_tokens": 337,
                    "prompt_tokens_details": {"cached_tokens": 200, "cache_creation_tokens": 100}})
         );
-        assert!(chunks[..chunks.len() - 1].iter().all(|c| c["usage"].is_null()));
+        assert!(
+            chunks[..chunks.len() - 1]
+                .iter()
+                .all(|c| c["usage"].is_null())
+        );
     }
 
     #[test]
@@ -393,7 +417,11 @@ mod tests {
             let bytes = converted.as_bytes();
             for at in 0..=bytes.len() {
                 let (a, b) = bytes.split_at(at);
-                assert_eq!(translate_chunks(&[a, b], true), expected, "{ending:?} at {at}");
+                assert_eq!(
+                    translate_chunks(&[a, b], true),
+                    expected,
+                    "{ending:?} at {at}"
+                );
             }
         }
     }
@@ -422,7 +450,11 @@ mod tests {
         let stream = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
         let parse = |out: Vec<u8>| -> Value {
             let text = String::from_utf8(out).unwrap();
-            let json = text.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap();
+            let json = text
+                .strip_prefix("data: ")
+                .unwrap()
+                .strip_suffix("\n\n")
+                .unwrap();
             serde_json::from_str(json).unwrap()
         };
         assert_eq!(

@@ -18,7 +18,12 @@ const CHAT_ALIAS: &str = "/api/v1/chat/completions";
 
 /// POSTs a chat request with the relay key as `Authorization: Bearer` (none when `key`
 /// is None).
-async fn post_chat(relay: &Relay, path: &str, key: Option<&str>, body: &Value) -> reqwest::Response {
+async fn post_chat(
+    relay: &Relay,
+    path: &str,
+    key: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
     let mut req = relay.app.client.post(relay.app.url(path)).json(body);
     if let Some(k) = key {
         req = req.bearer_auth(k);
@@ -40,7 +45,9 @@ fn chunks(text: &str) -> Vec<Value> {
     text.split("\n\n")
         .filter(|e| !e.is_empty() && *e != "data: [DONE]")
         .map(|e| {
-            let data = e.strip_prefix("data: ").unwrap_or_else(|| panic!("not a data line: {e}"));
+            let data = e
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data line: {e}"));
             serde_json::from_str(data).unwrap()
         })
         .collect()
@@ -51,7 +58,12 @@ fn deltas(chunks: &[Value]) -> Vec<(Value, Value)> {
     chunks
         .iter()
         .filter(|c| !c["choices"].as_array().unwrap().is_empty())
-        .map(|c| (c["choices"][0]["delta"].clone(), c["choices"][0]["finish_reason"].clone()))
+        .map(|c| {
+            (
+                c["choices"][0]["delta"].clone(),
+                c["choices"][0]["finish_reason"].clone(),
+            )
+        })
         .collect()
 }
 
@@ -112,11 +124,16 @@ async fn chat_completion_is_translated_both_ways_and_recorded_as_a_messages_requ
     assert!(!received[0].headers.values().any(|v| v.contains(&plaintext)));
 
     // The same request through the Messages endpoint records the very same row.
-    let (status, _, _) = relay.message(&plaintext, &request(SONNET, false, "Hello")).await;
+    let (status, _, _) = relay
+        .message(&plaintext, &request(SONNET, false, "Hello"))
+        .await;
     assert_eq!(status, 200);
     relay.wait_usage_rows(2).await;
     let rows = usage_rows(&relay);
-    let want = format!("{}|{}|{SONNET}|25|12|100|0|200|{SONNET_COST}|200|0", key.id, account.id);
+    let want = format!(
+        "{}|{}|{SONNET}|25|12|100|0|200|{SONNET_COST}|200|0",
+        key.id, account.id
+    );
     assert_eq!(rows, vec![want.clone(), want]);
     relay.wait_total_cost(&key, 2 * SONNET_COST).await;
     relay.wait_no_leases(&key).await;
@@ -153,7 +170,14 @@ async fn chat_stream_sends_chunks_usage_and_done_and_records_a_stream_row() {
         ]
     );
     for c in &chunks {
-        assert_eq!((&c["id"], &c["object"], &c["model"]), (&json!("chatcmpl-mock"), &json!("chat.completion.chunk"), &json!(SONNET)));
+        assert_eq!(
+            (&c["id"], &c["object"], &c["model"]),
+            (
+                &json!("chatcmpl-mock"),
+                &json!("chat.completion.chunk"),
+                &json!(SONNET)
+            )
+        );
     }
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"], json!([]));
@@ -172,7 +196,10 @@ async fn chat_stream_sends_chunks_usage_and_done_and_records_a_stream_row() {
     relay.wait_usage_rows(1).await;
     assert_eq!(
         usage_rows(&relay),
-        vec![format!("{}|{}|{SONNET}|25|12|100|0|200|{SONNET_COST}|200|1", key.id, account.id)]
+        vec![format!(
+            "{}|{}|{SONNET}|25|12|100|0|200|{SONNET_COST}|200|1",
+            key.id, account.id
+        )]
     );
     relay.wait_total_cost(&key, SONNET_COST).await;
     relay.wait_no_leases(&key).await;
@@ -224,7 +251,10 @@ async fn tool_call_round_trip_plain_and_streamed() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["choices"][0]["message"]["content"], "Hello from the mock.");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Hello from the mock."
+    );
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(
         relay.mock.received()[1].body["messages"],
@@ -256,9 +286,7 @@ async fn tool_call_round_trip_plain_and_streamed() {
         json!({"tool_calls": [{"index": index, "id": id, "type": "function",
             "function": {"name": "get_weather", "arguments": ""}}]})
     };
-    let args = |index: usize, piece: &str| {
-        json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-    };
+    let args = |index: usize, piece: &str| json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]});
     assert_eq!(
         deltas(&chunks),
         vec![
@@ -280,7 +308,10 @@ async fn tool_call_round_trip_plain_and_streamed() {
 
 #[actix_rt::test]
 async fn errors_have_openai_shape_and_the_messages_statuses_and_reach_nothing() {
-    let relay = start(|env| env.set("MAX_REQUEST_BODY_BYTES", "2048")).await;
+    let relay = start(|env| {
+        env.set("MAX_REQUEST_BODY_BYTES", "2048");
+    })
+    .await;
     relay.console("c1", "sk-c1", 10).await;
     let (_, plaintext) = relay.key(|_| {}).await;
     let hello = json!({"model": SONNET, "messages": [{"role": "user", "content": "Hello"}]});
@@ -288,7 +319,11 @@ async fn errors_have_openai_shape_and_the_messages_statuses_and_reach_nothing() 
     let (status, retry, body) = answer(post_chat(&relay, CHAT, None, &hello).await).await;
     assert_eq!(
         (status, retry, body),
-        (401, None, openai_error("missing API key", "authentication_error", "invalid_api_key"))
+        (
+            401,
+            None,
+            openai_error("missing API key", "authentication_error", "invalid_api_key")
+        )
     );
     // The key is checked before the body, as on the Messages endpoint.
     let mut two = hello.clone();
@@ -298,9 +333,21 @@ async fn errors_have_openai_shape_and_the_messages_statuses_and_reach_nothing() 
 
     let cases = [
         ("n", json!(2), "n: only 1 choice per request is supported"),
-        ("logprobs", json!(true), "logprobs: log probabilities are not supported"),
-        ("temperature", json!(1.5), "temperature: must be a number between 0 and 1"),
-        ("seed", json!(1), "seed: not supported by this relay (Claude has no equivalent)"),
+        (
+            "logprobs",
+            json!(true),
+            "logprobs: log probabilities are not supported",
+        ),
+        (
+            "temperature",
+            json!(1.5),
+            "temperature: must be a number between 0 and 1",
+        ),
+        (
+            "seed",
+            json!(1),
+            "seed: not supported by this relay (Claude has no equivalent)",
+        ),
         (
             "messages",
             json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/bmp;base64,AA"}}]}]),
@@ -313,7 +360,10 @@ async fn errors_have_openai_shape_and_the_messages_statuses_and_reach_nothing() 
         let (status, _, got) = chat(&relay, &plaintext, &body).await;
         assert_eq!(
             (status, got),
-            (400, openai_error(message, "invalid_request_error", "invalid_request")),
+            (
+                400,
+                openai_error(message, "invalid_request_error", "invalid_request")
+            ),
             "{field}"
         );
     }
@@ -330,14 +380,27 @@ async fn errors_have_openai_shape_and_the_messages_statuses_and_reach_nothing() 
     let (status, _, body) = answer(resp).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["type"], "invalid_request_error");
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("request body is not valid JSON"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("request body is not valid JSON"),
+        "{body}"
+    );
 
     let mut big = hello.clone();
     big["messages"][0]["content"] = json!("x".repeat(4096));
     let (status, _, body) = chat(&relay, &plaintext, &big).await;
     assert_eq!(
         (status, body),
-        (413, openai_error("request body is too large", "invalid_request_error", "request_too_large"))
+        (
+            413,
+            openai_error(
+                "request body is too large",
+                "invalid_request_error",
+                "request_too_large"
+            )
+        )
     );
 
     let resp = relay
@@ -350,7 +413,14 @@ async fn errors_have_openai_shape_and_the_messages_statuses_and_reach_nothing() 
     let (status, _, body) = answer(resp).await;
     assert_eq!(
         (status, body),
-        (404, openai_error("the requested resource was not found", "not_found_error", "not_found"))
+        (
+            404,
+            openai_error(
+                "the requested resource was not found",
+                "not_found_error",
+                "not_found"
+            )
+        )
     );
 
     assert_eq!(relay.mock.message_count(), 0);
@@ -459,12 +529,16 @@ async fn stream_client_disconnect_cancels_upstream_and_upstream_failure_ends_wit
     assert!(first.starts_with(b"data: {"), "{first:?}");
     assert_eq!(relay.mock.closed_streams(), 0);
     drop(resp);
-    eventually(Duration::from_secs(10), "upstream stream closed", || async {
-        match relay.mock.closed_streams() {
-            1 => Ok(()),
-            n => Err(format!("{n} closed")),
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "upstream stream closed",
+        || async {
+            match relay.mock.closed_streams() {
+                1 => Ok(()),
+                n => Err(format!("{n} closed")),
+            }
+        },
+    )
     .await;
     relay.wait_no_leases(&key).await;
 
@@ -481,7 +555,10 @@ async fn stream_client_disconnect_cancels_upstream_and_upstream_failure_ends_wit
         .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
         .collect();
     assert_eq!(events.len(), 3, "{text}");
-    assert_eq!(events[1]["choices"][0]["delta"], json!({"content": "Hello"}));
+    assert_eq!(
+        events[1]["choices"][0]["delta"],
+        json!({"content": "Hello"})
+    );
     assert_eq!(
         events[2],
         openai_error(
@@ -498,7 +575,14 @@ async fn model_list_for_openai_clients() {
     let relay = start(|_| {}).await;
     let (_, plaintext) = relay.key(|_| {}).await;
     let url = relay.app.url("/openai/claude/v1/models");
-    let resp = relay.app.client.get(&url).bearer_auth(&plaintext).send().await.unwrap();
+    let resp = relay
+        .app
+        .client
+        .get(&url)
+        .bearer_auth(&plaintext)
+        .send()
+        .await
+        .unwrap();
     let (status, _, body) = answer(resp).await;
     assert_eq!(status, 200);
     assert_eq!(body["object"], "list");
@@ -510,7 +594,10 @@ async fn model_list_for_openai_clients() {
     let (status, _, body) = answer(relay.app.client.get(&url).send().await.unwrap()).await;
     assert_eq!(
         (status, body),
-        (401, openai_error("missing API key", "authentication_error", "invalid_api_key"))
+        (
+            401,
+            openai_error("missing API key", "authentication_error", "invalid_api_key")
+        )
     );
 }
 
@@ -553,7 +640,11 @@ async fn official_openai_python_sdk_talks_to_the_relay() {
         "SDK script failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    assert_eq!(stdout.trim(), "ok: 5 requests reached the upstream", "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "ok: 5 requests reached the upstream",
+        "{stderr}"
+    );
     assert_eq!(relay.mock.message_count(), 5);
     relay.wait_usage_rows(5).await;
     relay.wait_total_cost(&key, 5 * SONNET_COST).await;

@@ -218,26 +218,37 @@ pub fn tool_json_answer(model: &str, tool: &str, u: MockUsage) -> Value {
 
 /// The canned tool-use answer as SSE: the arguments of the first call arrive in pieces.
 pub fn tool_sse_events(model: &str, tool: &str, u: MockUsage) -> Vec<String> {
-    let event = |data: Value| format!("event: {}\ndata: {data}\n\n", data["type"].as_str().unwrap());
-    let mut events = vec![event(json!({"type": "message_start", "message": {"id": "msg_mock_tool",
+    let event = |data: Value| {
+        format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap()
+        )
+    };
+    let mut events = vec![event(
+        json!({"type": "message_start", "message": {"id": "msg_mock_tool",
         "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null,
         "usage": {"input_tokens": u.input, "output_tokens": 1,
-                  "cache_creation_input_tokens": u.cache_create, "cache_read_input_tokens": u.cache_read}}}))];
+                  "cache_creation_input_tokens": u.cache_create, "cache_read_input_tokens": u.cache_read}}}),
+    )];
     events.push(event(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
     events.push(event(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me check."}})));
     events.push(event(json!({"type": "content_block_stop", "index": 0})));
     for (i, city) in TOOL_CITIES.iter().enumerate() {
         let index = i + 1;
-        events.push(event(json!({"type": "content_block_start", "index": index, "content_block":
-            {"type": "tool_use", "id": format!("toolu_mock_{index}"), "name": tool, "input": {}}})));
+        events.push(event(
+            json!({"type": "content_block_start", "index": index, "content_block":
+            {"type": "tool_use", "id": format!("toolu_mock_{index}"), "name": tool, "input": {}}}),
+        ));
         for piece in ["", "{\"city\": ", &format!("\"{city}\"}}")] {
             events.push(event(json!({"type": "content_block_delta", "index": index,
                 "delta": {"type": "input_json_delta", "partial_json": piece}})));
         }
         events.push(event(json!({"type": "content_block_stop", "index": index})));
     }
-    events.push(event(json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
-        "usage": {"output_tokens": u.output}})));
+    events.push(event(
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+        "usage": {"output_tokens": u.output}}),
+    ));
     events.push(event(json!({"type": "message_stop"})));
     events
 }
@@ -301,8 +312,12 @@ async fn messages(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes)
         .unwrap_or("claude-sonnet-4-20250514")
         .to_string();
     let stream = body["stream"].as_bool() == Some(true);
-    let tool = wants_tool_use(&body)
-        .then(|| body["tools"][0]["name"].as_str().unwrap_or("tool").to_string());
+    let tool = wants_tool_use(&body).then(|| {
+        body["tools"][0]["name"]
+            .as_str()
+            .unwrap_or("tool")
+            .to_string()
+    });
     match behaviour {
         Behaviour::Fail {
             status,
