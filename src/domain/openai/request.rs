@@ -137,16 +137,16 @@ pub fn translate(mut fields: Map<String, Value>) -> Result<ClaudeRequest, String
         .remove("tool_choice")
         .map(|c| translate_tool_choice(&c))
         .transpose()?;
-    if let Some(mut choice) = choice.or_else(|| (!parallel).then(|| json!({"type": "auto"}))) {
-        if !has_tools && choice["type"] != "none" {
-            return Err("tool_choice: requires tools".into());
-        }
+    if !has_tools && choice.as_ref().is_some_and(|c| c["type"] != "none") {
+        return Err("tool_choice: requires tools".into());
+    }
+    // Without tools, "none" and `parallel_tool_calls` say nothing Claude needs to hear.
+    if has_tools && (choice.is_some() || !parallel) {
+        let mut choice = choice.unwrap_or_else(|| json!({"type": "auto"}));
         if !parallel && choice["type"] != "none" {
             choice["disable_parallel_tool_use"] = Value::Bool(true);
         }
-        if has_tools {
-            out.insert("tool_choice".into(), choice);
-        }
+        out.insert("tool_choice".into(), choice);
     }
 
     Ok(ClaudeRequest {
@@ -600,13 +600,13 @@ mod tests {
     }
 
     #[test]
-    fn simple_request_with_options() {
+    fn simple_request_with_options_and_nulls_as_absent() {
         let r = ok(json!({
             "model": "claude-sonnet-4-20250514",
             "messages": [{"role": "user", "content": "Hi"}],
             "max_tokens": 100, "temperature": 0.5, "top_p": 0.9, "stop": "END",
             "user": "u-1", "n": 1, "logprobs": false, "presence_penalty": 0, "stream": false,
-            "seed_ignored_is_not_here": null,
+            "seed": null,
         }));
         assert_eq!(
             r.body,
@@ -768,8 +768,17 @@ mod tests {
             "tool_choice: unknown value \"sometimes\" (auto, none, required or a function)"
         );
         let mut no_tools = base(json!([{"role": "user", "content": "x"}]));
+        no_tools["parallel_tool_calls"] = json!(false);
+        no_tools["tool_choice"] = json!("none");
+        assert_eq!(ok(no_tools.clone()).body.get("tool_choice"), None);
         no_tools["tool_choice"] = json!("required");
         assert_eq!(err(no_tools), "tool_choice: requires tools");
+        let mut serial = with(json!(null));
+        serial["parallel_tool_calls"] = json!(false);
+        assert_eq!(
+            ok(serial).body["tool_choice"],
+            json!({"type": "auto", "disable_parallel_tool_use": true})
+        );
     }
 
     #[test]

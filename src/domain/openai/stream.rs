@@ -1,6 +1,7 @@
 //! An Anthropic Messages SSE stream as OpenAI `chat.completion.chunk` events, translated
 //! as the bytes arrive: the role first, text deltas, tool-call argument deltas with stable
-//! indexes, the finish reason, the usage chunk when asked for, then `data: [DONE]`.
+//! indexes, the finish reason, the usage chunk when asked for, then `data: [DONE]`;
+//! Claude's pings become SSE comments.
 //!
 //! Bytes may be split anywhere (inside a line, a UTF-8 character or a CR LF pair); only the
 //! current line and the current event's data are buffered.
@@ -14,6 +15,9 @@ use crate::domain::usage::Usage;
 
 /// The end of an OpenAI stream.
 const DONE: &[u8] = b"data: [DONE]\n\n";
+/// Claude's keep-alive as an SSE comment: clients skip it, but it keeps idle proxies open
+/// and lets the server notice a client that went away while the model is silent.
+const PING: &[u8] = b": ping\n\n";
 
 /// Translates one stream; feed it the upstream bytes as they come.
 #[derive(Debug)]
@@ -206,7 +210,8 @@ impl ChatStreamTranslator {
                 let message = error["message"].as_str().unwrap_or("upstream error");
                 out.extend_from_slice(&event_bytes(&error_body(message, kind, kind)));
             }
-            // ping, content_block_stop and anything new: nothing to say.
+            Some("ping") => out.extend_from_slice(PING),
+            // content_block_stop and anything new: nothing to say.
             _ => {}
         }
     }
@@ -302,7 +307,7 @@ mod tests {
         let text = std::str::from_utf8(out).unwrap();
         assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
         text.split("\n\n")
-            .filter(|e| !e.is_empty() && *e != "data: [DONE]")
+            .filter(|e| !e.is_empty() && *e != "data: [DONE]" && !e.starts_with(':'))
             .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
             .collect()
     }
@@ -310,6 +315,12 @@ mod tests {
     #[test]
     fn whole_stream_translates_to_the_expected_chunks() {
         let out = translate_chunks(&[claude_stream().as_bytes()], true);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(
+            text.matches(": ping\n\n").count(),
+            1,
+            "the ping is kept as a comment"
+        );
         let chunks = events(&out);
         let deltas: Vec<(Value, Value)> = chunks
             .iter()
