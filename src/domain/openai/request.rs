@@ -333,10 +333,11 @@ fn translate_messages(messages: Vec<Value>) -> Result<(Option<String>, Vec<Value
 
 /// One text block becomes a plain string (the form most clients send); the rest stays blocks.
 fn compact(mut blocks: Vec<Value>) -> Value {
-    if blocks.len() == 1 && blocks[0]["type"] == "text" {
-        if let Some(Value::String(text)) = blocks[0].get_mut("text").map(Value::take) {
-            return Value::String(text);
-        }
+    if blocks.len() == 1
+        && blocks[0]["type"] == "text"
+        && let Some(Value::String(text)) = blocks[0].get_mut("text").map(Value::take)
+    {
+        return Value::String(text);
     }
     Value::Array(blocks)
 }
