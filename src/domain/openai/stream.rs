@@ -32,6 +32,8 @@ pub struct ChatStreamTranslator {
     data: Vec<u8>,
     id: String,
     model: Value,
+    /// Every chunk's bytes up to its delta (id, created and model do not change).
+    prefix: Vec<u8>,
     /// Claude content-block index → OpenAI tool-call index, in order of appearance.
     tool_blocks: Vec<(u64, usize)>,
     /// Usage fields seen so far (`message_start`, overridden by `message_delta`).
@@ -42,13 +44,15 @@ pub struct ChatStreamTranslator {
 impl ChatStreamTranslator {
     /// `created` is the Unix time reported in every chunk.
     pub fn new(options: ChatOptions, created: i64) -> Self {
+        let id = completion_id("");
         ChatStreamTranslator {
             options,
             created,
             line: Vec::new(),
             after_cr: false,
             data: Vec::new(),
-            id: completion_id(""),
+            prefix: chunk_prefix(&id, created, &Value::Null),
+            id,
             model: Value::Null,
             tool_blocks: Vec::new(),
             usage: Map::new(),
@@ -133,6 +137,7 @@ impl ChatStreamTranslator {
                 let message = &event["message"];
                 self.id = completion_id(message["id"].as_str().unwrap_or_default());
                 self.model = message["model"].clone();
+                self.prefix = chunk_prefix(&self.id, self.created, &self.model);
                 self.merge_usage(&message["usage"]);
                 self.chunk(json!({ "role": "assistant", "content": "" }), None, out);
             }
@@ -226,19 +231,36 @@ impl ChatStreamTranslator {
         }
     }
 
+    /// Writes one `chat.completion.chunk` event (`finish` is one of the fixed ASCII
+    /// reasons, so it needs no escaping).
     fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
-        let mut chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
-        });
-        if self.options.include_usage {
-            chunk["usage"] = Value::Null;
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(delta.to_string().as_bytes());
+        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+        match finish {
+            Some(reason) => {
+                out.push(b'"');
+                out.extend_from_slice(reason.as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
         }
-        out.extend_from_slice(&event_bytes(&chunk));
+        out.extend_from_slice(b"}]");
+        if self.options.include_usage {
+            out.extend_from_slice(b",\"usage\":null");
+        }
+        out.extend_from_slice(b"}\n\n");
     }
+}
+
+/// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,"choices":[{"index":0,"delta":`
+fn chunk_prefix(id: &str, created: i64, model: &Value) -> Vec<u8> {
+    let id = Value::from(id);
+    format!(
+        "data: {{\"id\":{id},\"object\":\"chat.completion.chunk\",\"created\":{created},\
+         \"model\":{model},\"choices\":[{{\"index\":0,\"delta\":"
+    )
+    .into_bytes()
 }
 
 fn event_bytes(value: &Value) -> Vec<u8> {
@@ -379,7 +401,7 @@ mod tests {
         assert!(
             chunks[..chunks.len() - 1]
                 .iter()
-                .all(|c| c["usage"].is_null())
+                .all(|c| c.get("usage") == Some(&Value::Null))
         );
     }
 
