@@ -7,6 +7,14 @@ cd "$root"
 scripts/services.sh
 # The console's browser tests drive Debian's chromium through chromedriver.
 scripts/browser.sh
+# The OpenAI SDK test (tests/sdk/) runs the official `openai` Python package from a
+# virtual environment of its own; create it when missing.
+venv=.local/venv
+if ! "$venv/bin/python" -c 'import openai' >/dev/null 2>&1; then
+  echo "creating $venv with the openai Python SDK (for tests/sdk/)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check openai
+fi
 # Tests run in parallel, each with its own relay and pool: make room if we may (best effort).
 client=$(command -v mariadb || command -v mysql || true)
 if [ -n "$client" ]; then

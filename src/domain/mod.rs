@@ -1,4 +1,5 @@
-//! Pure types and rules (no I/O): keys, accounts, limits, usage, cost, passwords.
+//! Pure types and rules (no I/O): keys, accounts, limits, usage, cost, passwords, and the
+//! OpenAI Chat Completions translation.
 
 pub mod account;
 pub mod api_key;
@@ -7,6 +8,7 @@ pub mod crs;
 pub mod crypto;
 pub mod keys;
 pub mod limits;
+pub mod openai;
 pub mod password;
 pub mod pricing;
 pub mod usage;

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod console;
 pub mod health;
 pub mod metrics;
+pub mod openai;
 pub mod relay;
 
 use std::sync::Arc;
@@ -35,18 +36,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(admin::routes)
         .configure(console::routes)
         .configure(relay::routes)
+        .configure(openai::routes)
         .configure(metrics::routes)
         .default_service(web::to(not_found));
 }
 
-async fn not_found() -> Result<HttpResponse, AppError> {
-    Err(AppError::NotFound(
-        "the requested resource was not found".into(),
-    ))
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    let error = AppError::NotFound("the requested resource was not found".into());
+    if openai::is_openai_path(req.path()) {
+        return openai::error_response(&error);
+    }
+    actix_web::ResponseError::error_response(&error)
 }
 
 /// Rewrites error answers that are not JSON yet (actix's own: bad JSON, payload too large,
-/// method not allowed, …) into the Anthropic error shape.
+/// method not allowed, …) into the Anthropic error shape (OpenAI's on the OpenAI paths).
 pub fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(to_json_error::<B>)
 }
@@ -86,6 +90,10 @@ fn to_json_error<B: MessageBody + 'static>(
     let mut body = error.body();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         body["error"]["message"] = "request body is too large".into();
+    }
+    if openai::is_openai_path(res.request().path()) {
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        body = openai::framework_error_body(status, message);
     }
     let (req, mut response) = res.into_parts();
     response

@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::domain::limits;
 use crate::error::AppError;
 use crate::relay::auth;
+use crate::relay::dialect::Dialect;
 use crate::relay::pipeline::{self, Endpoint, RelayShared};
 use crate::relay::upstream::UpstreamClients;
 
@@ -31,7 +32,15 @@ async fn messages(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    pipeline::relay(&shared, &clients, &req, body, Endpoint::Messages).await
+    pipeline::relay(
+        &shared,
+        &clients,
+        &req,
+        body,
+        Endpoint::Messages,
+        Dialect::Anthropic,
+    )
+    .await
 }
 
 async fn count_tokens(
@@ -40,14 +49,31 @@ async fn count_tokens(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    pipeline::relay(&shared, &clients, &req, body, Endpoint::CountTokens).await
+    pipeline::relay(
+        &shared,
+        &clients,
+        &req,
+        body,
+        Endpoint::CountTokens,
+        Dialect::Anthropic,
+    )
+    .await
 }
 
 async fn models(
     shared: web::Data<RelayShared>,
     req: HttpRequest,
 ) -> Result<HttpResponse, AppError> {
-    authenticated(&shared, &req).await?;
+    model_list(&shared, &req).await
+}
+
+/// The Claude models of the price table, in the `{"object":"list"}` shape both the
+/// Anthropic and the OpenAI clients read.
+pub(crate) async fn model_list(
+    shared: &RelayShared,
+    req: &HttpRequest,
+) -> Result<HttpResponse, AppError> {
+    authenticated(shared, req).await?;
     let mut names: Vec<&str> = shared
         .prices
         .model_names()

@@ -1,16 +1,19 @@
 //! One relayed request from start to end: key checks, body checks, admission, account
 //! choice, the upstream call, and the answer (passed through, streamed, or an error), with
-//! usage recorded and the lease released on every path.
+//! usage recorded and the lease released on every path. OpenAI-dialect requests take the
+//! same path; `Dialect` translates at its two seams (the request body, the answer).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderMap;
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use chrono::Utc;
 use serde_json::Value;
 
+use super::dialect::{Dialect, Prepared};
 use super::scheduler::{self, Choice, LastUsed};
 use super::stream::{RelayStream, StreamEnd};
 use super::upstream::{self, UpstreamAuth, UpstreamClients};
@@ -96,15 +99,8 @@ impl Drop for LeaseGuard {
     }
 }
 
-/// Parses and checks the body: JSON object, `model` a plain name, `messages` an array.
-fn parse_body(body: &[u8]) -> Result<Value, AppError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| AppError::InvalidRequest(format!("request body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(AppError::InvalidRequest(
-            "request body must be a JSON object".into(),
-        ));
-    }
+/// Checks the Messages request: `model` a plain name, `messages` an array.
+fn check_body(value: &Value) -> Result<(), AppError> {
     let model = value["model"]
         .as_str()
         .ok_or_else(|| AppError::InvalidRequest("model: field required".into()))?;
@@ -123,7 +119,7 @@ fn parse_body(body: &[u8]) -> Result<Value, AppError> {
             "messages: field required (an array)".into(),
         ));
     }
-    Ok(value)
+    Ok(())
 }
 
 fn admission_error(admission: Admission) -> Option<AppError> {
@@ -396,21 +392,24 @@ impl UsageContext {
     }
 }
 
-/// Relays one request to the upstream and builds the answer.
+/// Relays one request, sent in `dialect`, to the upstream and builds the answer.
 pub async fn relay(
     shared: &RelayShared,
     clients: &UpstreamClients,
     req: &HttpRequest,
     body: Bytes,
     endpoint: Endpoint,
+    dialect: Dialect,
 ) -> Result<HttpResponse, AppError> {
     let started = Instant::now();
     let config = &shared.config;
-    let parsed = parse_body(&body);
+    let parsed = dialect
+        .prepare(body)
+        .and_then(|p| check_body(&p.request).map(|()| p));
     let model = parsed
         .as_ref()
         .ok()
-        .and_then(|v| v["model"].as_str().map(str::to_string));
+        .and_then(|p| p.request["model"].as_str().map(str::to_string));
     let key = auth::authenticate(
         &shared.router,
         auth::extract_key(req),
@@ -419,7 +418,11 @@ pub async fn relay(
         model.as_deref(),
     )
     .await?;
-    let request = parsed?;
+    let Prepared {
+        request,
+        body,
+        answer: format,
+    } = parsed?;
     let model = model.unwrap_or_default();
     let stream = endpoint == Endpoint::Messages && request["stream"].as_bool() == Some(true);
 
@@ -480,7 +483,13 @@ pub async fn relay(
     let (upstream_auth, base) = upstream_target(shared, &client, &account).await?;
     let url = format!("{base}{}", endpoint.path());
     let upstream_started = Instant::now();
-    let response = upstream::build_request(&client, &url, req.headers(), &upstream_auth, body)
+    let no_headers = HeaderMap::new();
+    let client_headers = if format.forwards_client_headers() {
+        req.headers()
+    } else {
+        &no_headers
+    };
+    let response = upstream::build_request(&client, &url, client_headers, &upstream_auth, body)
         .send()
         .await
         .map_err(|e| {
@@ -590,7 +599,10 @@ pub async fn relay(
             });
         }
         drop(guard);
-        return Ok(answer.body(text));
+        if format.is_translated() {
+            answer.insert_header(("content-type", "application/json"));
+        }
+        return Ok(answer.body(format.upstream_error(status.as_u16(), text)));
     }
 
     if stream {
@@ -604,7 +616,8 @@ pub async fn relay(
             }
             usage_ctx.record(usage, code, lease)
         });
-        let relay_stream = RelayStream::new(Box::pin(response.bytes_stream()), finish);
+        let relay_stream = RelayStream::new(Box::pin(response.bytes_stream()), finish)
+            .with_rewrite(format.stream_rewrite(Utc::now().timestamp()));
         observe(&shared.metrics, started, upstream_time);
         return Ok(answer
             .insert_header(("cache-control", "no-cache"))
@@ -633,6 +646,10 @@ pub async fn relay(
     let recorded = usage_ctx.record(usage, status.as_u16(), guard.take());
     drop(account_lease);
     recorded?;
+    let text = format.success(text, Utc::now().timestamp())?;
+    if format.is_translated() {
+        answer.insert_header(("content-type", "application/json"));
+    }
     observe(&shared.metrics, started, upstream_started.elapsed());
     Ok(answer.body(text))
 }

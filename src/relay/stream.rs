@@ -1,8 +1,9 @@
-//! SSE pass-through: upstream chunks go to the client as they arrive while usage is
-//! collected on the way; the end of the stream (complete, upstream failure or client
-//! gone) is reported exactly once so usage is recorded and the lease released. The chunk
-//! that carries `message_stop` is held back until the usage is journaled: a client never
-//! has a whole answer whose usage is not recorded.
+//! SSE pass-through: upstream chunks go to the client as they arrive (rewritten into the
+//! client's dialect when it is not Anthropic's) while usage is collected on the way; the
+//! end of the stream (complete, upstream failure or client gone) is reported exactly once
+//! so usage is recorded and the lease released. The chunk that carries `message_stop` is held
+//! back until the usage is journaled: a client never has a whole answer whose usage is not
+//! recorded.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -24,10 +25,23 @@ pub enum StreamEnd {
 /// (the usage could not be recorded).
 pub type Finish = Box<dyn FnOnce(Option<Usage>, StreamEnd) -> Result<(), crate::error::AppError>>;
 
+/// What a client is told instead of the end of an answer whose usage was not recorded.
+const UNRECORDED: &str = "the usage of this answer could not be recorded; try again shortly";
+
 /// The event name that ends a Messages stream.
 const STOP_EVENT: &[u8] = b"message_stop";
 
 type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>>>>;
+
+/// Rewrites the upstream's Anthropic SSE into another dialect's stream, chunk by chunk.
+pub trait StreamRewrite {
+    /// The client's bytes for the next upstream chunk (may be empty).
+    fn chunk(&mut self, upstream: &[u8]) -> Bytes;
+    /// The client's last bytes when the upstream ended normally (may be empty).
+    fn end(&mut self) -> Bytes;
+    /// The event sent when the upstream fails mid-stream.
+    fn failure(&mut self, message: &str) -> Bytes;
+}
 
 pub struct RelayStream {
     upstream: Upstream,
@@ -35,6 +49,7 @@ pub struct RelayStream {
     finish: Option<Finish>,
     /// The last bytes of the previous chunk (`message_stop` may straddle two chunks).
     tail: Vec<u8>,
+    rewrite: Option<Box<dyn StreamRewrite>>,
     done: bool,
 }
 
@@ -45,7 +60,22 @@ impl RelayStream {
             usage: SseUsageCollector::new(),
             finish: Some(finish),
             tail: Vec::new(),
+            rewrite: None,
             done: false,
+        }
+    }
+
+    /// Sends the client `rewrite`'s translation instead of the upstream's bytes.
+    pub fn with_rewrite(mut self, rewrite: Option<Box<dyn StreamRewrite>>) -> Self {
+        self.rewrite = rewrite;
+        self
+    }
+
+    /// The frame that ends a stream early, in the client's dialect.
+    fn failure_frame(&mut self, message: &str) -> Bytes {
+        match self.rewrite.as_mut() {
+            Some(rewrite) => rewrite.failure(message),
+            None => error_frame(message),
         }
     }
 
@@ -92,40 +122,47 @@ impl Stream for RelayStream {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.upstream.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                self.usage.feed(&chunk);
-                if self.finish.is_some()
-                    && self.ends_answer(&chunk)
-                    && !self.end(StreamEnd::Complete)
-                {
+        loop {
+            match self.upstream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    self.usage.feed(&chunk);
+                    if self.finish.is_some()
+                        && self.ends_answer(&chunk)
+                        && !self.end(StreamEnd::Complete)
+                    {
+                        self.done = true;
+                        let frame = self.failure_frame(UNRECORDED);
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    let out = match self.rewrite.as_mut() {
+                        Some(rewrite) => rewrite.chunk(&chunk),
+                        None => chunk,
+                    };
+                    // A rewrite may have nothing to say yet (a partial event, a ping).
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    log::warn!("upstream stream failed: {}", e.without_url());
+                    // An unfinished answer: its usage (if any) is recorded, an error ends it.
+                    let _recorded = self.end(StreamEnd::UpstreamFailed);
                     self.done = true;
-                    return Poll::Ready(Some(Ok(error_frame(
-                        "the usage of this answer could not be recorded; try again shortly",
-                    ))));
+                    let frame =
+                        self.failure_frame("the upstream connection failed during the answer");
+                    return Poll::Ready(Some(Ok(frame)));
                 }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                log::warn!("upstream stream failed: {}", e.without_url());
-                // An unfinished answer: its usage (if any) is recorded, an error frame ends it.
-                let _recorded = self.end(StreamEnd::UpstreamFailed);
-                self.done = true;
-                Poll::Ready(Some(Ok(error_frame(
-                    "the upstream connection failed during the answer",
-                ))))
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                if self.end(StreamEnd::Complete) {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Ready(Some(Ok(error_frame(
-                        "the usage of this answer could not be recorded; try again shortly",
-                    ))))
+                Poll::Ready(None) => {
+                    self.done = true;
+                    if !self.end(StreamEnd::Complete) {
+                        let frame = self.failure_frame(UNRECORDED);
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    let tail = self.rewrite.as_mut().map(|r| r.end());
+                    return Poll::Ready(tail.filter(|t| !t.is_empty()).map(Ok));
                 }
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -6,5 +6,6 @@ mod degradation;
 mod endpoints;
 mod errors;
 mod harness;
+mod openai;
 mod selection;
 mod streaming;

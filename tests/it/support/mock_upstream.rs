@@ -1,5 +1,6 @@
 //! An in-process stand-in for the Anthropic API: canned JSON and SSE answers whose usage is
-//! known, per-credential behaviours (errors with headers, streams that pause until the test
+//! known (a tool-use answer when the request offers tools and does not answer a tool call
+//! yet), per-credential behaviours (errors with headers, streams that pause until the test
 //! lets them go on, streams that break off, endless streams that notice a disconnect), an
 //! OAuth token endpoint, and a record of what it received.
 
@@ -237,6 +238,74 @@ pub fn json_answer(model: &str, u: MockUsage) -> Value {
     })
 }
 
+/// The input of the canned tool calls: the tool is called for Paris, then for Tokyo.
+pub const TOOL_CITIES: [&str; 2] = ["Paris", "Tokyo"];
+
+/// True when the canned answer to `body` is the tool-use one: the request offers tools and
+/// its last message carries no tool result.
+pub fn wants_tool_use(body: &Value) -> bool {
+    let offers_tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+    let last = body["messages"].as_array().and_then(|m| m.last());
+    let answers_tool = last.is_some_and(|m| {
+        m["content"]
+            .as_array()
+            .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+    });
+    offers_tools && !answers_tool
+}
+
+/// The canned tool-use answer: a short text, then two calls of the request's first tool.
+pub fn tool_json_answer(model: &str, tool: &str, u: MockUsage) -> Value {
+    let calls = TOOL_CITIES.iter().enumerate().map(|(i, city)| {
+        json!({"type": "tool_use", "id": format!("toolu_mock_{}", i + 1), "name": tool, "input": {"city": city}})
+    });
+    let mut content = vec![json!({"type": "text", "text": "Let me check."})];
+    content.extend(calls);
+    json!({
+        "id": "msg_mock_tool", "type": "message", "role": "assistant", "model": model,
+        "content": content, "stop_reason": "tool_use", "stop_sequence": null,
+        "usage": {"input_tokens": u.input, "output_tokens": u.output,
+                  "cache_creation_input_tokens": u.cache_create, "cache_read_input_tokens": u.cache_read}
+    })
+}
+
+/// The canned tool-use answer as SSE: the arguments of the first call arrive in pieces.
+pub fn tool_sse_events(model: &str, tool: &str, u: MockUsage) -> Vec<String> {
+    let event = |data: Value| {
+        format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap()
+        )
+    };
+    let mut events = vec![event(
+        json!({"type": "message_start", "message": {"id": "msg_mock_tool",
+        "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null,
+        "usage": {"input_tokens": u.input, "output_tokens": 1,
+                  "cache_creation_input_tokens": u.cache_create, "cache_read_input_tokens": u.cache_read}}}),
+    )];
+    events.push(event(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+    events.push(event(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me check."}})));
+    events.push(event(json!({"type": "content_block_stop", "index": 0})));
+    for (i, city) in TOOL_CITIES.iter().enumerate() {
+        let index = i + 1;
+        events.push(event(
+            json!({"type": "content_block_start", "index": index, "content_block":
+            {"type": "tool_use", "id": format!("toolu_mock_{index}"), "name": tool, "input": {}}}),
+        ));
+        for piece in ["", "{\"city\": ", &format!("\"{city}\"}}")] {
+            events.push(event(json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": piece}})));
+        }
+        events.push(event(json!({"type": "content_block_stop", "index": index})));
+    }
+    events.push(event(
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+        "usage": {"output_tokens": u.output}}),
+    ));
+    events.push(event(json!({"type": "message_stop"})));
+    events
+}
+
 /// The canned SSE answer, one string per event.
 pub fn sse_events(model: &str, u: MockUsage) -> Vec<String> {
     let start = json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant",
@@ -287,6 +356,12 @@ async fn messages(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes)
         .unwrap_or("claude-sonnet-4-20250514")
         .to_string();
     let stream = body["stream"].as_bool() == Some(true);
+    let tool = wants_tool_use(&body).then(|| {
+        body["tools"][0]["name"]
+            .as_str()
+            .unwrap_or("tool")
+            .to_string()
+    });
     match behaviour {
         Behaviour::Fail {
             status,
@@ -301,11 +376,18 @@ async fn messages(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes)
         }
         Behaviour::Normal if !stream => HttpResponse::Ok()
             .insert_header(("request-id", "req_mock"))
-            .json(json_answer(&model, DEFAULT_USAGE)),
+            .json(match &tool {
+                Some(tool) => tool_json_answer(&model, tool, DEFAULT_USAGE),
+                None => json_answer(&model, DEFAULT_USAGE),
+            }),
         Behaviour::Normal => {
             let (tx, rx) = mpsc::channel(16);
+            let events = match &tool {
+                Some(tool) => tool_sse_events(&model, tool, DEFAULT_USAGE),
+                None => sse_events(&model, DEFAULT_USAGE),
+            };
             actix_rt::spawn(async move {
-                for e in sse_events(&model, DEFAULT_USAGE) {
+                for e in events {
                     if tx.send(Ok(Bytes::from(e))).await.is_err() {
                         return;
                     }
