@@ -108,6 +108,9 @@ pub struct Account {
     pub updated_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub last_refresh_at: Option<DateTime<Utc>>,
+    /// The account groups it belongs to (keys bound to `group:<id>` are served by them).
+    #[serde(default)]
+    pub group_ids: Vec<String>,
 }
 
 impl Account {
@@ -126,9 +129,15 @@ impl Account {
         self.is_active && self.effective_status(now) == AccountStatus::Active
     }
 
-    /// True when the shared pool may use it (not dedicated, schedulable, available).
+    /// True when the shared pool may use it (shared scope, schedulable, available):
+    /// `dedicated` and `group` accounts serve only the keys bound to them.
     pub fn in_pool(&self, now: DateTime<Utc>) -> bool {
-        self.schedulable && self.scope != "dedicated" && self.is_available(now)
+        self.schedulable && self.scope == "shared" && self.is_available(now)
+    }
+
+    /// True when a key bound to group `group_id` may use it now.
+    pub fn serves_group(&self, group_id: &str, now: DateTime<Utc>) -> bool {
+        self.schedulable && self.group_ids.iter().any(|g| g == group_id) && self.is_available(now)
     }
 }
 
@@ -247,6 +256,7 @@ mod tests {
             updated_at: now,
             last_used_at: None,
             last_refresh_at: None,
+            group_ids: Vec::new(),
         };
         assert!(!a.is_available(now));
         assert!(a.is_available(now + Duration::seconds(6)));

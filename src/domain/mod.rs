@@ -3,8 +3,10 @@
 pub mod account;
 pub mod api_key;
 pub mod audit;
+pub mod client;
 pub mod crs;
 pub mod crypto;
+pub mod group;
 pub mod keys;
 pub mod limits;
 pub mod password;

@@ -391,6 +391,7 @@ pub async fn relay(
     )
     .await?;
     let request = parsed?;
+    auth::check_client(&key, req, Some(&request))?;
     let model = model.unwrap_or_default();
     let stream = endpoint == Endpoint::Messages && request["stream"].as_bool() == Some(true);
 
@@ -432,7 +433,7 @@ pub async fn relay(
     let (account, choice, account_lease) =
         choose_with_capacity(shared, accounts, &key, sticky_account.as_deref()).await?;
     shared.last_used.touch(&account.id);
-    if let (Some(s), Choice::Pool) = (&session, choice) {
+    if let (Some(s), Choice::Pool | Choice::Group) = (&session, choice) {
         let (router, s, id, ttl) = (
             shared.router.clone(),
             s.clone(),

@@ -29,7 +29,8 @@ pub struct AccountView {
     pub description: String,
     #[serde(rename = "type")]
     pub account_type: &'static str,
-    /// `shared` or `dedicated` (CRS's `accountType`).
+    /// `shared`, `dedicated` or `group` (CRS's `accountType`; `group`: only keys bound
+    /// to one of its groups).
     pub account_type_scope: String,
     pub base_url: Option<String>,
     pub priority: i32,
@@ -47,6 +48,8 @@ pub struct AccountView {
     pub updated_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub last_refresh_at: Option<DateTime<Utc>>,
+    /// The account groups it belongs to.
+    pub group_ids: Vec<String>,
 }
 
 fn cipher(ctx: &AdminContext) -> Result<CredentialCipher, AdminError> {
@@ -99,6 +102,7 @@ pub fn view(ctx: &AdminContext, a: &Account) -> AccountView {
         updated_at: a.updated_at,
         last_used_at: a.last_used_at,
         last_refresh_at: a.last_refresh_at,
+        group_ids: a.group_ids.clone(),
     }
 }
 
@@ -174,10 +178,10 @@ fn apply_fields(
         }
     }
     if let Some(scope) = f.string("accountType")? {
-        if scope != "shared" && scope != "dedicated" {
+        if scope != "shared" && scope != "dedicated" && scope != "group" {
             return Err(AdminError::field(
                 "accountType",
-                "must be one of: shared, dedicated",
+                "must be one of: shared, dedicated, group",
             ));
         }
         a.scope = scope;
@@ -282,6 +286,7 @@ pub async fn create(
         updated_at: now,
         last_used_at: None,
         last_refresh_at: None,
+        group_ids: Vec::new(),
     };
     let mut creds = Credentials::default();
     let proxy = apply_fields(&mut a, &mut creds, &f)?;
@@ -319,7 +324,7 @@ pub async fn create(
     Ok(v)
 }
 
-async fn save(
+pub(super) async fn save(
     ctx: &AdminContext,
     action: &str,
     before: &Account,

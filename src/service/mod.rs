@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod fields;
+pub mod groups;
 pub mod keys;
 pub mod reports;
 

@@ -7,6 +7,7 @@ mod accounts;
 mod admin;
 mod audit;
 mod ephemeral;
+mod groups;
 mod keys;
 mod observe;
 mod reports;

@@ -9,7 +9,7 @@ use claude_relay::domain::keys::hash_key;
 use claude_relay::domain::limits::Counters;
 use claude_relay::domain::password;
 
-use super::{actors, cli, cli_ok, counter_snapshot, crs_redis, wipe_redis};
+use super::{actors, cli, cli_ok, counter_snapshot, crs_redis, crs_redis_with_subs, wipe_redis};
 use crate::support::TestEnv;
 use crate::support::mysql::{database_exists, scalar, strings};
 
@@ -466,4 +466,69 @@ async fn crs_keys_relay_through_the_messages_endpoint_against_a_mock_upstream() 
         accepted,
         "one upstream call per accepted key"
     );
+}
+
+/// The Claude-Code-only key of `crs-extra/dataset-subs.json` and its plaintext.
+const CC_ONLY: (&str, &str) = (
+    "b1c0de00-0000-4000-8000-000000000001",
+    "cr_c0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0de",
+);
+
+#[actix_rt::test]
+async fn crs_client_restriction_is_imported_and_enforced() {
+    use crate::relay::clients::{CLAUDE_CODE_HEADERS, SDK_HEADERS, claude_code_body, send};
+    let server = crs_redis_with_subs();
+    let mock = crate::support::mock_upstream::start_mock().await;
+    let env = crs_env().with("CLAUDE_API_URL", mock.url.clone());
+    let url = format!("redis://127.0.0.1:{}/0", server.port());
+    let (ok, out) = run_import(&env, &url, &[]);
+    assert!(ok, "{out}");
+    let db = env.direct_mysql();
+    assert_eq!(
+        strings(
+            &db,
+            &format!(
+                "SELECT CONCAT_WS('|', enable_client_restriction, allowed_clients) AS s \
+                 FROM api_keys WHERE id = '{}'",
+                CC_ONLY.0
+            )
+        ),
+        [r#"1|["claude_code"]"#]
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) AS n FROM api_keys WHERE enable_client_restriction = 1"
+        ),
+        1,
+        "only the restricted key carries the restriction"
+    );
+    let app = crate::support::spawn_app(env.config()).await;
+    app.wait_for_health("healthy", std::time::Duration::from_secs(20))
+        .await;
+    for id in [
+        "cf4b5613-2155-415f-b30b-5fbc6d78b181",
+        "5e51b40a-f8e6-46fe-99c6-6e3a7bddfc85",
+    ] {
+        let mut a = app.actors.router.get_account(id).await.unwrap().unwrap();
+        a.base_url = Some(mock.url.clone());
+        app.actors.router.save_account(a).await.unwrap();
+    }
+    let messages = app.url("/api/v1/messages");
+    let sdk_body = serde_json::json!({"model": SONNET, "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let (status, body) = send(&app.client, &messages, CC_ONLY.1, &SDK_HEADERS, &sdk_body).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["type"], "permission_error");
+    assert_eq!(mock.message_count(), 0);
+    let (status, body) = send(
+        &app.client,
+        &messages,
+        CC_ONLY.1,
+        &CLAUDE_CODE_HEADERS,
+        &claude_code_body(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(mock.message_count(), 1);
 }

@@ -92,6 +92,7 @@ async fn populate(config: &Config, keys: &[(String, String, bool)]) -> String {
         updated_at: now,
         last_used_at: None,
         last_refresh_at: None,
+        group_ids: Vec::new(),
     };
     a.router
         .create_account(account)

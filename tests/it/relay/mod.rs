@@ -2,6 +2,7 @@
 //! in-process mock upstream.
 
 mod basics;
+pub mod clients;
 mod degradation;
 mod endpoints;
 mod errors;

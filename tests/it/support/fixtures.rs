@@ -66,6 +66,7 @@ pub fn console_account(
         updated_at: now,
         last_used_at: None,
         last_refresh_at: None,
+        group_ids: Vec::new(),
     }
 }
 
