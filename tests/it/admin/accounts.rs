@@ -5,12 +5,13 @@ use serde_json::{Value, json};
 
 use super::{assert_field_error, fields, start};
 
-const ACCOUNT_FIELDS: [&str; 21] = [
+const ACCOUNT_FIELDS: [&str; 22] = [
     "accountTypeScope",
     "baseUrl",
     "createdAt",
     "description",
     "errorMessage",
+    "groupIds",
     "hasRefreshToken",
     "id",
     "isActive",
@@ -58,7 +59,8 @@ async fn accounts_of_both_types_without_ever_showing_a_secret() {
             "schedulable": true, "isActive": true, "status": "active", "statusUntil": null,
             "errorMessage": "", "maxConcurrency": 4, "proxy": "socks5://***@10.0.0.1:1080",
             "hasRefreshToken": false, "tokenExpiresAt": null, "createdAt": c["createdAt"],
-            "updatedAt": c["updatedAt"], "lastUsedAt": null, "lastRefreshAt": null
+            "updatedAt": c["updatedAt"], "lastUsedAt": null, "lastRefreshAt": null,
+            "groupIds": []
         })
     );
 

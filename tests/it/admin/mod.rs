@@ -5,6 +5,7 @@
 mod accounts;
 mod auth;
 mod degradation;
+mod groups;
 mod keys;
 mod system;
 

@@ -6,6 +6,7 @@ pub mod clients;
 mod degradation;
 mod endpoints;
 mod errors;
-mod harness;
+mod groups;
+pub mod harness;
 mod selection;
 mod streaming;
