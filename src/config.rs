@@ -14,7 +14,11 @@
 //! `KEY_CACHE_TTL_SECONDS` [5] · `REDIS_CACHE_TTL_SECONDS` [600] ·
 //! `LIMITS_ON_CACHE_DOWN` [local] local|open|closed · `SPOOL_DIR` [data/spool] ·
 //! `BACKEND_PROBE_INTERVAL_MS` [500] · `REDIS_TIMEOUT_MS` [200] · `MYSQL_TIMEOUT_MS` [2000] ·
-//! `USAGE_BATCH_SIZE` [200] · `USAGE_BATCH_INTERVAL_MS` [200] · `MAX_REQUEST_BODY_BYTES` [33554432].
+//! `USAGE_BATCH_SIZE` [200] · `USAGE_BATCH_INTERVAL_MS` [200] · `MAX_REQUEST_BODY_BYTES` [33554432] ·
+//! `RATE_LIMIT_COOLDOWN_SECONDS` [60] (a 429 without a reset time) ·
+//! `OVERLOAD_COOLDOWN_SECONDS` [600] (a 529; 0 keeps the account in rotation) ·
+//! `CONCURRENCY_QUEUE_WAIT_MS` [0] (how long a request over its key's concurrency limit waits
+//! for a slot; 0 answers 429 at once) · `CONCURRENCY_QUEUE_MAX` [3] (waiters per key).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,6 +26,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::account::CooldownRules;
 
 /// Which backends hold the data (SPEC §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +174,9 @@ pub struct Config {
     pub usage_batch_size: usize,
     pub usage_batch_interval: Duration,
     pub max_request_body_bytes: usize,
+    pub cooldowns: CooldownRules,
+    pub concurrency_queue_wait: Duration,
+    pub concurrency_queue_max: usize,
 }
 
 /// Reads and validates variables from one lookup function.
@@ -387,6 +396,24 @@ impl Config {
                 1024,
                 1024 * 1024 * 1024,
             )?,
+            cooldowns: CooldownRules {
+                rate_limit_default: chrono::Duration::seconds(r.number(
+                    "RATE_LIMIT_COOLDOWN_SECONDS",
+                    60i64,
+                    1,
+                    86_400,
+                )?),
+                overload: Some(r.number("OVERLOAD_COOLDOWN_SECONDS", 600i64, 0, 86_400)?)
+                    .filter(|s| *s > 0)
+                    .map(chrono::Duration::seconds),
+            },
+            concurrency_queue_wait: Duration::from_millis(r.number(
+                "CONCURRENCY_QUEUE_WAIT_MS",
+                0u64,
+                0,
+                600_000,
+            )?),
+            concurrency_queue_max: r.number("CONCURRENCY_QUEUE_MAX", 3usize, 1, 10_000)?,
         })
     }
 

@@ -397,6 +397,7 @@ fn convert_account(
         last_used_at: time(h, "lastUsedAt"),
         last_refresh_at: time(h, "lastRefreshAt"),
         group_ids: Vec::new(),
+        model_cooldowns: Default::default(),
     };
     Ok(PlannedAccount {
         account,

@@ -33,6 +33,7 @@ pub struct AccountRow {
     pub last_used_at: Option<NaiveDateTime>,
     pub last_refresh_at: Option<NaiveDateTime>,
     pub group_ids: String,
+    pub model_cooldowns: String,
 }
 
 impl From<&Account> for AccountRow {
@@ -59,6 +60,8 @@ impl From<&Account> for AccountRow {
             last_used_at: a.last_used_at.map(|t| t.naive_utc()),
             last_refresh_at: a.last_refresh_at.map(|t| t.naive_utc()),
             group_ids: serde_json::to_string(&a.group_ids).unwrap_or_else(|_| "[]".into()),
+            model_cooldowns: serde_json::to_string(&a.model_cooldowns)
+                .unwrap_or_else(|_| "{}".into()),
         }
     }
 }
@@ -92,6 +95,7 @@ impl TryFrom<AccountRow> for Account {
             last_used_at: r.last_used_at.map(utc),
             last_refresh_at: r.last_refresh_at.map(utc),
             group_ids: serde_json::from_str(&r.group_ids).unwrap_or_default(),
+            model_cooldowns: serde_json::from_str(&r.model_cooldowns).unwrap_or_default(),
         })
     }
 }

@@ -62,6 +62,7 @@ diesel::table! {
         last_used_at -> Nullable<Datetime>,
         last_refresh_at -> Nullable<Datetime>,
         group_ids -> Varchar,
+        model_cooldowns -> Varchar,
     }
 }
 

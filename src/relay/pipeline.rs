@@ -17,7 +17,9 @@ use super::upstream::{self, UpstreamAuth, UpstreamClients};
 use super::{auth, oauth};
 use crate::actors::router::{EntryKind, LeaseRef, RouterHandle};
 use crate::config::Config;
-use crate::domain::account::{Account, AccountType, status_after_upstream};
+use crate::domain::account::{
+    Account, AccountType, Cooldown, cooldown_after_upstream, reset_from_headers,
+};
 use crate::domain::api_key::ApiKey;
 use crate::domain::crypto::CredentialCipher;
 use crate::domain::limits::{
@@ -263,6 +265,7 @@ async fn choose_with_capacity(
     shared: &RelayShared,
     mut accounts: Vec<Account>,
     key: &ApiKey,
+    model: &str,
     sticky: Option<&str>,
 ) -> Result<(Account, Choice, LeaseGuard), AppError> {
     let busy = || AppError::RateLimited {
@@ -273,7 +276,7 @@ async fn choose_with_capacity(
     let mut skipped = false;
     loop {
         let (account, choice) =
-            match scheduler::choose(&accounts, key, sticky, &shared.last_used, Utc::now()) {
+            match scheduler::choose(&accounts, key, model, sticky, &shared.last_used, Utc::now()) {
                 Ok(c) => c,
                 Err(_) if skipped => return Err(busy()),
                 Err(e) => return Err(e),
@@ -431,7 +434,7 @@ pub async fn relay(
     };
 
     let (account, choice, account_lease) =
-        choose_with_capacity(shared, accounts, &key, sticky_account.as_deref()).await?;
+        choose_with_capacity(shared, accounts, &key, &model, sticky_account.as_deref()).await?;
     shared.last_used.touch(&account.id);
     if let (Some(s), Choice::Pool | Choice::Group) = (&session, choice) {
         let (router, s, id, ttl) = (
@@ -495,54 +498,78 @@ pub async fn relay(
     };
 
     if !status.is_success() {
-        let reset = upstream::rate_limit_reset(response.headers());
+        let headers = response.headers();
+        let now = Utc::now();
+        let reset = reset_from_headers(|n| headers.get(n).and_then(|v| v.to_str().ok()), now);
         let text = response.bytes().await.unwrap_or_default();
-        if let Some(change) = status_after_upstream(
+        let cooldown = cooldown_after_upstream(
             status.as_u16(),
             reset,
             &String::from_utf8_lossy(&text),
-            Utc::now(),
-        ) {
-            log::warn!(
-                "account {} is now {} after upstream {}",
-                account.id,
-                change.status.as_str(),
-                status.as_u16()
-            );
-            let router = shared.router.clone();
-            let (id, sticky) = (
-                account.id.clone(),
-                session.clone().filter(|_| choice == Choice::Sticky),
-            );
-            // A 401 on an OAuth account: the token is refreshed at once (SPEC §6); a
-            // successful refresh makes the account usable again.
-            let refresh = (status.as_u16() == 401
-                && account.account_type == AccountType::ClaudeOauth)
-                .then(|| {
-                    (
-                        shared.cipher.clone(),
-                        client.clone(),
-                        config.claude_oauth_token_url.clone(),
-                        account.clone(),
-                    )
-                });
-            actix::spawn(async move {
-                let _ = router.change_account_status(&id, change).await;
-                if let Some(s) = sticky {
-                    let _ = router.delete_entry(EntryKind::Sticky, &s).await;
-                }
-                if let Some((cipher, http, url, account)) = refresh {
-                    let _ = router
-                        .delete_entry(EntryKind::OauthToken, &account.id)
-                        .await;
-                    if let Err(e) = oauth::refresh(&router, &cipher, &http, &url, &account).await {
-                        log::warn!(
-                            "token refresh after 401 failed for account {}: {e}",
-                            account.id
-                        );
+            &usage_ctx.model,
+            &config.cooldowns,
+            now,
+        );
+        let sticky = session.clone().filter(|_| choice == Choice::Sticky);
+        match cooldown {
+            Some(Cooldown::Family { family, until }) => {
+                log::warn!(
+                    "account {} rate limited for {} models until {until}",
+                    account.id,
+                    family.as_str()
+                );
+                let (router, id) = (shared.router.clone(), account.id.clone());
+                actix::spawn(async move {
+                    if let Err(e) = router.cool_model_family(&id, family, until).await {
+                        log::warn!("cooldown of account {id} not stored: {e}");
                     }
-                }
-            });
+                    if let Some(s) = sticky {
+                        let _ = router.delete_entry(EntryKind::Sticky, &s).await;
+                    }
+                });
+            }
+            Some(Cooldown::Account(change)) => {
+                log::warn!(
+                    "account {} is now {} after upstream {}",
+                    account.id,
+                    change.status.as_str(),
+                    status.as_u16()
+                );
+                let router = shared.router.clone();
+                let id = account.id.clone();
+                // A 401 on an OAuth account: the token is refreshed at once (SPEC §6); a
+                // successful refresh makes the account usable again.
+                let refresh = (status.as_u16() == 401
+                    && account.account_type == AccountType::ClaudeOauth)
+                    .then(|| {
+                        (
+                            shared.cipher.clone(),
+                            client.clone(),
+                            config.claude_oauth_token_url.clone(),
+                            account.clone(),
+                        )
+                    });
+                actix::spawn(async move {
+                    let _ = router.change_account_status(&id, change).await;
+                    if let Some(s) = sticky {
+                        let _ = router.delete_entry(EntryKind::Sticky, &s).await;
+                    }
+                    if let Some((cipher, http, url, account)) = refresh {
+                        let _ = router
+                            .delete_entry(EntryKind::OauthToken, &account.id)
+                            .await;
+                        if let Err(e) =
+                            oauth::refresh(&router, &cipher, &http, &url, &account).await
+                        {
+                            log::warn!(
+                                "token refresh after 401 failed for account {}: {e}",
+                                account.id
+                            );
+                        }
+                    }
+                });
+            }
+            None => {}
         }
         drop(guard);
         return Ok(answer.body(text));

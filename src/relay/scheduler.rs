@@ -69,25 +69,36 @@ fn text_of(v: &Value) -> Option<String> {
     }
 }
 
-/// Picks the account for a request.
+/// Picks the account for a request for `model` (accounts whose model family is cooling
+/// down are left out).
 pub fn choose(
     accounts: &[Account],
     key: &ApiKey,
+    model: &str,
     sticky_account: Option<&str>,
     last_used: &LastUsed,
     now: DateTime<Utc>,
 ) -> Result<(Account, Choice), AppError> {
+    let serving: Vec<&Account> = accounts
+        .iter()
+        .filter(|a| a.serves_model(model, now))
+        .collect();
+    let accounts = serving.as_slice();
     let bound = key.claude_account_id.as_deref().filter(|b| !b.is_empty());
     if let Some(group) = bound.and_then(bound_group) {
         if let Some(id) = sticky_account
             && let Some(a) = accounts
                 .iter()
+                .copied()
                 .find(|a| a.id == id && a.serves_group(group, now))
         {
             return Ok((a.clone(), Choice::Sticky));
         }
         return least_recently_used(
-            accounts.iter().filter(|a| a.serves_group(group, now)),
+            accounts
+                .iter()
+                .copied()
+                .filter(|a| a.serves_group(group, now)),
             last_used,
         )
         .map(|a| (a, Choice::Group))
@@ -100,6 +111,7 @@ pub fn choose(
     if let Some(bound) = bound {
         return accounts
             .iter()
+            .copied()
             .find(|a| a.id == bound && a.is_available(now))
             .map(|a| (a.clone(), Choice::Dedicated))
             .ok_or_else(|| {
@@ -109,13 +121,19 @@ pub fn choose(
             });
     }
     if let Some(id) = sticky_account
-        && let Some(a) = accounts.iter().find(|a| a.id == id && a.in_pool(now))
+        && let Some(a) = accounts
+            .iter()
+            .copied()
+            .find(|a| a.id == id && a.in_pool(now))
     {
         return Ok((a.clone(), Choice::Sticky));
     }
-    least_recently_used(accounts.iter().filter(|a| a.in_pool(now)), last_used)
-        .map(|a| (a, Choice::Pool))
-        .ok_or_else(|| AppError::NoAccountAvailable("no upstream account is available".into()))
+    least_recently_used(
+        accounts.iter().copied().filter(|a| a.in_pool(now)),
+        last_used,
+    )
+    .map(|a| (a, Choice::Pool))
+    .ok_or_else(|| AppError::NoAccountAvailable("no upstream account is available".into()))
 }
 
 /// The candidate with the best (lowest) priority, then never used, then used longest ago.

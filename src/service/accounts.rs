@@ -50,6 +50,8 @@ pub struct AccountView {
     pub last_refresh_at: Option<DateTime<Utc>>,
     /// The account groups it belongs to.
     pub group_ids: Vec<String>,
+    /// Model families (`opus`, `sonnet`, `haiku`) rate limited on it, with their end.
+    pub model_cooldowns: std::collections::BTreeMap<String, DateTime<Utc>>,
 }
 
 fn cipher(ctx: &AdminContext) -> Result<CredentialCipher, AdminError> {
@@ -103,6 +105,12 @@ pub fn view(ctx: &AdminContext, a: &Account) -> AccountView {
         last_used_at: a.last_used_at,
         last_refresh_at: a.last_refresh_at,
         group_ids: a.group_ids.clone(),
+        model_cooldowns: a
+            .model_cooldowns
+            .iter()
+            .filter(|(_, until)| **until > Utc::now())
+            .map(|(f, until)| (f.clone(), *until))
+            .collect(),
     }
 }
 
@@ -287,6 +295,7 @@ pub async fn create(
         last_used_at: None,
         last_refresh_at: None,
         group_ids: Vec::new(),
+        model_cooldowns: Default::default(),
     };
     let mut creds = Credentials::default();
     let proxy = apply_fields(&mut a, &mut creds, &f)?;
@@ -406,6 +415,7 @@ pub async fn reset_status(ctx: &AdminContext, id: &str) -> Result<AccountView, A
     a.status = AccountStatus::Active;
     a.status_until = None;
     a.error_message = String::new();
+    a.model_cooldowns.clear();
     save(ctx, "reset_status", &before, a).await
 }
 

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::{assert_field_error, fields, start};
 
-const ACCOUNT_FIELDS: [&str; 22] = [
+const ACCOUNT_FIELDS: [&str; 23] = [
     "accountTypeScope",
     "baseUrl",
     "createdAt",
@@ -18,6 +18,7 @@ const ACCOUNT_FIELDS: [&str; 22] = [
     "lastRefreshAt",
     "lastUsedAt",
     "maxConcurrency",
+    "modelCooldowns",
     "name",
     "priority",
     "proxy",
@@ -60,7 +61,7 @@ async fn accounts_of_both_types_without_ever_showing_a_secret() {
             "errorMessage": "", "maxConcurrency": 4, "proxy": "socks5://***@10.0.0.1:1080",
             "hasRefreshToken": false, "tokenExpiresAt": null, "createdAt": c["createdAt"],
             "updatedAt": c["updatedAt"], "lastUsedAt": null, "lastRefreshAt": null,
-            "groupIds": []
+            "groupIds": [], "modelCooldowns": {}
         })
     );
 

@@ -93,6 +93,7 @@ async fn populate(config: &Config, keys: &[(String, String, bool)]) -> String {
         last_used_at: None,
         last_refresh_at: None,
         group_ids: Vec::new(),
+        model_cooldowns: Default::default(),
     };
     a.router
         .create_account(account)

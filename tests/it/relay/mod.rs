@@ -3,6 +3,7 @@
 
 mod basics;
 pub mod clients;
+mod cooldowns;
 mod degradation;
 mod endpoints;
 mod errors;

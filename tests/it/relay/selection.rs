@@ -177,7 +177,11 @@ async fn sticky_session_is_kept_and_dropped_when_its_account_is_rate_limited() {
         .await;
     assert_eq!(status, 429);
     assert_eq!(body["error"]["type"], "rate_limit_error");
-    wait_status(&relay, id_of(&home), AccountStatus::RateLimited).await;
+    // (A Sonnet 429: the account's Sonnet family waits for the reset.)
+    assert_eq!(
+        super::cooldowns::wait_cooldown(&relay, id_of(&home), "sonnet").await,
+        DateTime::from_timestamp(reset.timestamp(), 0).unwrap()
+    );
     wait_sticky(&relay, &session, None).await;
 
     // …and the session's next request goes to the other account, which it then keeps.
@@ -258,8 +262,10 @@ async fn rate_limited_account_is_skipped_until_its_reset_time() {
         .message(&plaintext, &request(SONNET, false, "one"))
         .await;
     assert_eq!(status, 429, "{body}");
-    let account = wait_status(&relay, &preferred.id, AccountStatus::RateLimited).await;
-    assert_eq!(account.status_until, Some(reset));
+    assert_eq!(
+        super::cooldowns::wait_cooldown(&relay, &preferred.id, "sonnet").await,
+        reset
+    );
 
     // The upstream would answer again, but the account waits for its reset time.
     relay.mock.set("sk-preferred", Behaviour::Normal);

@@ -152,6 +152,7 @@ pub fn new_account(env: &TestEnv, name: &str, priority: i32) -> Account {
         last_used_at: None,
         last_refresh_at: None,
         group_ids: Vec::new(),
+        model_cooldowns: Default::default(),
     }
 }
 

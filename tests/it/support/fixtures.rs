@@ -67,6 +67,7 @@ pub fn console_account(
         last_used_at: None,
         last_refresh_at: None,
         group_ids: Vec::new(),
+        model_cooldowns: Default::default(),
     }
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE claude_accounts DROP COLUMN model_cooldowns;
