@@ -17,6 +17,7 @@ use crate::domain::pricing::PriceTable;
 use crate::http::metrics::Metrics;
 use crate::http::{self, AppState};
 use crate::relay::pipeline::RelayShared;
+use crate::relay::queue::ConcurrencyQueue;
 use crate::relay::scheduler::LastUsed;
 use crate::relay::upstream::UpstreamClients;
 use secrecy::ExposeSecret;
@@ -107,6 +108,10 @@ impl Application {
             encryption_key,
             last_used: LastUsed::default(),
             metrics: metrics.clone(),
+            queue: ConcurrencyQueue::new(
+                config.concurrency_queue_wait,
+                config.concurrency_queue_max,
+            ),
         });
         let metrics_data = web::Data::new(metrics);
         let body_limit = config.max_request_body_bytes;

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod oauth;
 pub mod pipeline;
+pub mod queue;
 pub mod scheduler;
 pub mod stream;
 pub mod upstream;

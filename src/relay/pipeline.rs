@@ -11,6 +11,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde_json::Value;
 
+use super::queue::{ConcurrencyQueue, QueueRefusal};
 use super::scheduler::{self, Choice, LastUsed};
 use super::stream::{RelayStream, StreamEnd};
 use super::upstream::{self, UpstreamAuth, UpstreamClients};
@@ -45,6 +46,7 @@ pub struct RelayShared {
     pub encryption_key: String,
     pub last_used: LastUsed,
     pub metrics: Arc<Metrics>,
+    pub queue: ConcurrencyQueue,
 }
 
 /// Which upstream endpoint a request goes to.
@@ -145,6 +147,39 @@ fn admission_error(admission: Admission) -> Option<AppError> {
             },
         }),
     }
+}
+
+/// Waits in the key's concurrency queue and asks for a slot again as the head of its
+/// line; 429 when the line is full or no slot frees in time.
+async fn wait_for_slot(
+    shared: &RelayShared,
+    key_id: &str,
+    admission: AdmissionRequest,
+    sticky_entry: Option<String>,
+) -> Result<(Admission, Option<String>), AppError> {
+    let router = &shared.router;
+    let outcome = shared
+        .queue
+        .wait_turn(key_id, || {
+            let (admission, sticky_entry) = (admission.clone(), sticky_entry.clone());
+            async move {
+                let (answer, sticky) = router.admit_with_sticky(admission, sticky_entry).await?;
+                Ok((answer != Admission::ConcurrencyExceeded).then_some((answer, sticky)))
+            }
+        })
+        .await?;
+    outcome.map_err(|refusal| AppError::RateLimited {
+        message: match refusal {
+            QueueRefusal::Full => {
+                "concurrency limit exceeded for this API key and its queue is full".into()
+            }
+            QueueRefusal::TimedOut => format!(
+                "concurrency limit exceeded for this API key: no slot freed within {} ms",
+                shared.queue.wait().as_millis()
+            ),
+        },
+        retry_after_secs: 1,
+    })
 }
 
 /// The admission request of a key for a model at `now`.
@@ -418,11 +453,22 @@ pub async fn relay(
         });
         let scope = admission.lease_scope.clone();
         let sticky_entry = session.as_ref().map(|s| EntryKind::Sticky.name(s));
+        // Kept for asking again from the concurrency queue.
+        let retry = (shared.queue.enabled() && key.concurrency_limit > 0)
+            .then(|| (admission.clone(), sticky_entry.clone()));
         let (admitted, accounts) = futures_util::join!(
             shared.router.admit_with_sticky(admission, sticky_entry),
             snapshot
         );
-        let (answer, sticky) = admitted?;
+        let (mut answer, mut sticky) = admitted?;
+        let mut accounts = accounts;
+        if answer == Admission::ConcurrencyExceeded
+            && let Some((admission, sticky_entry)) = retry
+        {
+            (answer, sticky) = wait_for_slot(shared, &key.id, admission, sticky_entry).await?;
+            // The wait may have been long: schedule on a fresh account view.
+            accounts = shared.router.account_snapshot().await;
+        }
         if let Some(e) = admission_error(answer) {
             return Err(e);
         }

@@ -9,5 +9,6 @@ mod endpoints;
 mod errors;
 mod groups;
 pub mod harness;
+mod queue;
 mod selection;
 mod streaming;
