@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod group;
 pub mod keys;
 pub mod limits;
+pub mod oauth_flow;
 pub mod password;
 pub mod pricing;
 pub mod usage;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod fields;
 pub mod groups;
 pub mod keys;
+pub mod onboarding;
 pub mod reports;
 
 pub use audit::AdminContext;

@@ -7,6 +7,7 @@ mod auth;
 mod degradation;
 mod groups;
 mod keys;
+mod onboarding;
 mod system;
 
 use std::sync::Mutex;
