@@ -20,7 +20,10 @@
 //! `RATE_LIMIT_COOLDOWN_SECONDS` [60] (a 429 without a reset time) ·
 //! `OVERLOAD_COOLDOWN_SECONDS` [600] (a 529; 0 keeps the account in rotation) ·
 //! `CONCURRENCY_QUEUE_WAIT_MS` [0] (how long a request over its key's concurrency limit waits
-//! for a slot; 0 answers 429 at once) · `CONCURRENCY_QUEUE_MAX` [3] (waiters per key).
+//! for a slot; 0 answers 429 at once) · `CONCURRENCY_QUEUE_MAX` [3] (waiters per key) ·
+//! `CLAUDE_CODE_SHAPING` [true] (other clients' requests on OAuth accounts sent as Claude Code
+//! sends them) · `CLAUDE_CODE_USER_AGENT` · `CLAUDE_CODE_BETA` · `CLAUDE_CODE_SYSTEM_PROMPT`
+//! [Claude Code 2.0's values, `domain::shaping`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,6 +33,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::account::CooldownRules;
+use crate::domain::shaping::{self, ClaudeCodeProfile};
 
 /// Which backends hold the data (SPEC §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +185,8 @@ pub struct Config {
     pub cooldowns: CooldownRules,
     pub concurrency_queue_wait: Duration,
     pub concurrency_queue_max: usize,
+    /// Claude Code shaping of other clients' requests on OAuth accounts; None: off.
+    pub claude_code_shaping: Option<ClaudeCodeProfile>,
 }
 
 /// Reads and validates variables from one lookup function.
@@ -426,6 +432,21 @@ impl Config {
                 600_000,
             )?),
             concurrency_queue_max: r.number("CONCURRENCY_QUEUE_MAX", 3usize, 1, 10_000)?,
+            claude_code_shaping: match r.string("CLAUDE_CODE_SHAPING", "true").as_str() {
+                "true" => Some(ClaudeCodeProfile {
+                    user_agent: r.string("CLAUDE_CODE_USER_AGENT", shaping::DEFAULT_USER_AGENT),
+                    beta: r.string("CLAUDE_CODE_BETA", shaping::DEFAULT_BETA),
+                    system_prompt: r
+                        .string("CLAUDE_CODE_SYSTEM_PROMPT", shaping::DEFAULT_SYSTEM_PROMPT),
+                }),
+                "false" => None,
+                other => {
+                    return Err(ConfigError {
+                        variable: "CLAUDE_CODE_SHAPING",
+                        message: format!("unknown value `{other}` (expected true or false)"),
+                    });
+                }
+            },
         })
     }
 

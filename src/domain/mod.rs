@@ -12,5 +12,6 @@ pub mod limits;
 pub mod oauth_flow;
 pub mod password;
 pub mod pricing;
+pub mod shaping;
 pub mod usage;
 pub mod usage_event;

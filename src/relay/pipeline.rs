@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use chrono::Utc;
@@ -22,6 +23,7 @@ use crate::domain::account::{
     Account, AccountType, Cooldown, cooldown_after_upstream, reset_from_headers,
 };
 use crate::domain::api_key::ApiKey;
+use crate::domain::client::{self, ClientRequest};
 use crate::domain::crypto::CredentialCipher;
 use crate::domain::limits::{
     self, Admission, AdmissionRequest, CostLimit, CostLimitKind, WindowLimits,
@@ -499,7 +501,9 @@ pub async fn relay(
     let (upstream_auth, base) = upstream_target(shared, &client, &account).await?;
     let url = format!("{base}{}", endpoint.path());
     let upstream_started = Instant::now();
-    let response = upstream::build_request(&client, &url, req.headers(), &upstream_auth, body)
+    let (shaped_headers, body) = shape_for_oauth(config, req, &request, &account, body)?;
+    let headers = shaped_headers.as_ref().unwrap_or(req.headers());
+    let response = upstream::build_request(&client, &url, headers, &upstream_auth, body)
         .send()
         .await
         .map_err(|e| {
@@ -662,6 +666,59 @@ pub async fn relay(
     drop(account_lease);
     observe(&shared.metrics, started, upstream_started.elapsed());
     Ok(answer.body(text))
+}
+
+/// Claude Code shaping: on an OAuth account, a request from a client other than Claude Code
+/// gets Claude Code's headers and system prompt (`domain::shaping`); otherwise the client's
+/// headers and body go as they came.
+fn shape_for_oauth(
+    config: &Config,
+    req: &HttpRequest,
+    request: &Value,
+    account: &Account,
+    body: Bytes,
+) -> Result<(Option<HeaderMap>, Bytes), AppError> {
+    let Some(profile) = config.claude_code_shaping.as_ref() else {
+        return Ok((None, body));
+    };
+    let from_claude_code = client::is_claude_code(&ClientRequest {
+        path: req.path(),
+        headers: req.headers(),
+        body: Some(request),
+    });
+    if account.account_type != AccountType::ClaudeOauth || from_claude_code {
+        return Ok((None, body));
+    }
+    let value = |v: &str| {
+        HeaderValue::from_str(v)
+            .map_err(|_| AppError::Internal("a CLAUDE_CODE_* header value is not valid".into()))
+    };
+    let mut headers = req.headers().clone();
+    let client_beta = headers
+        .get("anthropic-beta")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let sdk_headers: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-stainless-"))
+        .cloned()
+        .collect();
+    for name in sdk_headers {
+        headers.remove(name);
+    }
+    headers.insert(USER_AGENT, value(&profile.user_agent)?);
+    headers.insert(HeaderName::from_static("x-app"), value("cli")?);
+    headers.insert(
+        HeaderName::from_static("anthropic-beta"),
+        value(&profile.beta_with(client_beta.as_deref()))?,
+    );
+    headers.insert(
+        HeaderName::from_static("anthropic-dangerous-direct-browser-access"),
+        value("true")?,
+    );
+    let shaped = serde_json::to_vec(&profile.shape_body(request))
+        .map_err(|e| AppError::Internal(format!("shaping the request body: {e}")))?;
+    Ok((Some(headers), Bytes::from(shaped)))
 }
 
 /// Relay overhead: the whole request so far minus the upstream's part.

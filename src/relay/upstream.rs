@@ -11,11 +11,14 @@ use crate::error::AppError;
 
 /// Client headers passed to the upstream; everything else (cookies, the relay key, hop
 /// headers) stays here.
-const FORWARDED_HEADERS: [&str; 4] = [
+const FORWARDED_HEADERS: [&str; 6] = [
     "anthropic-version",
     "anthropic-beta",
     "content-type",
     "accept",
+    // Claude Code's own headers (also set by Claude Code shaping).
+    "x-app",
+    "anthropic-dangerous-direct-browser-access",
 ];
 const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Beta flag the upstream requires for OAuth bearer tokens.

@@ -11,4 +11,5 @@ mod groups;
 pub mod harness;
 mod queue;
 mod selection;
+mod shaping;
 mod streaming;
