@@ -314,10 +314,13 @@ async fn oauth_token_is_refreshed_once_under_20_concurrent_requests() {
     assert_eq!(received.len(), 20);
     for r in &received {
         assert_eq!(credential_of(&r.headers), "sk-ant-oat01-refreshed-1");
+        // Not a Claude Code request on an OAuth account: Claude Code's beta flags (with the
+        // OAuth one) are sent (Claude Code shaping, issue 13).
         assert_eq!(
             r.headers.get("anthropic-beta").map(String::as_str),
-            Some("oauth-2025-04-20")
+            Some(claude_relay::domain::shaping::DEFAULT_BETA)
         );
+        assert!(claude_relay::domain::shaping::DEFAULT_BETA.contains("oauth-2025-04-20"));
         assert_eq!(r.headers.get("x-api-key"), None);
     }
     let stored = relay
