@@ -117,6 +117,13 @@ pub struct Account {
     /// an Opus 429 leaves Sonnet requests flowing on the same account.
     #[serde(default)]
     pub model_cooldowns: BTreeMap<String, DateTime<Utc>>,
+    /// Client model → upstream model (CRS `supportedModels`); when not empty, the account
+    /// serves only these models.
+    #[serde(default)]
+    pub model_mapping: BTreeMap<String, String>,
+    /// The user agent sent upstream instead of the client's (console accounts).
+    #[serde(default)]
+    pub user_agent: Option<String>,
 }
 
 impl Account {
@@ -138,9 +145,20 @@ impl Account {
     /// True when the account may serve `model` at `now`: available, and its model family
     /// not cooling down.
     pub fn serves_model(&self, model: &str, now: DateTime<Utc>) -> bool {
-        self.model_cooldowns
-            .get(ModelFamily::of(model).as_str())
-            .is_none_or(|until| *until <= now)
+        (self.model_mapping.is_empty() || self.model_mapping.contains_key(model))
+            && self
+                .model_cooldowns
+                .get(ModelFamily::of(model).as_str())
+                .is_none_or(|until| *until <= now)
+    }
+
+    /// The model name sent upstream for a client's `model`.
+    pub fn upstream_model<'a>(&'a self, model: &'a str) -> &'a str {
+        self.model_mapping
+            .get(model)
+            .map(String::as_str)
+            .filter(|m| !m.is_empty())
+            .unwrap_or(model)
     }
 
     /// True when the shared pool may use it (shared scope, schedulable, available):
@@ -477,6 +495,8 @@ mod tests {
             last_refresh_at: None,
             group_ids: Vec::new(),
             model_cooldowns: BTreeMap::new(),
+            model_mapping: BTreeMap::new(),
+            user_agent: None,
         };
         assert!(!a.is_available(now));
         assert!(a.is_available(now + Duration::seconds(6)));
@@ -488,5 +508,10 @@ mod tests {
         assert!(!a.serves_model("claude-opus-4-1", now));
         assert!(a.serves_model("claude-sonnet-4-5", now));
         assert!(a.serves_model("claude-opus-4-1", now + Duration::seconds(31)));
+        a.model_mapping
+            .insert("claude-sonnet-4-5".into(), "glm-4.6".into());
+        assert!(a.serves_model("claude-sonnet-4-5", now));
+        assert!(!a.serves_model("claude-haiku-4-5", now));
+        assert_eq!(a.upstream_model("claude-sonnet-4-5"), "glm-4.6");
     }
 }

@@ -370,6 +370,21 @@ fn convert_account(
         AccountType::ClaudeConsole => int(h, "maxConcurrentTasks"),
         AccountType::ClaudeOauth => int(h, "maxConcurrency"),
     };
+    // CRS `supportedModels`: an object client model → upstream model, or (older) a list.
+    let model_mapping: std::collections::BTreeMap<String, String> =
+        match serde_json::from_str::<serde_json::Value>(field(h, "supportedModels")) {
+            Ok(serde_json::Value::Object(o)) => o
+                .into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
+                .collect(),
+            Ok(serde_json::Value::Array(a)) => a
+                .into_iter()
+                .filter_map(|v| v.as_str().map(|m| (m.to_string(), m.to_string())))
+                .collect(),
+            _ => Default::default(),
+        };
+    let user_agent = Some(field(h, "userAgent").to_string())
+        .filter(|u| !u.is_empty() && kind == AccountType::ClaudeConsole);
     let account = Account {
         id: id.to_string(),
         name,
@@ -398,6 +413,8 @@ fn convert_account(
         last_refresh_at: time(h, "lastRefreshAt"),
         group_ids: Vec::new(),
         model_cooldowns: Default::default(),
+        model_mapping,
+        user_agent,
     };
     Ok(PlannedAccount {
         account,

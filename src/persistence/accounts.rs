@@ -34,6 +34,8 @@ pub struct AccountRow {
     pub last_refresh_at: Option<NaiveDateTime>,
     pub group_ids: String,
     pub model_cooldowns: String,
+    pub model_mapping: String,
+    pub user_agent: Option<String>,
 }
 
 impl From<&Account> for AccountRow {
@@ -62,6 +64,8 @@ impl From<&Account> for AccountRow {
             group_ids: serde_json::to_string(&a.group_ids).unwrap_or_else(|_| "[]".into()),
             model_cooldowns: serde_json::to_string(&a.model_cooldowns)
                 .unwrap_or_else(|_| "{}".into()),
+            model_mapping: serde_json::to_string(&a.model_mapping).unwrap_or_else(|_| "{}".into()),
+            user_agent: a.user_agent.clone(),
         }
     }
 }
@@ -96,6 +100,8 @@ impl TryFrom<AccountRow> for Account {
             last_refresh_at: r.last_refresh_at.map(utc),
             group_ids: serde_json::from_str(&r.group_ids).unwrap_or_default(),
             model_cooldowns: serde_json::from_str(&r.model_cooldowns).unwrap_or_default(),
+            model_mapping: serde_json::from_str(&r.model_mapping).unwrap_or_default(),
+            user_agent: r.user_agent,
         })
     }
 }

@@ -63,6 +63,8 @@ diesel::table! {
         last_refresh_at -> Nullable<Datetime>,
         group_ids -> Varchar,
         model_cooldowns -> Varchar,
+        model_mapping -> Varchar,
+        user_agent -> Nullable<Varchar>,
     }
 }
 

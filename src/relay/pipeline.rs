@@ -501,7 +501,7 @@ pub async fn relay(
     let (upstream_auth, base) = upstream_target(shared, &client, &account).await?;
     let url = format!("{base}{}", endpoint.path());
     let upstream_started = Instant::now();
-    let (shaped_headers, body) = shape_for_oauth(config, req, &request, &account, body)?;
+    let (shaped_headers, body) = shape_for_account(config, req, &request, &account, body)?;
     let headers = shaped_headers.as_ref().unwrap_or(req.headers());
     let response = upstream::build_request(&client, &url, headers, &upstream_auth, body)
         .send()
@@ -668,57 +668,80 @@ pub async fn relay(
     Ok(answer.body(text))
 }
 
-/// Claude Code shaping: on an OAuth account, a request from a client other than Claude Code
-/// gets Claude Code's headers and system prompt (`domain::shaping`); otherwise the client's
-/// headers and body go as they came.
-fn shape_for_oauth(
+/// What the account changes in the request: its model mapping (the upstream's model name)
+/// and custom user agent; and Claude Code shaping: on an OAuth account, a request from a
+/// client other than Claude Code gets Claude Code's headers and system prompt
+/// (`domain::shaping`). Otherwise the client's headers and body go as they came.
+fn shape_for_account(
     config: &Config,
     req: &HttpRequest,
     request: &Value,
     account: &Account,
     body: Bytes,
 ) -> Result<(Option<HeaderMap>, Bytes), AppError> {
-    let Some(profile) = config.claude_code_shaping.as_ref() else {
-        return Ok((None, body));
-    };
-    let from_claude_code = client::is_claude_code(&ClientRequest {
-        path: req.path(),
-        headers: req.headers(),
-        body: Some(request),
-    });
-    if account.account_type != AccountType::ClaudeOauth || from_claude_code {
-        return Ok((None, body));
-    }
     let value = |v: &str| {
         HeaderValue::from_str(v)
-            .map_err(|_| AppError::Internal("a CLAUDE_CODE_* header value is not valid".into()))
+            .map_err(|_| AppError::Internal("a configured header value is not valid".into()))
     };
-    let mut headers = req.headers().clone();
-    let client_beta = headers
-        .get("anthropic-beta")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let sdk_headers: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-stainless-"))
-        .cloned()
-        .collect();
-    for name in sdk_headers {
-        headers.remove(name);
+    let model = request["model"].as_str().unwrap_or("");
+    let mapped = account.upstream_model(model);
+    let profile = config
+        .claude_code_shaping
+        .as_ref()
+        .filter(|_| account.account_type == AccountType::ClaudeOauth)
+        .filter(|_| {
+            !client::is_claude_code(&ClientRequest {
+                path: req.path(),
+                headers: req.headers(),
+                body: Some(request),
+            })
+        });
+    if profile.is_none() && mapped == model && account.user_agent.is_none() {
+        return Ok((None, body));
     }
-    headers.insert(USER_AGENT, value(&profile.user_agent)?);
-    headers.insert(HeaderName::from_static("x-app"), value("cli")?);
-    headers.insert(
-        HeaderName::from_static("anthropic-beta"),
-        value(&profile.beta_with(client_beta.as_deref()))?,
-    );
-    headers.insert(
-        HeaderName::from_static("anthropic-dangerous-direct-browser-access"),
-        value("true")?,
-    );
-    let shaped = serde_json::to_vec(&profile.shape_body(request))
-        .map_err(|e| AppError::Internal(format!("shaping the request body: {e}")))?;
-    Ok((Some(headers), Bytes::from(shaped)))
+    let mut headers = req.headers().clone();
+    let mut shaped = match profile {
+        Some(profile) => {
+            let client_beta = headers
+                .get("anthropic-beta")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let sdk_headers: Vec<HeaderName> = headers
+                .keys()
+                .filter(|k| k.as_str().starts_with("x-stainless-"))
+                .cloned()
+                .collect();
+            for name in sdk_headers {
+                headers.remove(name);
+            }
+            headers.insert(USER_AGENT, value(&profile.user_agent)?);
+            headers.insert(HeaderName::from_static("x-app"), value("cli")?);
+            headers.insert(
+                HeaderName::from_static("anthropic-beta"),
+                value(&profile.beta_with(client_beta.as_deref()))?,
+            );
+            headers.insert(
+                HeaderName::from_static("anthropic-dangerous-direct-browser-access"),
+                value("true")?,
+            );
+            Some(profile.shape_body(request))
+        }
+        None => None,
+    };
+    if let Some(ua) = account.user_agent.as_deref().filter(|u| !u.is_empty()) {
+        headers.insert(USER_AGENT, value(ua)?);
+    }
+    if mapped != model {
+        shaped.get_or_insert_with(|| request.clone())["model"] = Value::from(mapped);
+    }
+    let body = match shaped {
+        Some(v) => Bytes::from(
+            serde_json::to_vec(&v)
+                .map_err(|e| AppError::Internal(format!("shaping the request body: {e}")))?,
+        ),
+        None => body,
+    };
+    Ok((Some(headers), body))
 }
 
 /// Relay overhead: the whole request so far minus the upstream's part.

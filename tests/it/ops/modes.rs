@@ -94,6 +94,8 @@ async fn populate(config: &Config, keys: &[(String, String, bool)]) -> String {
         last_refresh_at: None,
         group_ids: Vec::new(),
         model_cooldowns: Default::default(),
+        model_mapping: Default::default(),
+        user_agent: None,
     };
     a.router
         .create_account(account)

@@ -117,3 +117,35 @@ async fn console_accounts_and_configured_values() {
     );
     assert_eq!(seen.body["system"][0]["text"], "custom prompt");
 }
+
+#[actix_rt::test]
+async fn console_model_mapping_and_user_agent_are_applied() {
+    let relay = start(|_| {}).await;
+    let mut a = crate::support::fixtures::console_account(
+        &relay.app.config,
+        "mapped",
+        &relay.mock.url,
+        "sk-mapped",
+        1,
+    );
+    a.model_mapping = [(SONNET.to_string(), "glm-4.6".to_string())].into();
+    a.user_agent = Some("my-relay-ua/1.0".into());
+    store_account(relay.router(), a).await;
+    let (_, plain) = relay.key(|_| {}).await;
+    let url = relay.app.url("/api/v1/messages");
+    let (status, body) = send(&relay.app.client, &url, &plain, &SDK_HEADERS, &sdk_body()).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = last(&relay);
+    assert_eq!(seen.body["model"], "glm-4.6");
+    assert_eq!(
+        seen.body["system"], "Be brief.",
+        "console accounts are not shaped"
+    );
+    assert_eq!(seen.headers["user-agent"], "my-relay-ua/1.0");
+    // A model outside the mapping: the account does not serve it.
+    let mut opus = sdk_body();
+    opus["model"] = json!("claude-opus-4-20250514");
+    let (status, body) = send(&relay.app.client, &url, &plain, &SDK_HEADERS, &opus).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(relay.mock.message_count(), 1);
+}

@@ -153,6 +153,8 @@ pub fn new_account(env: &TestEnv, name: &str, priority: i32) -> Account {
         last_refresh_at: None,
         group_ids: Vec::new(),
         model_cooldowns: Default::default(),
+        model_mapping: Default::default(),
+        user_agent: None,
     }
 }
 

@@ -68,6 +68,8 @@ pub fn console_account(
         last_refresh_at: None,
         group_ids: Vec::new(),
         model_cooldowns: Default::default(),
+        model_mapping: Default::default(),
+        user_agent: None,
     }
 }
 
