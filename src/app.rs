@@ -19,6 +19,7 @@ use crate::http::{self, AppState};
 use crate::ledger::journal::JournalMode;
 use crate::ledger::{Journal, JournalError};
 use crate::relay::pipeline::RelayShared;
+use crate::relay::queue::ConcurrencyQueue;
 use crate::relay::scheduler::LastUsed;
 use crate::relay::upstream::UpstreamClients;
 use secrecy::ExposeSecret;
@@ -169,6 +170,10 @@ impl Application {
             encryption_key,
             last_used: LastUsed::default(),
             metrics: metrics.clone(),
+            queue: ConcurrencyQueue::new(
+                config.concurrency_queue_wait,
+                config.concurrency_queue_max,
+            ),
         });
         let metrics_data = web::Data::new(metrics);
         let body_limit = config.max_request_body_bytes;

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use super::cache::CacheHandle;
 use crate::domain::account::Account;
 use crate::domain::api_key::ApiKey;
+use crate::domain::group::AccountGroup;
 use crate::domain::limits::{Admission, AdmissionRequest, CounterUpdate, Counters};
 use crate::error::CacheError;
 use crate::kv::{KeySpace, scripts};
@@ -320,6 +321,56 @@ impl CacheHandle {
     pub async fn delete_account(&self, id: &str) -> Result<(), CacheError> {
         let record = self.keys.account(id);
         let index = self.keys.account_index();
+        let id = id.to_string();
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                redis::pipe()
+                    .atomic()
+                    .del(record)
+                    .ignore()
+                    .srem(index, id)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+        })
+        .await
+    }
+
+    // ---- account groups (redis mode) ----
+
+    pub async fn put_group(&self, group: &AccountGroup) -> Result<(), CacheError> {
+        let record = self.keys.account_group(&group.id);
+        let index = self.keys.account_group_index();
+        let id = group.id.clone();
+        let value = encode(group)?;
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                redis::pipe()
+                    .atomic()
+                    .set(record, value)
+                    .ignore()
+                    .sadd(index, id)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+        })
+        .await
+    }
+
+    pub async fn get_group(&self, id: &str) -> Result<Option<AccountGroup>, CacheError> {
+        decode(self.get_string(self.keys.account_group(id)).await?)
+    }
+
+    pub async fn list_groups(&self) -> Result<Vec<AccountGroup>, CacheError> {
+        self.list_records(self.keys.account_group_index(), KeySpace::account_group)
+            .await
+    }
+
+    pub async fn delete_group(&self, id: &str) -> Result<(), CacheError> {
+        let record = self.keys.account_group(id);
+        let index = self.keys.account_group_index();
         let id = id.to_string();
         self.exec(move |mut c| {
             Box::pin(async move {

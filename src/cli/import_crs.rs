@@ -57,6 +57,22 @@ pub async fn apply(
             },
         }
     }
+    for g in plan.groups {
+        let existing = router
+            .get_group(&g.id)
+            .await
+            .map_err(|e| format!("reading account group {}: {e}", g.id))?;
+        match existing {
+            Some(old) if old == g => report.unchanged += 1,
+            old => {
+                router
+                    .save_group(g.clone())
+                    .await
+                    .map_err(|e| format!("writing account group {}: {e}", g.id))?;
+                report.wrote(old.is_none())?;
+            }
+        }
+    }
     for p in plan.accounts {
         let PlannedAccount {
             mut account,

@@ -1,5 +1,7 @@
 //! Upstream Claude accounts: types, states and the state changes upstream answers cause.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +110,20 @@ pub struct Account {
     pub updated_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub last_refresh_at: Option<DateTime<Utc>>,
+    /// The account groups it belongs to (keys bound to `group:<id>` are served by them).
+    #[serde(default)]
+    pub group_ids: Vec<String>,
+    /// Rate-limit cooldowns of one model family (`opus` / `sonnet` / `haiku`) → until:
+    /// an Opus 429 leaves Sonnet requests flowing on the same account.
+    #[serde(default)]
+    pub model_cooldowns: BTreeMap<String, DateTime<Utc>>,
+    /// Client model → upstream model (CRS `supportedModels`); when not empty, the account
+    /// serves only these models.
+    #[serde(default)]
+    pub model_mapping: BTreeMap<String, String>,
+    /// The user agent sent upstream instead of the client's (console accounts).
+    #[serde(default)]
+    pub user_agent: Option<String>,
 }
 
 impl Account {
@@ -126,10 +142,151 @@ impl Account {
         self.is_active && self.effective_status(now) == AccountStatus::Active
     }
 
-    /// True when the shared pool may use it (not dedicated, schedulable, available).
-    pub fn in_pool(&self, now: DateTime<Utc>) -> bool {
-        self.schedulable && self.scope != "dedicated" && self.is_available(now)
+    /// True when the account may serve `model` at `now`: available, and its model family
+    /// not cooling down.
+    pub fn serves_model(&self, model: &str, now: DateTime<Utc>) -> bool {
+        (self.model_mapping.is_empty() || self.model_mapping.contains_key(model))
+            && self
+                .model_cooldowns
+                .get(ModelFamily::of(model).as_str())
+                .is_none_or(|until| *until <= now)
     }
+
+    /// The model name sent upstream for a client's `model`.
+    pub fn upstream_model<'a>(&'a self, model: &'a str) -> &'a str {
+        self.model_mapping
+            .get(model)
+            .map(String::as_str)
+            .filter(|m| !m.is_empty())
+            .unwrap_or(model)
+    }
+
+    /// True when the shared pool may use it (shared scope, schedulable, available):
+    /// `dedicated` and `group` accounts serve only the keys bound to them.
+    pub fn in_pool(&self, now: DateTime<Utc>) -> bool {
+        self.schedulable && self.scope == "shared" && self.is_available(now)
+    }
+
+    /// True when a key bound to group `group_id` may use it now.
+    pub fn serves_group(&self, group_id: &str, now: DateTime<Utc>) -> bool {
+        self.schedulable && self.group_ids.iter().any(|g| g == group_id) && self.is_available(now)
+    }
+}
+
+/// The model families upstream rate limits are counted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFamily {
+    Opus,
+    Sonnet,
+    Haiku,
+    Other,
+}
+
+impl ModelFamily {
+    pub fn of(model: &str) -> ModelFamily {
+        let m = model.to_ascii_lowercase();
+        if m.contains("opus") {
+            ModelFamily::Opus
+        } else if m.contains("sonnet") {
+            ModelFamily::Sonnet
+        } else if m.contains("haiku") {
+            ModelFamily::Haiku
+        } else {
+            ModelFamily::Other
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelFamily::Opus => "opus",
+            ModelFamily::Sonnet => "sonnet",
+            ModelFamily::Haiku => "haiku",
+            ModelFamily::Other => "other",
+        }
+    }
+}
+
+/// How long upstream answers put an account (or one model family) aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CooldownRules {
+    /// After a 429 that names no reset time.
+    pub rate_limit_default: Duration,
+    /// After a 529 (overloaded); None: the account stays in rotation.
+    pub overload: Option<Duration>,
+}
+
+impl Default for CooldownRules {
+    fn default() -> Self {
+        CooldownRules {
+            rate_limit_default: Duration::seconds(60),
+            overload: Some(Duration::minutes(10)),
+        }
+    }
+}
+
+/// What an upstream answer does to the scheduling of an account.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cooldown {
+    /// The whole account changes state.
+    Account(StatusChange),
+    /// Only requests for this model family avoid the account until then.
+    Family {
+        family: ModelFamily,
+        until: DateTime<Utc>,
+    },
+}
+
+/// The cooldown an upstream answer causes: a 429 for a model of a known family cools
+/// that family only; every other change applies to the whole account.
+pub fn cooldown_after_upstream(
+    code: u16,
+    reset: Option<DateTime<Utc>>,
+    body: &str,
+    model: &str,
+    rules: &CooldownRules,
+    now: DateTime<Utc>,
+) -> Option<Cooldown> {
+    let change = status_after_upstream(code, reset, body, rules, now)?;
+    let family = ModelFamily::of(model);
+    match (change.status, change.until) {
+        (AccountStatus::RateLimited, Some(until)) if family != ModelFamily::Other => {
+            Some(Cooldown::Family { family, until })
+        }
+        _ => Some(Cooldown::Account(change)),
+    }
+}
+
+/// When the upstream says its limit resets, from the answer's headers (`header` looks one
+/// up): `anthropic-ratelimit-unified-reset` (epoch seconds), `retry-after` (seconds or an
+/// HTTP date), else the latest of the `anthropic-ratelimit-*-reset` times (RFC 3339).
+pub fn reset_from_headers<'a>(
+    header: impl Fn(&str) -> Option<&'a str>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if let Some(epoch) =
+        header("anthropic-ratelimit-unified-reset").and_then(|v| v.trim().parse::<i64>().ok())
+    {
+        return DateTime::from_timestamp(epoch, 0);
+    }
+    if let Some(v) = header("retry-after").map(str::trim) {
+        if let Ok(secs) = v.parse::<i64>() {
+            return Some(now + Duration::seconds(secs));
+        }
+        if let Ok(at) = DateTime::parse_from_rfc2822(v) {
+            return Some(at.with_timezone(&Utc));
+        }
+    }
+    [
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-reset",
+        "anthropic-ratelimit-output-tokens-reset",
+    ]
+    .iter()
+    .filter_map(|h| header(h))
+    .filter_map(|v| DateTime::parse_from_rfc3339(v.trim()).ok())
+    .map(|t| t.with_timezone(&Utc))
+    .max()
 }
 
 /// A state change caused by an upstream answer (SPEC §6).
@@ -146,6 +303,7 @@ pub fn status_after_upstream(
     code: u16,
     reset: Option<DateTime<Utc>>,
     body: &str,
+    rules: &CooldownRules,
     now: DateTime<Utc>,
 ) -> Option<StatusChange> {
     let change = |status, until: DateTime<Utc>, message: &str| {
@@ -160,7 +318,7 @@ pub fn status_after_upstream(
             AccountStatus::RateLimited,
             reset
                 .filter(|r| *r > now)
-                .unwrap_or(now + Duration::minutes(60)),
+                .unwrap_or(now + rules.rate_limit_default),
             "rate limited by upstream",
         ),
         401 => change(
@@ -177,11 +335,14 @@ pub fn status_after_upstream(
                 message: "organization disabled".into(),
             })
         }
-        529 => change(
-            AccountStatus::TempUnavailable,
-            now + Duration::minutes(10),
-            "upstream overloaded",
-        ),
+        529 => match rules.overload {
+            Some(d) => change(
+                AccountStatus::TempUnavailable,
+                now + d,
+                "upstream overloaded",
+            ),
+            None => None,
+        },
         500..=599 => change(
             AccountStatus::TempUnavailable,
             now + Duration::minutes(2),
@@ -199,12 +360,13 @@ mod tests {
     fn upstream_answers_change_state_with_spec_cooldowns() {
         let now = Utc::now();
         let reset = now + Duration::minutes(7);
-        let c = status_after_upstream(429, Some(reset), "", now).unwrap();
+        let r = CooldownRules::default();
+        let c = status_after_upstream(429, Some(reset), "", &r, now).unwrap();
         assert_eq!(
             (c.status, c.until),
             (AccountStatus::RateLimited, Some(reset))
         );
-        let c = status_after_upstream(401, None, "", now).unwrap();
+        let c = status_after_upstream(401, None, "", &r, now).unwrap();
         assert_eq!(
             (c.status, c.until),
             (
@@ -212,15 +374,99 @@ mod tests {
                 Some(now + Duration::minutes(30))
             )
         );
-        let c =
-            status_after_upstream(403, None, "This organization has been disabled.", now).unwrap();
+        let c = status_after_upstream(403, None, "This organization has been disabled.", &r, now)
+            .unwrap();
         assert_eq!((c.status, c.until), (AccountStatus::Blocked, None));
-        assert_eq!(status_after_upstream(403, None, "forbidden", now), None);
-        let c = status_after_upstream(529, None, "", now).unwrap();
+        assert_eq!(status_after_upstream(403, None, "forbidden", &r, now), None);
+        let c = status_after_upstream(529, None, "", &r, now).unwrap();
         assert_eq!(c.until, Some(now + Duration::minutes(10)));
-        let c = status_after_upstream(503, None, "", now).unwrap();
+        let c = status_after_upstream(503, None, "", &r, now).unwrap();
         assert_eq!(c.status, AccountStatus::TempUnavailable);
-        assert_eq!(status_after_upstream(400, None, "", now), None);
+        assert_eq!(status_after_upstream(400, None, "", &r, now), None);
+    }
+
+    #[test]
+    fn a_429_cools_only_its_model_family_for_the_reset_or_the_short_default() {
+        let now = Utc::now();
+        let r = CooldownRules::default();
+        assert_eq!(
+            cooldown_after_upstream(429, None, "", "claude-opus-4-1-20250805", &r, now),
+            Some(Cooldown::Family {
+                family: ModelFamily::Opus,
+                until: now + Duration::seconds(60)
+            })
+        );
+        let reset = now + Duration::minutes(3);
+        assert_eq!(
+            cooldown_after_upstream(429, Some(reset), "", "claude-sonnet-4-5", &r, now),
+            Some(Cooldown::Family {
+                family: ModelFamily::Sonnet,
+                until: reset
+            })
+        );
+        // An unknown family: the whole account.
+        assert!(matches!(
+            cooldown_after_upstream(429, None, "", "some-model", &r, now),
+            Some(Cooldown::Account(StatusChange {
+                status: AccountStatus::RateLimited,
+                ..
+            }))
+        ));
+        // 529 configurable: off keeps the account in rotation.
+        let off = CooldownRules {
+            overload: None,
+            ..r
+        };
+        assert_eq!(
+            cooldown_after_upstream(529, None, "", "claude-opus-4", &off, now),
+            None
+        );
+        let short = CooldownRules {
+            overload: Some(Duration::seconds(30)),
+            ..r
+        };
+        assert_eq!(
+            status_after_upstream(529, None, "", &short, now).map(|c| c.until),
+            Some(Some(now + Duration::seconds(30)))
+        );
+    }
+
+    #[test]
+    fn reset_times_come_from_the_upstream_headers() {
+        let now = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let from = |pairs: &'static [(&'static str, &'static str)]| {
+            reset_from_headers(
+                |n| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| *v),
+                now,
+            )
+        };
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(
+            from(&[("anthropic-ratelimit-unified-reset", "1764586800")]),
+            Some(at("2025-12-01T11:00:00Z"))
+        );
+        assert_eq!(
+            from(&[("retry-after", "30")]),
+            Some(at("2026-12-01T10:00:30Z"))
+        );
+        assert_eq!(
+            from(&[("retry-after", "Tue, 01 Dec 2026 10:05:00 GMT")]),
+            Some(at("2026-12-01T10:05:00Z"))
+        );
+        assert_eq!(
+            from(&[
+                ("anthropic-ratelimit-requests-reset", "2026-12-01T10:01:00Z"),
+                ("anthropic-ratelimit-tokens-reset", "2026-12-01T10:02:00Z"),
+            ]),
+            Some(at("2026-12-01T10:02:00Z"))
+        );
+        assert_eq!(from(&[]), None);
+        assert_eq!(
+            ModelFamily::of("claude-3-5-haiku-20241022"),
+            ModelFamily::Haiku
+        );
     }
 
     #[test]
@@ -247,11 +493,25 @@ mod tests {
             updated_at: now,
             last_used_at: None,
             last_refresh_at: None,
+            group_ids: Vec::new(),
+            model_cooldowns: BTreeMap::new(),
+            model_mapping: BTreeMap::new(),
+            user_agent: None,
         };
         assert!(!a.is_available(now));
         assert!(a.is_available(now + Duration::seconds(6)));
         a.status = AccountStatus::Blocked;
         a.status_until = None;
         assert!(!a.is_available(now + Duration::days(1)));
+        a.model_cooldowns
+            .insert("opus".into(), now + Duration::seconds(30));
+        assert!(!a.serves_model("claude-opus-4-1", now));
+        assert!(a.serves_model("claude-sonnet-4-5", now));
+        assert!(a.serves_model("claude-opus-4-1", now + Duration::seconds(31)));
+        a.model_mapping
+            .insert("claude-sonnet-4-5".into(), "glm-4.6".into());
+        assert!(a.serves_model("claude-sonnet-4-5", now));
+        assert!(!a.serves_model("claude-haiku-4-5", now));
+        assert_eq!(a.upstream_model("claude-sonnet-4-5"), "glm-4.6");
     }
 }

@@ -82,6 +82,12 @@ pub struct ApiKey {
     pub weekly_reset_hour: u8,
     pub enable_model_restriction: bool,
     pub restricted_models: Vec<String>,
+    /// When on (and `allowed_clients` is not empty) only those clients may use the key.
+    #[serde(default)]
+    pub enable_client_restriction: bool,
+    /// Client ids (`claude_code`, …) and `ua:` user-agent patterns; see `domain::client`.
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
     pub claude_account_id: Option<String>,
     pub expiration_mode: ExpirationMode,
     pub activation_days: u32,
@@ -131,6 +137,8 @@ impl ApiKey {
             weekly_reset_hour: 0,
             enable_model_restriction: false,
             restricted_models: Vec::new(),
+            enable_client_restriction: false,
+            allowed_clients: Vec::new(),
             claude_account_id: None,
             expiration_mode: ExpirationMode::Fixed,
             activation_days: 0,
@@ -169,6 +177,11 @@ impl ApiKey {
             "hours" => Duration::hours(n),
             _ => Duration::days(n),
         }
+    }
+
+    /// True when the key is limited to some clients (CRS: the flag on and a non-empty list).
+    pub fn restricts_clients(&self) -> bool {
+        self.enable_client_restriction && !self.allowed_clients.is_empty()
     }
 
     /// Checks active → expiry → permission → model restriction (the stored-state part of

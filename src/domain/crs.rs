@@ -12,6 +12,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use super::account::{Account, AccountStatus, AccountType, Credentials};
 use super::api_key::{self, ApiKey, ExpirationMode, Permissions};
 use super::crypto::{CRS_SALT_CONSOLE, CRS_SALT_OAUTH, CrsDecryptError, CrsDecryptor};
+use super::group::{AccountGroup, bound_group};
 use super::limits::Counters;
 
 /// One Redis value of a CRS data set, by type.
@@ -51,6 +52,8 @@ pub struct PlannedAccount {
 #[derive(Default)]
 pub struct CrsPlan {
     pub keys: Vec<ApiKey>,
+    /// Claude account groups; their members carry the group id in `Account::group_ids`.
+    pub groups: Vec<AccountGroup>,
     pub accounts: Vec<PlannedAccount>,
     pub admin: Option<(String, String)>,
     pub daily: Vec<DailyImport>,
@@ -199,6 +202,10 @@ fn convert_key(id: &str, h: &Hash, now: DateTime<Utc>) -> Result<ApiKey, String>
     k.weekly_reset_hour = u8::try_from(int(h, "weeklyResetHour").clamp(0, 23)).unwrap_or(0);
     k.enable_model_restriction = flag(h, "enableModelRestriction");
     k.restricted_models = json_list(field(h, "restrictedModels"));
+    // Carried over as CRS stores them: dropping them would open a restricted key to every
+    // client. Ids this relay does not know never match, as in CRS.
+    k.enable_client_restriction = flag(h, "enableClientRestriction");
+    k.allowed_clients = json_list(field(h, "allowedClients"));
     k.claude_account_id = [
         field(h, "claudeAccountId"),
         field(h, "claudeConsoleAccountId"),
@@ -350,12 +357,8 @@ fn convert_account(
     };
     let scope = match field(h, "accountType") {
         "dedicated" => "dedicated",
-        "group" => {
-            notes.push(format!(
-                "account {id}: CRS group account imported as shared"
-            ));
-            "shared"
-        }
+        // Serves only the keys bound to one of its groups, as in CRS.
+        "group" => "group",
         _ => "shared",
     };
     let crs_status = field(h, "status");
@@ -365,6 +368,7 @@ fn convert_account(
         ));
         AccountStatus::Error
     });
+    let (status, status_until) = temporary_state(h, status, now);
     let created_at = time(h, "createdAt").unwrap_or(now);
     let mut name = field(h, "name").to_string();
     if name.is_empty() {
@@ -374,6 +378,21 @@ fn convert_account(
         AccountType::ClaudeConsole => int(h, "maxConcurrentTasks"),
         AccountType::ClaudeOauth => int(h, "maxConcurrency"),
     };
+    // CRS `supportedModels`: an object client model → upstream model, or (older) a list.
+    let model_mapping: std::collections::BTreeMap<String, String> =
+        match serde_json::from_str::<serde_json::Value>(field(h, "supportedModels")) {
+            Ok(serde_json::Value::Object(o)) => o
+                .into_iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string())))
+                .collect(),
+            Ok(serde_json::Value::Array(a)) => a
+                .into_iter()
+                .filter_map(|v| v.as_str().map(|m| (m.to_string(), m.to_string())))
+                .collect(),
+            _ => Default::default(),
+        };
+    let user_agent = Some(field(h, "userAgent").to_string())
+        .filter(|u| !u.is_empty() && kind == AccountType::ClaudeConsole);
     let account = Account {
         id: id.to_string(),
         name,
@@ -393,18 +412,85 @@ fn convert_account(
         schedulable: !h.contains_key("schedulable") || flag(h, "schedulable"),
         is_active: flag(h, "isActive"),
         status,
-        status_until: None,
+        status_until,
         error_message: field(h, "errorMessage").to_string(),
         max_concurrency: i32::try_from(max_concurrency.clamp(0, i64::from(i32::MAX))).unwrap_or(0),
         created_at,
         updated_at: time(h, "updatedAt").unwrap_or(created_at),
         last_used_at: time(h, "lastUsedAt"),
         last_refresh_at: time(h, "lastRefreshAt"),
+        group_ids: Vec::new(),
+        model_cooldowns: Default::default(),
+        model_mapping,
+        user_agent,
     };
     Ok(PlannedAccount {
         account,
         credentials,
         proxy,
+    })
+}
+
+/// How long CRS keeps an account rate limited without `rateLimitEndAt` (its old data).
+const CRS_RATE_LIMIT_HOURS: i64 = 1;
+/// How long CRS keeps an account in `temp_error` (`TEMP_ERROR_RECOVERY_MINUTES`).
+const CRS_TEMP_ERROR_MINUTES: i64 = 5;
+
+/// The imported state and its end: a CRS rate limit (`rateLimitStatus: limited`, kept
+/// beside `status`) ends at `rateLimitEndAt`, else an hour after `rateLimitedAt`; a
+/// temporary error five minutes after `tempErrorAt`; without a time, counted from the
+/// import. A state already over is imported as active.
+fn temporary_state(
+    h: &Hash,
+    status: AccountStatus,
+    now: DateTime<Utc>,
+) -> (AccountStatus, Option<DateTime<Utc>>) {
+    let limited = field(h, "rateLimitStatus") == "limited" || status == AccountStatus::RateLimited;
+    let (status, end) = if limited && status != AccountStatus::Blocked {
+        let end = time(h, "rateLimitEndAt").unwrap_or_else(|| {
+            time(h, "rateLimitedAt").unwrap_or(now) + chrono::Duration::hours(CRS_RATE_LIMIT_HOURS)
+        });
+        (AccountStatus::RateLimited, end)
+    } else if status == AccountStatus::TempUnavailable {
+        let since = time(h, "tempErrorAt").unwrap_or(now);
+        (
+            status,
+            since + chrono::Duration::minutes(CRS_TEMP_ERROR_MINUTES),
+        )
+    } else {
+        return (status, None);
+    };
+    if end <= now {
+        (AccountStatus::Active, None)
+    } else {
+        (status, Some(end))
+    }
+}
+
+/// A CRS account group hash as ours; None (with the reason) for other platforms.
+fn convert_group(id: &str, h: &Hash, now: DateTime<Utc>) -> Result<AccountGroup, String> {
+    api_key::validate_id(id)?;
+    let platform = field(h, "platform");
+    if platform != "claude" {
+        return Err(format!(
+            "a {platform} group: only Claude accounts are relayed"
+        ));
+    }
+    let mut name = field(h, "name").to_string();
+    if name.is_empty() {
+        name = id.to_string();
+    }
+    name.truncate(api_key::MAX_NAME_LEN);
+    let mut description = field(h, "description").to_string();
+    description.truncate(api_key::MAX_DESCRIPTION_LEN);
+    let created_at = time(h, "createdAt").unwrap_or(now);
+    Ok(AccountGroup {
+        id: id.to_string(),
+        name,
+        description,
+        platform: "claude".into(),
+        created_at,
+        updated_at: time(h, "updatedAt").unwrap_or(created_at),
     })
 }
 
@@ -512,6 +598,14 @@ pub fn plan(
             }
             continue;
         }
+        if let Some(id) = key.strip_prefix("account_group:") {
+            let CrsValue::Hash(h) = v else { continue };
+            match convert_group(id, h, now) {
+                Ok(g) => plan.groups.push(g),
+                Err(why) => plan.skipped.push((format!("account group {id}"), why)),
+            }
+            continue;
+        }
         if key.starts_with("gemini_account:")
             || key.starts_with("openai_account:")
             || key.starts_with("bedrock_account:")
@@ -525,6 +619,32 @@ pub fn plan(
                 ));
             }
             continue;
+        }
+    }
+    // Group membership (`account_group_members:{id}` sets) onto the member accounts.
+    for g in &plan.groups {
+        let members = match data.get(&format!("account_group_members:{}", g.id)) {
+            Some(CrsValue::Set(m)) => m.as_slice(),
+            _ => &[],
+        };
+        for m in members {
+            match plan.accounts.iter_mut().find(|p| p.account.id == *m) {
+                Some(p) => p.account.group_ids.push(g.id.clone()),
+                None => plan.notes.push(format!(
+                    "account group {}: member {m} is not an imported account, left out",
+                    g.id
+                )),
+            }
+        }
+    }
+    for k in &plan.keys {
+        if let Some(group) = k.claude_account_id.as_deref().and_then(bound_group)
+            && !plan.groups.iter().any(|g| g.id == group)
+        {
+            plan.notes.push(format!(
+                "api key {}: bound to account group {group}, which is not imported",
+                k.id
+            ));
         }
     }
     // Admin.
@@ -764,6 +884,93 @@ mod tests {
         assert_eq!(permissions("all"), Some(Permissions::All));
         assert_eq!(permissions(r#"["claude"]"#), Some(Permissions::Claude));
         assert_eq!(permissions(r#"["gemini"]"#), None);
+    }
+
+    fn hash(pairs: &[(&str, &str)]) -> Hash {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn temporary_states_get_an_end_time() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
+        let limited = hash(&[
+            ("status", "active"),
+            ("rateLimitStatus", "limited"),
+            ("rateLimitedAt", "2026-11-27T11:30:00.000Z"),
+            ("rateLimitEndAt", "2026-11-27T13:00:00.000Z"),
+        ]);
+        assert_eq!(
+            temporary_state(&limited, AccountStatus::Active, now),
+            (
+                AccountStatus::RateLimited,
+                Some(Utc.with_ymd_and_hms(2026, 11, 27, 13, 0, 0).unwrap())
+            )
+        );
+        // Old CRS data: an hour after rateLimitedAt.
+        let old = hash(&[
+            ("rateLimitStatus", "limited"),
+            ("rateLimitedAt", "2026-11-27T11:30:00.000Z"),
+        ]);
+        assert_eq!(
+            temporary_state(&old, AccountStatus::Active, now),
+            (
+                AccountStatus::RateLimited,
+                Some(Utc.with_ymd_and_hms(2026, 11, 27, 12, 30, 0).unwrap())
+            )
+        );
+        // Over already: active.
+        let over = hash(&[
+            ("rateLimitStatus", "limited"),
+            ("rateLimitedAt", "2026-11-27T10:00:00.000Z"),
+        ]);
+        assert_eq!(
+            temporary_state(&over, AccountStatus::Active, now),
+            (AccountStatus::Active, None)
+        );
+        let temp = hash(&[
+            ("status", "temp_error"),
+            ("tempErrorAt", "2026-11-27T11:58:00.000Z"),
+        ]);
+        assert_eq!(
+            temporary_state(&temp, AccountStatus::TempUnavailable, now),
+            (
+                AccountStatus::TempUnavailable,
+                Some(Utc.with_ymd_and_hms(2026, 11, 27, 12, 3, 0).unwrap())
+            )
+        );
+        // No time at all: counted from the import.
+        assert_eq!(
+            temporary_state(&hash(&[]), AccountStatus::TempUnavailable, now),
+            (
+                AccountStatus::TempUnavailable,
+                Some(now + chrono::Duration::minutes(5))
+            )
+        );
+        assert_eq!(
+            temporary_state(&hash(&[]), AccountStatus::Error, now),
+            (AccountStatus::Error, None)
+        );
+    }
+
+    #[test]
+    fn client_restriction_is_imported() {
+        let h: Hash = [
+            ("apiKey", "a".repeat(64)),
+            ("name", "cc only".into()),
+            ("isActive", "true".into()),
+            ("enableClientRestriction", "true".into()),
+            ("allowedClients", r#"["claude_code","gemini_cli"]"#.into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let k = convert_key("k1", &h, Utc::now()).unwrap();
+        assert!(k.enable_client_restriction);
+        assert_eq!(k.allowed_clients, vec!["claude_code", "gemini_cli"]);
+        assert!(k.restricts_clients());
     }
 
     #[test]

@@ -4,12 +4,16 @@
 pub mod account;
 pub mod api_key;
 pub mod audit;
+pub mod client;
 pub mod crs;
 pub mod crypto;
+pub mod group;
 pub mod keys;
 pub mod limits;
+pub mod oauth_flow;
 pub mod openai;
 pub mod password;
 pub mod pricing;
+pub mod shaping;
 pub mod usage;
 pub mod usage_event;

@@ -91,14 +91,16 @@ async fn authenticated(
     shared: &RelayShared,
     req: &HttpRequest,
 ) -> Result<crate::domain::api_key::ApiKey, AppError> {
-    auth::authenticate(
+    let key = auth::authenticate(
         &shared.router,
         auth::extract_key(req),
         &shared.config.api_key_prefix,
         &shared.encryption_key,
         None,
     )
-    .await
+    .await?;
+    auth::check_client(&key, req, None)?;
+    Ok(key)
 }
 
 /// Micro-dollars as USD.

@@ -84,6 +84,16 @@ impl KeySpace {
         self.key(format_args!("account:index"))
     }
 
+    /// Account group record (redis mode).
+    pub fn account_group(&self, id: &str) -> String {
+        self.key(format_args!("account_group:{id}"))
+    }
+
+    /// Set of account group ids (redis mode).
+    pub fn account_group_index(&self) -> String {
+        self.key(format_args!("account_group:index"))
+    }
+
     /// A session, token or lock entry with a lifetime.
     pub fn entry(&self, name: &str) -> String {
         self.key(format_args!("entry:{name}"))

@@ -32,6 +32,10 @@ pub struct AccountRow {
     pub updated_at: NaiveDateTime,
     pub last_used_at: Option<NaiveDateTime>,
     pub last_refresh_at: Option<NaiveDateTime>,
+    pub group_ids: String,
+    pub model_cooldowns: String,
+    pub model_mapping: String,
+    pub user_agent: Option<String>,
 }
 
 impl From<&Account> for AccountRow {
@@ -57,6 +61,11 @@ impl From<&Account> for AccountRow {
             updated_at: a.updated_at.naive_utc(),
             last_used_at: a.last_used_at.map(|t| t.naive_utc()),
             last_refresh_at: a.last_refresh_at.map(|t| t.naive_utc()),
+            group_ids: serde_json::to_string(&a.group_ids).unwrap_or_else(|_| "[]".into()),
+            model_cooldowns: serde_json::to_string(&a.model_cooldowns)
+                .unwrap_or_else(|_| "{}".into()),
+            model_mapping: serde_json::to_string(&a.model_mapping).unwrap_or_else(|_| "{}".into()),
+            user_agent: a.user_agent.clone(),
         }
     }
 }
@@ -92,6 +101,10 @@ impl TryFrom<AccountRow> for Account {
             updated_at: utc(r.updated_at),
             last_used_at: r.last_used_at.map(utc),
             last_refresh_at: r.last_refresh_at.map(utc),
+            group_ids: serde_json::from_str(&r.group_ids).unwrap_or_default(),
+            model_cooldowns: serde_json::from_str(&r.model_cooldowns).unwrap_or_default(),
+            model_mapping: serde_json::from_str(&r.model_mapping).unwrap_or_default(),
+            user_agent: r.user_agent,
         })
     }
 }

@@ -31,6 +31,8 @@ pub struct ApiKeyRow {
     pub weekly_reset_hour: i8,
     pub enable_model_restriction: bool,
     pub restricted_models: String,
+    pub enable_client_restriction: bool,
+    pub allowed_clients: String,
     pub claude_account_id: Option<String>,
     pub expiration_mode: String,
     pub activation_days: i32,
@@ -81,6 +83,9 @@ impl From<&ApiKey> for ApiKeyRow {
             enable_model_restriction: k.enable_model_restriction,
             restricted_models: serde_json::to_string(&k.restricted_models)
                 .unwrap_or_else(|_| "[]".into()),
+            enable_client_restriction: k.enable_client_restriction,
+            allowed_clients: serde_json::to_string(&k.allowed_clients)
+                .unwrap_or_else(|_| "[]".into()),
             claude_account_id: k.claude_account_id.clone(),
             expiration_mode: k.expiration_mode.as_str().into(),
             activation_days: clamp_i32(k.activation_days),
@@ -120,6 +125,8 @@ impl From<ApiKeyRow> for ApiKey {
             weekly_reset_hour: u8::try_from(r.weekly_reset_hour).unwrap_or(0),
             enable_model_restriction: r.enable_model_restriction,
             restricted_models: serde_json::from_str(&r.restricted_models).unwrap_or_default(),
+            enable_client_restriction: r.enable_client_restriction,
+            allowed_clients: serde_json::from_str(&r.allowed_clients).unwrap_or_default(),
             claude_account_id: r.claude_account_id,
             expiration_mode: ExpirationMode::parse(&r.expiration_mode).unwrap_or_default(),
             activation_days: u32::try_from(r.activation_days).unwrap_or(0),

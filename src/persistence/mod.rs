@@ -7,6 +7,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod audit;
 pub mod ephemeral;
+pub mod groups;
 pub mod ledger;
 pub mod ops;
 pub mod schema;

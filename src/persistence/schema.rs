@@ -21,6 +21,8 @@ diesel::table! {
         weekly_reset_hour -> Tinyint,
         enable_model_restriction -> Bool,
         restricted_models -> Varchar,
+        enable_client_restriction -> Bool,
+        allowed_clients -> Varchar,
         claude_account_id -> Nullable<Varchar>,
         expiration_mode -> Varchar,
         activation_days -> Integer,
@@ -59,6 +61,21 @@ diesel::table! {
         updated_at -> Datetime,
         last_used_at -> Nullable<Datetime>,
         last_refresh_at -> Nullable<Datetime>,
+        group_ids -> Varchar,
+        model_cooldowns -> Varchar,
+        model_mapping -> Varchar,
+        user_agent -> Nullable<Varchar>,
+    }
+}
+
+diesel::table! {
+    account_groups (id) {
+        id -> Char,
+        name -> Varchar,
+        description -> Varchar,
+        platform -> Varchar,
+        created_at -> Datetime,
+        updated_at -> Datetime,
     }
 }
 
@@ -165,6 +182,7 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     claude_accounts,
+    account_groups,
     admin_users,
     audit_log,
     usage_records,

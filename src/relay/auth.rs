@@ -6,6 +6,7 @@ use chrono::Utc;
 
 use crate::actors::router::RouterHandle;
 use crate::domain::api_key::{ApiKey, ExpirationMode, KeyRefusal};
+use crate::domain::client::{self, ClientRequest};
 use crate::domain::keys;
 use crate::error::AppError;
 
@@ -92,4 +93,28 @@ pub async fn authenticate(
         return router.save_key(activated, None).await;
     }
     Ok(key)
+}
+
+/// 403 `permission_error` when the key is restricted to some clients and this request
+/// comes from none of them (checked after the key, before anything is counted).
+pub fn check_client(
+    key: &ApiKey,
+    req: &HttpRequest,
+    body: Option<&serde_json::Value>,
+) -> Result<(), AppError> {
+    if !key.restricts_clients() {
+        return Ok(());
+    }
+    let request = ClientRequest {
+        path: req.path(),
+        headers: req.headers(),
+        body,
+    };
+    if client::is_allowed(&key.allowed_clients, &request) {
+        return Ok(());
+    }
+    Err(AppError::Permission(format!(
+        "this API key may only be used from these clients: {}",
+        key.allowed_clients.join(", ")
+    )))
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod dialect;
 pub mod oauth;
 pub mod pipeline;
+pub mod queue;
 pub mod scheduler;
 pub mod stream;
 pub mod upstream;

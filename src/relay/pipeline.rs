@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use chrono::Utc;
 use serde_json::Value;
 
 use super::dialect::{Dialect, Prepared};
+use super::queue::{ConcurrencyQueue, QueueRefusal};
 use super::scheduler::{self, Choice, LastUsed};
 use super::stream::{RelayStream, StreamEnd};
 use super::upstream::{self, UpstreamAuth, UpstreamClients};
@@ -21,8 +22,11 @@ use super::{auth, oauth};
 use crate::actors::router::{EntryKind, LeaseRef, RouterHandle};
 use crate::config::Config;
 use crate::config::JournalFull;
-use crate::domain::account::{Account, AccountType, status_after_upstream};
+use crate::domain::account::{
+    Account, AccountType, Cooldown, cooldown_after_upstream, reset_from_headers,
+};
 use crate::domain::api_key::ApiKey;
+use crate::domain::client::{self, ClientRequest};
 use crate::domain::crypto::CredentialCipher;
 use crate::domain::limits::{
     self, Admission, AdmissionRequest, CostLimit, CostLimitKind, WindowLimits,
@@ -60,6 +64,7 @@ pub struct RelayShared {
     pub encryption_key: String,
     pub last_used: LastUsed,
     pub metrics: Arc<Metrics>,
+    pub queue: ConcurrencyQueue,
 }
 
 /// Which upstream endpoint a request goes to.
@@ -153,6 +158,39 @@ fn admission_error(admission: Admission) -> Option<AppError> {
             },
         }),
     }
+}
+
+/// Waits in the key's concurrency queue and asks for a slot again as the head of its
+/// line; 429 when the line is full or no slot frees in time.
+async fn wait_for_slot(
+    shared: &RelayShared,
+    key_id: &str,
+    admission: AdmissionRequest,
+    sticky_entry: Option<String>,
+) -> Result<(Admission, Option<String>), AppError> {
+    let router = &shared.router;
+    let outcome = shared
+        .queue
+        .wait_turn(key_id, || {
+            let (admission, sticky_entry) = (admission.clone(), sticky_entry.clone());
+            async move {
+                let (answer, sticky) = router.admit_with_sticky(admission, sticky_entry).await?;
+                Ok((answer != Admission::ConcurrencyExceeded).then_some((answer, sticky)))
+            }
+        })
+        .await?;
+    outcome.map_err(|refusal| AppError::RateLimited {
+        message: match refusal {
+            QueueRefusal::Full => {
+                "concurrency limit exceeded for this API key and its queue is full".into()
+            }
+            QueueRefusal::TimedOut => format!(
+                "concurrency limit exceeded for this API key: no slot freed within {} ms",
+                shared.queue.wait().as_millis()
+            ),
+        },
+        retry_after_secs: 1,
+    })
 }
 
 /// The admission request of a key for a model at `now`.
@@ -273,6 +311,7 @@ async fn choose_with_capacity(
     shared: &RelayShared,
     mut accounts: Vec<Account>,
     key: &ApiKey,
+    model: &str,
     sticky: Option<&str>,
 ) -> Result<(Account, Choice, LeaseGuard), AppError> {
     let busy = || AppError::RateLimited {
@@ -283,7 +322,7 @@ async fn choose_with_capacity(
     let mut skipped = false;
     loop {
         let (account, choice) =
-            match scheduler::choose(&accounts, key, sticky, &shared.last_used, Utc::now()) {
+            match scheduler::choose(&accounts, key, model, sticky, &shared.last_used, Utc::now()) {
                 Ok(c) => c,
                 Err(_) if skipped => return Err(busy()),
                 Err(e) => return Err(e),
@@ -423,6 +462,7 @@ pub async fn relay(
         body,
         answer: format,
     } = parsed?;
+    auth::check_client(&key, req, Some(&request))?;
     let model = model.unwrap_or_default();
     let stream = endpoint == Endpoint::Messages && request["stream"].as_bool() == Some(true);
 
@@ -446,11 +486,22 @@ pub async fn relay(
         });
         let scope = admission.lease_scope.clone();
         let sticky_entry = session.as_ref().map(|s| EntryKind::Sticky.name(s));
+        // Kept for asking again from the concurrency queue.
+        let retry = (shared.queue.enabled() && key.concurrency_limit > 0)
+            .then(|| (admission.clone(), sticky_entry.clone()));
         let (admitted, accounts) = futures_util::join!(
             shared.router.admit_with_sticky(admission, sticky_entry),
             snapshot
         );
-        let (answer, sticky) = admitted?;
+        let (mut answer, mut sticky) = admitted?;
+        let mut accounts = accounts;
+        if answer == Admission::ConcurrencyExceeded
+            && let Some((admission, sticky_entry)) = retry
+        {
+            (answer, sticky) = wait_for_slot(shared, &key.id, admission, sticky_entry).await?;
+            // The wait may have been long: schedule on a fresh account view.
+            accounts = shared.router.account_snapshot().await;
+        }
         if let Some(e) = admission_error(answer) {
             return Err(e);
         }
@@ -462,9 +513,9 @@ pub async fn relay(
     };
 
     let (account, choice, account_lease) =
-        choose_with_capacity(shared, accounts, &key, sticky_account.as_deref()).await?;
+        choose_with_capacity(shared, accounts, &key, &model, sticky_account.as_deref()).await?;
     shared.last_used.touch(&account.id);
-    if let (Some(s), Choice::Pool) = (&session, choice) {
+    if let (Some(s), Choice::Pool | Choice::Group) = (&session, choice) {
         let (router, s, id, ttl) = (
             shared.router.clone(),
             s.clone(),
@@ -483,13 +534,14 @@ pub async fn relay(
     let (upstream_auth, base) = upstream_target(shared, &client, &account).await?;
     let url = format!("{base}{}", endpoint.path());
     let upstream_started = Instant::now();
+    let (shaped_headers, body) = shape_for_account(config, req, &request, &account, body)?;
     let no_headers = HeaderMap::new();
-    let client_headers = if format.forwards_client_headers() {
-        req.headers()
-    } else {
-        &no_headers
+    let headers = match &shaped_headers {
+        Some(shaped) => shaped,
+        None if format.forwards_client_headers() => req.headers(),
+        None => &no_headers,
     };
-    let response = upstream::build_request(&client, &url, client_headers, &upstream_auth, body)
+    let response = upstream::build_request(&client, &url, headers, &upstream_auth, body)
         .send()
         .await
         .map_err(|e| {
@@ -542,61 +594,87 @@ pub async fn relay(
     };
 
     if !status.is_success() {
-        let reset = upstream::rate_limit_reset(response.headers());
+        let headers = response.headers();
+        let now = Utc::now();
+        let reset = reset_from_headers(|n| headers.get(n).and_then(|v| v.to_str().ok()), now);
         let text = response.bytes().await.unwrap_or_default();
-        if let Some(change) = status_after_upstream(
+        let cooldown = cooldown_after_upstream(
             status.as_u16(),
             reset,
             &String::from_utf8_lossy(&text),
-            Utc::now(),
-        ) {
-            log::warn!(
-                "account {} is now {} after upstream {}",
-                account.id,
-                change.status.as_str(),
-                status.as_u16()
-            );
-            let router = shared.router.clone();
-            let (id, sticky) = (
-                account.id.clone(),
-                session.clone().filter(|_| choice == Choice::Sticky),
-            );
-            // A 401 on an OAuth account: the token is refreshed at once (SPEC §6); a
-            // successful refresh makes the account usable again.
-            let refresh = (status.as_u16() == 401
-                && account.account_type == AccountType::ClaudeOauth)
-                .then(|| {
-                    (
-                        shared.cipher.clone(),
-                        client.clone(),
-                        config.claude_oauth_token_url.clone(),
-                        account.clone(),
-                    )
-                });
-            actix::spawn(async move {
-                if let Err(e) = router.change_account_status(&id, change).await {
-                    log::warn!("account status not saved: {e}");
-                }
-                if let Some(s) = sticky
-                    && let Err(e) = router.delete_entry(EntryKind::Sticky, &s).await
-                {
-                    log::debug!("sticky session not deleted: {e}");
-                }
-                if let Some((cipher, http, url, account)) = refresh {
-                    if let Err(e) = router
-                        .delete_entry(EntryKind::OauthToken, &account.id)
-                        .await
+            &usage_ctx.model,
+            &config.cooldowns,
+            now,
+        );
+        let sticky = session.clone().filter(|_| choice == Choice::Sticky);
+        match cooldown {
+            Some(Cooldown::Family { family, until }) => {
+                log::warn!(
+                    "account {} rate limited for {} models until {until}",
+                    account.id,
+                    family.as_str()
+                );
+                let (router, id) = (shared.router.clone(), account.id.clone());
+                actix::spawn(async move {
+                    if let Err(e) = router.cool_model_family(&id, family, until).await {
+                        log::warn!("cooldown of account {id} not stored: {e}");
+                    }
+                    if let Some(s) = sticky
+                        && let Err(e) = router.delete_entry(EntryKind::Sticky, &s).await
                     {
-                        log::debug!("cached token not deleted: {e}");
+                        log::debug!("sticky session not deleted: {e}");
                     }
-                    if let Err(e) = oauth::refresh(&router, &cipher, &http, &url, &account).await {
-                        log::warn!(
-                            "token refresh after 401 failed for account {}: {e}",
-                            account.id
-                        );
+                });
+            }
+            Some(Cooldown::Account(change)) => {
+                log::warn!(
+                    "account {} is now {} after upstream {}",
+                    account.id,
+                    change.status.as_str(),
+                    status.as_u16()
+                );
+                let router = shared.router.clone();
+                let id = account.id.clone();
+                // A 401 on an OAuth account: the token is refreshed at once (SPEC §6); a
+                // successful refresh makes the account usable again.
+                let refresh = (status.as_u16() == 401
+                    && account.account_type == AccountType::ClaudeOauth)
+                    .then(|| {
+                        (
+                            shared.cipher.clone(),
+                            client.clone(),
+                            config.claude_oauth_token_url.clone(),
+                            account.clone(),
+                        )
+                    });
+                actix::spawn(async move {
+                    if let Err(e) = router.change_account_status(&id, change).await {
+                        log::warn!("account status not saved: {e}");
                     }
-                }
-            });
+                    if let Some(s) = sticky
+                        && let Err(e) = router.delete_entry(EntryKind::Sticky, &s).await
+                    {
+                        log::debug!("sticky session not deleted: {e}");
+                    }
+                    if let Some((cipher, http, url, account)) = refresh {
+                        if let Err(e) = router
+                            .delete_entry(EntryKind::OauthToken, &account.id)
+                            .await
+                        {
+                            log::debug!("cached token not deleted: {e}");
+                        }
+                        if let Err(e) =
+                            oauth::refresh(&router, &cipher, &http, &url, &account).await
+                        {
+                            log::warn!(
+                                "token refresh after 401 failed for account {}: {e}",
+                                account.id
+                            );
+                        }
+                    }
+                });
+            }
+            None => {}
         }
         drop(guard);
         if format.is_translated() {
@@ -652,6 +730,82 @@ pub async fn relay(
     }
     observe(&shared.metrics, started, upstream_started.elapsed());
     Ok(answer.body(text))
+}
+
+/// What the account changes in the request: its model mapping (the upstream's model name)
+/// and custom user agent; and Claude Code shaping: on an OAuth account, a request from a
+/// client other than Claude Code gets Claude Code's headers and system prompt
+/// (`domain::shaping`). Otherwise the client's headers and body go as they came.
+fn shape_for_account(
+    config: &Config,
+    req: &HttpRequest,
+    request: &Value,
+    account: &Account,
+    body: Bytes,
+) -> Result<(Option<HeaderMap>, Bytes), AppError> {
+    let value = |v: &str| {
+        HeaderValue::from_str(v)
+            .map_err(|_| AppError::Internal("a configured header value is not valid".into()))
+    };
+    let model = request["model"].as_str().unwrap_or("");
+    let mapped = account.upstream_model(model);
+    let profile = config
+        .claude_code_shaping
+        .as_ref()
+        .filter(|_| account.account_type == AccountType::ClaudeOauth)
+        .filter(|_| {
+            !client::is_claude_code(&ClientRequest {
+                path: req.path(),
+                headers: req.headers(),
+                body: Some(request),
+            })
+        });
+    if profile.is_none() && mapped == model && account.user_agent.is_none() {
+        return Ok((None, body));
+    }
+    let mut headers = req.headers().clone();
+    let mut shaped = match profile {
+        Some(profile) => {
+            let client_beta = headers
+                .get("anthropic-beta")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let sdk_headers: Vec<HeaderName> = headers
+                .keys()
+                .filter(|k| k.as_str().starts_with("x-stainless-"))
+                .cloned()
+                .collect();
+            for name in sdk_headers {
+                headers.remove(name);
+            }
+            headers.insert(USER_AGENT, value(&profile.user_agent)?);
+            headers.insert(HeaderName::from_static("x-app"), value("cli")?);
+            headers.insert(
+                HeaderName::from_static("anthropic-beta"),
+                value(&profile.beta_with(client_beta.as_deref()))?,
+            );
+            headers.insert(
+                HeaderName::from_static("anthropic-dangerous-direct-browser-access"),
+                value("true")?,
+            );
+            Some(profile.shape_body(request))
+        }
+        None => None,
+    };
+    if let Some(ua) = account.user_agent.as_deref().filter(|u| !u.is_empty()) {
+        headers.insert(USER_AGENT, value(ua)?);
+    }
+    if mapped != model {
+        shaped.get_or_insert_with(|| request.clone())["model"] = Value::from(mapped);
+    }
+    let body = match shaped {
+        Some(v) => Bytes::from(
+            serde_json::to_vec(&v)
+                .map_err(|e| AppError::Internal(format!("shaping the request body: {e}")))?,
+        ),
+        None => body,
+    };
+    Ok((Some(headers), body))
 }
 
 /// Relay overhead: the whole request so far minus the upstream's part.

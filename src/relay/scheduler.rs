@@ -1,5 +1,7 @@
-//! Account choice (SPEC §6): a key's dedicated account only; else the sticky session's
-//! account if still available; else the pool by priority, then least recently used.
+//! Account choice (SPEC §6): a key's dedicated account only; a key bound to a group: the
+//! sticky session's account if it still serves the group, else the group's accounts by
+//! priority, then least recently used; else the sticky session's account if still
+//! available; else the pool by priority, then least recently used.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::account::Account;
 use crate::domain::api_key::ApiKey;
+use crate::domain::group::bound_group;
 use crate::error::AppError;
 
 /// Why an account was chosen.
@@ -19,6 +22,8 @@ pub enum Choice {
     Dedicated,
     Sticky,
     Pool,
+    /// From the account group the key is bound to.
+    Group,
 }
 
 /// When this process last sent a request through each account (LRU order).
@@ -64,17 +69,49 @@ fn text_of(v: &Value) -> Option<String> {
     }
 }
 
-/// Picks the account for a request.
+/// Picks the account for a request for `model` (accounts whose model family is cooling
+/// down are left out).
 pub fn choose(
     accounts: &[Account],
     key: &ApiKey,
+    model: &str,
     sticky_account: Option<&str>,
     last_used: &LastUsed,
     now: DateTime<Utc>,
 ) -> Result<(Account, Choice), AppError> {
-    if let Some(bound) = key.claude_account_id.as_deref().filter(|b| !b.is_empty()) {
+    let serving: Vec<&Account> = accounts
+        .iter()
+        .filter(|a| a.serves_model(model, now))
+        .collect();
+    let accounts = serving.as_slice();
+    let bound = key.claude_account_id.as_deref().filter(|b| !b.is_empty());
+    if let Some(group) = bound.and_then(bound_group) {
+        if let Some(id) = sticky_account
+            && let Some(a) = accounts
+                .iter()
+                .copied()
+                .find(|a| a.id == id && a.serves_group(group, now))
+        {
+            return Ok((a.clone(), Choice::Sticky));
+        }
+        return least_recently_used(
+            accounts
+                .iter()
+                .copied()
+                .filter(|a| a.serves_group(group, now)),
+            last_used,
+        )
+        .map(|a| (a, Choice::Group))
+        .ok_or_else(|| {
+            AppError::NoAccountAvailable(
+                "no account of the group this API key is bound to is available".into(),
+            )
+        });
+    }
+    if let Some(bound) = bound {
         return accounts
             .iter()
+            .copied()
             .find(|a| a.id == bound && a.is_available(now))
             .map(|a| (a.clone(), Choice::Dedicated))
             .ok_or_else(|| {
@@ -84,20 +121,32 @@ pub fn choose(
             });
     }
     if let Some(id) = sticky_account
-        && let Some(a) = accounts.iter().find(|a| a.id == id && a.in_pool(now))
+        && let Some(a) = accounts
+            .iter()
+            .copied()
+            .find(|a| a.id == id && a.in_pool(now))
     {
         return Ok((a.clone(), Choice::Sticky));
     }
-    accounts
-        .iter()
-        .filter(|a| a.in_pool(now))
+    least_recently_used(
+        accounts.iter().copied().filter(|a| a.in_pool(now)),
+        last_used,
+    )
+    .map(|a| (a, Choice::Pool))
+    .ok_or_else(|| AppError::NoAccountAvailable("no upstream account is available".into()))
+}
+
+/// The candidate with the best (lowest) priority, then never used, then used longest ago.
+fn least_recently_used<'a>(
+    candidates: impl Iterator<Item = &'a Account>,
+    last_used: &LastUsed,
+) -> Option<Account> {
+    candidates
         .min_by(|a, b| {
             a.priority
                 .cmp(&b.priority)
-                // Never used first, then the one used longest ago.
                 .then_with(|| last_used.get(&a.id).cmp(&last_used.get(&b.id)))
                 .then_with(|| a.created_at.cmp(&b.created_at))
         })
-        .map(|a| (a.clone(), Choice::Pool))
-        .ok_or_else(|| AppError::NoAccountAvailable("no upstream account is available".into()))
+        .cloned()
 }

@@ -12,7 +12,14 @@ use crate::error::AppError;
 /// Client headers passed to the upstream; everything else (cookies, the relay key, hop
 /// headers) stays here. `content-type` is not among them: the relay always sends JSON and sets
 /// it once itself (`RequestBuilder::header` appends, so forwarding it too sent it twice).
-const FORWARDED_HEADERS: [&str; 3] = ["anthropic-version", "anthropic-beta", "accept"];
+const FORWARDED_HEADERS: [&str; 5] = [
+    "anthropic-version",
+    "anthropic-beta",
+    "accept",
+    // Claude Code's own headers (also set by Claude Code shaping).
+    "x-app",
+    "anthropic-dangerous-direct-browser-access",
+];
 const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Beta flag the upstream requires for OAuth bearer tokens.
 const OAUTH_BETA: &str = "oauth-2025-04-20";

@@ -29,7 +29,8 @@ pub struct AccountView {
     pub description: String,
     #[serde(rename = "type")]
     pub account_type: &'static str,
-    /// `shared` or `dedicated` (CRS's `accountType`).
+    /// `shared`, `dedicated` or `group` (CRS's `accountType`; `group`: only keys bound
+    /// to one of its groups).
     pub account_type_scope: String,
     pub base_url: Option<String>,
     pub priority: i32,
@@ -47,6 +48,14 @@ pub struct AccountView {
     pub updated_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub last_refresh_at: Option<DateTime<Utc>>,
+    /// The account groups it belongs to.
+    pub group_ids: Vec<String>,
+    /// Model families (`opus`, `sonnet`, `haiku`) rate limited on it, with their end.
+    pub model_cooldowns: std::collections::BTreeMap<String, DateTime<Utc>>,
+    /// Client model → upstream model (CRS `supportedModels`); empty: every model as sent.
+    pub supported_models: std::collections::BTreeMap<String, String>,
+    /// The user agent sent upstream instead of the client's.
+    pub user_agent: Option<String>,
 }
 
 fn cipher(ctx: &AdminContext) -> Result<CredentialCipher, AdminError> {
@@ -99,6 +108,15 @@ pub fn view(ctx: &AdminContext, a: &Account) -> AccountView {
         updated_at: a.updated_at,
         last_used_at: a.last_used_at,
         last_refresh_at: a.last_refresh_at,
+        group_ids: a.group_ids.clone(),
+        model_cooldowns: a
+            .model_cooldowns
+            .iter()
+            .filter(|(_, until)| **until > Utc::now())
+            .map(|(f, until)| (f.clone(), *until))
+            .collect(),
+        supported_models: a.model_mapping.clone(),
+        user_agent: a.user_agent.clone(),
     }
 }
 
@@ -174,10 +192,10 @@ fn apply_fields(
         }
     }
     if let Some(scope) = f.string("accountType")? {
-        if scope != "shared" && scope != "dedicated" {
+        if scope != "shared" && scope != "dedicated" && scope != "group" {
             return Err(AdminError::field(
                 "accountType",
-                "must be one of: shared, dedicated",
+                "must be one of: shared, dedicated, group",
             ));
         }
         a.scope = scope;
@@ -199,6 +217,14 @@ fn apply_fields(
     }
     if let Some(n) = f.int("maxConcurrency", 0, 100_000)? {
         a.max_concurrency = i32::try_from(n).unwrap_or(i32::MAX);
+    }
+    if let Some(mapping) = model_mapping_field(f)? {
+        a.model_mapping = mapping;
+    }
+    if f.has("userAgent") {
+        a.user_agent = f
+            .bounded_string("userAgent", 512)?
+            .filter(|u| !u.is_empty());
     }
     // OAuth fields at the top level or inside CRS's `claudeAiOauth` object.
     let nested = f.object("claudeAiOauth")?;
@@ -227,6 +253,58 @@ fn apply_fields(
         }
     }
     proxy_field(f)
+}
+
+/// Most entries of a model mapping.
+const MAX_MODEL_MAPPINGS: usize = 200;
+
+/// `supportedModels`: an object (client model → upstream model) or a list (those models as
+/// they are), as CRS stores it; `{}`, `[]` or null clears it.
+fn model_mapping_field(
+    f: &Fields<'_>,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, AdminError> {
+    let field = "supportedModels";
+    let check = |m: &str| -> Result<String, AdminError> {
+        let m = m.trim();
+        if m.is_empty()
+            || m.len() > 128
+            || !m
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:@/-[]".contains(c))
+        {
+            return Err(AdminError::field(
+                field,
+                format!("`{m}` is not a model name"),
+            ));
+        }
+        Ok(m.to_string())
+    };
+    let mapping: std::collections::BTreeMap<String, String> = match f.raw(field) {
+        None => return Ok(None),
+        Some(Value::Null) => Default::default(),
+        Some(Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((check(k)?, check(s)?)),
+                _ => Err(AdminError::field(field, "values must be model names")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => check(s).map(|m| (m.clone(), m)),
+                _ => Err(AdminError::field(field, "must be a list of model names")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(AdminError::field(field, "must be an object or a list")),
+    };
+    if mapping.len() > MAX_MODEL_MAPPINGS {
+        return Err(AdminError::field(
+            field,
+            format!("must have at most {MAX_MODEL_MAPPINGS} entries"),
+        ));
+    }
+    Ok(Some(mapping))
 }
 
 fn not_found(id: &str) -> AdminError {
@@ -282,6 +360,10 @@ pub async fn create(
         updated_at: now,
         last_used_at: None,
         last_refresh_at: None,
+        group_ids: Vec::new(),
+        model_cooldowns: Default::default(),
+        model_mapping: Default::default(),
+        user_agent: None,
     };
     let mut creds = Credentials::default();
     let proxy = apply_fields(&mut a, &mut creds, &f)?;
@@ -319,7 +401,7 @@ pub async fn create(
     Ok(v)
 }
 
-async fn save(
+pub(super) async fn save(
     ctx: &AdminContext,
     action: &str,
     before: &Account,
@@ -401,6 +483,7 @@ pub async fn reset_status(ctx: &AdminContext, id: &str) -> Result<AccountView, A
     a.status = AccountStatus::Active;
     a.status_until = None;
     a.error_message = String::new();
+    a.model_cooldowns.clear();
     save(ctx, "reset_status", &before, a).await
 }
 

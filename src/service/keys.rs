@@ -11,6 +11,8 @@ use super::{AdminContext, AdminError, audit::snapshot};
 use crate::domain::api_key::{
     ApiKey, ExpirationMode, MAX_DESCRIPTION_LEN, Permissions, validate_name,
 };
+use crate::domain::client::{MAX_ALLOWED_CLIENT_LEN, MAX_ALLOWED_CLIENTS, validate_allowed_client};
+use crate::domain::group::bound_group;
 use crate::domain::keys::{generate_key, hash_key};
 use secrecy::ExposeSecret;
 
@@ -46,6 +48,8 @@ pub struct KeyView {
     pub weekly_reset_hour: u8,
     pub enable_model_restriction: bool,
     pub restricted_models: Vec<String>,
+    pub enable_client_restriction: bool,
+    pub allowed_clients: Vec<String>,
     pub claude_account_id: Option<String>,
     pub expiration_mode: &'static str,
     pub activation_days: u32,
@@ -84,6 +88,8 @@ impl From<&ApiKey> for KeyView {
             weekly_reset_hour: k.weekly_reset_hour,
             enable_model_restriction: k.enable_model_restriction,
             restricted_models: k.restricted_models.clone(),
+            enable_client_restriction: k.enable_client_restriction,
+            allowed_clients: k.allowed_clients.clone(),
             claude_account_id: k.claude_account_id.clone(),
             expiration_mode: k.expiration_mode.as_str(),
             activation_days: k.activation_days,
@@ -161,6 +167,19 @@ pub fn apply_fields(key: &mut ApiKey, f: &Fields<'_>) -> Result<Option<String>, 
     if let Some(models) = f.string_list("restrictedModels", MAX_MODELS, MAX_MODEL_LEN)? {
         key.restricted_models = models;
     }
+    if let Some(b) = f.bool("enableClientRestriction")? {
+        key.enable_client_restriction = b;
+    }
+    if let Some(clients) = f.string_list(
+        "allowedClients",
+        MAX_ALLOWED_CLIENTS,
+        MAX_ALLOWED_CLIENT_LEN,
+    )? {
+        for c in &clients {
+            validate_allowed_client(c).map_err(|m| AdminError::field("allowedClients", m))?;
+        }
+        key.allowed_clients = clients;
+    }
     if let Some(b) = f.bool("isActive")? {
         key.is_active = b;
     }
@@ -189,7 +208,7 @@ pub fn apply_fields(key: &mut ApiKey, f: &Fields<'_>) -> Result<Option<String>, 
         match f.string("claudeAccountId")?.filter(|s| !s.is_empty()) {
             None => key.claude_account_id = None,
             Some(id) => {
-                crate::domain::api_key::validate_id(&id)
+                crate::domain::api_key::validate_id(bound_group(&id).unwrap_or(&id))
                     .map_err(|m| AdminError::field("claudeAccountId", m))?;
                 if key.claude_account_id.as_deref() != Some(id.as_str()) {
                     check_account = Some(id.clone());
@@ -207,8 +226,19 @@ pub fn apply_fields(key: &mut ApiKey, f: &Fields<'_>) -> Result<Option<String>, 
     Ok(check_account)
 }
 
-/// 400 naming `claudeAccountId` unless the account exists.
+/// 400 naming `claudeAccountId` unless the account (or the `group:<id>` group) exists.
 async fn check_account(ctx: &AdminContext, id: Option<String>) -> Result<(), AdminError> {
+    if let Some(id) = &id
+        && let Some(group) = bound_group(id)
+    {
+        if ctx.router.get_group(group).await?.is_none() {
+            return Err(AdminError::field(
+                "claudeAccountId",
+                format!("no account group with id {group}"),
+            ));
+        }
+        return Ok(());
+    }
     if let Some(id) = id
         && ctx.router.get_account(&id).await?.is_none()
     {

@@ -7,7 +7,9 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod fields;
+pub mod groups;
 pub mod keys;
+pub mod onboarding;
 pub mod reports;
 
 pub use audit::AdminContext;

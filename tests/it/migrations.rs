@@ -12,6 +12,7 @@ use crate::support::{TestEnv, run_cli};
 /// Every table of a migrated relay database, sorted (diesel's bookkeeping table included).
 pub const TABLES: &[&str] = &[
     "__diesel_schema_migrations",
+    "account_groups",
     "admin_users",
     "api_keys",
     "audit_log",

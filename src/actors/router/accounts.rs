@@ -4,12 +4,12 @@
 use std::time::Instant;
 
 use actix::prelude::*;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::keys::{check_id, check_text};
 use super::{RouterActor, RouterHandle, unavailable};
 use crate::config::StorageMode;
-use crate::domain::account::{Account, StatusChange};
+use crate::domain::account::{Account, ModelFamily, StatusChange};
 use crate::error::{AppError, StoreError};
 use crate::persistence::accounts as queries;
 
@@ -54,6 +54,15 @@ pub struct AccountSnapshot;
 pub struct ChangeAccountStatus {
     pub id: String,
     pub change: StatusChange,
+}
+
+/// Puts one model family of an account aside until `until` (an upstream 429 for it).
+#[derive(Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub struct CoolModelFamily {
+    pub id: String,
+    pub family: ModelFamily,
+    pub until: DateTime<Utc>,
 }
 
 impl RouterActor {
@@ -373,7 +382,76 @@ impl Handler<ChangeAccountStatus> for RouterActor {
     }
 }
 
+impl Handler<CoolModelFamily> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<(), AppError>>;
+
+    fn handle(&mut self, msg: CoolModelFamily, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = check_id("account id", &msg.id) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let family = msg.family.as_str().to_string();
+        // This instance's scheduler sees the cooldown at once (also while the primary
+        // store is down; then it lasts until the snapshot is read again).
+        if let Some((accounts, _)) = &mut self.account_snapshot
+            && let Some(a) = accounts.iter_mut().find(|a| a.id == msg.id)
+        {
+            a.model_cooldowns.insert(family.clone(), msg.until);
+        }
+        if self.accounts_primary().is_err() {
+            return Box::pin(fut::ready(Ok(())));
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let work = async move {
+            let current = match mode {
+                StorageMode::Redis => cache.get_account(&msg.id).await?,
+                _ => {
+                    let id = msg.id.clone();
+                    store.exec(move |c| Box::pin(queries::get(c, id))).await?
+                }
+            };
+            let Some(mut account) = current else {
+                return Ok(false);
+            };
+            let now = Utc::now();
+            account.model_cooldowns.retain(|_, until| *until > now);
+            account.model_cooldowns.insert(family, msg.until);
+            account.updated_at = now;
+            match mode {
+                StorageMode::Redis => cache.put_account(&account).await?,
+                _ => {
+                    store
+                        .exec(move |c| Box::pin(queries::update(c, account)))
+                        .await?
+                }
+            }
+            Ok(true)
+        };
+        Box::pin(
+            work.into_actor(self)
+                .map(|r: Result<bool, AppError>, act, _| {
+                    if let Ok(true) = r {
+                        act.invalidate_accounts();
+                    }
+                    r.map(|_| ())
+                }),
+        )
+    }
+}
+
 impl RouterHandle {
+    pub async fn cool_model_family(
+        &self,
+        id: &str,
+        family: ModelFamily,
+        until: DateTime<Utc>,
+    ) -> Result<(), AppError> {
+        self.ask(CoolModelFamily {
+            id: id.to_string(),
+            family,
+            until,
+        })
+        .await?
+    }
     pub async fn create_account(&self, account: Account) -> Result<Account, AppError> {
         self.ask(CreateAccount { account }).await?
     }

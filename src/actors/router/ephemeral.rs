@@ -19,6 +19,8 @@ pub enum EntryKind {
     AdminSession,
     /// An account's OAuth access token (encrypted).
     OauthToken,
+    /// A pending OAuth login of the onboarding flow (PKCE verifier and state).
+    OauthSession,
     /// A lock between instances.
     Lock,
     /// Probe records of `check`.
@@ -31,6 +33,7 @@ impl EntryKind {
             EntryKind::Sticky => "sticky",
             EntryKind::AdminSession => "admin_session",
             EntryKind::OauthToken => "oauth_token",
+            EntryKind::OauthSession => "oauth_session",
             EntryKind::Lock => "lock",
             EntryKind::Probe => "probe",
         }

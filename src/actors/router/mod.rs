@@ -8,6 +8,7 @@ mod activity;
 mod admin;
 mod audit;
 mod ephemeral;
+mod groups;
 mod keys;
 mod ledger;
 mod observe;

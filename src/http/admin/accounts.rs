@@ -6,8 +6,10 @@ use serde_json::Value;
 
 use super::{AdminAuth, Params, ok};
 use crate::domain::account::AccountType;
+use crate::domain::oauth_flow::FlowKind;
 use crate::service::AdminError;
 use crate::service::accounts as service;
+use crate::service::onboarding;
 use crate::service::reports;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -29,11 +31,56 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .route(&format!("{base}/{{id}}/usage"), web::get().to(usage));
     }
+    cfg.route(
+        "/claude-accounts/generate-auth-url",
+        web::post().to(generate_auth_url),
+    )
+    .route(
+        "/claude-accounts/generate-setup-token-url",
+        web::post().to(generate_setup_token_url),
+    )
+    .route(
+        "/claude-accounts/exchange-code",
+        web::post().to(exchange_code),
+    )
+    .route(
+        "/claude-accounts/exchange-setup-token-code",
+        web::post().to(exchange_setup_token_code),
+    );
     cfg.route("/claude-accounts", web::get().to(list))
         .route("/claude-accounts", web::post().to(create))
         .route("/claude-accounts/{id}/refresh", web::post().to(refresh))
         .route("/claude-console-accounts", web::get().to(list_console))
         .route("/claude-console-accounts", web::post().to(create_console));
+}
+
+async fn generate_auth_url(auth: AdminAuth) -> Result<HttpResponse, AdminError> {
+    Ok(ok(onboarding::start(&auth.ctx, FlowKind::Login).await?))
+}
+
+async fn generate_setup_token_url(auth: AdminAuth) -> Result<HttpResponse, AdminError> {
+    Ok(ok(onboarding::start(&auth.ctx, FlowKind::SetupToken).await?))
+}
+
+async fn exchange_code(
+    auth: AdminAuth,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, AdminError> {
+    Ok(ok(
+        onboarding::exchange(&auth.ctx, &body, FlowKind::Login).await?
+    ))
+}
+
+async fn exchange_setup_token_code(
+    auth: AdminAuth,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, AdminError> {
+    Ok(ok(onboarding::exchange(
+        &auth.ctx,
+        &body,
+        FlowKind::SetupToken,
+    )
+    .await?))
 }
 
 async fn list(auth: AdminAuth) -> Result<HttpResponse, AdminError> {

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod groups;
 pub mod keys;
 pub mod system;
 pub mod usage;
@@ -42,6 +43,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .app_data(query)
             .configure(keys::routes)
             .configure(accounts::routes)
+            .configure(groups::routes)
             .configure(usage::routes)
             .configure(system::routes)
             .default_service(web::to(unknown_route)),

@@ -5,27 +5,31 @@ use serde_json::{Value, json};
 
 use super::{assert_field_error, fields, start};
 
-const ACCOUNT_FIELDS: [&str; 21] = [
+const ACCOUNT_FIELDS: [&str; 25] = [
     "accountTypeScope",
     "baseUrl",
     "createdAt",
     "description",
     "errorMessage",
+    "groupIds",
     "hasRefreshToken",
     "id",
     "isActive",
     "lastRefreshAt",
     "lastUsedAt",
     "maxConcurrency",
+    "modelCooldowns",
     "name",
     "priority",
     "proxy",
     "schedulable",
     "status",
     "statusUntil",
+    "supportedModels",
     "tokenExpiresAt",
     "type",
     "updatedAt",
+    "userAgent",
     "errorMessage",
 ];
 
@@ -58,7 +62,8 @@ async fn accounts_of_both_types_without_ever_showing_a_secret() {
             "schedulable": true, "isActive": true, "status": "active", "statusUntil": null,
             "errorMessage": "", "maxConcurrency": 4, "proxy": "socks5://***@10.0.0.1:1080",
             "hasRefreshToken": false, "tokenExpiresAt": null, "createdAt": c["createdAt"],
-            "updatedAt": c["updatedAt"], "lastUsedAt": null, "lastRefreshAt": null
+            "updatedAt": c["updatedAt"], "lastUsedAt": null, "lastRefreshAt": null,
+            "groupIds": [], "modelCooldowns": {}, "supportedModels": {}, "userAgent": null
         })
     );
 
@@ -313,4 +318,52 @@ async fn account_validation_names_the_field_and_writes_nothing() {
     );
     assert_eq!(admin.scalar("SELECT COUNT(*) AS n FROM claude_accounts"), 0);
     assert_eq!(admin.scalar("SELECT COUNT(*) AS n FROM audit_log"), 0);
+}
+
+#[actix_rt::test]
+async fn console_model_mapping_and_user_agent_are_set_and_validated() {
+    let admin = start().await;
+    let (status, body) = admin
+        .post(
+            "/admin/claude-console-accounts",
+            &json!({"name": "mapped", "apiUrl": "https://relay.example.com", "apiKey": "sk-x",
+                "supportedModels": {"claude-sonnet-4-5": "glm-4.6"}, "userAgent": "my-ua/1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["supportedModels"],
+        json!({"claude-sonnet-4-5": "glm-4.6"})
+    );
+    assert_eq!(body["data"]["userAgent"], "my-ua/1");
+    let id = body["data"]["id"].as_str().unwrap();
+    // The older list form: those models as they are.
+    let (status, body) = admin
+        .put(
+            &format!("/admin/claude-accounts/{id}"),
+            &json!({"supportedModels": ["claude-haiku-4-5"], "userAgent": ""}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["supportedModels"],
+        json!({"claude-haiku-4-5": "claude-haiku-4-5"})
+    );
+    assert_eq!(body["data"]["userAgent"], Value::Null);
+    let before = admin.get(&format!("/admin/claude-accounts/{id}")).await.1;
+    for bad in [json!({"a b": "c"}), json!(["x", 1]), json!("claude")] {
+        assert_field_error(
+            &admin
+                .put(
+                    &format!("/admin/claude-accounts/{id}"),
+                    &json!({"supportedModels": bad}),
+                )
+                .await,
+            "supportedModels",
+        );
+    }
+    assert_eq!(
+        admin.get(&format!("/admin/claude-accounts/{id}")).await.1,
+        before
+    );
 }

@@ -12,10 +12,11 @@ use super::{Admin, assert_field_error, fields, start, start_with};
 use crate::support::eventually;
 
 /// The fields of a key in every answer (plus `apiKey` at creation / regeneration).
-const KEY_FIELDS: [&str; 32] = [
+const KEY_FIELDS: [&str; 34] = [
     "activatedAt",
     "activationDays",
     "activationUnit",
+    "allowedClients",
     "claudeAccountId",
     "concurrencyLimit",
     "createdAt",
@@ -24,6 +25,7 @@ const KEY_FIELDS: [&str; 32] = [
     "deletedAt",
     "deletedBy",
     "description",
+    "enableClientRestriction",
     "enableModelRestriction",
     "expirationMode",
     "expiresAt",
@@ -105,6 +107,7 @@ async fn create_update_list_delete_follow_the_minimal_contract() {
         "totalCostLimit": 100.0, "weeklyOpusCostLimit": 20.0, "weeklyResetDay": 1,
         "weeklyResetHour": 0, "enableModelRestriction": true,
         "restrictedModels": ["claude-opus-4-20250514"], "claudeAccountId": null,
+        "enableClientRestriction": false, "allowedClients": [],
         "expirationMode": "fixed", "activationDays": 0, "activationUnit": "days",
         "isActivated": true, "activatedAt": null, "expiresAt": "2030-01-01T00:00:00Z",
         "createdBy": "admin-token", "createdAt": data["createdAt"],
@@ -240,6 +243,12 @@ async fn validation_errors_name_the_field_and_write_nothing() {
             "claudeAccountId",
         ),
         (with("expirationMode", json!("never")), "expirationMode"),
+        (with("allowedClients", json!(["claude"])), "allowedClients"),
+        (with("allowedClients", json!(["ua:"])), "allowedClients"),
+        (
+            with("enableClientRestriction", json!("maybe")),
+            "enableClientRestriction",
+        ),
         (with("tags", json!([1, 2])), "tags"),
         (json!({"description": "no name"}), "name"),
     ];
@@ -529,5 +538,39 @@ async fn keys_created_here_work_on_the_relay_until_disabled_regenerated_or_delet
             "POST /admin/api-keys",
             &format!("POST /admin/api-keys/{id}/regenerate"),
         ],
+    );
+}
+
+#[actix_rt::test]
+async fn client_restriction_fields_are_set_shown_and_cleared() {
+    let admin = start().await;
+    let mut body = full_body();
+    body["enableClientRestriction"] = json!(true);
+    body["allowedClients"] = json!(["claude_code", "ua:my-tool/*"]);
+    let (status, created) = admin.post("/admin/api-keys", &body).await;
+    assert_eq!(status, 200, "{created}");
+    let data = &created["data"];
+    assert_eq!(data["enableClientRestriction"], true);
+    assert_eq!(
+        data["allowedClients"],
+        json!(["claude_code", "ua:my-tool/*"])
+    );
+    assert_eq!(
+        admin.strings("SELECT allowed_clients AS s FROM api_keys"),
+        [r#"["claude_code","ua:my-tool/*"]"#]
+    );
+    let id = data["id"].as_str().unwrap();
+    let (status, updated) = admin
+        .put(
+            &format!("/admin/api-keys/{id}"),
+            &json!({"enableClientRestriction": false, "allowedClients": []}),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["data"]["enableClientRestriction"], false);
+    assert_eq!(updated["data"]["allowedClients"], json!([]));
+    assert_eq!(
+        admin.scalar("SELECT COUNT(*) AS n FROM api_keys WHERE enable_client_restriction = 0 AND allowed_clients = '[]'"),
+        1
     );
 }

@@ -5,7 +5,9 @@
 mod accounts;
 mod auth;
 mod degradation;
+mod groups;
 mod keys;
+mod onboarding;
 mod system;
 
 use std::sync::Mutex;

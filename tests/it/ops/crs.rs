@@ -9,7 +9,7 @@ use claude_relay::domain::keys::hash_key;
 use claude_relay::domain::limits::Counters;
 use claude_relay::domain::password;
 
-use super::{actors, cli, cli_ok, counter_snapshot, crs_redis, wipe_redis};
+use super::{actors, cli, cli_ok, counter_snapshot, crs_redis, crs_redis_with_subs, wipe_redis};
 use crate::support::TestEnv;
 use crate::support::mysql::{database_exists, scalar, strings};
 
@@ -465,5 +465,133 @@ async fn crs_keys_relay_through_the_messages_endpoint_against_a_mock_upstream() 
         mock.message_count(),
         accepted,
         "one upstream call per accepted key"
+    );
+}
+
+/// The Claude-Code-only key of `crs-extra/dataset-subs.json` and its plaintext.
+const CC_ONLY: (&str, &str) = (
+    "b1c0de00-0000-4000-8000-000000000001",
+    "cr_c0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0de",
+);
+
+/// The group-bound key of `crs-extra/dataset-subs.json`, its plaintext, and its group.
+const GROUP_BOUND: (&str, &str, &str) = (
+    "b1c0de00-0000-4000-8000-000000000002",
+    "cr_a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0",
+    "b2a0c000-0000-4000-8000-00000000a001",
+);
+
+#[actix_rt::test]
+async fn crs_client_restriction_and_group_bindings_are_imported_and_enforced() {
+    use crate::relay::clients::{CLAUDE_CODE_HEADERS, SDK_HEADERS, claude_code_body, send};
+    let server = crs_redis_with_subs();
+    let mock = crate::support::mock_upstream::start_mock().await;
+    let env = crs_env().with("CLAUDE_API_URL", mock.url.clone());
+    let url = format!("redis://127.0.0.1:{}/0", server.port());
+    let (ok, out) = run_import(&env, &url, &[]);
+    assert!(ok, "{out}");
+    let db = env.direct_mysql();
+    assert_eq!(
+        strings(
+            &db,
+            &format!(
+                "SELECT CONCAT_WS('|', enable_client_restriction, allowed_clients) AS s \
+                 FROM api_keys WHERE id = '{}'",
+                CC_ONLY.0
+            )
+        ),
+        [r#"1|["claude_code"]"#]
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) AS n FROM api_keys WHERE enable_client_restriction = 1"
+        ),
+        1,
+        "only the restricted key carries the restriction"
+    );
+    let app = crate::support::spawn_app(env.config()).await;
+    app.wait_for_health("healthy", std::time::Duration::from_secs(20))
+        .await;
+    for id in [
+        "cf4b5613-2155-415f-b30b-5fbc6d78b181",
+        "5e51b40a-f8e6-46fe-99c6-6e3a7bddfc85",
+    ] {
+        let mut a = app.actors.router.get_account(id).await.unwrap().unwrap();
+        a.base_url = Some(mock.url.clone());
+        app.actors.router.save_account(a).await.unwrap();
+    }
+    let messages = app.url("/api/v1/messages");
+    let sdk_body = serde_json::json!({"model": SONNET, "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let (status, body) = send(&app.client, &messages, CC_ONLY.1, &SDK_HEADERS, &sdk_body).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["type"], "permission_error");
+    assert_eq!(mock.message_count(), 0);
+    let (status, body) = send(
+        &app.client,
+        &messages,
+        CC_ONLY.1,
+        &CLAUDE_CODE_HEADERS,
+        &claude_code_body(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(mock.message_count(), 1);
+
+    // The group and its members came over; the group-bound key relays through them.
+    assert_eq!(
+        strings(
+            &db,
+            "SELECT CONCAT_WS('|', id, name, platform) AS s FROM account_groups"
+        ),
+        [format!("{}|b-console-pool|claude", GROUP_BOUND.2)]
+    );
+    assert_eq!(
+        strings(
+            &db,
+            &format!(
+                "SELECT id AS s FROM claude_accounts WHERE group_ids = '[\"{}\"]' ORDER BY id",
+                GROUP_BOUND.2
+            )
+        ),
+        [
+            "5e51b40a-f8e6-46fe-99c6-6e3a7bddfc85",
+            "cf4b5613-2155-415f-b30b-5fbc6d78b181"
+        ]
+    );
+    let key = app
+        .actors
+        .router
+        .get_key(GROUP_BOUND.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        key.claude_account_id,
+        Some(format!("group:{}", GROUP_BOUND.2))
+    );
+    let mut seen = Vec::new();
+    for i in 0..2 {
+        let body = serde_json::json!({"model": SONNET, "max_tokens": 16,
+            "messages": [{"role": "user", "content": format!("group {i}")}]});
+        let (status, answer) = send(&app.client, &messages, GROUP_BOUND.1, &[], &body).await;
+        assert_eq!(status, 200, "{answer}");
+        let last = mock
+            .received()
+            .into_iter()
+            .rev()
+            .find(|r| r.path == "/v1/messages")
+            .unwrap();
+        seen.push(crate::relay::harness::credential_of(&last.headers));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "sk-fixture-console-14e5928149700254cf498d29466fa587",
+            "sk-fixture-console-85977d8c93e4cb6875d5a416fbcc14f4"
+        ],
+        "both members of the group serve the key (least recently used first)"
     );
 }

@@ -39,6 +39,26 @@ pub fn crs_redis() -> RedisServer {
     server
 }
 
+/// `crs_redis()` plus `tests/fixtures/crs-extra/dataset-subs.json` (issue 13 cases: a
+/// Claude-Code-only key, an account group and a key bound to it) loaded over it.
+pub fn crs_redis_with_subs() -> RedisServer {
+    let server = crs_redis();
+    let extra =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crs-extra/dataset-subs.json");
+    let out = std::process::Command::new("python3")
+        .arg(fixture_dir().join("tools/load_redis.py"))
+        .arg(extra)
+        .args(["--port", &server.port().to_string(), "--db", "0"])
+        .output()
+        .expect("python3 runs the fixture loader");
+    assert!(
+        out.status.success(),
+        "loading dataset-subs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server
+}
+
 /// Runs the binary; returns (success, stdout + stderr).
 pub fn cli(env: &TestEnv, args: &[&str]) -> (bool, String) {
     let out: Output = run_cli(args, env);

@@ -93,6 +93,10 @@ async fn populate(config: &Config, keys: &[(String, String, bool)]) -> String {
         updated_at: now,
         last_used_at: None,
         last_refresh_at: None,
+        group_ids: Vec::new(),
+        model_cooldowns: Default::default(),
+        model_mapping: Default::default(),
+        user_agent: None,
     };
     a.router
         .create_account(account)

@@ -2,10 +2,15 @@
 //! in-process mock upstream.
 
 mod basics;
+pub mod clients;
+mod cooldowns;
 mod degradation;
 mod endpoints;
 mod errors;
-mod harness;
+mod groups;
+pub mod harness;
 mod openai;
+mod queue;
 mod selection;
+mod shaping;
 mod streaming;

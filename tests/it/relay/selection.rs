@@ -177,7 +177,11 @@ async fn sticky_session_is_kept_and_dropped_when_its_account_is_rate_limited() {
         .await;
     assert_eq!(status, 429);
     assert_eq!(body["error"]["type"], "rate_limit_error");
-    wait_status(&relay, id_of(&home), AccountStatus::RateLimited).await;
+    // (A Sonnet 429: the account's Sonnet family waits for the reset.)
+    assert_eq!(
+        super::cooldowns::wait_cooldown(&relay, id_of(&home), "sonnet").await,
+        DateTime::from_timestamp(reset.timestamp(), 0).unwrap()
+    );
     wait_sticky(&relay, &session, None).await;
 
     // …and the session's next request goes to the other account, which it then keeps.
@@ -258,8 +262,10 @@ async fn rate_limited_account_is_skipped_until_its_reset_time() {
         .message(&plaintext, &request(SONNET, false, "one"))
         .await;
     assert_eq!(status, 429, "{body}");
-    let account = wait_status(&relay, &preferred.id, AccountStatus::RateLimited).await;
-    assert_eq!(account.status_until, Some(reset));
+    assert_eq!(
+        super::cooldowns::wait_cooldown(&relay, &preferred.id, "sonnet").await,
+        reset
+    );
 
     // The upstream would answer again, but the account waits for its reset time.
     relay.mock.set("sk-preferred", Behaviour::Normal);
@@ -326,10 +332,13 @@ async fn oauth_token_is_refreshed_once_under_20_concurrent_requests() {
     assert_eq!(received.len(), 20);
     for r in &received {
         assert_eq!(credential_of(&r.headers), "sk-ant-oat01-refreshed-1");
+        // Not a Claude Code request on an OAuth account: Claude Code's beta flags (with the
+        // OAuth one) are sent (Claude Code shaping, issue 13).
         assert_eq!(
             r.headers.get("anthropic-beta").map(String::as_str),
-            Some("oauth-2025-04-20")
+            Some(claude_relay::domain::shaping::DEFAULT_BETA)
         );
+        assert!(claude_relay::domain::shaping::DEFAULT_BETA.contains("oauth-2025-04-20"));
         assert_eq!(r.headers.get("x-api-key"), None);
     }
     let stored = relay

@@ -151,6 +151,10 @@ pub fn new_account(env: &TestEnv, name: &str, priority: i32) -> Account {
         updated_at: now,
         last_used_at: None,
         last_refresh_at: None,
+        group_ids: Vec::new(),
+        model_cooldowns: Default::default(),
+        model_mapping: Default::default(),
+        user_agent: None,
     }
 }
 

@@ -66,6 +66,10 @@ pub fn console_account(
         updated_at: now,
         last_used_at: None,
         last_refresh_at: None,
+        group_ids: Vec::new(),
+        model_cooldowns: Default::default(),
+        model_mapping: Default::default(),
+        user_agent: None,
     }
 }
 

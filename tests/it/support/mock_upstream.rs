@@ -117,6 +117,8 @@ struct State {
     received: Vec<Received>,
     token_refreshes: usize,
     token_status: u16,
+    /// JSON bodies received on /oauth/token (refreshes and code exchanges).
+    token_requests: Vec<Value>,
 }
 
 pub struct MockUpstream {
@@ -139,6 +141,7 @@ struct Shared {
 pub async fn start_mock() -> MockUpstream {
     let state = Arc::new(Mutex::new(State {
         token_status: 200,
+        token_requests: Vec::new(),
         ..State::default()
     }));
     let closed = Arc::new(AtomicUsize::new(0));
@@ -191,6 +194,11 @@ impl MockUpstream {
             .iter()
             .filter(|r| r.path == "/v1/messages")
             .count()
+    }
+
+    /// The JSON bodies received on /oauth/token, in order.
+    pub fn token_requests(&self) -> Vec<Value> {
+        self.state.lock().unwrap().token_requests.clone()
     }
 
     pub fn token_refreshes(&self) -> usize {
@@ -462,9 +470,11 @@ async fn count_tokens(
     HttpResponse::Ok().json(json!({"input_tokens": 25}))
 }
 
-async fn token(shared: web::Data<Shared>) -> HttpResponse {
+async fn token(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
     let (n, status) = {
         let mut s = shared.state.lock().unwrap();
+        s.token_requests
+            .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
         s.token_refreshes += 1;
         (s.token_refreshes, s.token_status)
     };

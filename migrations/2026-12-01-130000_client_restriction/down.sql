@@ -1,0 +1,3 @@
+ALTER TABLE api_keys
+  DROP COLUMN allowed_clients,
+  DROP COLUMN enable_client_restriction;
