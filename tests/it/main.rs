@@ -13,6 +13,7 @@ mod admin;
 mod config;
 mod errors;
 mod health;
+mod ledger;
 mod migrations;
 mod observability;
 mod ops;
