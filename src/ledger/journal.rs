@@ -338,11 +338,15 @@ impl Journal {
     /// Forgets which records were counted from `from` on: after Redis came back empty, every
     /// record not in the rebuilt counters has to be applied again. Only records still in the
     /// journal can be; older ones come from the archive (the caller reads them there).
+    /// Records before `from` are in the rebuilt counters (the rebuild read them from the
+    /// archive), so any of them still waiting to be counted is counted now: replaying it
+    /// would count it twice.
     pub fn recount_from(&self, from: u64) {
         if !self.track_counters {
             return;
         }
         let mut inner = self.lock();
+        inner.uncounted = inner.uncounted.split_off(&from);
         let next = inner.next_seq;
         let start = from.max(inner.segments.keys().next().copied().unwrap_or(next));
         for s in start..next {
