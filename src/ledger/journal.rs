@@ -308,10 +308,10 @@ impl Journal {
                 // Cut a partial record off so the segment stays readable; the next append
                 // starts a new segment.
                 let good = segment.bytes;
-                if let Some(a) = inner.active.take() {
-                    if let Err(cut) = a.file.set_len(good) {
-                        log::error!("cannot cut a partial journal record off: {cut}");
-                    }
+                if let Some(a) = inner.active.take()
+                    && let Err(cut) = a.file.set_len(good)
+                {
+                    log::error!("cannot cut a partial journal record off: {cut}");
                 }
                 Err(e.into())
             }
@@ -762,4 +762,51 @@ pub fn inspect(dir: &Path) -> io::Result<JournalReport> {
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: u64) -> UsageEvent {
+        UsageEvent {
+            request_id: format!("req_{i:032}"),
+            upstream_request_id: None,
+            api_key_id: "6b1c1a43-0000-4000-8000-000000000001".into(),
+            account_id: "acc-1".into(),
+            model: "claude-sonnet-4-20250514".into(),
+            input_tokens: 25,
+            output_tokens: 12,
+            cache_create_5m_tokens: 0,
+            cache_create_1h_tokens: 0,
+            cache_read_tokens: 0,
+            cost_micros: 690,
+            status_code: 200,
+            is_stream: false,
+            latency_ms: 3,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn recount_from_leaves_only_what_the_rebuild_did_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), FsyncPolicy::Never, 0, JournalMode::Both).unwrap();
+        for i in 1..=6 {
+            assert_eq!(
+                journal.append(event(i), CounterContext::default()).unwrap(),
+                i
+            );
+        }
+        // 1 and 2 counted into the old epoch; 3 and 4 never counted (Redis was down), but
+        // archived; 5 and 6 neither.
+        journal.mark_counted(&[1, 2]);
+        assert_eq!(journal.uncounted(10), vec![3, 4, 5, 6]);
+        // The rebuild read the archive through #4: 3 and 4 are in its counters.
+        journal.recount_from(5);
+        assert_eq!(journal.uncounted(10), vec![5, 6]);
+        // From an older boundary: what the old epoch counted is counted again too.
+        journal.recount_from(2);
+        assert_eq!(journal.uncounted(10), vec![2, 3, 4, 5, 6]);
+    }
 }
