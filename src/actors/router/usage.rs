@@ -658,7 +658,7 @@ async fn archive_pass(
         };
         let next = last.seq + 1;
         let full = records.len() >= batch;
-        let oldest = full.then(|| last.event.created_at);
+        let oldest = full.then_some(last.event.created_at);
         let instance = journal.instance_id().to_string();
         let items: Vec<ArchiveItem> = records
             .into_iter()
