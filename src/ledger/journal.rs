@@ -338,11 +338,15 @@ impl Journal {
     /// Forgets which records were counted from `from` on: after Redis came back empty, every
     /// record not in the rebuilt counters has to be applied again. Only records still in the
     /// journal can be; older ones come from the archive (the caller reads them there).
+    /// Records before `from` are in the rebuilt counters (the rebuild read them from the
+    /// archive), so any of them still waiting to be counted is counted now: replaying it
+    /// would count it twice.
     pub fn recount_from(&self, from: u64) {
         if !self.track_counters {
             return;
         }
         let mut inner = self.lock();
+        inner.uncounted = inner.uncounted.split_off(&from);
         let next = inner.next_seq;
         let start = from.max(inner.segments.keys().next().copied().unwrap_or(next));
         for s in start..next {
@@ -910,5 +914,47 @@ mod tests {
         );
         drop(j);
         assert!(!inspect(dir.path()).unwrap().in_use);
+    }
+
+    fn event(i: u64) -> UsageEvent {
+        UsageEvent {
+            request_id: format!("req_{i:032}"),
+            upstream_request_id: None,
+            api_key_id: "6b1c1a43-0000-4000-8000-000000000001".into(),
+            account_id: "acc-1".into(),
+            model: "claude-sonnet-4-20250514".into(),
+            input_tokens: 25,
+            output_tokens: 12,
+            cache_create_5m_tokens: 0,
+            cache_create_1h_tokens: 0,
+            cache_read_tokens: 0,
+            cost_micros: 690,
+            status_code: 200,
+            is_stream: false,
+            latency_ms: 3,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn recount_from_leaves_only_what_the_rebuild_did_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), FsyncPolicy::Never, 0, JournalMode::Both).unwrap();
+        for i in 1..=6 {
+            assert_eq!(
+                journal.append(event(i), CounterContext::default()).unwrap(),
+                i
+            );
+        }
+        // 1 and 2 counted into the old epoch; 3 and 4 never counted (Redis was down), but
+        // archived; 5 and 6 neither.
+        journal.mark_counted(&[1, 2]);
+        assert_eq!(journal.uncounted(10), vec![3, 4, 5, 6]);
+        // The rebuild read the archive through #4: 3 and 4 are in its counters.
+        journal.recount_from(5);
+        assert_eq!(journal.uncounted(10), vec![5, 6]);
+        // From an older boundary: what the old epoch counted is counted again too.
+        journal.recount_from(2);
+        assert_eq!(journal.uncounted(10), vec![2, 3, 4, 5, 6]);
     }
 }

@@ -2,7 +2,7 @@
 //! windows with, from the same snapshot, how far each instance's journal was archived; and
 //! an instance's rows archived after such a snapshot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use diesel::prelude::*;
@@ -150,6 +150,17 @@ pub async fn snapshot(
                 .iter()
                 .map(|s| (s.key_id.clone(), s.counters()))
                 .collect();
+            // Usage of keys no longer listed (deleted, or written by tools) is rebuilt too:
+            // the journals count only what is not in the archive yet, so counters left out
+            // here would stay short of the archive for good.
+            let mut keys = keys;
+            let listed: HashSet<String> = keys.iter().map(|k| k.0.clone()).collect();
+            let unlisted: Vec<(String, i8, i8, i32)> = totals
+                .keys()
+                .filter(|id| !listed.contains(*id))
+                .map(|id| (id.clone(), 1, 0, 0))
+                .collect();
+            keys.extend(unlisted);
             let mut counters = Vec::new();
             for (key_id, reset_day, reset_hour, window_minutes) in &keys {
                 let (reset_day, reset_hour) = (

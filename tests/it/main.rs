@@ -23,6 +23,7 @@ mod config;
 mod console;
 mod errors;
 mod health;
+mod ledger;
 mod migrations;
 mod observability;
 mod ops;

@@ -384,6 +384,35 @@ async fn ensure_epoch(
             after = last;
         }
     }
+    // The rest of our journal after the boundary (not archived when the snapshot was taken)
+    // is counted before the counters are trusted: admissions in between would see less than
+    // was served (a key over its daily limit was served again after a wipe). Records
+    // appended meanwhile are left to the usual replay.
+    let below = journal.next_seq();
+    loop {
+        let seqs: Vec<u64> = journal
+            .uncounted(REPLAY_PER_PASS)
+            .into_iter()
+            .filter(|s| *s < below)
+            .collect();
+        if seqs.is_empty() {
+            break;
+        }
+        match replay_records(
+            journal.clone(),
+            cache.clone(),
+            epoch.id.clone(),
+            seqs,
+            offset,
+            mode == StorageMode::Redis,
+        )
+        .await
+        {
+            Some(Applied::Now | Applied::Before) => {}
+            Some(other) => return Err(format!("epoch changed during catch-up ({other:?})")),
+            None => return Err("redis failed during the catch-up".into()),
+        }
+    }
     if let Err(e) = journal.set_epoch(&epoch.id) {
         log::error!("cannot save the journal checkpoint: {e}");
     }

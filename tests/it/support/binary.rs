@@ -122,6 +122,12 @@ impl ChildRelay {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// SIGKILLs the process (a crash: no shutdown, no drain) and waits until it is gone.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL claude-relay serve");
+        self.child.wait().expect("reap claude-relay serve");
+    }
 }
 
 impl Deref for ChildRelay {

@@ -1,0 +1,266 @@
+//! One fault per test, injected while 8 clients relay through the real binary: Redis
+//! SIGKILLed and restarted empty, MySQL cut or frozen, the relay SIGKILLed and started again
+//! on its journal, one of two relays killed, a wipe of Redis under a refused daily limit, and
+//! a seeded random series of kills. Each ends with the exact checks of `assert_exact`.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Answer, Ledger, Targets, assert_exact, client, ledger_env, send};
+use crate::support::{ChildRelay, RedisServer, TcpProxy, TestEnv, eventually, spawn_binary};
+
+const HEALTHY: Duration = Duration::from_secs(20);
+
+async fn relay_on(env: &TestEnv) -> ChildRelay {
+    let relay = spawn_binary(env).await;
+    relay.wait_for_health("healthy", HEALTHY).await;
+    relay
+}
+
+#[actix_rt::test]
+async fn redis_killed_mid_load_and_restarted_empty_loses_and_doubles_nothing() {
+    let mut redis = RedisServer::spawn();
+    let env = ledger_env().with("REDIS_PORT", redis.port().to_string());
+    let f = Ledger::new(env).await;
+    let relay = relay_on(&f.env).await;
+    let load = f.load(&Targets::new(&[&relay.http]));
+    load.wait_more(100, "before the fault").await;
+
+    redis.stop();
+    load.wait_more(100, "Redis down").await;
+    redis.start();
+    load.wait_more(100, "Redis back, empty").await;
+    let tally = load.finish().await;
+
+    tally.assert_all_200();
+    assert!(
+        tally.transport_errors.is_empty(),
+        "{:?}",
+        tally.transport_errors
+    );
+    assert_exact(&f.env, &[&relay.http], &tally, 0, &[&f.key.id]).await;
+}
+
+#[actix_rt::test]
+async fn mysql_cut_mid_load_loses_and_doubles_nothing() {
+    mysql_outage_mid_load(TcpProxy::cut).await;
+}
+
+#[actix_rt::test]
+async fn mysql_frozen_mid_load_loses_and_doubles_nothing() {
+    mysql_outage_mid_load(TcpProxy::freeze).await;
+}
+
+async fn mysql_outage_mid_load(fault: fn(&TcpProxy)) {
+    let proxy = TcpProxy::to_mysql();
+    let env = ledger_env().with("MYSQL_PORT", proxy.port().to_string());
+    let f = Ledger::new(env).await;
+    let relay = relay_on(&f.env).await;
+    let load = f.load(&Targets::new(&[&relay.http]));
+    load.wait_more(100, "before the fault").await;
+
+    fault(&proxy);
+    load.wait_more(300, "MySQL away").await;
+    proxy.open();
+    load.wait_more(100, "MySQL back").await;
+    let tally = load.finish().await;
+
+    tally.assert_all_200();
+    assert!(
+        tally.transport_errors.is_empty(),
+        "{:?}",
+        tally.transport_errors
+    );
+    assert_exact(&f.env, &[&relay.http], &tally, 0, &[&f.key.id]).await;
+}
+
+#[actix_rt::test]
+async fn relay_killed_mid_load_and_restarted_on_its_journal_loses_and_doubles_nothing() {
+    let f = Ledger::new(ledger_env()).await;
+    let mut relay = relay_on(&f.env).await;
+    let targets = Targets::new(&[&relay.http]);
+    let load = f.load(&targets);
+    load.wait_more(150, "before the kill").await;
+
+    relay.kill();
+    let relay = relay_on(&f.env).await;
+    targets.replace(0, &relay.http);
+    load.wait_more(150, "after the restart").await;
+    let tally = load.finish().await;
+
+    tally.assert_all_200();
+    // Requests cut by the kill may have been journaled (and so archived) without their
+    // answer arriving: at most one per request in flight.
+    let in_flight = super::CLIENTS;
+    assert_exact(&f.env, &[&relay.http], &tally, in_flight, &[&f.key.id]).await;
+}
+
+#[actix_rt::test]
+async fn one_of_two_relays_killed_mid_load_loses_and_doubles_nothing() {
+    let mut f = Ledger::new(ledger_env()).await;
+    let journal_a = f.env.var("USAGE_JOURNAL_DIR").expect("dir").to_string();
+    let journal_b = f
+        .env
+        .dir()
+        .join("journal-b")
+        .to_str()
+        .expect("utf-8")
+        .to_string();
+    let relay_a = relay_on(&f.env).await;
+    f.env.set("USAGE_JOURNAL_DIR", &journal_b);
+    let mut relay_b = relay_on(&f.env).await;
+
+    let targets = Targets::new(&[&relay_a.http, &relay_b.http]);
+    let load = f.load(&targets);
+    load.wait_more(200, "both relays serving").await;
+
+    relay_b.kill();
+    load.wait_more(100, "relay B dead").await;
+    // Started again on B's journal (the variable still names it).
+    let relay_b = relay_on(&f.env).await;
+    f.env.set("USAGE_JOURNAL_DIR", &journal_a);
+    targets.replace(1, &relay_b.http);
+    load.wait_more(200, "relay B restarted").await;
+    let tally = load.finish().await;
+
+    tally.assert_all_200();
+    let in_flight = super::CLIENTS / 2;
+    assert_exact(
+        &f.env,
+        &[&relay_a.http, &relay_b.http],
+        &tally,
+        in_flight,
+        &[&f.key.id],
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn redis_wiped_under_load_keeps_refusing_a_key_over_its_daily_limit() {
+    let redis = RedisServer::spawn();
+    let env = ledger_env().with("REDIS_PORT", redis.port().to_string());
+    let f = Ledger::new(env).await;
+    // $0.005 a day: a few requests of the mock's usage.
+    let (limited, limited_plaintext) = f.another_key(|k| k.daily_cost_limit_micros = 5_000).await;
+    let relay = relay_on(&f.env).await;
+    let load = f.load(&Targets::new(&[&relay.http]));
+    load.wait_more(50, "load running").await;
+
+    let http = client();
+    let mut limited_ids = Vec::new();
+    let mut refused = None;
+    for _ in 0..100 {
+        match send(&http, &relay.http.base, &limited_plaintext, false).await {
+            Answer::Ok(id) => limited_ids.push(id),
+            Answer::Refused(status, body) => {
+                refused = Some((status, body));
+                break;
+            }
+            Answer::Broken(e) => panic!("limited key: {e}"),
+        }
+    }
+    let (status, body) = refused.expect("the limited key is refused within 100 requests");
+    assert_eq!(status, 402, "{body}");
+    assert!(body.contains("daily_cost_limit_exceeded"), "{body}");
+    assert!(!limited_ids.is_empty(), "served before its limit");
+
+    let () = redis::cmd("FLUSHDB")
+        .query(&mut f.env.redis())
+        .expect("FLUSHDB");
+    // From the first request after the wipe on: still refused (the counters are rebuilt
+    // from the archive and the journals before they are trusted).
+    let mut after_wipe = Vec::new();
+    for _ in 0..10 {
+        match send(&http, &relay.http.base, &limited_plaintext, false).await {
+            Answer::Ok(id) => {
+                after_wipe.push(format!("200 {id}"));
+                limited_ids.push(id);
+            }
+            Answer::Refused(status, body) => after_wipe.push(format!("{status} {body}")),
+            Answer::Broken(e) => after_wipe.push(e),
+        }
+    }
+    load.wait_more(100, "after the wipe").await;
+    let mut tally = load.finish().await;
+
+    let not_402: Vec<&String> = after_wipe
+        .iter()
+        .filter(|a| !a.starts_with("402 "))
+        .collect();
+    assert!(
+        not_402.is_empty(),
+        "after the wipe the key over its daily limit was answered: {not_402:#?}"
+    );
+    tally.assert_all_200();
+    tally.ok_ids.extend(limited_ids);
+    assert_exact(&f.env, &[&relay.http], &tally, 0, &[&f.key.id, &limited.id]).await;
+    // Still refused once everything settled.
+    match send(&http, &relay.http.base, &limited_plaintext, false).await {
+        Answer::Refused(402, _) => {}
+        Answer::Ok(id) => panic!("limited key served after recovery: {id}"),
+        Answer::Refused(status, body) => panic!("{status} {body}"),
+        Answer::Broken(e) => panic!("{e}"),
+    }
+}
+
+#[actix_rt::test]
+async fn random_kills_of_redis_or_the_relay_lose_and_double_nothing() {
+    const RUNS: usize = 4;
+    let seed: u64 = std::env::var("LEDGER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("random_kills: LEDGER_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let mut redis = RedisServer::spawn();
+    let env = ledger_env().with("REDIS_PORT", redis.port().to_string());
+    let f = Ledger::new(env).await;
+    let mut relay = relay_on(&f.env).await;
+    let mut tally = super::Tally::default();
+    let mut kills_of_relay = 0;
+    for run in 0..RUNS {
+        let targets = Targets::new(&[&relay.http]);
+        let load = f.load(&targets);
+        let before = rng.random_range(1..200);
+        let kill_relay = rng.random_bool(0.5);
+        eprintln!(
+            "run {run} (seed {seed}): kill {} after {before} answers",
+            if kill_relay { "the relay" } else { "Redis" }
+        );
+        load.wait_more(before, "before the kill").await;
+        if kill_relay {
+            relay.kill();
+            relay = relay_on(&f.env).await;
+            targets.replace(0, &relay.http);
+            kills_of_relay += 1;
+        } else {
+            redis.stop();
+            load.wait_more(rng.random_range(1..200), "Redis down").await;
+            redis.start();
+        }
+        load.wait_more(50, "after recovery").await;
+        tally.merge(load.finish().await);
+        tally.assert_all_200();
+        assert_exact(
+            &f.env,
+            &[&relay.http],
+            &tally,
+            kills_of_relay * super::CLIENTS,
+            &[&f.key.id],
+        )
+        .await;
+    }
+    // The relay is healthy again at the end.
+    eventually(HEALTHY, "healthy at the end", || async {
+        let (_, body) = relay.health().await;
+        if body["status"] == "healthy" {
+            Ok(())
+        } else {
+            Err(body.to_string())
+        }
+    })
+    .await;
+}
