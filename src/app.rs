@@ -139,6 +139,11 @@ impl Application {
                 "a backend has not answered its first probe within {FIRST_PROBE_WAIT:?}; \
                  serving anyway (/health/ready stays 503 until it does)"
             );
+        } else if !app.actors.router.counters_ready(FIRST_PROBE_WAIT).await {
+            log::warn!(
+                "the usage counters in redis are not ready within {FIRST_PROBE_WAIT:?}; \
+                 serving anyway with per-instance limits (/health says degraded until they are)"
+            );
         }
         Ok(app)
     }

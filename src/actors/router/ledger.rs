@@ -213,6 +213,20 @@ async fn replay_records(
     offset: i32,
     archive_in_redis: bool,
 ) -> Option<Applied> {
+    replay_counters(journal, cache, epoch, seqs, offset, archive_in_redis, true).await
+}
+
+/// `replay_records`, with `limits` false leaving out the limit counters (a rebuild already
+/// holds them) and applying only the counter sets limits do not read.
+async fn replay_counters(
+    journal: Arc<Journal>,
+    cache: CacheHandle,
+    epoch: String,
+    seqs: Vec<u64>,
+    offset: i32,
+    archive_in_redis: bool,
+    limits: bool,
+) -> Option<Applied> {
     let wanted: HashSet<u64> = seqs.iter().copied().collect();
     let Some(first) = seqs.first().copied() else {
         return Some(Applied::Before);
@@ -237,7 +251,11 @@ async fn replay_records(
     journal.mark_counted(&missing);
     let mut last = Some(Applied::Before);
     for r in records {
-        let updates = r.counter_updates(offset);
+        let mut updates = r.counter_updates(offset);
+        if !limits {
+            updates
+                .retain(|u| !crate::domain::limits::is_limit_counter(&u.name, &r.event.api_key_id));
+        }
         let event = archive_in_redis
             .then(|| serde_json::to_string(&r.event).ok())
             .flatten();
@@ -332,6 +350,31 @@ async fn ensure_epoch(
         "usage counters: epoch {} in force; counting this instance's events after #{boundary} again",
         epoch.id
     );
+    // Ours that the rebuild's archive snapshot holds but that were never counted anywhere
+    // (served while Redis was away or before the first epoch): the snapshot has their limit
+    // counters; the other counter sets (account, model, hour, month) get them now.
+    let covered: Vec<u64> = journal
+        .uncounted(usize::MAX)
+        .into_iter()
+        .filter(|s| *s <= boundary)
+        .collect();
+    if !covered.is_empty() {
+        match replay_counters(
+            journal.clone(),
+            cache.clone(),
+            epoch.id.clone(),
+            covered,
+            offset,
+            false,
+            false,
+        )
+        .await
+        {
+            Some(Applied::Now | Applied::Before) => {}
+            Some(other) => return Err(format!("epoch changed during catch-up ({other:?})")),
+            None => return Err("redis failed during the catch-up".into()),
+        }
+    }
     journal.recount_from(boundary + 1);
     if mode.uses_mysql() {
         let mut after = boundary;

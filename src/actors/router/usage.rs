@@ -730,6 +730,24 @@ impl RouterHandle {
         }
         false
     }
+    /// Waits (at most `limit`) until the usage counters can be trusted (Redis holds an
+    /// epoch this instance has caught up with), when both backends the mode uses are up;
+    /// false when `limit` passed first.
+    pub async fn counters_ready(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.usage_stats().await.counters_trusted {
+                return true;
+            }
+            let up = self.health(Duration::from_secs(1)).await.is_some_and(|h| {
+                (!h.redis.used || h.redis.connected) && (!h.mysql.used || h.mysql.connected)
+            });
+            if !up || Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     pub async fn usage_stats(&self) -> UsageStats {
         self.ask(GetUsageStats).await.unwrap_or_default()
     }
