@@ -41,6 +41,7 @@ pub struct Metrics {
     journal_backlog_bytes: IntGauge,
     journal_oldest_seconds: Gauge,
     journal_uncounted: IntGauge,
+    queue_waiting: IntGauge,
     redis_memory: IntGauge,
     redis_clients: IntGauge,
     mysql_threads: IntGauge,
@@ -171,6 +172,13 @@ impl Metrics {
                     "age of the oldest usage event not archived yet",
                 ),
             )?,
+            queue_waiting: register(
+                &r,
+                IntGauge::new(
+                    "concurrency_queue_waiting",
+                    "requests over their key's concurrency limit waiting for a slot",
+                ),
+            )?,
             journal_uncounted: register(
                 &r,
                 IntGauge::new(
@@ -283,8 +291,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(metrics));
 }
 
-async fn metrics(state: web::Data<AppState>, metrics: web::Data<Arc<Metrics>>) -> HttpResponse {
+async fn metrics(
+    state: web::Data<AppState>,
+    metrics: web::Data<Arc<Metrics>>,
+    relay: web::Data<crate::relay::pipeline::RelayShared>,
+) -> HttpResponse {
     let m = metrics.get_ref();
+    m.queue_waiting
+        .set(i64::try_from(relay.queue.waiting_total()).unwrap_or(i64::MAX));
     let router = &state.router;
     if let Some(h) = router.health(Duration::from_millis(500)).await {
         for (name, view) in [("redis", &h.redis), ("mysql", &h.mysql)] {

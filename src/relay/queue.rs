@@ -89,6 +89,16 @@ impl ConcurrencyQueue {
             .unwrap_or(0)
     }
 
+    /// Requests of every key waiting now (`/metrics`).
+    pub fn waiting_total(&self) -> usize {
+        self.lines.lock().map_or(0, |lines| {
+            lines
+                .values()
+                .map(|l| l.waiting.load(Ordering::Acquire))
+                .sum()
+        })
+    }
+
     /// Waits in `key`'s line; as its head, calls `attempt` until it yields a value or the
     /// wait runs out.
     pub async fn wait_turn<T, F, Fut>(

@@ -56,6 +56,25 @@ async fn a_queued_request_is_served_when_the_slot_frees() {
             .unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
     });
+    // The queued request is in the line (the only one waiting) before any probe is sent.
+    eventually(Duration::from_secs(10), "one request waiting", || async {
+        let text = relay
+            .app
+            .client
+            .get(relay.app.url("/metrics"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        if text.contains("claude_relay_concurrency_queue_waiting 1\n") {
+            Ok(())
+        } else {
+            Err("the queued request is not waiting yet".to_string())
+        }
+    })
+    .await;
     // The line holds one: once the queued request is in it, another is refused at once.
     // Each probe gives up after 300 ms, leaving the line if it got into it.
     let full = error_body(
