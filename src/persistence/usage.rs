@@ -56,19 +56,46 @@ pub async fn insert_batch(
     items: Vec<ArchiveItem>,
     offset_hours: i32,
 ) -> Result<usize, StoreError> {
+    insert_items(&mut conn, &items, offset_hours, true).await
+}
+
+/// `insert_batch` for a journal's next batch, which is new unless the process died between
+/// a commit and its checkpoint: inserted without looking for the request ids first (a
+/// fifth of MySQL's work per row), and with the look-up only when a duplicate turns up.
+pub async fn insert_journal_batch(
+    mut conn: DbConn,
+    items: Vec<ArchiveItem>,
+    offset_hours: i32,
+) -> Result<usize, StoreError> {
+    match insert_items(&mut conn, &items, offset_hours, false).await {
+        Err(StoreError::Duplicate(_)) => insert_items(&mut conn, &items, offset_hours, true).await,
+        other => other,
+    }
+}
+
+async fn insert_items(
+    conn: &mut DbConn,
+    items: &[ArchiveItem],
+    offset_hours: i32,
+    look_up_first: bool,
+) -> Result<usize, StoreError> {
     if items.is_empty() {
         return Ok(0);
     }
     let inserted = conn
         .transaction::<_, diesel::result::Error, _>(async |c| {
             let ids: Vec<&str> = items.iter().map(|i| i.event.request_id.as_str()).collect();
-            let existing: HashSet<String> = usage_records::table
-                .filter(usage_records::request_id.eq_any(&ids))
-                .select(usage_records::request_id)
-                .load::<String>(c)
-                .await?
-                .into_iter()
-                .collect();
+            let existing: HashSet<String> = if look_up_first {
+                usage_records::table
+                    .filter(usage_records::request_id.eq_any(&ids))
+                    .select(usage_records::request_id)
+                    .load::<String>(c)
+                    .await?
+                    .into_iter()
+                    .collect()
+            } else {
+                HashSet::new()
+            };
             // Unique within the batch too.
             let mut seen = HashSet::new();
             let fresh_items: Vec<&ArchiveItem> = items
