@@ -109,7 +109,9 @@ fn append_cost(dir: &Path, n: u64) -> (f64, f64, f64) {
 
 fn vars(id: &str, dir: &Path) -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("REDIS_") || k.starts_with("MYSQL_"))
+        .filter(|(k, _)| {
+            k.starts_with("REDIS_") || k.starts_with("MYSQL_") || k.starts_with("USAGE_BATCH")
+        })
         .collect();
     vars.insert("DATABASE_TYPE".into(), "hybrid".into());
     vars.insert("ENCRYPTION_KEY".into(), "b".repeat(32));

@@ -241,3 +241,23 @@ fn env_file_replaces_dot_env() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bad_usage_journal_settings_are_rejected() {
+    assert_rejected(
+        "USAGE_JOURNAL_FSYNC",
+        Some("sometimes"),
+        "unknown value `sometimes` (expected never, always or milliseconds 1-60000)",
+    );
+    assert_rejected(
+        "USAGE_JOURNAL_FULL",
+        Some("drop"),
+        "unknown value `drop` (expected reject or serve)",
+    );
+    // One archive row takes 17 of MySQL's 65,535 placeholders per statement.
+    assert_rejected(
+        "USAGE_BATCH_SIZE",
+        Some("5000"),
+        "5000 is out of range 1..=3000",
+    );
+}
