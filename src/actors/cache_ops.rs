@@ -290,10 +290,41 @@ impl CacheHandle {
 
     /// Writes an account record and its index entry (redis mode).
     pub async fn put_account(&self, account: &Account) -> Result<(), CacheError> {
-        let record = self.keys.account(&account.id);
-        let index = self.keys.account_index();
-        let id = account.id.clone();
-        let value = encode(account)?;
+        self.put_indexed(
+            self.keys.account(&account.id),
+            self.keys.account_index(),
+            account.id.clone(),
+            encode(account)?,
+        )
+        .await
+    }
+
+    pub async fn get_account(&self, id: &str) -> Result<Option<Account>, CacheError> {
+        decode(self.get_string(self.keys.account(id)).await?)
+    }
+
+    pub async fn list_accounts(&self) -> Result<Vec<Account>, CacheError> {
+        self.list_records(self.keys.account_index(), KeySpace::account)
+            .await
+    }
+
+    pub async fn delete_account(&self, id: &str) -> Result<(), CacheError> {
+        self.delete_indexed(
+            self.keys.account(id),
+            self.keys.account_index(),
+            id.to_string(),
+        )
+        .await
+    }
+
+    /// Writes a record and adds its id to the index set, atomically (redis mode).
+    async fn put_indexed(
+        &self,
+        record: String,
+        index: String,
+        id: String,
+        value: String,
+    ) -> Result<(), CacheError> {
         self.exec(move |mut c| {
             Box::pin(async move {
                 redis::pipe()
@@ -309,19 +340,13 @@ impl CacheHandle {
         .await
     }
 
-    pub async fn get_account(&self, id: &str) -> Result<Option<Account>, CacheError> {
-        decode(self.get_string(self.keys.account(id)).await?)
-    }
-
-    pub async fn list_accounts(&self) -> Result<Vec<Account>, CacheError> {
-        self.list_records(self.keys.account_index(), KeySpace::account)
-            .await
-    }
-
-    pub async fn delete_account(&self, id: &str) -> Result<(), CacheError> {
-        let record = self.keys.account(id);
-        let index = self.keys.account_index();
-        let id = id.to_string();
+    /// Deletes a record and removes its id from the index set, atomically (redis mode).
+    async fn delete_indexed(
+        &self,
+        record: String,
+        index: String,
+        id: String,
+    ) -> Result<(), CacheError> {
         self.exec(move |mut c| {
             Box::pin(async move {
                 redis::pipe()
@@ -340,22 +365,12 @@ impl CacheHandle {
     // ---- account groups (redis mode) ----
 
     pub async fn put_group(&self, group: &AccountGroup) -> Result<(), CacheError> {
-        let record = self.keys.account_group(&group.id);
-        let index = self.keys.account_group_index();
-        let id = group.id.clone();
-        let value = encode(group)?;
-        self.exec(move |mut c| {
-            Box::pin(async move {
-                redis::pipe()
-                    .atomic()
-                    .set(record, value)
-                    .ignore()
-                    .sadd(index, id)
-                    .ignore()
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-        })
+        self.put_indexed(
+            self.keys.account_group(&group.id),
+            self.keys.account_group_index(),
+            group.id.clone(),
+            encode(group)?,
+        )
         .await
     }
 
@@ -369,21 +384,11 @@ impl CacheHandle {
     }
 
     pub async fn delete_group(&self, id: &str) -> Result<(), CacheError> {
-        let record = self.keys.account_group(id);
-        let index = self.keys.account_group_index();
-        let id = id.to_string();
-        self.exec(move |mut c| {
-            Box::pin(async move {
-                redis::pipe()
-                    .atomic()
-                    .del(record)
-                    .ignore()
-                    .srem(index, id)
-                    .ignore()
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-        })
+        self.delete_indexed(
+            self.keys.account_group(id),
+            self.keys.account_group_index(),
+            id.to_string(),
+        )
         .await
     }
 

@@ -98,7 +98,7 @@ fn append_cost(dir: &Path, n: u64) -> (f64, f64, f64) {
     let cpu = own_cpu();
     let started = Instant::now();
     for e in events {
-        journal.append(e, context()).expect("append");
+        journal.append(&e, &context()).expect("append");
     }
     let wall = started.elapsed().as_secs_f64();
     let cpu = own_cpu() - cpu;
@@ -134,7 +134,7 @@ fn drain_backlog(config: Config, n: u64) -> (f64, f64, Option<f64>) {
         )
         .expect("journal");
         for i in 0..n {
-            journal.append(event(i), context()).expect("append");
+            journal.append(&event(i), &context()).expect("append");
         }
         journal.sync().expect("sync");
     }

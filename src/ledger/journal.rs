@@ -230,15 +230,14 @@ impl Journal {
     }
 
     /// Appends one event; returns its sequence number once the kernel has it.
-    pub fn append(&self, event: UsageEvent, counters: CounterContext) -> Result<u64, JournalError> {
+    pub fn append(
+        &self,
+        event: &UsageEvent,
+        counters: &CounterContext,
+    ) -> Result<u64, JournalError> {
         let mut inner = self.lock();
         let seq = inner.next_seq;
-        let record = JournalRecord {
-            seq,
-            event,
-            counters,
-        };
-        let bytes = record.encode()?;
+        let bytes = record::encode(seq, event, counters)?;
         let size = bytes.len() as u64;
         if self.max_bytes > 0 && inner.held_bytes + size > self.max_bytes {
             inner.stats.append_failures += 1;
@@ -258,7 +257,7 @@ impl Journal {
             inner.uncounted.insert(seq);
         }
         if inner.oldest_unarchived.is_none() {
-            inner.oldest_unarchived = Some(record.event.created_at);
+            inner.oldest_unarchived = Some(event.created_at);
         }
         Ok(seq)
     }
@@ -777,7 +776,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let r = sample(i);
-                j.append(r.event, r.counters).unwrap()
+                j.append(&r.event, &r.counters).unwrap()
             })
             .collect()
     }
@@ -867,7 +866,7 @@ mod tests {
             "new records number on after the readable ones"
         );
         let r = sample(4);
-        assert_eq!(j.append(r.event, r.counters).unwrap(), 4);
+        assert_eq!(j.append(&r.event, &r.counters).unwrap(), 4);
         let seqs: Vec<u64> = j.read(1, 10).iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![1, 3, 4]);
     }
@@ -879,7 +878,7 @@ mod tests {
         append(&j, 2);
         let r = sample(3);
         assert!(matches!(
-            j.append(r.event, r.counters),
+            j.append(&r.event, &r.counters),
             Err(JournalError::Full { limit: 1_000, .. })
         ));
         let stats = j.stats();
@@ -942,7 +941,9 @@ mod tests {
         let journal = Journal::open(dir.path(), FsyncPolicy::Never, 0, JournalMode::Both).unwrap();
         for i in 1..=6 {
             assert_eq!(
-                journal.append(event(i), CounterContext::default()).unwrap(),
+                journal
+                    .append(&event(i), &CounterContext::default())
+                    .unwrap(),
                 i
             );
         }

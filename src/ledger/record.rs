@@ -36,30 +36,60 @@ pub struct JournalRecord {
     pub counters: CounterContext,
 }
 
-impl JournalRecord {
-    /// Every counter set the event adds to.
-    pub fn counter_updates(&self, offset_hours: i32) -> Vec<CounterUpdate> {
-        let window = self
-            .counters
-            .rate_window
+impl CounterContext {
+    /// The rate window as `limits::counter_updates` takes it.
+    pub fn rate_window_name(&self) -> Option<RateWindowName> {
+        self.rate_window
             .as_ref()
             .map(|(name, ttl_seconds)| RateWindowName {
                 name: name.clone(),
                 ttl_seconds: *ttl_seconds,
                 resets_in_seconds: 0,
-            });
+            })
+    }
+}
+
+impl JournalRecord {
+    /// Every counter set the event adds to.
+    pub fn counter_updates(&self, offset_hours: i32) -> Vec<CounterUpdate> {
         limits::counter_updates(
             &self.event,
             offset_hours,
             self.counters.opus,
             self.counters.weekly_reset,
-            window.as_ref(),
+            self.counters.rate_window_name().as_ref(),
         )
     }
 
     /// The framed bytes of the record.
     pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let payload = serde_json::to_vec(self)?;
+        encode(self.seq, &self.event, &self.counters)
+    }
+}
+
+/// A record as written, borrowing its parts (the hot path copies no event to journal it).
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    #[serde(rename = "s")]
+    seq: u64,
+    #[serde(rename = "e")]
+    event: &'a UsageEvent,
+    #[serde(rename = "c")]
+    counters: &'a CounterContext,
+}
+
+/// The framed bytes of record `seq`: the same bytes `JournalRecord::encode` gives.
+pub fn encode(
+    seq: u64,
+    event: &UsageEvent,
+    counters: &CounterContext,
+) -> Result<Vec<u8>, serde_json::Error> {
+    {
+        let payload = serde_json::to_vec(&RecordRef {
+            seq,
+            event,
+            counters,
+        })?;
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
         out.extend_from_slice(&len.to_le_bytes());

@@ -16,7 +16,7 @@ use crate::config::{LimitsOnCacheDown, StorageMode};
 use crate::domain::limits::{self, Admission, AdmissionRequest, CounterUpdate, Counters};
 use crate::domain::usage_event::UsageEvent;
 use crate::error::AppError;
-use crate::ledger::{CounterContext, Journal, JournalRecord, JournalStats};
+use crate::ledger::{CounterContext, Journal, JournalStats};
 use crate::persistence::ephemeral as queries;
 
 /// How long an admission waits for the limit counters to be rebuilt before it falls back to
@@ -629,16 +629,14 @@ impl RouterHandle {
         counters: CounterContext,
         release: Option<LeaseRef>,
     ) -> Result<RecordUsage, AppError> {
-        let record = JournalRecord {
-            seq: 0,
-            event,
-            counters,
-        };
-        let updates = record.counter_updates(self.offset_hours);
-        let JournalRecord {
-            event, counters, ..
-        } = record;
-        let seq = self.journal.append(event.clone(), counters).map_err(|e| {
+        let updates = crate::domain::limits::counter_updates(
+            &event,
+            self.offset_hours,
+            counters.opus,
+            counters.weekly_reset,
+            counters.rate_window_name().as_ref(),
+        );
+        let seq = self.journal.append(&event, &counters).map_err(|e| {
             log::error!("usage event {} not journaled: {e}", event.request_id);
             AppError::StorageUnavailable(
                 "storage unavailable: the usage of this answer cannot be recorded right now, \

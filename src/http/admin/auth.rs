@@ -87,22 +87,21 @@ fn required(f: &Fields<'_>, name: &str) -> Result<String, AdminError> {
     }
 }
 
-/// `POST /web/auth/login` {username, password} → {success, token, expiresIn (ms), username}.
-async fn login(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    body: web::Json<Value>,
-) -> Result<HttpResponse, AdminError> {
-    let f = Fields::of(&body)?;
-    let username = required(&f, "username")?;
-    let password = required(&f, "password")?;
-    let addr = client_addr(&req);
+/// Logs an operator in (limited per client address) and audits it: the admin API's login
+/// and the console's.
+pub(crate) async fn log_in(
+    state: &AppState,
+    req: &HttpRequest,
+    username: &str,
+    password: &str,
+) -> Result<service::Login, AdminError> {
+    let addr = client_addr(req);
     let login = service::login(
         &state.router,
         &state.login_limiter,
         &addr,
-        &username,
-        &password,
+        username,
+        password,
     )
     .await?;
     let ctx = AdminContext {
@@ -113,6 +112,19 @@ async fn login(
     };
     ctx.audit("login", "admin", &login.username, None, None)
         .await;
+    Ok(login)
+}
+
+/// `POST /web/auth/login` {username, password} → {success, token, expiresIn (ms), username}.
+async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, AdminError> {
+    let f = Fields::of(&body)?;
+    let username = required(&f, "username")?;
+    let password = required(&f, "password")?;
+    let login = log_in(&state, &req, &username, &password).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "success": true,
         "token": login.token,

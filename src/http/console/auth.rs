@@ -11,9 +11,9 @@ use super::{BASE, ConsoleError, Form, Page, html, redirect};
 use crate::domain::keys::{constant_time_eq, generate_key};
 use crate::error::AppError;
 use crate::http::AppState;
-use crate::http::admin::auth::client_addr;
+use crate::http::admin::auth::log_in;
+use crate::service::AdminError;
 use crate::service::auth::{self as service, SESSION_TTL};
-use crate::service::{AdminContext, AdminError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/login", web::get().to(login_page))
@@ -69,23 +69,7 @@ async fn login(state: web::Data<AppState>, req: HttpRequest, form: Form) -> Page
     }
     let username = required(&form, "username")?;
     let password = required(&form, "password")?;
-    let addr = client_addr(&req);
-    let login = service::login(
-        &state.router,
-        &state.login_limiter,
-        &addr,
-        &username,
-        &password,
-    )
-    .await?;
-    let ctx = AdminContext {
-        router: state.router.clone(),
-        config: state.config.clone(),
-        actor: login.username.clone(),
-        client_addr: addr,
-    };
-    ctx.audit("login", "admin", &login.username, None, None)
-        .await;
+    let login = log_in(&state, &req, &username, &password).await?;
     let mut response = redirect(&format!("{BASE}/"));
     for value in [
         set_cookie(&req, SESSION_COOKIE, &login.token, SESSION_TTL.as_secs()),
