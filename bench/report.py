@@ -20,6 +20,13 @@ def machine():
     return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}"
 
 
+def per(c, field, requests, scale):
+    """A run's figure per request (None when the run did not record it)."""
+    if field not in c:
+        return None
+    return float(c[field]) * scale / requests
+
+
 def main(raw_path, out_dir):
     runs, calls, cmdstats, cmdruns = {}, {}, defaultdict(dict), {}
     for line in open(raw_path):
@@ -52,6 +59,11 @@ def main(raw_path, out_dir):
             "redis_calls_per_req": None if not c else int(c["redis"]) / reqs,
             "mysql_calls_per_req": None if not c else int(c["mysql"]) / reqs,
             "rss_mb": None if not c else int(c["rss_kb"]) / 1024,
+            "relay_cpu_us": per(c, "relay_cpu", reqs, 1e6),
+            "relay_vcs": per(c, "relay_vcs", reqs, 1),
+            "redis_cpu_us": per(c, "redis_cpu", reqs, 1e6),
+            "redis_cmds": per(c, "redis_cmds", reqs, 1),
+            "mariadb_cpu_us": per(c, "mariadb_cpu", reqs, 1e6),
         })
     fmt = lambda v, spec: "–" if v is None else format(v, spec)
     lines = [
@@ -60,15 +72,21 @@ def main(raw_path, out_dir):
         "Load: wrk, 2 threads, on the same machine. Added latency = relay p50/p99 minus the "
         "direct-to-mock p50/p99 at the same connection count. Calls per request = round trips "
         "the relay's storage actors made during the run divided by requests (background work "
-        "included).", "",
-        "| mode | answer | conns | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | vs direct | Redis calls/req | MySQL calls/req | RSS MB | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "included). Per request: the relay's CPU time (µs), its voluntary context switches, "
+        "the Redis server's CPU time (µs) and commands (a private redis-server; commands run by "
+        "scripts count), and MariaDB's CPU time (µs; the archive's writes, which may lag the run).", "",
+        "| mode | answer | conns | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | vs direct "
+        "| relay CPU µs | ctx sw | Redis CPU µs | Redis cmds | MariaDB CPU µs "
+        "| Redis calls/req | MySQL calls/req | RSS MB | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['mode']} | {r['kind']} | {r['conns']} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
             f"{fmt(r['added_p50_ms'], '.3f')} | {fmt(r['added_p99_ms'], '.3f')} | "
             f"{fmt(r['vs_direct'] and r['vs_direct'] * 100, '.0f')}{'%' if r['vs_direct'] else ''} | "
+            f"{fmt(r['relay_cpu_us'], '.1f')} | {fmt(r['relay_vcs'], '.2f')} | {fmt(r['redis_cpu_us'], '.1f')} | "
+            f"{fmt(r['redis_cmds'], '.1f')} | {fmt(r['mariadb_cpu_us'], '.1f')} | "
             f"{fmt(r['redis_calls_per_req'], '.2f')} | {fmt(r['mysql_calls_per_req'], '.3f')} | "
             f"{fmt(r['rss_mb'], '.0f')} | {r['errors']} |")
     if cmdstats:

@@ -20,7 +20,6 @@ use crate::ledger::journal::JournalMode;
 use crate::ledger::{Journal, JournalError};
 use crate::relay::pipeline::RelayShared;
 use crate::relay::queue::ConcurrencyQueue;
-use crate::relay::scheduler::LastUsed;
 use crate::relay::upstream::UpstreamClients;
 use secrecy::ExposeSecret;
 
@@ -166,27 +165,42 @@ impl Application {
         let prices = PriceTable::bundled()
             .map_err(|e| std::io::Error::other(format!("price table: {e}")))?;
         let encryption_key = config.encryption_key.expose_secret().to_string();
-        let relay = web::Data::new(RelayShared {
+        let relay = RelayShared {
             router: actors.router.clone(),
             config: config_arc,
             prices: Arc::new(prices),
             cipher: CredentialCipher::new(&encryption_key)
                 .map_err(|e| std::io::Error::other(format!("ENCRYPTION_KEY: {e}")))?,
-            encryption_key,
-            last_used: LastUsed::default(),
+            encryption_key: encryption_key.into(),
+            last_used: Arc::default(),
             metrics: metrics.clone(),
-            queue: ConcurrencyQueue::new(
+            queue: Arc::new(ConcurrencyQueue::new(
                 config.concurrency_queue_wait,
                 config.concurrency_queue_max,
-            ),
-        });
+            )),
+        };
+        let (redis_config, probe_interval) = (config.redis.clone(), config.probe_interval);
+        let redis_used = config.mode.uses_redis();
+        let redis_calls = actors.cache.calls.clone();
         let metrics_data = web::Data::new(metrics);
         let body_limit = config.max_request_body_bytes;
         let upstream_timeout = config.request_timeout;
         let server = HttpServer::new(move || {
+            // Runs once on each worker's thread: the worker's own cache actor (and Redis
+            // connection) lives there, so its requests' round trips never leave the thread.
+            let worker_cache = CacheActor::start_here(
+                redis_config.clone(),
+                probe_interval,
+                redis_used,
+                redis_calls.clone(),
+            );
+            let relay = web::Data::new(RelayShared {
+                router: relay.router.for_worker(worker_cache),
+                ..relay.clone()
+            });
             App::new()
                 .app_data(web::Data::new(state.clone()))
-                .app_data(relay.clone())
+                .app_data(relay)
                 .app_data(metrics_data.clone())
                 // One set of upstream clients per worker: their connections live on it.
                 .app_data(web::Data::new(UpstreamClients::new(upstream_timeout)))

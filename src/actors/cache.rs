@@ -65,6 +65,9 @@ pub struct CacheActor {
     event_subscribers: Vec<Recipient<CacheEvent>>,
     /// True while the pub/sub listener runs; the probe restarts it when it ends.
     listening: Arc<AtomicBool>,
+    /// Whether this actor listens to the events channel (the coordinator's does; an HTTP
+    /// worker's serves only that worker's hot path).
+    listens: bool,
 }
 
 impl CacheActor {
@@ -79,6 +82,7 @@ impl CacheActor {
             reporter: StateReporter::default(),
             event_subscribers: Vec::new(),
             listening: Arc::new(AtomicBool::new(false)),
+            listens: true,
         }
     }
 
@@ -141,6 +145,25 @@ impl CacheActor {
         }
     }
 
+    /// Starts a cache actor with its own Redis connection on the current thread (an HTTP
+    /// worker's): the worker's hot-path round trips then never leave its thread. It counts
+    /// its calls into `calls` (the coordinator's counter) and listens to no events.
+    pub fn start_here(
+        config: RedisConfig,
+        probe_interval: Duration,
+        enabled: bool,
+        calls: Arc<std::sync::atomic::AtomicU64>,
+    ) -> CacheHandle {
+        let keys = KeySpace::new(&config.key_prefix);
+        let mut actor = CacheActor::new(config, probe_interval, enabled);
+        actor.listens = false;
+        CacheHandle {
+            addr: actor.start(),
+            keys,
+            calls,
+        }
+    }
+
     fn manager_config(&self) -> ConnectionManagerConfig {
         // The crate's defaults retry for ~9 s per call while Redis is down; fail in well
         // under a second instead and let the probe find Redis again.
@@ -194,7 +217,9 @@ impl CacheActor {
             match result {
                 Ok((conn, latency)) => {
                     act.conn = Some(conn);
-                    act.listen(ctx);
+                    if act.listens {
+                        act.listen(ctx);
+                    }
                     act.circuit.success();
                     act.reporter.report(
                         Backend::Redis,

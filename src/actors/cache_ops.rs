@@ -511,14 +511,26 @@ impl CacheHandle {
 
     // ---- admission and leases ----
 
-    /// Admission (the atomic script `kv::scripts::ADMIT`) that also reads the entry
-    /// `sticky` (a sticky session) in the same call. `None` for the admission when Redis
-    /// has lost its counters (no ledger epoch): nothing was taken.
+    /// Admission (the ADMIT script) plus the sticky-session entry `sticky`, read in the same
+    /// round trip and kept alive for `renew_sticky` more (zero: read only). `None` as the
+    /// admission: Redis lost its counters (no ledger epoch), nothing was taken.
     pub async fn admit_with_sticky(
         &self,
         req: &AdmissionRequest,
         sticky: Option<&str>,
+        renew_sticky: Duration,
     ) -> Result<(Option<Admission>, Option<String>), CacheError> {
+        let sticky_mode = match sticky {
+            None => -1,
+            Some(_) => i64::try_from(renew_sticky.as_millis()).unwrap_or(i64::MAX),
+        };
+        if req.concurrency_limit == 0 && req.window.is_none() && req.cost_limits.is_empty() {
+            // Nothing to check or take: only the sticky entry, if any, is read (and renewed).
+            return self
+                .read_sticky(sticky, renew_sticky)
+                .await
+                .map(|found| (Some(Admission::Granted), found));
+        }
         let sticky_key = self.keys.entry(sticky.unwrap_or("sticky:none"));
         let leases = self.keys.leases(&req.lease_scope);
         let window_key = req
@@ -551,7 +563,8 @@ impl CacheHandle {
                     .arg(w.map_or(0, |w| w.max_tokens))
                     .arg(w.map_or(0, |w| w.max_cost_micros))
                     .arg(w.map_or(0, |w| w.ttl_seconds))
-                    .arg(w.map_or(0, |w| w.resets_in_seconds));
+                    .arg(w.map_or(0, |w| w.resets_in_seconds))
+                    .arg(sticky_mode);
                 for l in &req.cost_limits {
                     invocation.arg(l.max_micros);
                 }
@@ -578,6 +591,29 @@ impl CacheHandle {
                         }),
                 };
                 Ok((Some(admission), sticky))
+            })
+        })
+        .await
+    }
+
+    /// Reads an entry (`None`: nothing to read, no round trip), renewing its lifetime by
+    /// `renew` when non-zero.
+    async fn read_sticky(
+        &self,
+        name: Option<&str>,
+        renew: Duration,
+    ) -> Result<Option<String>, CacheError> {
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        let key = self.keys.entry(name);
+        let renew_ms = (!renew.is_zero()).then(|| ttl_ms(renew));
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                match renew_ms {
+                    None => c.get(key).await,
+                    Some(ms) => c.get_ex(key, redis::Expiry::PX(ms)).await,
+                }
             })
         })
         .await

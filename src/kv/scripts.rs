@@ -14,25 +14,35 @@ pub static RELEASE_LOCK_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(RELEASE_LOCK));
 
 /// Admission: drop expired leases, check the concurrency cap and the rate window, count the
-/// request and take the lease, all or nothing.
+/// request and take the lease, all or nothing. A request without a concurrency cap takes no
+/// lease (nothing would count it).
 /// KEYS[1] lease set, KEYS[2] window hash (unused when ARGV[5] ~= '1'), KEYS[3] a sticky
 /// session entry to read in the same round trip, KEYS[4] the ledger epoch, KEYS[5..] the
 /// counter sets of the cost limits.
 /// ARGV: now_ms, lease_id, lease_ttl_ms, cap, has_window, max_requests, max_tokens,
-/// max_cost, window_ttl_s, resets_in_s, then one max cost (micro-dollars) per KEYS[5..].
+/// max_cost, window_ttl_s, resets_in_s, sticky (-1: none to read, 0: read it, n > 0: read
+/// it and let it live n ms more), then one max cost (micro-dollars) per KEYS[5..].
 /// Returns {code, retry_after, sticky value or false}: 0 granted, 1 concurrency,
 /// 2 requests, 3 tokens, 4 window cost, 5 + i the i-th cost limit (0-based), -1 when the
 /// ledger epoch is missing (the counters are gone: nothing is taken or counted).
 pub const ADMIT: &str = r#"
 local now = tonumber(ARGV[1])
-local sticky = redis.call('GET', KEYS[3])
+local renew = tonumber(ARGV[11])
+local sticky = false
+if renew > 0 then
+  sticky = redis.call('GETEX', KEYS[3], 'PX', renew)
+elseif renew == 0 then
+  sticky = redis.call('GET', KEYS[3])
+end
 if redis.call('EXISTS', KEYS[4]) == 0 then
   return {-1, 0, sticky}
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local cap = tonumber(ARGV[4])
-if cap > 0 and redis.call('ZCARD', KEYS[1]) >= cap then
-  return {1, 0, sticky}
+if cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) >= cap then
+    return {1, 0, sticky}
+  end
 end
 if ARGV[5] == '1' then
   local v = redis.call('HMGET', KEYS[2], 'requests', 'input', 'output', 'cacheCreate', 'cacheRead', 'cost')
@@ -45,7 +55,7 @@ if ARGV[5] == '1' then
   if tonumber(ARGV[8]) > 0 and cost >= tonumber(ARGV[8]) then return {4, resets, sticky} end
 end
 for i = 5, #KEYS do
-  local max = tonumber(ARGV[6 + i])
+  local max = tonumber(ARGV[7 + i])
   if max > 0 and (tonumber(redis.call('HGET', KEYS[i], 'cost')) or 0) >= max then
     return {5 + i - 5, 0, sticky}
   end
@@ -54,9 +64,11 @@ if ARGV[5] == '1' then
   redis.call('HINCRBY', KEYS[2], 'requests', 1)
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))
 end
-local ttl = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ttl * 2)
+if cap > 0 then
+  local ttl = tonumber(ARGV[3])
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ttl * 2)
+end
 return {0, 0, sticky}
 "#;
 
@@ -93,8 +105,10 @@ end
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then return -1 end
 if epoch ~= ARGV[1] then return -2 end
-if redis.call('SETBIT', KEYS[2], tonumber(ARGV[2]), 1) == 1 then return 1 end
-if redis.call('TTL', KEYS[2]) < 0 then
+local bit = tonumber(ARGV[2])
+if redis.call('SETBIT', KEYS[2], bit, 1) == 1 then return 1 end
+-- The bitmap's lifetime is (re)set at every 1024th record, not on each.
+if bit % 1024 == 0 then
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 end
 local n = tonumber(ARGV[5])
@@ -103,11 +117,13 @@ local a = 6
 for i = 1, n do
   local key = KEYS[3 + i]
   local ttl = tonumber(ARGV[a])
+  -- A field that held nothing before: the set may be new and needs its lifetime.
+  local fresh = false
   for f = 1, 6 do
     local v = tonumber(ARGV[a + f])
-    if v ~= 0 then redis.call('HINCRBY', key, fields[f], v) end
+    if v ~= 0 and redis.call('HINCRBY', key, fields[f], v) == v then fresh = true end
   end
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  if ttl > 0 and fresh then redis.call('EXPIRE', key, ttl) end
   a = a + 7
 end
 if #KEYS > 3 + n then

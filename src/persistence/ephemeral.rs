@@ -287,18 +287,21 @@ pub async fn admit(mut conn: DbConn, req: AdmissionRequest) -> Result<Admission,
                 };
                 add_counters_in(c, &[count_request]).await?;
             }
-            diesel::insert_into(concurrency_leases::table)
-                .values((
-                    concurrency_leases::scope.eq(&req.lease_scope),
-                    concurrency_leases::lease_id.eq(&req.lease_id),
-                    concurrency_leases::expires_at.eq((now_utc
-                        + Duration::milliseconds(
-                            i64::try_from(req.lease_ttl_ms).unwrap_or(i64::MAX),
-                        ))
-                    .naive_utc()),
-                ))
-                .execute(c)
-                .await?;
+            // Without a concurrency cap no lease is taken (nothing would count it).
+            if req.concurrency_limit > 0 {
+                diesel::insert_into(concurrency_leases::table)
+                    .values((
+                        concurrency_leases::scope.eq(&req.lease_scope),
+                        concurrency_leases::lease_id.eq(&req.lease_id),
+                        concurrency_leases::expires_at.eq((now_utc
+                            + Duration::milliseconds(
+                                i64::try_from(req.lease_ttl_ms).unwrap_or(i64::MAX),
+                            ))
+                        .naive_utc()),
+                    ))
+                    .execute(c)
+                    .await?;
+            }
             Ok(Admission::Granted)
         })
         .await?;

@@ -4,7 +4,7 @@
 //! same path; `Dialect` translates at its two seams (the request body, the answer).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, USER_AGENT};
@@ -55,16 +55,18 @@ fn tokens(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// What every relay request needs, shared by all HTTP workers.
+/// What every relay request needs. Each HTTP worker has its own copy: its `router` is the
+/// worker's handle (hot path on the worker's thread); the rest is shared by all workers.
+#[derive(Clone)]
 pub struct RelayShared {
     pub router: RouterHandle,
     pub config: Arc<Config>,
     pub prices: Arc<PriceTable>,
     pub cipher: CredentialCipher,
-    pub encryption_key: String,
-    pub last_used: LastUsed,
+    pub encryption_key: Arc<str>,
+    pub last_used: Arc<LastUsed>,
     pub metrics: Arc<Metrics>,
-    pub queue: ConcurrencyQueue,
+    pub queue: Arc<ConcurrencyQueue>,
 }
 
 /// Which upstream endpoint a request goes to.
@@ -99,7 +101,7 @@ impl Drop for LeaseGuard {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
             let router = self.router.clone();
-            actix::spawn(async move { router.release_lease(&lease.scope, &lease.lease_id).await });
+            actix::spawn(async move { router.end_lease(&lease).await });
         }
     }
 }
@@ -160,6 +162,9 @@ fn admission_error(admission: Admission) -> Option<AppError> {
     }
 }
 
+/// An admission's answer, the sticky session's account, and whether the router granted it.
+type Admitted = (Admission, Option<String>, bool);
+
 /// Waits in the key's concurrency queue and asks for a slot again as the head of its
 /// line; 429 when the line is full or no slot frees in time.
 async fn wait_for_slot(
@@ -167,15 +172,18 @@ async fn wait_for_slot(
     key_id: &str,
     admission: AdmissionRequest,
     sticky_entry: Option<String>,
-) -> Result<(Admission, Option<String>), AppError> {
+) -> Result<Admitted, AppError> {
     let router = &shared.router;
+    let renew = shared.config.sticky_session_ttl;
     let outcome = shared
         .queue
         .wait_turn(key_id, || {
             let (admission, sticky_entry) = (admission.clone(), sticky_entry.clone());
             async move {
-                let (answer, sticky) = router.admit_with_sticky(admission, sticky_entry).await?;
-                Ok((answer != Admission::ConcurrencyExceeded).then_some((answer, sticky)))
+                let admitted = router
+                    .admit_for_request(admission, sticky_entry, renew)
+                    .await?;
+                Ok((admitted.0 != Admission::ConcurrencyExceeded).then_some(admitted))
             }
         })
         .await?;
@@ -309,11 +317,13 @@ fn proxy_of(shared: &RelayShared, account: &Account) -> Result<Option<String>, A
 /// field); a full account is skipped, a full dedicated account answers 429.
 async fn choose_with_capacity(
     shared: &RelayShared,
-    mut accounts: Vec<Account>,
+    accounts: Arc<Vec<Account>>,
     key: &ApiKey,
     model: &str,
     sticky: Option<&str>,
 ) -> Result<(Account, Choice, LeaseGuard), AppError> {
+    // Copied only when a full account has to be left out (rare).
+    let mut remaining: Option<Vec<Account>> = None;
     let busy = || AppError::RateLimited {
         message: "every upstream account that may serve this key is at its concurrency limit"
             .into(),
@@ -321,12 +331,19 @@ async fn choose_with_capacity(
     };
     let mut skipped = false;
     loop {
-        let (account, choice) =
-            match scheduler::choose(&accounts, key, model, sticky, &shared.last_used, Utc::now()) {
-                Ok(c) => c,
-                Err(_) if skipped => return Err(busy()),
-                Err(e) => return Err(e),
-            };
+        let candidates = remaining.as_deref().unwrap_or(&accounts);
+        let (account, choice) = match scheduler::choose(
+            candidates,
+            key,
+            model,
+            sticky,
+            &shared.last_used,
+            Utc::now(),
+        ) {
+            Ok(c) => c,
+            Err(_) if skipped => return Err(busy()),
+            Err(e) => return Err(e),
+        };
         let mut guard = LeaseGuard {
             router: shared.router.clone(),
             lease: None,
@@ -344,15 +361,25 @@ async fn choose_with_capacity(
             window: None,
             cost_limits: Vec::new(),
         };
-        if shared.router.admit(request).await? == Admission::Granted {
-            guard.lease = Some(LeaseRef { scope, lease_id });
+        let (answer, _, via_router) = shared
+            .router
+            .admit_for_request(request, None, Duration::ZERO)
+            .await?;
+        if answer == Admission::Granted {
+            guard.lease = Some(LeaseRef {
+                scope,
+                lease_id,
+                via_router,
+            });
             return Ok((account, choice, guard));
         }
         if choice == Choice::Dedicated {
             return Err(busy());
         }
         skipped = true;
-        accounts.retain(|a| a.id != account.id);
+        remaining
+            .get_or_insert_with(|| accounts.to_vec())
+            .retain(|a| a.id != account.id);
     }
 }
 
@@ -385,7 +412,7 @@ impl UsageContext {
         let router = self.router.clone();
         let Some(usage) = usage else {
             if let Some(l) = lease {
-                actix::spawn(async move { router.release_lease(&l.scope, &l.lease_id).await });
+                actix::spawn(async move { router.end_lease(&l).await });
             }
             return Ok(());
         };
@@ -418,7 +445,7 @@ impl UsageContext {
                 let reject = self.config.journal_full == JournalFull::Reject;
                 router.usage_not_journaled(reject);
                 if let Some(l) = lease {
-                    actix::spawn(async move { router.release_lease(&l.scope, &l.lease_id).await });
+                    actix::spawn(async move { router.end_lease(&l).await });
                 }
                 if reject {
                     Err(e)
@@ -473,9 +500,9 @@ pub async fn relay(
     let session = scheduler::session_hash(&request).filter(|_| endpoint == Endpoint::Messages);
     let mut sticky_account = None;
     let mut window_name = None;
-    // The account snapshot is asked for concurrently with the admission: two messages to the
-    // router in flight together, so the request waits for the slower one, not their sum.
-    let snapshot = shared.router.account_snapshot();
+    // The account list is read concurrently with the admission (usually without waiting:
+    // the router publishes it for the workers).
+    let snapshot = shared.router.scheduling_accounts();
     let accounts = if endpoint == Endpoint::Messages {
         let lease_id = uuid::Uuid::new_v4().simple().to_string();
         let admission = admission_request(&key, &model, config, &lease_id);
@@ -490,22 +517,30 @@ pub async fn relay(
         let retry = (shared.queue.enabled() && key.concurrency_limit > 0)
             .then(|| (admission.clone(), sticky_entry.clone()));
         let (admitted, accounts) = futures_util::join!(
-            shared.router.admit_with_sticky(admission, sticky_entry),
+            shared
+                .router
+                .admit_for_request(admission, sticky_entry, config.sticky_session_ttl),
             snapshot
         );
-        let (mut answer, mut sticky) = admitted?;
+        let (mut answer, mut sticky, mut via_router) = admitted?;
         let mut accounts = accounts;
         if answer == Admission::ConcurrencyExceeded
             && let Some((admission, sticky_entry)) = retry
         {
-            (answer, sticky) = wait_for_slot(shared, &key.id, admission, sticky_entry).await?;
+            (answer, sticky, via_router) =
+                wait_for_slot(shared, &key.id, admission, sticky_entry).await?;
             // The wait may have been long: schedule on a fresh account view.
-            accounts = shared.router.account_snapshot().await;
+            accounts = shared.router.scheduling_accounts().await;
         }
         if let Some(e) = admission_error(answer) {
             return Err(e);
         }
-        guard.lease = Some(LeaseRef { scope, lease_id });
+        // Without a concurrency limit no lease was taken.
+        guard.lease = (key.concurrency_limit > 0).then_some(LeaseRef {
+            scope,
+            lease_id,
+            via_router,
+        });
         sticky_account = sticky;
         accounts?
     } else {
@@ -515,7 +550,9 @@ pub async fn relay(
     let (account, choice, account_lease) =
         choose_with_capacity(shared, accounts, &key, &model, sticky_account.as_deref()).await?;
     shared.last_used.touch(&account.id);
-    if let (Some(s), Choice::Pool | Choice::Group) = (&session, choice) {
+    // A session already bound to this account had its entry renewed by the admission.
+    let bound = sticky_account.as_deref() == Some(account.id.as_str());
+    if let (Some(s), Choice::Pool | Choice::Group, false) = (&session, choice, bound) {
         let (router, s, id, ttl) = (
             shared.router.clone(),
             s.clone(),

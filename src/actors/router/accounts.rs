@@ -78,6 +78,7 @@ impl RouterActor {
 
     pub(super) fn invalidate_accounts(&mut self) {
         self.account_snapshot = None;
+        self.hot.clear_accounts();
         if self.config.mode == StorageMode::Hybrid && self.redis_up() {
             let cache = self.cache.clone();
             let message = serde_json::json!({ "type": "accounts" }).to_string();
@@ -101,6 +102,15 @@ impl RouterActor {
         for (id, change) in self.status_overrides.clone() {
             ctx.notify(ChangeAccountStatus { id, change });
         }
+    }
+
+    /// The snapshot read at `at` with this instance's status changes applied, published
+    /// for the workers' schedulers.
+    fn publish_accounts(&self, accounts: Vec<Account>, at: Instant) -> Vec<Account> {
+        let accounts = self.apply_overrides(accounts);
+        self.hot
+            .publish_accounts(std::sync::Arc::new(accounts.clone()), at);
+        accounts
     }
 
     fn apply_overrides(&self, mut accounts: Vec<Account>) -> Vec<Account> {
@@ -289,7 +299,8 @@ impl Handler<AccountSnapshot> for RouterActor {
         if let Some((accounts, at)) = &self.account_snapshot
             && at.elapsed() < self.config.key_cache_ttl
         {
-            return Box::pin(fut::ready(Ok(self.apply_overrides(accounts.clone()))));
+            let at = *at;
+            return Box::pin(fut::ready(Ok(self.publish_accounts(accounts.clone(), at))));
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
         let (redis_ok, mysql_ok) = (self.redis_up() && !self.redis_cache_stale, self.mysql_up());
@@ -319,8 +330,9 @@ impl Handler<AccountSnapshot> for RouterActor {
         };
         Box::pin(work.into_actor(self).map(|r, act, _| match r {
             Ok(accounts) => {
-                act.account_snapshot = Some((accounts.clone(), Instant::now()));
-                Ok(act.apply_overrides(accounts))
+                let at = Instant::now();
+                act.account_snapshot = Some((accounts.clone(), at));
+                Ok(act.publish_accounts(accounts, at))
             }
             // Both sources failing: the last snapshot is better than nothing.
             Err(e) => match &act.account_snapshot {
@@ -341,6 +353,7 @@ impl Handler<ChangeAccountStatus> for RouterActor {
         // The override makes the change visible to this instance's scheduler at once.
         self.status_overrides
             .insert(msg.id.clone(), msg.change.clone());
+        self.hot.clear_accounts();
         if self.accounts_primary().is_err() {
             return Box::pin(fut::ready(Ok(())));
         }
@@ -397,6 +410,7 @@ impl Handler<CoolModelFamily> for RouterActor {
         {
             a.model_cooldowns.insert(family.clone(), msg.until);
         }
+        self.hot.clear_accounts();
         if self.accounts_primary().is_err() {
             return Box::pin(fut::ready(Ok(())));
         }

@@ -2,8 +2,6 @@
 //! and the short in-process cache in front; every change invalidates all three, and other
 //! instances hear about it through Redis pub/sub.
 
-use std::time::Instant;
-
 use actix::prelude::*;
 
 use super::{RouterActor, RouterHandle, unavailable};
@@ -11,9 +9,6 @@ use crate::config::StorageMode;
 use crate::domain::api_key::{ApiKey, MAX_DESCRIPTION_LEN, validate_id, validate_name};
 use crate::error::{AppError, CacheError, StoreError};
 use crate::persistence::api_keys as queries;
-
-/// Most entries the in-process key cache holds.
-const KEY_CACHE_CAPACITY: usize = 100_000;
 
 /// Stores a new key.
 #[derive(Message)]
@@ -63,7 +58,7 @@ impl RouterActor {
     /// Drops `hashes` from every cache layer and tells other instances to do the same.
     pub(super) fn invalidate_keys(&mut self, hashes: Vec<String>) {
         for h in &hashes {
-            self.key_cache.remove(h);
+            self.hot.forget_key(h);
         }
         if !self.config.mode.uses_redis() || !self.redis_up() {
             // Redis misses nothing for long: the cache is flushed when Redis returns.
@@ -84,20 +79,6 @@ impl RouterActor {
                 log::debug!("key invalidation not published (peers refresh by TTL): {e}");
             }
         });
-    }
-
-    /// Caches a lookup in process; bounded, so random keys cannot grow memory without end
-    /// (unknown keys are dropped first, then everything older than the TTL).
-    fn remember_key(&mut self, hash: String, key: Option<ApiKey>) {
-        if self.key_cache.len() >= KEY_CACHE_CAPACITY {
-            let ttl = self.config.key_cache_ttl;
-            self.key_cache
-                .retain(|_, (k, at)| k.is_some() && at.elapsed() < ttl);
-            if self.key_cache.len() >= KEY_CACHE_CAPACITY {
-                self.key_cache.clear();
-            }
-        }
-        self.key_cache.insert(hash, (key, Instant::now()));
     }
 
     fn require_primary(&self) -> Result<(), AppError> {
@@ -350,14 +331,11 @@ impl Handler<FindKeyByHash> for RouterActor {
     type Result = ResponseActFuture<Self, Result<Option<ApiKey>, AppError>>;
 
     fn handle(&mut self, msg: FindKeyByHash, _ctx: &mut Self::Context) -> Self::Result {
-        let ttl = self.config.key_cache_ttl;
-        if let Some((key, at)) = self.key_cache.get(&msg.hash)
-            && at.elapsed() < ttl
-        {
-            self.stats.key_cache_hits += 1;
-            return Box::pin(fut::ready(Ok(key.clone())));
+        if let Some(key) = self.hot.fresh_key(&msg.hash) {
+            self.hot.count_key_lookup(true);
+            return Box::pin(fut::ready(Ok(key)));
         }
-        self.stats.key_cache_misses += 1;
+        self.hot.count_key_lookup(false);
         let mode = self.config.mode;
         let (store, cache) = (self.store.clone(), self.cache.clone());
         let redis_ok = self.redis_up() && !self.redis_cache_stale;
@@ -408,12 +386,12 @@ impl Handler<FindKeyByHash> for RouterActor {
             work.into_actor(self)
                 .map(move |result, act, _| match result {
                     Ok(found) => {
-                        act.remember_key(msg.hash, found.clone());
+                        act.hot.remember_key(msg.hash, found.clone());
                         Ok(found)
                     }
                     // Both backends failing: a key seen before keeps working (SPEC §1, both down).
-                    Err(e) => match act.key_cache.get(&msg.hash) {
-                        Some((Some(k), _)) if e.is_outage() => Ok(Some(k.clone())),
+                    Err(e) => match act.hot.any_key(&msg.hash) {
+                        Some(k) if e.is_outage() => Ok(Some(k)),
                         _ => Err(e),
                     },
                 }),
@@ -427,12 +405,6 @@ impl RouterHandle {
     }
     pub async fn get_key(&self, id: &str) -> Result<Option<ApiKey>, AppError> {
         self.ask(GetKey { id: id.to_string() }).await?
-    }
-    pub async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, AppError> {
-        self.ask(FindKeyByHash {
-            hash: hash.to_string(),
-        })
-        .await?
     }
     pub async fn list_keys(&self, include_deleted: bool) -> Result<Vec<ApiKey>, AppError> {
         self.ask(ListKeys { include_deleted }).await?

@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod ephemeral;
 mod groups;
+mod hot;
 mod keys;
 mod ledger;
 mod observe;
@@ -24,6 +25,7 @@ use actix::prelude::*;
 pub use accounts::{AccountSnapshot, ChangeAccountStatus};
 pub use admin::EnsureAdmin;
 pub use ephemeral::EntryKind;
+pub use hot::HotView;
 pub use observe::BackendSample;
 pub use usage::{LeaseRef, UsageStats};
 
@@ -33,7 +35,6 @@ use crate::ledger::Journal;
 
 use super::cache::CacheEvent;
 use crate::domain::account::{Account, StatusChange};
-use crate::domain::api_key::ApiKey;
 use crate::error::AppError;
 
 use super::cache::CacheHandle;
@@ -124,8 +125,8 @@ pub struct RouterActor {
     /// Callers of `FirstProbes` waiting for both of them.
     probe_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     started_at: Instant,
-    /// In-process key cache: hash → record (None = unknown key) and when it was read.
-    key_cache: HashMap<String, (Option<ApiKey>, Instant)>,
+    /// What the HTTP workers read without a message (key cache, accounts, counting).
+    hot: Arc<HotView>,
     /// Hybrid: the Redis cache may have missed invalidations (after an outage or at start)
     /// and is bypassed until it has been flushed.
     redis_cache_stale: bool,
@@ -134,7 +135,6 @@ pub struct RouterActor {
     /// Account state changes not yet written (MySQL down), applied over snapshots.
     status_overrides: HashMap<String, StatusChange>,
     local_limiter: usage::LocalLimiter,
-    pending_counters: usage::PendingCounters,
     flushing_counters: bool,
     /// This instance's usage journal (shared with the HTTP workers, which append to it).
     journal: Arc<Journal>,
@@ -143,7 +143,6 @@ pub struct RouterActor {
     /// they are rebuilt).
     trusted_tx: tokio::sync::watch::Sender<bool>,
     usage_stats: UsageStats,
-    stats: CacheStats,
     /// Own address, for background work that reports back.
     me: Option<Addr<RouterActor>>,
 }
@@ -170,6 +169,7 @@ impl RouterActor {
         store: PersistenceHandle,
         journal: Arc<Journal>,
     ) -> Self {
+        let config_key_ttl = config.key_cache_ttl;
         RouterActor {
             config,
             cache,
@@ -180,19 +180,17 @@ impl RouterActor {
             mysql_probed: false,
             probe_waiters: Vec::new(),
             started_at: Instant::now(),
-            key_cache: HashMap::new(),
+            hot: Arc::new(HotView::new(config_key_ttl)),
             redis_cache_stale: true,
             flushing: false,
             account_snapshot: None,
             status_overrides: HashMap::new(),
             local_limiter: usage::LocalLimiter::default(),
-            pending_counters: usage::PendingCounters::default(),
             flushing_counters: false,
             journal,
             ledger: ledger::LedgerState::default(),
             trusted_tx: tokio::sync::watch::Sender::new(false),
             usage_stats: UsageStats::default(),
-            stats: CacheStats::default(),
             me: None,
         }
     }
@@ -216,13 +214,18 @@ impl RouterActor {
         journal: Arc<Journal>,
     ) -> RouterHandle {
         let (offset_hours, mode) = (config.timezone_offset_hours, config.mode);
+        let key_cache_ttl = config.key_cache_ttl;
         let router = RouterActor::new(config, cache, store, journal.clone());
+        let hot = router.hot.clone();
         let addr = RouterActor::start_in_arbiter(arbiter, move |_| router);
         RouterHandle {
             addr,
             journal,
             offset_hours,
             mode,
+            hot,
+            key_cache_ttl,
+            worker_cache: None,
         }
     }
 
@@ -258,11 +261,14 @@ impl RouterActor {
             Some("keys") => {
                 for h in event["hashes"].as_array().into_iter().flatten() {
                     if let Some(h) = h.as_str() {
-                        self.key_cache.remove(h);
+                        self.hot.forget_key(h);
                     }
                 }
             }
-            Some("accounts") => self.account_snapshot = None,
+            Some("accounts") => {
+                self.account_snapshot = None;
+                self.hot.clear_accounts();
+            }
             _ => {}
         }
     }
@@ -373,6 +379,9 @@ impl Actor for RouterActor {
                 ctx.notify(ledger::ReplayCounters);
             }
             act.refresh_redis_cache(ctx);
+            // Belt and braces: the workers' view follows the router's even if a change
+            // slipped past the places that publish it.
+            act.publish_counting();
         });
         if let crate::ledger::journal::FsyncPolicy::Interval(every) = self.journal.fsync_policy() {
             ctx.run_interval(every, |act, _| {
@@ -435,6 +444,7 @@ impl Handler<BackendStateChanged> for RouterActor {
                 }
                 let came_back = msg.state.up && !self.redis.up;
                 self.redis = msg.state;
+                self.publish_counting();
                 if came_back {
                     self.refresh_redis_cache(ctx);
                     // Its counters may be gone (restart without persistence): check first.
@@ -470,10 +480,12 @@ impl Handler<GetCacheStats> for RouterActor {
     type Result = MessageResult<GetCacheStats>;
 
     fn handle(&mut self, _: GetCacheStats, _ctx: &mut Self::Context) -> Self::Result {
+        let (key_cache_hits, key_cache_misses) = self.hot.key_lookups();
         MessageResult(CacheStats {
+            key_cache_hits,
+            key_cache_misses,
             redis_calls: self.cache.calls(),
             mysql_calls: self.store.calls(),
-            ..self.stats
         })
     }
 }
@@ -507,7 +519,8 @@ impl Handler<GetHealth> for RouterActor {
     }
 }
 
-/// Cloneable access to the router for HTTP handlers and commands.
+/// Cloneable access to the router for HTTP handlers and commands. An HTTP worker's copy
+/// (`for_worker`) also carries the worker's own cache actor for the hot path (`hot.rs`).
 #[derive(Clone)]
 pub struct RouterHandle {
     pub(crate) addr: Addr<RouterActor>,
@@ -515,6 +528,9 @@ pub struct RouterHandle {
     /// `TIMEZONE_OFFSET`: counter sets are named by local day and month.
     offset_hours: i32,
     mode: StorageMode,
+    hot: Arc<HotView>,
+    key_cache_ttl: Duration,
+    worker_cache: Option<CacheHandle>,
 }
 
 impl RouterHandle {

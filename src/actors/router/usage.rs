@@ -60,11 +60,21 @@ pub struct RecordUsage {
     pub release: Option<LeaseRef>,
 }
 
-/// A lease to release: its scope and id.
+/// A lease to release: its scope and id, and whether the router granted it (it may then
+/// be one of the per-instance limiter's, and is released through the router).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRef {
     pub scope: String,
     pub lease_id: String,
+    pub via_router: bool,
+}
+
+/// Counter deltas a worker could not write to Redis: the per-instance limiter sees them
+/// until the journal's replay counts their records.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CountLocally {
+    pub updates: Vec<CounterUpdate>,
 }
 
 /// Reads counter sets (limits, key-info, reports).
@@ -132,6 +142,10 @@ impl LocalLimiter {
         if let Some(w) = &req.window {
             self.counters.entry(w.name.clone()).or_default().requests += 1;
         }
+        if req.concurrency_limit == 0 {
+            // Nothing to count leases against: none is taken.
+            return Admission::Granted;
+        }
         let leases = self.leases.entry(req.lease_scope.clone()).or_default();
         leases.insert(
             req.lease_id.clone(),
@@ -189,6 +203,18 @@ impl RouterActor {
 
     pub(super) fn set_trusted(&mut self, trusted: bool) {
         self.trusted_tx.send_replace(trusted);
+        self.publish_counting();
+    }
+
+    /// Tells the workers whether they may admit and count in Redis themselves.
+    pub(super) fn publish_counting(&self) {
+        let epoch = self
+            .ledger
+            .epoch
+            .as_ref()
+            .filter(|_| self.counters_trusted())
+            .map(String::as_str);
+        self.hot.publish_counting(epoch);
     }
 
     /// Redis went away: its counters are not ours until we have caught up again.
@@ -257,6 +283,7 @@ impl Handler<Admit> for RouterActor {
         .then(|| self.trusted_tx.subscribe());
         let mut trusted = self.trusted_tx.subscribe();
         let (cache, me) = (self.cache.clone(), self.me.clone());
+        let sticky_ttl = self.config.sticky_session_ttl;
         let request = req.clone();
         let work = async move {
             if let Some(mut rx) = wait {
@@ -264,7 +291,7 @@ impl Handler<Admit> for RouterActor {
                 drop(tokio::time::timeout(REBUILD_WAIT, rx.wait_for(|t| *t)).await);
             }
             let first = cache
-                .admit_with_sticky(&request, msg.sticky.as_deref())
+                .admit_with_sticky(&request, msg.sticky.as_deref(), sticky_ttl)
                 .await?;
             if first.0.is_some() {
                 return Ok(first);
@@ -278,7 +305,7 @@ impl Handler<Admit> for RouterActor {
             }
             drop(tokio::time::timeout(REBUILD_WAIT, trusted.wait_for(|t| *t)).await);
             cache
-                .admit_with_sticky(&request, msg.sticky.as_deref())
+                .admit_with_sticky(&request, msg.sticky.as_deref(), sticky_ttl)
                 .await
         };
         Box::pin(
@@ -352,7 +379,6 @@ impl Handler<RecordUsage> for RouterActor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: RecordUsage, ctx: &mut Self::Context) -> Self::Result {
-        self.usage_stats.recorded += 1;
         let RecordUsage {
             seq,
             event,
@@ -395,9 +421,7 @@ impl Handler<RecordUsage> for RouterActor {
         };
         // Counters that limits read go with the record; the others (per account, model,
         // hour, month…) are summed here and flushed every few ms in one pipeline.
-        let (now, later): (Vec<CounterUpdate>, Vec<CounterUpdate>) = updates
-            .into_iter()
-            .partition(|u| limits::is_limit_counter(&u.name, &event.api_key_id));
+        let (now, later) = limits::split_for_record(updates, &event.api_key_id);
         let archive = (mode == StorageMode::Redis)
             .then(|| serde_json::to_string(&event).ok())
             .flatten();
@@ -424,7 +448,7 @@ impl Handler<RecordUsage> for RouterActor {
                 .map(move |result, act, ctx| match result {
                     Ok(Applied::Now) => {
                         act.journal.mark_counted(&[seq]);
-                        act.pending_counters.add(&later);
+                        act.hot.add_pending(&later);
                     }
                     Ok(Applied::Before) => act.journal.mark_counted(&[seq]),
                     Ok(Applied::NoEpoch | Applied::OtherEpoch) => {
@@ -494,12 +518,12 @@ impl Handler<FlushCounters> for RouterActor {
     type Result = ResponseActFuture<Self, bool>;
 
     fn handle(&mut self, _: FlushCounters, _ctx: &mut Self::Context) -> Self::Result {
-        if self.flushing_counters || self.pending_counters.is_empty() || !self.counters_in_redis() {
-            let done = !self.flushing_counters && self.pending_counters.is_empty();
+        if self.flushing_counters || self.hot.pending_is_empty() || !self.counters_in_redis() {
+            let done = !self.flushing_counters && self.hot.pending_is_empty();
             return Box::pin(fut::ready(done));
         }
         self.flushing_counters = true;
-        let updates = self.pending_counters.take();
+        let updates = self.hot.take_pending();
         let cache = self.cache.clone();
         let work = async move {
             match cache.add_counters(&updates).await {
@@ -511,9 +535,9 @@ impl Handler<FlushCounters> for RouterActor {
             act.flushing_counters = false;
             if let Some(updates) = failed {
                 // Kept for the next flush; limits read them from here meanwhile.
-                act.pending_counters.add(&updates);
+                act.hot.add_pending(&updates);
             }
-            act.pending_counters.is_empty()
+            act.hot.pending_is_empty()
         }))
     }
 }
@@ -533,7 +557,7 @@ impl Handler<ReadCounters> for RouterActor {
             }
             _ if self.counters_in_redis() => {
                 let cache = self.cache.clone();
-                let pending = self.pending_counters.read(&msg.names);
+                let pending = self.hot.read_pending(&msg.names);
                 let local = self.local_limiter.read(&msg.names);
                 Box::pin(async move {
                     let mut values = cache.read_counters(&msg.names).await?;
@@ -559,6 +583,14 @@ impl Handler<ReadCounters> for RouterActor {
     }
 }
 
+impl Handler<CountLocally> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CountLocally, _ctx: &mut Self::Context) {
+        self.local_limiter.add(&msg.updates);
+    }
+}
+
 impl Handler<UsageNotJournaled> for RouterActor {
     type Result = ();
 
@@ -576,6 +608,7 @@ impl Handler<GetUsageStats> for RouterActor {
 
     fn handle(&mut self, _: GetUsageStats, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(UsageStats {
+            recorded: self.hot.recorded(),
             counters_trusted: self.counters_trusted() || self.config.mode == StorageMode::Mysql,
             journal: self.journal.stats(),
             ..self.usage_stats
@@ -662,7 +695,7 @@ impl RouterHandle {
         release: Option<LeaseRef>,
     ) -> Result<(), AppError> {
         let record = self.journal_event(event, counters, release)?;
-        self.addr.do_send(record);
+        self.count_record(record);
         Ok(())
     }
 
@@ -676,6 +709,7 @@ impl RouterHandle {
     ) -> Result<(), AppError> {
         let record = self.journal_event(event, counters, None)?;
         let seq = record.seq;
+        self.hot.count_recorded();
         self.ask(record).await?;
         if self.mode == StorageMode::Mysql {
             let deadline = Instant::now() + Duration::from_secs(5);

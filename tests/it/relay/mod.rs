@@ -14,3 +14,4 @@ mod queue;
 mod selection;
 mod shaping;
 mod streaming;
+mod workers;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Long streams, many at once (issue 12): the release relay in hybrid mode, a slow upstream
+# (started by the benchmark binary) that drips each answer for BENCH_STREAM_SECONDS, and
+# BENCH_STREAMS streaming requests at once. Writes bench/results/streams.md.
+#
+#   bench/streams.sh                         # 5,000 streams of 10 s
+#   BENCH_STREAMS=500 bench/streams.sh       # a quick look
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+PORT=${BENCH_PORT:-3902}
+MOCK_PORT=${BENCH_MOCK_PORT:-18090}
+export BENCH_MOCK_PORT=$MOCK_PORT
+scripts/services.sh
+cargo build --release --locked --features bench --bin claude-relay --bin bench_streams
+target=${CARGO_TARGET_DIR:-target}/release
+# Each stream holds a client socket and an upstream socket in the relay, and both ends
+# in the benchmark: room for all of them.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+db="crbench_streams_$$"
+export DATABASE_TYPE=hybrid MYSQL_DATABASE=$db REDIS_KEY_PREFIX="crbench:streams:$$:" PORT=$PORT \
+  HOST=127.0.0.1 ENCRYPTION_KEY=0123456789abcdef0123456789abcdef ADMIN_TOKEN=$admin_token \
+  LOG_LEVEL=warn USAGE_JOURNAL_DIR="/tmp/crbench-streams-journal-$$"
+"$target/claude-relay" serve >/tmp/crbench-streams.log 2>&1 &
+relay_pid=$!
+trap 'kill "$relay_pid" 2>/dev/null || true; mariadb -uroot -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do curl -s "http://127.0.0.1:$PORT/health" | grep -q '"status":"healthy"' && break; sleep 0.1; done
+auth=(-H "authorization: Bearer $admin_token" -H 'content-type: application/json')
+curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/claude-accounts" \
+  -d "{\"name\":\"slow\",\"type\":\"claude-console\",\"baseUrl\":\"http://127.0.0.1:$MOCK_PORT\",\"apiKey\":\"sk-slow\",\"priority\":10}" >/dev/null
+key=$(curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/api-keys" -d '{"name":"streams"}' \
+  | python3 -c 'import sys,json; print(json.load(sys.stdin)["data"]["apiKey"])')
+RELAY_URL="http://127.0.0.1:$PORT" RELAY_KEY=$key RELAY_PID=$relay_pid \
+  "$target/bench_streams" "${1:-bench/results/streams.md}"

@@ -1,0 +1,320 @@
+//! The per-worker hot path. Each HTTP worker gets its own copy of `RouterHandle` with its
+//! own `CacheActor` (its own Redis connection) started on the worker's thread. A relayed
+//! request then reads what it needs from `HotView` without a message (key cache, account
+//! snapshot, whether the counters in Redis are trusted) and makes its admission and
+//! recording round trips on its worker's connection: its messages never leave the thread.
+//! The router keeps the view current and still answers everything off the common path
+//! (a cache miss, an outage, a counter rebuild, mysql mode), exactly as before.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+
+use super::usage::{LeaseRef, PendingCounters, RecordUsage};
+use super::{RouterHandle, ledger::EnsureEpoch};
+use crate::actors::cache::CacheHandle;
+use crate::actors::cache_ops::{Applied, UsageApply};
+use crate::domain::account::Account;
+use crate::domain::api_key::ApiKey;
+use crate::domain::limits::{self, Admission, AdmissionRequest, CounterUpdate};
+use crate::error::AppError;
+
+/// Bound on cached key lookups, so random keys cannot grow memory without end.
+const KEY_CACHE_CAPACITY: usize = 100_000;
+
+/// An account list as the scheduler reads it (status changes applied) and when it was read.
+struct AccountView {
+    accounts: Arc<Vec<Account>>,
+    at: Instant,
+}
+
+/// What the router shares with every worker. Written by the router, read by the workers
+/// without a message; every field is either swapped whole or locked for a few instructions.
+pub struct HotView {
+    /// Key lookups: hash → record (None = unknown key) and when it was read.
+    keys: RwLock<HashMap<String, (Option<ApiKey>, Instant)>>,
+    key_ttl: Duration,
+    accounts: ArcSwapOption<AccountView>,
+    /// The ledger epoch while the limit counters in Redis are trusted (the workers then
+    /// admit and count there themselves); None sends every admission to the router.
+    counting: ArcSwapOption<String>,
+    /// Counter deltas summed in process until the router's next flush.
+    pending: Mutex<PendingCounters>,
+    recorded: AtomicU64,
+    key_hits: AtomicU64,
+    key_misses: AtomicU64,
+}
+
+impl HotView {
+    pub fn new(key_ttl: Duration) -> Self {
+        HotView {
+            keys: RwLock::default(),
+            key_ttl,
+            accounts: ArcSwapOption::empty(),
+            counting: ArcSwapOption::empty(),
+            pending: Mutex::default(),
+            recorded: AtomicU64::new(0),
+            key_hits: AtomicU64::new(0),
+            key_misses: AtomicU64::new(0),
+        }
+    }
+
+    /// A lookup cached within the key TTL: `Some(None)` is a known-unknown key.
+    pub(super) fn fresh_key(&self, hash: &str) -> Option<Option<ApiKey>> {
+        let keys = self.keys.read().ok()?;
+        let (key, at) = keys.get(hash)?;
+        (at.elapsed() < self.key_ttl).then(|| key.clone())
+    }
+
+    /// A cached record whatever its age (both backends down: a key seen before works on).
+    pub(super) fn any_key(&self, hash: &str) -> Option<ApiKey> {
+        self.keys
+            .read()
+            .ok()?
+            .get(hash)
+            .and_then(|(k, _)| k.clone())
+    }
+
+    /// Caches a lookup; unknown keys are dropped first when full, then everything stale.
+    pub(super) fn remember_key(&self, hash: String, key: Option<ApiKey>) {
+        let Ok(mut keys) = self.keys.write() else {
+            return;
+        };
+        if keys.len() >= KEY_CACHE_CAPACITY {
+            let ttl = self.key_ttl;
+            keys.retain(|_, (k, at)| k.is_some() && at.elapsed() < ttl);
+            if keys.len() >= KEY_CACHE_CAPACITY {
+                keys.clear();
+            }
+        }
+        keys.insert(hash, (key, Instant::now()));
+    }
+
+    pub(super) fn forget_key(&self, hash: &str) {
+        if let Ok(mut keys) = self.keys.write() {
+            keys.remove(hash);
+        }
+    }
+
+    pub(super) fn count_key_lookup(&self, hit: bool) {
+        let counter = if hit {
+            &self.key_hits
+        } else {
+            &self.key_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (hits, misses) of key lookups since start.
+    pub(super) fn key_lookups(&self) -> (u64, u64) {
+        (
+            self.key_hits.load(Ordering::Relaxed),
+            self.key_misses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The account list, when it was published within `ttl`.
+    fn fresh_accounts(&self, ttl: Duration) -> Option<Arc<Vec<Account>>> {
+        let view = self.accounts.load();
+        let view = view.as_ref()?;
+        (view.at.elapsed() < ttl).then(|| view.accounts.clone())
+    }
+
+    /// Publishes the account list the scheduler reads (taken at `at`).
+    pub(super) fn publish_accounts(&self, accounts: Arc<Vec<Account>>, at: Instant) {
+        self.accounts
+            .store(Some(Arc::new(AccountView { accounts, at })));
+    }
+
+    /// The account list changed: workers ask the router until it is published again.
+    pub(super) fn clear_accounts(&self) {
+        self.accounts.store(None);
+    }
+
+    /// Trusted counters under `epoch` (or none): whether workers count in Redis themselves.
+    pub(super) fn publish_counting(&self, epoch: Option<&str>) {
+        let current = self.counting.load();
+        if current.as_deref().map(String::as_str) != epoch {
+            self.counting.store(epoch.map(|e| Arc::new(e.to_string())));
+        }
+    }
+
+    fn counting_epoch(&self) -> Option<Arc<String>> {
+        self.counting.load_full()
+    }
+
+    pub(super) fn add_pending(&self, updates: &[CounterUpdate]) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.add(updates);
+        }
+    }
+
+    /// Everything pending, leaving nothing behind.
+    pub(super) fn take_pending(&self) -> Vec<CounterUpdate> {
+        self.pending
+            .lock()
+            .map(|mut p| p.take())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn pending_is_empty(&self) -> bool {
+        self.pending.lock().map(|p| p.is_empty()).unwrap_or(true)
+    }
+
+    pub(super) fn read_pending(&self, names: &[String]) -> Vec<limits::Counters> {
+        match self.pending.lock() {
+            Ok(p) => p.read(names),
+            Err(_) => vec![limits::Counters::default(); names.len()],
+        }
+    }
+
+    pub(super) fn count_recorded(&self) {
+        self.recorded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Relaxed)
+    }
+}
+
+impl RouterHandle {
+    /// This handle for one HTTP worker: its hot-path round trips go to `cache`, a cache
+    /// actor on the worker's own thread.
+    pub fn for_worker(&self, cache: CacheHandle) -> RouterHandle {
+        RouterHandle {
+            worker_cache: Some(cache),
+            ..self.clone()
+        }
+    }
+
+    /// The worker's own cache actor while the limit counters in Redis are trusted, with
+    /// the epoch they are under.
+    fn worker_counting(&self) -> Option<(&CacheHandle, Arc<String>)> {
+        let cache = self.worker_cache.as_ref()?;
+        Some((cache, self.hot.counting_epoch()?))
+    }
+
+    /// A key by the hash of its secret: from the shared cache when fresh, else the router.
+    pub async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, AppError> {
+        if let Some(found) = self.hot.fresh_key(hash) {
+            self.hot.count_key_lookup(true);
+            return Ok(found);
+        }
+        self.ask(super::keys::FindKeyByHash {
+            hash: hash.to_string(),
+        })
+        .await?
+    }
+
+    /// The accounts the scheduler chooses from: the published list when fresh, else the
+    /// router's answer (which publishes it again).
+    pub async fn scheduling_accounts(&self) -> Result<Arc<Vec<Account>>, AppError> {
+        if let Some(accounts) = self.hot.fresh_accounts(self.key_cache_ttl) {
+            return Ok(accounts);
+        }
+        self.account_snapshot().await.map(Arc::new)
+    }
+
+    /// Admission plus the value of the sticky-session entry `sticky`; `renew_sticky` is how
+    /// long a found sticky entry lives on. On the worker's connection while the counters
+    /// are trusted, else (and whenever that fails) through the router. The lease it grants
+    /// says which way it went, so it is released the same way.
+    pub async fn admit_for_request(
+        &self,
+        request: AdmissionRequest,
+        sticky: Option<String>,
+        renew_sticky: Duration,
+    ) -> Result<(Admission, Option<String>, bool), AppError> {
+        if let Some((cache, epoch)) = self.worker_counting()
+            && let Ok((Some(answer), found)) = cache
+                .admit_with_sticky(&request, sticky.as_deref(), renew_sticky)
+                .await
+        {
+            drop(epoch);
+            return Ok((answer, found, false));
+        }
+        let (answer, found) = self.ask(super::usage::Admit { request, sticky }).await??;
+        Ok((answer, found, true))
+    }
+
+    /// Ends a lease the way it was granted.
+    pub async fn end_lease(&self, lease: &LeaseRef) {
+        if !lease.via_router
+            && let Some(cache) = &self.worker_cache
+            && cache
+                .release_lease(&lease.scope, &lease.lease_id)
+                .await
+                .is_ok()
+        {
+            return;
+        }
+        self.release_lease(&lease.scope, &lease.lease_id).await;
+    }
+
+    /// Counts a journaled record on the worker's connection when it can (and the lease
+    /// was granted there); anything else goes to the router, which counts it or leaves
+    /// it for the replay.
+    pub(super) fn count_record(&self, record: RecordUsage) {
+        self.hot.count_recorded();
+        let via_router = record.release.as_ref().is_some_and(|l| l.via_router);
+        let worker = self.worker_counting().filter(|_| !via_router);
+        let Some((cache, epoch)) = worker else {
+            self.addr.do_send(record);
+            return;
+        };
+        let (cache, router) = (cache.clone(), self.clone());
+        actix::spawn(async move { router.count_on_worker(&cache, &epoch, record).await });
+    }
+
+    async fn count_on_worker(&self, cache: &CacheHandle, epoch: &str, record: RecordUsage) {
+        let RecordUsage {
+            seq,
+            event,
+            updates,
+            release,
+        } = record;
+        // Counters that limits read go with the record; the others (per account, model,
+        // hour, month…) are summed in process and flushed by the router every few ms.
+        let (now, later) = limits::split_for_record(updates, &event.api_key_id);
+        let archive = (self.mode == crate::config::StorageMode::Redis)
+            .then(|| serde_json::to_string(&event).ok())
+            .flatten();
+        let applied = cache
+            .apply_usage(UsageApply {
+                epoch,
+                instance: self.journal.instance_id(),
+                seq,
+                updates: &now,
+                release: release
+                    .as_ref()
+                    .map(|l| (l.scope.as_str(), l.lease_id.as_str())),
+                archive: archive.as_deref().map(|a| (event.api_key_id.as_str(), a)),
+            })
+            .await;
+        match applied {
+            Ok(Applied::Now) => {
+                self.journal.mark_counted(&[seq]);
+                self.hot.add_pending(&later);
+            }
+            Ok(Applied::Before) => self.journal.mark_counted(&[seq]),
+            Ok(Applied::NoEpoch | Applied::OtherEpoch) => {
+                // Redis lost its counters (or another epoch began): the record stays
+                // uncounted in the journal and is replayed once the router caught up.
+                self.hot.publish_counting(None);
+                self.addr
+                    .do_send(super::usage::CountLocally { updates: later });
+                self.addr.do_send(EnsureEpoch);
+            }
+            Err(e) => {
+                log::warn!("usage counters not written to redis now (replayed later): {e}");
+                let mut all = now;
+                all.extend(later);
+                self.addr
+                    .do_send(super::usage::CountLocally { updates: all });
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The per-worker hot path (issue 12): every HTTP worker admits and counts on its own Redis
+//! connection and reads keys and accounts from the view the router publishes. What one
+//! worker learns (a disabled key, a held slot, a backend outage) must hold on all of them.
+//! Each request here goes out on a fresh connection, and the server hands connections to
+//! its workers in turn, so every test drives every worker.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::harness::{Relay, SONNET, SONNET_COST, request, start};
+use crate::support::Behaviour;
+
+/// Sends `body` on a connection of its own.
+async fn post_fresh(relay: &Relay, key: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+        .post(relay.app.url("/api/v1/messages"))
+        .header("x-api-key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("the relay answers")
+}
+
+/// `n` requests at once, each on its own connection; their statuses, sorted.
+async fn statuses_at_once(relay: &Relay, key: &str, n: usize, stream: bool) -> Vec<u16> {
+    let sends = (0..n).map(|i| {
+        let body = request(SONNET, stream, &format!("parallel {i}"));
+        async move {
+            let resp = post_fresh(relay, key, &body).await;
+            let status = resp.status().as_u16();
+            // Streams that were admitted stay open (gated); read only the refusals.
+            if status != 200 {
+                resp.text().await.unwrap();
+            }
+            status
+        }
+    });
+    let mut statuses = futures_util::future::join_all(sends).await;
+    statuses.sort_unstable();
+    statuses
+}
+
+#[actix_rt::test]
+async fn a_disabled_key_is_refused_by_every_worker_at_once() {
+    let token = crate::support::env::random_hex(40);
+    let admin_token = token.clone();
+    let relay = start(move |env| {
+        env.set("ADMIN_TOKEN", admin_token);
+    })
+    .await;
+    relay.console("main", "sk-up", 10).await;
+    let (key, plaintext) = relay.key(|_| {}).await;
+    // Every worker serves the key (and has it cached) first.
+    assert_eq!(
+        statuses_at_once(&relay, &plaintext, 8, false).await,
+        vec![200; 8]
+    );
+
+    let disabled = relay
+        .app
+        .client
+        .post(
+            relay
+                .app
+                .url(&format!("/admin/api-keys/{}/disable", key.id)),
+        )
+        .bearer_auth(&token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), 200);
+
+    // No waiting for KEY_CACHE_TTL_SECONDS: the change reached every worker's view.
+    for i in 0..8 {
+        let resp = post_fresh(&relay, &plaintext, &request(SONNET, false, "after")).await;
+        assert_eq!(resp.status(), 401, "request {i}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["message"], "API key is disabled");
+    }
+    assert_eq!(relay.mock.message_count(), 8);
+}
+
+#[actix_rt::test]
+async fn a_concurrency_limit_holds_across_workers_under_four_times_as_many_clients() {
+    let relay = start(|_| {}).await;
+    relay.console("gated", "sk-gated", 10).await;
+    let gate = Arc::new(Semaphore::new(0));
+    relay
+        .mock
+        .set("sk-gated", Behaviour::Gated { gate: gate.clone() });
+    let (key, plaintext) = relay.key(|k| k.concurrency_limit = 3).await;
+
+    // 12 streams at once over both workers: exactly 3 slots, held open by the gate.
+    let mut expected = vec![200; 3];
+    expected.extend([429; 9]);
+    let held = statuses_at_once(&relay, &plaintext, 12, true).await;
+    assert_eq!(held, expected);
+    assert_eq!(relay.mock.message_count(), 3);
+
+    // The streams end, their slots free, and the next round gets exactly 3 again.
+    gate.add_permits(1_000);
+    relay.wait_no_leases(&key).await;
+    relay.wait_usage_rows(3).await;
+    gate.add_permits(1_000);
+    let again = statuses_at_once(&relay, &plaintext, 12, true).await;
+    assert_eq!(again, expected);
+    assert_eq!(relay.mock.message_count(), 6);
+}
+
+#[actix_rt::test]
+async fn every_worker_counts_its_requests_in_redis_exactly_once() {
+    let relay = start(|_| {}).await;
+    relay.console("main", "sk-up", 10).await;
+    let (key, plaintext) = relay.key(|k| k.daily_cost_limit_micros = 1_000_000).await;
+    assert_eq!(
+        statuses_at_once(&relay, &plaintext, 10, false).await,
+        vec![200; 10]
+    );
+    relay.wait_usage_rows(10).await;
+    relay.wait_total_cost(&key, 10 * SONNET_COST).await;
+    // The daily counter (a limit counter, counted by the workers with the request) agrees.
+    let names = claude_relay::domain::limits::key_counter_names(
+        &key.id,
+        chrono::Utc::now(),
+        relay.app.config.timezone_offset_hours,
+        key.weekly_reset_day,
+        key.weekly_reset_hour,
+    );
+    let counters = relay
+        .router()
+        .read_counters(vec![names.daily])
+        .await
+        .unwrap();
+    assert_eq!(counters[0].requests, 10);
+    assert_eq!(counters[0].cost_micros, 10 * SONNET_COST);
+}
+
+#[actix_rt::test]
+async fn a_key_over_its_daily_limit_is_refused_by_every_worker() {
+    let relay = start(|_| {}).await;
+    relay.console("main", "sk-up", 10).await;
+    // Two requests' worth: the third is over the limit wherever it lands.
+    let (key, plaintext) = relay
+        .key(|k| k.daily_cost_limit_micros = 2 * SONNET_COST)
+        .await;
+    for _ in 0..2 {
+        let resp = post_fresh(&relay, &plaintext, &request(SONNET, false, "x")).await;
+        assert_eq!(resp.status(), 200);
+    }
+    // The limit counter is written in the round trip that records the request: once the
+    // total shows both, every worker refuses.
+    relay.wait_total_cost(&key, 2 * SONNET_COST).await;
+    for i in 0..8 {
+        let resp = post_fresh(&relay, &plaintext, &request(SONNET, false, "over")).await;
+        assert_eq!(resp.status(), 402, "request {i}");
+    }
+    assert_eq!(relay.mock.message_count(), 2);
+}
