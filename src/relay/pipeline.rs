@@ -18,7 +18,7 @@ use super::queue::{ConcurrencyQueue, QueueRefusal};
 use super::scheduler::{self, Choice, LastUsed};
 use super::stream::{RelayStream, StreamEnd};
 use super::upstream::{self, UpstreamAuth, UpstreamClients};
-use super::{auth, oauth};
+use super::{auth, oauth, subscription};
 use crate::actors::router::{EntryKind, LeaseRef, RouterHandle};
 use crate::config::Config;
 use crate::config::JournalFull;
@@ -280,7 +280,7 @@ async fn upstream_target(
                 &shared.router,
                 &shared.cipher,
                 http,
-                &shared.config.claude_oauth_token_url,
+                oauth::OauthUrls::of(&shared.config),
                 account,
             )
             .await?,
@@ -369,6 +369,8 @@ struct UsageContext {
     stream: bool,
     request_id: String,
     upstream_request_id: Option<String>,
+    /// The account's daily quota in dollars (0: none), checked once the request is counted.
+    daily_quota: f64,
 }
 
 impl UsageContext {
@@ -390,6 +392,7 @@ impl UsageContext {
             return Ok(());
         };
         let cost = self.prices.cost(&self.model, &usage);
+        let quota = (self.daily_quota > 0.0).then(|| (self.account_id.clone(), self.daily_quota));
         let event = UsageEvent {
             request_id: self.request_id,
             upstream_request_id: self.upstream_request_id,
@@ -413,7 +416,17 @@ impl UsageContext {
             rate_window: self.window_name.map(|w| (w.name, w.ttl_seconds)),
         };
         match router.record_usage_releasing(event, counters, lease.clone()) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some((id, quota)) = quota {
+                    subscription::check_daily_quota(
+                        &router,
+                        id,
+                        quota,
+                        self.config.timezone_offset_hours,
+                    );
+                }
+                Ok(())
+            }
             Err(e) => {
                 let reject = self.config.journal_full == JournalFull::Reject;
                 router.usage_not_journaled(reject);
@@ -560,6 +573,7 @@ pub async fn relay(
 
     let upstream_time = upstream_started.elapsed();
     let status = response.status();
+    subscription::note_window(&shared.router, &account, response.headers(), Utc::now());
     let mut answer = HttpResponse::build(
         StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
     );
@@ -591,6 +605,7 @@ pub async fn relay(
         stream,
         request_id: RequestId::of(req).0,
         upstream_request_id,
+        daily_quota: account.daily_quota,
     };
 
     if !status.is_success() {
@@ -643,7 +658,7 @@ pub async fn relay(
                         (
                             shared.cipher.clone(),
                             client.clone(),
-                            config.claude_oauth_token_url.clone(),
+                            shared.config.clone(),
                             account.clone(),
                         )
                     });
@@ -656,7 +671,7 @@ pub async fn relay(
                     {
                         log::debug!("sticky session not deleted: {e}");
                     }
-                    if let Some((cipher, http, url, account)) = refresh {
+                    if let Some((cipher, http, config, account)) = refresh {
                         if let Err(e) = router
                             .delete_entry(EntryKind::OauthToken, &account.id)
                             .await
@@ -664,7 +679,8 @@ pub async fn relay(
                             log::debug!("cached token not deleted: {e}");
                         }
                         if let Err(e) =
-                            oauth::refresh(&router, &cipher, &http, &url, &account).await
+                            oauth::refresh(&router, &cipher, &http, oauth::OauthUrls::of(&config), &account)
+                                .await
                         {
                             log::warn!(
                                 "token refresh after 401 failed for account {}: {e}",

@@ -97,6 +97,10 @@ async fn populate(config: &Config, keys: &[(String, String, bool)]) -> String {
         model_cooldowns: Default::default(),
         model_mapping: Default::default(),
         user_agent: None,
+        session_window: None,
+        auto_stop_on_warning: false,
+        daily_quota: 0.0,
+        subscription: None,
     };
     a.router
         .create_account(account)
