@@ -392,7 +392,8 @@ impl UsageContext {
             return Ok(());
         };
         let cost = self.prices.cost(&self.model, &usage);
-        let quota = (self.daily_quota > 0.0).then(|| (self.account_id.clone(), self.daily_quota));
+        let quota = (self.daily_quota > 0.0)
+            .then(|| (self.account_id.clone(), self.daily_quota, cost.total_micro));
         let event = UsageEvent {
             request_id: self.request_id,
             upstream_request_id: self.upstream_request_id,
@@ -417,11 +418,12 @@ impl UsageContext {
         };
         match router.record_usage_releasing(event, counters, lease.clone()) {
             Ok(()) => {
-                if let Some((id, quota)) = quota {
+                if let Some((id, quota, cost)) = quota {
                     subscription::check_daily_quota(
                         &router,
                         id,
                         quota,
+                        cost,
                         self.config.timezone_offset_hours,
                     );
                 }

@@ -58,19 +58,38 @@ pub fn note_window(
     });
 }
 
-/// After a request of a console account with a daily quota was counted: when its cost
-/// today reached the quota, the account leaves rotation until the next local day.
-pub fn check_daily_quota(router: &RouterHandle, account_id: String, quota: f64, offset_hours: i32) {
+/// After a request of a console account with a daily quota was counted (`cost_micros`
+/// its cost): when its cost today reached the quota, the account leaves rotation until
+/// the next local day. The request is counted a moment later (off the hot path), so when
+/// only it can have reached the quota, its count is waited for (at most 2 s).
+pub fn check_daily_quota(
+    router: &RouterHandle,
+    account_id: String,
+    quota: f64,
+    cost_micros: i64,
+    offset_hours: i32,
+) {
     let router = router.clone();
     actix::spawn(async move {
         let now = Utc::now();
         let name = account_day_counter(&account_id, now, offset_hours);
-        let spent = match router.read_counters(vec![name]).await {
-            Ok(v) => v.first().map_or(0, |c| c.cost_micros),
-            Err(e) => {
-                log::debug!("daily quota of account {account_id} not checked: {e}");
-                return;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let spent = loop {
+            let spent = match router.read_counters(vec![name.clone()]).await {
+                Ok(v) => v.first().map_or(0, |c| c.cost_micros),
+                Err(e) => {
+                    log::debug!("daily quota of account {account_id} not checked: {e}");
+                    return;
+                }
+            };
+            let maybe_uncounted = quota_reached(quota, spent.saturating_add(cost_micros));
+            if quota_reached(quota, spent)
+                || !maybe_uncounted
+                || tokio::time::Instant::now() >= deadline
+            {
+                break spent;
             }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         };
         if !quota_reached(quota, spent) {
             return;
@@ -79,7 +98,7 @@ pub fn check_daily_quota(router: &RouterHandle, account_id: String, quota: f64, 
         let change = StatusChange {
             status: AccountStatus::QuotaExceeded,
             until: Some(next_local_midnight(now, offset_hours)),
-            message: format!("daily quota reached: ${dollars:.2} of ${quota:.2}"),
+            message: format!("daily quota reached: ${dollars:.4} of ${quota:.4}"),
         };
         log::warn!("account {account_id}: {}", change.message);
         if let Err(e) = router.change_account_status(&account_id, change).await {
@@ -87,4 +106,3 @@ pub fn check_daily_quota(router: &RouterHandle, account_id: String, quota: f64, 
         }
     });
 }
-
