@@ -523,7 +523,11 @@ fn micros_account(a: &mut crate::domain::account::Account) {
         micros(&mut w.start);
         micros(&mut w.end);
     }
-    if let Some(t) = a.subscription.as_mut().and_then(|s| s.profile_fetched_at.as_mut()) {
+    if let Some(t) = a
+        .subscription
+        .as_mut()
+        .and_then(|s| s.profile_fetched_at.as_mut())
+    {
         micros(t);
     }
     for t in [

@@ -290,7 +290,8 @@ pub fn next_local_midnight(now: DateTime<Utc>, offset_hours: i32) -> DateTime<Ut
     let local = super::limits::to_local(now, offset_hours);
     let next = local.date_naive() + Duration::days(1);
     let midnight = next.and_hms_opt(0, 0, 0).unwrap_or_default();
-    DateTime::<Utc>::from_naive_utc_and_offset(midnight, Utc) - Duration::hours(i64::from(offset_hours))
+    DateTime::<Utc>::from_naive_utc_and_offset(midnight, Utc)
+        - Duration::hours(i64::from(offset_hours))
 }
 
 impl Account {
@@ -798,7 +799,10 @@ mod tests {
         a.auto_stop_on_warning = true;
         assert!(!a.is_available(now));
         assert!(a.five_hour_stopped(at("2026-12-02T14:59:59Z")));
-        assert!(a.is_available(at("2026-12-02T15:00:00Z")), "the window ended");
+        assert!(
+            a.is_available(at("2026-12-02T15:00:00Z")),
+            "the window ended"
+        );
         a.session_window.as_mut().unwrap().status = Some(WindowStatus::Allowed);
         assert!(a.is_available(now));
     }
@@ -852,12 +856,16 @@ mod tests {
         );
         let pro = serde_json::json!({"account": {"has_claude_pro": true}});
         assert_eq!(
-            SubscriptionInfo::from_profile(&pro, now).subscription_type.as_deref(),
+            SubscriptionInfo::from_profile(&pro, now)
+                .subscription_type
+                .as_deref(),
             Some("claude_pro")
         );
         let ent = serde_json::json!({"account": {}, "organization": {"organization_type": "claude_enterprise"}});
         assert_eq!(
-            SubscriptionInfo::from_profile(&ent, now).subscription_type.as_deref(),
+            SubscriptionInfo::from_profile(&ent, now)
+                .subscription_type
+                .as_deref(),
             Some("claude_max")
         );
         assert_eq!(

@@ -482,8 +482,13 @@ fn subscription_of(
         .or_else(|| (info["hasClaudePro"].as_bool() == Some(true)).then(|| "claude_pro".into()));
     let email = match text("email") {
         Some(e) => Some(e),
-        None => secret(d, field(h, "email"), &format!("account {id} field email"), notes)?
-            .filter(|e| !e.is_empty()),
+        None => secret(
+            d,
+            field(h, "email"),
+            &format!("account {id} field email"),
+            notes,
+        )?
+        .filter(|e| !e.is_empty()),
     };
     let s = SubscriptionInfo {
         email,

@@ -51,7 +51,10 @@ pub async fn fetch_profile(
         .map_err(|e| format!("the profile could not be read: {}", e.without_url()))?;
     let status = answer.status();
     if !status.is_success() {
-        return Err(format!("the profile endpoint answered HTTP {}", status.as_u16()));
+        return Err(format!(
+            "the profile endpoint answered HTTP {}",
+            status.as_u16()
+        ));
     }
     let body: serde_json::Value = answer
         .json()

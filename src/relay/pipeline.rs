@@ -680,9 +680,14 @@ pub async fn relay(
                         {
                             log::debug!("cached token not deleted: {e}");
                         }
-                        if let Err(e) =
-                            oauth::refresh(&router, &cipher, &http, oauth::OauthUrls::of(&config), &account)
-                                .await
+                        if let Err(e) = oauth::refresh(
+                            &router,
+                            &cipher,
+                            &http,
+                            oauth::OauthUrls::of(&config),
+                            &account,
+                        )
+                        .await
                         {
                             log::warn!(
                                 "token refresh after 401 failed for account {}: {e}",

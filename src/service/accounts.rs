@@ -554,8 +554,14 @@ pub async fn create(
             a.subscription = Some(info);
         }
     }
-    ctx.audit("create", "account", &a.id, None, Some(snapshot(&view(ctx, &a))))
-        .await;
+    ctx.audit(
+        "create",
+        "account",
+        &a.id,
+        None,
+        Some(snapshot(&view(ctx, &a))),
+    )
+    .await;
     Ok(view_with_usage(ctx, &a).await)
 }
 
@@ -563,15 +569,18 @@ pub async fn create(
 /// space-separated string) include the profile scope.
 fn has_profile_scope(f: &Fields<'_>) -> bool {
     let nested = f.raw("claudeAiOauth").map(|o| &o["scopes"]);
-    [f.raw("scopes"), nested].into_iter().flatten().any(|v| match v {
-        Value::String(s) => s
-            .split_whitespace()
-            .any(|x| x == crate::relay::oauth::PROFILE_SCOPE),
-        Value::Array(a) => a
-            .iter()
-            .any(|x| x.as_str() == Some(crate::relay::oauth::PROFILE_SCOPE)),
-        _ => false,
-    })
+    [f.raw("scopes"), nested]
+        .into_iter()
+        .flatten()
+        .any(|v| match v {
+            Value::String(s) => s
+                .split_whitespace()
+                .any(|x| x == crate::relay::oauth::PROFILE_SCOPE),
+            Value::Array(a) => a
+                .iter()
+                .any(|x| x.as_str() == Some(crate::relay::oauth::PROFILE_SCOPE)),
+            _ => false,
+        })
 }
 
 /// An HTTP client for the OAuth provider, through `proxy` when there is one (`field`

@@ -1,9 +1,10 @@
 //! OAuth onboarding at CRS's paths: `generate-auth-url` / `generate-setup-token-url` start a
 //! login (PKCE verifier and state kept 10 minutes in the ephemeral store), `exchange-code` /
 //! `exchange-setup-token-code` trade the code the operator pastes (or the whole callback
-//! URL) for tokens at `CLAUDE_OAUTH_TOKEN_URL` and answer them as CRS does
-//! (`{claudeAiOauth:{accessToken,refreshToken,expiresAt,scopes}}`), ready for
-//! `POST /admin/claude-accounts`, which stores them encrypted.
+//! URL) for tokens at `CLAUDE_OAUTH_TOKEN_URL` (through the body's `proxy` when it names
+//! one) and answer them as CRS does (`{claudeAiOauth:{accessToken,refreshToken,expiresAt,
+//! scopes}}`) with the profile read at `CLAUDE_OAUTH_PROFILE_URL` (`subscriptionInfo`),
+//! ready for `POST /admin/claude-accounts`, which stores them encrypted.
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,6 @@ use crate::domain::oauth_flow::{
 };
 use crate::error::AppError;
 use crate::relay::oauth::{PROFILE_SCOPE, fetch_profile};
-
 
 /// The answer of `generate-auth-url` / `generate-setup-token-url`.
 #[derive(Debug, Serialize)]
@@ -161,8 +161,12 @@ pub async fn exchange(
     // The profile (email, organization, subscription type) where the token may read it;
     // a failure is logged and the tokens are answered all the same.
     let subscription = if scopes.iter().any(|s| s == PROFILE_SCOPE) {
-        match fetch_profile(&http, &ctx.config.claude_oauth_profile_url, &tokens.access_token)
-            .await
+        match fetch_profile(
+            &http,
+            &ctx.config.claude_oauth_profile_url,
+            &tokens.access_token,
+        )
+        .await
         {
             Ok(info) => Some(info),
             Err(e) => {

@@ -156,7 +156,11 @@ async fn a_pkce_login_gives_tokens_that_relay_and_refresh() {
         "profile read after the refresh",
         || async {
             let seen = admin.mock.profile_requests();
-            if seen.len() == 2 { Ok(seen) } else { Err(format!("{seen:?}")) }
+            if seen.len() == 2 {
+                Ok(seen)
+            } else {
+                Err(format!("{seen:?}"))
+            }
         },
     )
     .await;

@@ -106,7 +106,10 @@ async fn the_five_hour_window_is_tracked_shown_and_stops_an_account_on_warning()
     // The first request opens the window on the hour; the upstream says `allowed`.
     admin.mock.set("sk-ant-oat01-max", window_says("allowed"));
     let before = Utc::now();
-    assert_eq!(relay_once(&admin, &key).await, (200, "sk-ant-oat01-max".into()));
+    assert_eq!(
+        relay_once(&admin, &key).await,
+        (200, "sk-ant-oat01-max".into())
+    );
     let after = Utc::now();
     let v = wait_view(&admin, &id, "window opened", |v| {
         v["sessionWindow"]["sessionWindowStatus"] == "allowed"
@@ -150,14 +153,23 @@ async fn the_five_hour_window_is_tracked_shown_and_stops_an_account_on_warning()
     );
 
     // The upstream warns: that answer is served, then the account sits out the window.
-    admin.mock.set("sk-ant-oat01-max", window_says("allowed_warning"));
-    assert_eq!(relay_once(&admin, &key).await, (200, "sk-ant-oat01-max".into()));
+    admin
+        .mock
+        .set("sk-ant-oat01-max", window_says("allowed_warning"));
+    assert_eq!(
+        relay_once(&admin, &key).await,
+        (200, "sk-ant-oat01-max".into())
+    );
     let v = wait_view(&admin, &id, "warning stored", |v| {
         v["fiveHourAutoStopped"] == true
     })
     .await;
     assert_eq!(v["sessionWindow"]["sessionWindowStatus"], "allowed_warning");
-    assert_eq!(v["sessionWindow"]["windowStart"], json!(rfc(start)), "same window");
+    assert_eq!(
+        v["sessionWindow"]["windowStart"],
+        json!(rfc(start)),
+        "same window"
+    );
     assert_eq!(v["status"], "active");
     assert_eq!(
         row(&admin),
@@ -169,11 +181,17 @@ async fn the_five_hour_window_is_tracked_shown_and_stops_an_account_on_warning()
 
     // reset-status forgets the warning: the account is back.
     let (status, body) = admin
-        .post(&format!("/admin/claude-accounts/{id}/reset-status"), &json!({}))
+        .post(
+            &format!("/admin/claude-accounts/{id}/reset-status"),
+            &json!({}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["fiveHourAutoStopped"], false);
-    assert_eq!(body["data"]["sessionWindow"]["sessionWindowStatus"], Value::Null);
+    assert_eq!(
+        body["data"]["sessionWindow"]["sessionWindowStatus"],
+        Value::Null
+    );
     admin.mock.set("sk-ant-oat01-max", Behaviour::Normal);
     eventually(Duration::from_secs(10), "max back", || async {
         match relay_once(&admin, &key).await {
@@ -201,12 +219,16 @@ async fn the_five_hour_window_is_tracked_shown_and_stops_an_account_on_warning()
                "sessionWindowStatus": "allowed_warning"})
     );
     assert_eq!(v["fiveHourAutoStopped"], false);
-    eventually(Duration::from_secs(10), "max serves after the window", || async {
-        match relay_once(&admin, &key).await {
-            (200, c) if c == "sk-ant-oat01-max" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "max serves after the window",
+        || async {
+            match relay_once(&admin, &key).await {
+                (200, c) if c == "sk-ant-oat01-max" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
     let v = wait_view(&admin, &id, "new window", |v| {
         v["sessionWindow"]["hasActiveWindow"] == true
@@ -241,7 +263,10 @@ async fn the_five_hour_window_is_tracked_shown_and_stops_an_account_on_warning()
             &json!({"autoStopOnWarning": false}),
         )
         .await;
-    assert_eq!((status, &body["data"]["autoStopOnWarning"]), (200, &json!(false)));
+    assert_eq!(
+        (status, &body["data"]["autoStopOnWarning"]),
+        (200, &json!(false))
+    );
 }
 
 #[actix_rt::test]
@@ -278,7 +303,10 @@ async fn a_console_account_at_its_daily_quota_leaves_rotation_until_the_next_day
     .await;
     assert_eq!(account(&admin, &id).await["status"], "active");
     assert_eq!(relay_once(&admin, &key).await, (200, "sk-quota".into()));
-    let v = wait_view(&admin, &id, "quota reached", |v| v["status"] == "quota_exceeded").await;
+    let v = wait_view(&admin, &id, "quota reached", |v| {
+        v["status"] == "quota_exceeded"
+    })
+    .await;
     let offset = admin.app.config.timezone_offset_hours;
     let until = next_local_midnight(Utc::now(), offset);
     assert_eq!(v["statusUntil"], json!(rfc(until)));
@@ -303,7 +331,10 @@ async fn a_console_account_at_its_daily_quota_leaves_rotation_until_the_next_day
             )
         })
         .collect();
-    assert_eq!(usage, [("quota".to_string(), 0.00138), ("spare".to_string(), 0.0)]);
+    assert_eq!(
+        usage,
+        [("quota".to_string(), 0.00138), ("spare".to_string(), 0.0)]
+    );
     for _ in 0..2 {
         assert_eq!(relay_once(&admin, &key).await, (200, "sk-spare".into()));
     }

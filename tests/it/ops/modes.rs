@@ -6,9 +6,9 @@ use claude_relay::config::{Config, StorageMode};
 use claude_relay::domain::account::{
     Account, AccountStatus, AccountType, SessionWindow, SubscriptionInfo, WindowStatus,
 };
-use claude_relay::domain::group::AccountGroup;
 use claude_relay::domain::api_key::ApiKey;
 use claude_relay::domain::crypto::CredentialCipher;
+use claude_relay::domain::group::AccountGroup;
 use claude_relay::domain::keys::{generate_key, hash_key};
 use claude_relay::domain::password;
 use claude_relay::domain::pricing::is_opus;
