@@ -16,7 +16,8 @@
 //! `CLAUDE_API_URL` [https://api.anthropic.com] · `CLAUDE_OAUTH_TOKEN_URL`
 //! [https://console.anthropic.com/v1/oauth/token] · `CLAUDE_OAUTH_AUTHORIZE_URL`
 //! [https://claude.ai/oauth/authorize] · `CLAUDE_OAUTH_REDIRECT_URI`
-//! [https://platform.claude.com/oauth/code/callback] · `LOG_LEVEL` [info] · `LOG_DIR` [] ·
+//! [https://platform.claude.com/oauth/code/callback] · `CLAUDE_OAUTH_PROFILE_URL`
+//! [https://api.anthropic.com/api/oauth/profile] · `LOG_LEVEL` [info] · `LOG_DIR` [] ·
 //! `KEY_CACHE_TTL_SECONDS` [5] · `REDIS_CACHE_TTL_SECONDS` [600] ·
 //! `LIMITS_ON_CACHE_DOWN` [local] local|open|closed · `USAGE_JOURNAL_DIR` [data/journal] (the
 //! older name `SPOOL_DIR` is read too) · `USAGE_JOURNAL_FSYNC` [1000] never|always|<ms> ·
@@ -188,6 +189,8 @@ pub struct Config {
     pub claude_oauth_token_url: String,
     pub claude_oauth_authorize_url: String,
     pub claude_oauth_redirect_uri: String,
+    /// Where a subscription account's profile (email, organization, plan) is read.
+    pub claude_oauth_profile_url: String,
     pub log_level: String,
     pub log_dir: Option<PathBuf>,
     /// How long this process trusts its copies of keys and of the account list.
@@ -447,6 +450,10 @@ impl Config {
             claude_oauth_redirect_uri: r.url(
                 "CLAUDE_OAUTH_REDIRECT_URI",
                 "https://platform.claude.com/oauth/code/callback",
+            )?,
+            claude_oauth_profile_url: r.url(
+                "CLAUDE_OAUTH_PROFILE_URL",
+                "https://api.anthropic.com/api/oauth/profile",
             )?,
             log_level,
             log_dir: r.get("LOG_DIR").map(PathBuf::from),

@@ -413,6 +413,35 @@ async fn copy_records(source: &Actors, target: &Actors, report: &mut Report) -> 
         }
     }
     progress.finish();
+    // Groups before the accounts that name them.
+    let groups = source
+        .router
+        .list_groups()
+        .await
+        .map_err(|e| format!("cannot list source account groups: {e}"))?;
+    for mut g in groups {
+        micros(&mut g.created_at);
+        micros(&mut g.updated_at);
+        match target
+            .router
+            .get_group(&g.id)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(old) if old == g => report.unchanged += 1,
+            old => {
+                target
+                    .router
+                    .save_group(g.clone())
+                    .await
+                    .map_err(|e| format!("copying account group {}: {e}", g.id))?;
+                if old.is_some() {
+                    println!("  updated account group {}", g.id);
+                }
+                report.wrote(old.is_none())?;
+            }
+        }
+    }
     let accounts = source
         .router
         .list_accounts()
@@ -490,6 +519,17 @@ fn micros_key(k: &mut crate::domain::api_key::ApiKey) {
 fn micros_account(a: &mut crate::domain::account::Account) {
     micros(&mut a.created_at);
     micros(&mut a.updated_at);
+    if let Some(w) = &mut a.session_window {
+        micros(&mut w.start);
+        micros(&mut w.end);
+    }
+    if let Some(t) = a
+        .subscription
+        .as_mut()
+        .and_then(|s| s.profile_fetched_at.as_mut())
+    {
+        micros(t);
+    }
     for t in [
         &mut a.token_expires_at,
         &mut a.status_until,

@@ -40,6 +40,9 @@ pub enum AccountStatus {
     Blocked,
     Error,
     TempUnavailable,
+    /// A console account whose cost today reached its daily quota (until the next local
+    /// day; CRS `quota_exceeded`).
+    QuotaExceeded,
 }
 
 impl AccountStatus {
@@ -51,6 +54,7 @@ impl AccountStatus {
             AccountStatus::Blocked => "blocked",
             AccountStatus::Error => "error",
             AccountStatus::TempUnavailable => "temp_unavailable",
+            AccountStatus::QuotaExceeded => "quota_exceeded",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -61,6 +65,7 @@ impl AccountStatus {
             "blocked" => AccountStatus::Blocked,
             "error" => AccountStatus::Error,
             "temp_unavailable" => AccountStatus::TempUnavailable,
+            "quota_exceeded" => AccountStatus::QuotaExceeded,
             _ => return None,
         })
     }
@@ -124,6 +129,169 @@ pub struct Account {
     /// The user agent sent upstream instead of the client's (console accounts).
     #[serde(default)]
     pub user_agent: Option<String>,
+    /// The 5-hour usage window of a subscription account (CRS `sessionWindow*`).
+    #[serde(default)]
+    pub session_window: Option<SessionWindow>,
+    /// Leave rotation while the upstream says the 5-hour window is near its limit, until
+    /// the window ends (CRS `autoStopOnWarning`).
+    #[serde(default)]
+    pub auto_stop_on_warning: bool,
+    /// Console accounts: dollars the account may cost per local day (CRS `dailyQuota`);
+    /// 0 = no quota.
+    #[serde(default)]
+    pub daily_quota: f64,
+    /// What the OAuth provider's profile says of a subscription account.
+    #[serde(default)]
+    pub subscription: Option<SubscriptionInfo>,
+}
+
+/// Length of a subscription's usage window.
+pub const SESSION_WINDOW_HOURS: i64 = 5;
+
+/// What the upstream says of the 5-hour window (`anthropic-ratelimit-unified-5h-status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowStatus {
+    Allowed,
+    AllowedWarning,
+    Rejected,
+}
+
+impl WindowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WindowStatus::Allowed => "allowed",
+            WindowStatus::AllowedWarning => "allowed_warning",
+            WindowStatus::Rejected => "rejected",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.trim() {
+            "allowed" => WindowStatus::Allowed,
+            "allowed_warning" => WindowStatus::AllowedWarning,
+            "rejected" => WindowStatus::Rejected,
+            _ => return None,
+        })
+    }
+}
+
+/// The 5-hour usage window of a subscription account: it starts with the first request
+/// after the previous one ended, rounded down to the hour (as CRS), and lasts 5 hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionWindow {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// The upstream's last word on this window; None until it said something.
+    pub status: Option<WindowStatus>,
+}
+
+impl SessionWindow {
+    /// The window a request at `now` opens.
+    pub fn starting_at(now: DateTime<Utc>) -> SessionWindow {
+        let start = DateTime::from_timestamp(now.timestamp() - now.timestamp().rem_euclid(3600), 0)
+            .unwrap_or(now);
+        SessionWindow {
+            start,
+            end: start + Duration::hours(SESSION_WINDOW_HOURS),
+            status: None,
+        }
+    }
+
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.start <= now && now < self.end
+    }
+
+    /// The window after a request at `now` whose answer said `status` (None: no header):
+    /// None when nothing changes (the current window goes on and the status is the same),
+    /// else the window to store (a new one when there was none or it had ended).
+    pub fn after_request(
+        current: Option<&SessionWindow>,
+        now: DateTime<Utc>,
+        status: Option<WindowStatus>,
+    ) -> Option<SessionWindow> {
+        match current {
+            Some(w) if now < w.end => match status {
+                Some(s) if w.status != Some(s) => Some(SessionWindow {
+                    status: Some(s),
+                    ..*w
+                }),
+                _ => None,
+            },
+            _ => Some(SessionWindow {
+                status,
+                ..SessionWindow::starting_at(now)
+            }),
+        }
+    }
+}
+
+/// The account's profile at the OAuth provider (CRS `subscriptionInfo`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_uuid: Option<String>,
+    /// `claude_max` or `claude_pro` (CRS `accountType`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_fetched_at: Option<DateTime<Utc>>,
+}
+
+impl SubscriptionInfo {
+    /// The profile from the provider's answer (`GET /api/oauth/profile`): `account.email`,
+    /// `organization.name` / `uuid`, and the subscription type from
+    /// `account.has_claude_max` / `has_claude_pro` (an enterprise organization counts as
+    /// Max, as CRS does).
+    pub fn from_profile(v: &serde_json::Value, now: DateTime<Utc>) -> SubscriptionInfo {
+        let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+        let enterprise = v["organization"]["organization_type"]
+            .as_str()
+            .is_some_and(|t| t.eq_ignore_ascii_case("claude_enterprise"));
+        let max = v["account"]["has_claude_max"].as_bool() == Some(true) || enterprise;
+        let pro = v["account"]["has_claude_pro"].as_bool() == Some(true);
+        SubscriptionInfo {
+            email: text(&v["account"]["email"]),
+            organization_name: text(&v["organization"]["name"]),
+            organization_uuid: text(&v["organization"]["uuid"]),
+            subscription_type: if max {
+                Some("claude_max".into())
+            } else if pro {
+                Some("claude_pro".into())
+            } else {
+                None
+            },
+            profile_fetched_at: Some(now),
+        }
+    }
+}
+
+/// True when `cost_micros` spent today reached a daily quota of `quota` dollars (0: none).
+pub fn quota_reached(quota: f64, cost_micros: i64) -> bool {
+    quota > 0.0 && cost_micros as f64 >= quota * 1_000_000.0
+}
+
+/// The counter set of an account's usage on the local day of `now` (the one the relay adds
+/// every counted request to).
+pub fn account_day_counter(account_id: &str, now: DateTime<Utc>, offset_hours: i32) -> String {
+    format!(
+        "usage:account:{account_id}:day:{}",
+        super::limits::to_local(now, offset_hours).format("%Y-%m-%d")
+    )
+}
+
+/// The start of the next local day (UTC offset `offset_hours`, as usage dates are counted).
+pub fn next_local_midnight(now: DateTime<Utc>, offset_hours: i32) -> DateTime<Utc> {
+    let local = super::limits::to_local(now, offset_hours);
+    let next = local.date_naive() + Duration::days(1);
+    let midnight = next.and_hms_opt(0, 0, 0).unwrap_or_default();
+    DateTime::<Utc>::from_naive_utc_and_offset(midnight, Utc)
+        - Duration::hours(i64::from(offset_hours))
 }
 
 impl Account {
@@ -139,7 +307,23 @@ impl Account {
 
     /// True when the scheduler may pick this account at `now`.
     pub fn is_available(&self, now: DateTime<Utc>) -> bool {
-        self.is_active && self.effective_status(now) == AccountStatus::Active
+        self.is_active
+            && self.effective_status(now) == AccountStatus::Active
+            && !self.five_hour_stopped(now)
+    }
+
+    /// True while the account sits out the rest of its 5-hour window: it stops before the
+    /// limit (`auto_stop_on_warning`) and the upstream said the window is at warning (or
+    /// already rejected). The window's end brings it back.
+    pub fn five_hour_stopped(&self, now: DateTime<Utc>) -> bool {
+        self.auto_stop_on_warning
+            && self.session_window.is_some_and(|w| {
+                w.is_active(now)
+                    && matches!(
+                        w.status,
+                        Some(WindowStatus::AllowedWarning | WindowStatus::Rejected)
+                    )
+            })
     }
 
     /// True when the account may serve `model` at `now`: available, and its model family
@@ -497,6 +681,10 @@ mod tests {
             model_cooldowns: BTreeMap::new(),
             model_mapping: BTreeMap::new(),
             user_agent: None,
+            session_window: None,
+            auto_stop_on_warning: false,
+            daily_quota: 0.0,
+            subscription: None,
         };
         assert!(!a.is_available(now));
         assert!(a.is_available(now + Duration::seconds(6)));
@@ -513,5 +701,176 @@ mod tests {
         assert!(a.serves_model("claude-sonnet-4-5", now));
         assert!(!a.serves_model("claude-haiku-4-5", now));
         assert_eq!(a.upstream_model("claude-sonnet-4-5"), "glm-4.6");
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_five_hour_window_starts_on_the_hour_and_follows_the_upstream_status() {
+        let first = at("2026-12-02T09:47:12Z");
+        let w = SessionWindow::after_request(None, first, None).unwrap();
+        assert_eq!(
+            w,
+            SessionWindow {
+                start: at("2026-12-02T09:00:00Z"),
+                end: at("2026-12-02T14:00:00Z"),
+                status: None
+            }
+        );
+        // Within the window: nothing changes without news from the upstream.
+        assert_eq!(
+            SessionWindow::after_request(Some(&w), at("2026-12-02T13:59:59Z"), None),
+            None
+        );
+        let warned = SessionWindow::after_request(
+            Some(&w),
+            at("2026-12-02T11:00:00Z"),
+            Some(WindowStatus::AllowedWarning),
+        )
+        .unwrap();
+        assert_eq!(
+            (warned.start, warned.end, warned.status),
+            (w.start, w.end, Some(WindowStatus::AllowedWarning))
+        );
+        assert_eq!(
+            SessionWindow::after_request(
+                Some(&warned),
+                at("2026-12-02T12:00:00Z"),
+                Some(WindowStatus::AllowedWarning)
+            ),
+            None
+        );
+        // The first request after the end opens the next window; the old status goes.
+        assert_eq!(
+            SessionWindow::after_request(Some(&warned), at("2026-12-02T16:20:00Z"), None),
+            Some(SessionWindow {
+                start: at("2026-12-02T16:00:00Z"),
+                end: at("2026-12-02T21:00:00Z"),
+                status: None
+            })
+        );
+        assert_eq!(
+            WindowStatus::parse("allowed_warning"),
+            Some(WindowStatus::AllowedWarning)
+        );
+        assert_eq!(WindowStatus::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn an_auto_stopping_account_sits_out_a_warned_window_until_it_ends() {
+        let now = at("2026-12-02T10:30:00Z");
+        let mut a = Account {
+            id: "a".into(),
+            name: "a".into(),
+            description: String::new(),
+            account_type: AccountType::ClaudeOauth,
+            base_url: None,
+            credentials_encrypted: String::new(),
+            proxy_encrypted: None,
+            token_expires_at: None,
+            scope: "shared".into(),
+            priority: 50,
+            schedulable: true,
+            is_active: true,
+            status: AccountStatus::Active,
+            status_until: None,
+            error_message: String::new(),
+            max_concurrency: 0,
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+            last_refresh_at: None,
+            group_ids: Vec::new(),
+            model_cooldowns: BTreeMap::new(),
+            model_mapping: BTreeMap::new(),
+            user_agent: None,
+            session_window: Some(SessionWindow {
+                start: at("2026-12-02T10:00:00Z"),
+                end: at("2026-12-02T15:00:00Z"),
+                status: Some(WindowStatus::AllowedWarning),
+            }),
+            auto_stop_on_warning: false,
+            daily_quota: 0.0,
+            subscription: None,
+        };
+        assert!(a.is_available(now), "no auto stop: stays in rotation");
+        a.auto_stop_on_warning = true;
+        assert!(!a.is_available(now));
+        assert!(a.five_hour_stopped(at("2026-12-02T14:59:59Z")));
+        assert!(
+            a.is_available(at("2026-12-02T15:00:00Z")),
+            "the window ended"
+        );
+        a.session_window.as_mut().unwrap().status = Some(WindowStatus::Allowed);
+        assert!(a.is_available(now));
+    }
+
+    #[test]
+    fn daily_quotas_count_in_dollars_until_the_next_local_day() {
+        assert!(!quota_reached(0.0, 5_000_000));
+        assert!(!quota_reached(5.0, 4_999_999));
+        assert!(quota_reached(5.0, 5_000_000));
+        assert!(quota_reached(0.5, 600_000));
+        // UTC+8: 2026-12-02T17:30Z is 01:30 on the 3rd; the next day starts on the 4th.
+        assert_eq!(
+            next_local_midnight(at("2026-12-02T17:30:00Z"), 8),
+            at("2026-12-03T16:00:00Z")
+        );
+        assert_eq!(
+            next_local_midnight(at("2026-12-02T15:59:59Z"), 8),
+            at("2026-12-02T16:00:00Z")
+        );
+        let names = super::super::limits::period_names(
+            "account:a1",
+            super::super::limits::to_local(at("2026-12-02T17:30:00Z"), 8),
+        );
+        assert_eq!(
+            account_day_counter("a1", at("2026-12-02T17:30:00Z"), 8),
+            names[2].0
+        );
+        assert_eq!(names[2].0, "usage:account:a1:day:2026-12-03");
+        assert_eq!(
+            next_local_midnight(at("2026-12-02T23:00:00Z"), -5),
+            at("2026-12-03T05:00:00Z")
+        );
+    }
+
+    #[test]
+    fn profiles_give_email_organization_and_subscription_type() {
+        let now = at("2026-12-02T10:00:00Z");
+        let p = serde_json::json!({
+            "account": {"email": "ops@example.com", "has_claude_max": true, "has_claude_pro": false},
+            "organization": {"name": "Example Org", "uuid": "org-1", "organization_type": "claude_max"}
+        });
+        assert_eq!(
+            SubscriptionInfo::from_profile(&p, now),
+            SubscriptionInfo {
+                email: Some("ops@example.com".into()),
+                organization_name: Some("Example Org".into()),
+                organization_uuid: Some("org-1".into()),
+                subscription_type: Some("claude_max".into()),
+                profile_fetched_at: Some(now),
+            }
+        );
+        let pro = serde_json::json!({"account": {"has_claude_pro": true}});
+        assert_eq!(
+            SubscriptionInfo::from_profile(&pro, now)
+                .subscription_type
+                .as_deref(),
+            Some("claude_pro")
+        );
+        let ent = serde_json::json!({"account": {}, "organization": {"organization_type": "claude_enterprise"}});
+        assert_eq!(
+            SubscriptionInfo::from_profile(&ent, now)
+                .subscription_type
+                .as_deref(),
+            Some("claude_max")
+        );
+        assert_eq!(
+            SubscriptionInfo::from_profile(&serde_json::json!({}), now).subscription_type,
+            None
+        );
     }
 }

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
-use super::account::{Account, AccountStatus, AccountType, Credentials};
+use super::account::{
+    Account, AccountStatus, AccountType, Credentials, SessionWindow, SubscriptionInfo, WindowStatus,
+};
 use super::api_key::{self, ApiKey, ExpirationMode, Permissions};
 use super::crypto::{CRS_SALT_CONSOLE, CRS_SALT_OAUTH, CrsDecryptError, CrsDecryptor};
 use super::group::{AccountGroup, bound_group};
@@ -393,6 +395,29 @@ fn convert_account(
         };
     let user_agent = Some(field(h, "userAgent").to_string())
         .filter(|u| !u.is_empty() && kind == AccountType::ClaudeConsole);
+    let subscription = match kind {
+        AccountType::ClaudeOauth => subscription_of(id, h, d, notes)?,
+        AccountType::ClaudeConsole => None,
+    };
+    // CRS `sessionWindowStart` / `End` (ISO) and `sessionWindowStatus`.
+    let session_window = match (time(h, "sessionWindowStart"), time(h, "sessionWindowEnd")) {
+        (Some(start), Some(end)) if kind == AccountType::ClaudeOauth && start < end => {
+            Some(SessionWindow {
+                start,
+                end,
+                status: WindowStatus::parse(field(h, "sessionWindowStatus")),
+            })
+        }
+        _ => None,
+    };
+    let daily_quota = match kind {
+        AccountType::ClaudeConsole => field(h, "dailyQuota")
+            .parse::<f64>()
+            .ok()
+            .filter(|q| q.is_finite() && *q > 0.0)
+            .unwrap_or(0.0),
+        AccountType::ClaudeOauth => 0.0,
+    };
     let account = Account {
         id: id.to_string(),
         name,
@@ -423,12 +448,58 @@ fn convert_account(
         model_cooldowns: Default::default(),
         model_mapping,
         user_agent,
+        session_window,
+        auto_stop_on_warning: kind == AccountType::ClaudeOauth && flag(h, "autoStopOnWarning"),
+        daily_quota,
+        subscription,
     };
     Ok(PlannedAccount {
         account,
         credentials,
         proxy,
     })
+}
+
+/// CRS `subscriptionInfo` (JSON: `email`, `organizationName`, `organizationUuid`,
+/// `accountType` or `hasClaudeMax` / `hasClaudePro`) and the encrypted `email` field.
+fn subscription_of(
+    id: &str,
+    h: &Hash,
+    d: &CrsDecryptor,
+    notes: &mut Vec<String>,
+) -> Result<Option<SubscriptionInfo>, String> {
+    let info: serde_json::Value =
+        serde_json::from_str(field(h, "subscriptionInfo")).unwrap_or(serde_json::Value::Null);
+    let text = |k: &str| {
+        info[k]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let subscription_type = text("accountType")
+        .filter(|t| t == "claude_max" || t == "claude_pro")
+        .or_else(|| (info["hasClaudeMax"].as_bool() == Some(true)).then(|| "claude_max".into()))
+        .or_else(|| (info["hasClaudePro"].as_bool() == Some(true)).then(|| "claude_pro".into()));
+    let email = match text("email") {
+        Some(e) => Some(e),
+        None => secret(
+            d,
+            field(h, "email"),
+            &format!("account {id} field email"),
+            notes,
+        )?
+        .filter(|e| !e.is_empty()),
+    };
+    let s = SubscriptionInfo {
+        email,
+        organization_name: text("organizationName"),
+        organization_uuid: text("organizationUuid"),
+        subscription_type,
+        profile_fetched_at: text("profileFetchedAt")
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+    };
+    Ok((s != SubscriptionInfo::default()).then_some(s))
 }
 
 /// How long CRS keeps an account rate limited without `rateLimitEndAt` (its old data).

@@ -6,7 +6,7 @@ use diesel_async::RunQueryDsl;
 
 use super::schema::claude_accounts;
 use crate::actors::persistence::DbConn;
-use crate::domain::account::{Account, AccountStatus, AccountType};
+use crate::domain::account::{Account, AccountStatus, AccountType, SessionWindow, WindowStatus};
 use crate::error::{Cause, StoreError};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
@@ -36,6 +36,12 @@ pub struct AccountRow {
     pub model_cooldowns: String,
     pub model_mapping: String,
     pub user_agent: Option<String>,
+    pub session_window_start: Option<NaiveDateTime>,
+    pub session_window_end: Option<NaiveDateTime>,
+    pub session_window_status: Option<String>,
+    pub auto_stop_on_warning: bool,
+    pub daily_quota: f64,
+    pub subscription_info: Option<String>,
 }
 
 impl From<&Account> for AccountRow {
@@ -66,6 +72,18 @@ impl From<&Account> for AccountRow {
                 .unwrap_or_else(|_| "{}".into()),
             model_mapping: serde_json::to_string(&a.model_mapping).unwrap_or_else(|_| "{}".into()),
             user_agent: a.user_agent.clone(),
+            session_window_start: a.session_window.map(|w| w.start.naive_utc()),
+            session_window_end: a.session_window.map(|w| w.end.naive_utc()),
+            session_window_status: a
+                .session_window
+                .and_then(|w| w.status)
+                .map(|s| s.as_str().to_string()),
+            auto_stop_on_warning: a.auto_stop_on_warning,
+            daily_quota: a.daily_quota,
+            subscription_info: a
+                .subscription
+                .as_ref()
+                .and_then(|s| serde_json::to_string(s).ok()),
         }
     }
 }
@@ -105,6 +123,23 @@ impl TryFrom<AccountRow> for Account {
             model_cooldowns: serde_json::from_str(&r.model_cooldowns).unwrap_or_default(),
             model_mapping: serde_json::from_str(&r.model_mapping).unwrap_or_default(),
             user_agent: r.user_agent,
+            session_window: match (r.session_window_start, r.session_window_end) {
+                (Some(start), Some(end)) => Some(SessionWindow {
+                    start: utc(start),
+                    end: utc(end),
+                    status: r
+                        .session_window_status
+                        .as_deref()
+                        .and_then(WindowStatus::parse),
+                }),
+                _ => None,
+            },
+            auto_stop_on_warning: r.auto_stop_on_warning,
+            daily_quota: r.daily_quota,
+            subscription: r
+                .subscription_info
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok()),
         })
     }
 }

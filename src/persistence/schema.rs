@@ -65,6 +65,12 @@ diesel::table! {
         model_cooldowns -> Varchar,
         model_mapping -> Varchar,
         user_agent -> Nullable<Varchar>,
+        session_window_start -> Nullable<Datetime>,
+        session_window_end -> Nullable<Datetime>,
+        session_window_status -> Nullable<Varchar>,
+        auto_stop_on_warning -> Bool,
+        daily_quota -> Double,
+        subscription_info -> Nullable<Varchar>,
     }
 }
 

@@ -8,4 +8,5 @@ pub mod pipeline;
 pub mod queue;
 pub mod scheduler;
 pub mod stream;
+pub mod subscription;
 pub mod upstream;

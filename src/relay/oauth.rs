@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use crate::actors::router::{EntryKind, RouterHandle};
-use crate::domain::account::{Account, AccountStatus, Credentials, StatusChange};
+use crate::domain::account::{Account, AccountStatus, Credentials, StatusChange, SubscriptionInfo};
 use crate::domain::crypto::CredentialCipher;
 use crate::error::AppError;
 
@@ -26,6 +26,69 @@ struct TokenAnswer {
     refresh_token: Option<String>,
     #[serde(default)]
     expires_in: Option<i64>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// The scope that lets a token read the account's profile.
+pub const PROFILE_SCOPE: &str = "user:profile";
+const PROFILE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Reads a subscription account's profile at `url` (`GET`, bearer `token`).
+pub async fn fetch_profile(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Result<SubscriptionInfo, String> {
+    let answer = http
+        .get(url)
+        .bearer_auth(token)
+        .header("accept", "application/json")
+        .header("user-agent", "claude-cli/1.0.56 (external, cli)")
+        .timeout(PROFILE_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| format!("the profile could not be read: {}", e.without_url()))?;
+    let status = answer.status();
+    if !status.is_success() {
+        return Err(format!(
+            "the profile endpoint answered HTTP {}",
+            status.as_u16()
+        ));
+    }
+    let body: serde_json::Value = answer
+        .json()
+        .await
+        .map_err(|e| format!("the profile is not JSON: {}", e.without_url()))?;
+    Ok(SubscriptionInfo::from_profile(&body, Utc::now()))
+}
+
+/// Reads the profile of account `id` and stores it on the account; a failure is logged
+/// and changes nothing.
+pub async fn store_profile(
+    router: &RouterHandle,
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    token: &str,
+) -> Option<SubscriptionInfo> {
+    match fetch_profile(http, url, token).await {
+        Ok(info) => {
+            let stored = info.clone();
+            let patch = std::sync::Arc::new(move |a: &mut Account| {
+                a.subscription = Some(stored.clone());
+                true
+            });
+            if let Err(e) = router.patch_account(id, patch).await {
+                log::warn!("profile of account {id} not stored: {e}");
+            }
+            Some(info)
+        }
+        Err(e) => {
+            log::warn!("profile of account {id} not read: {e}");
+            None
+        }
+    }
 }
 
 /// Opens an account's credentials.
@@ -49,7 +112,7 @@ pub async fn access_token(
     router: &RouterHandle,
     cipher: &CredentialCipher,
     http: &reqwest::Client,
-    token_url: &str,
+    urls: OauthUrls<'_>,
     account: &Account,
 ) -> Result<String, AppError> {
     let creds = credentials(cipher, account)?;
@@ -58,7 +121,23 @@ pub async fn access_token(
         .is_none_or(|t| t > Utc::now() + REFRESH_AHEAD);
     match creds.access_token {
         Some(token) if fresh => Ok(token),
-        _ => refresh(router, cipher, http, token_url, account).await,
+        _ => refresh(router, cipher, http, urls, account).await,
+    }
+}
+
+/// Where tokens are refreshed and, after a refresh, the profile is read.
+#[derive(Debug, Clone, Copy)]
+pub struct OauthUrls<'a> {
+    pub token: &'a str,
+    pub profile: &'a str,
+}
+
+impl<'a> OauthUrls<'a> {
+    pub fn of(config: &'a crate::config::Config) -> OauthUrls<'a> {
+        OauthUrls {
+            token: &config.claude_oauth_token_url,
+            profile: &config.claude_oauth_profile_url,
+        }
     }
 }
 
@@ -67,14 +146,14 @@ pub async fn refresh(
     router: &RouterHandle,
     cipher: &CredentialCipher,
     http: &reqwest::Client,
-    token_url: &str,
+    urls: OauthUrls<'_>,
     account: &Account,
 ) -> Result<String, AppError> {
     let lock = format!("oauth-refresh:{}", account.id);
     let token = uuid::Uuid::new_v4().to_string();
     match router.acquire_lock(&lock, &token, LOCK_TTL).await {
         Ok(true) => {
-            let result = refresh_locked(router, cipher, http, token_url, account).await;
+            let result = refresh_locked(router, cipher, http, urls, account).await;
             if let Err(e) = router.release_lock(&lock, &token).await {
                 log::debug!("refresh lock not released (it expires by itself): {e}");
             }
@@ -82,7 +161,7 @@ pub async fn refresh(
         }
         Ok(false) => wait_for_refresh(router, cipher, &account.id).await,
         // No lock backend: refresh anyway rather than fail the request.
-        Err(_) => refresh_locked(router, cipher, http, token_url, account).await,
+        Err(_) => refresh_locked(router, cipher, http, urls, account).await,
     }
 }
 
@@ -109,9 +188,10 @@ async fn refresh_locked(
     router: &RouterHandle,
     cipher: &CredentialCipher,
     http: &reqwest::Client,
-    token_url: &str,
+    urls: OauthUrls<'_>,
     account: &Account,
 ) -> Result<String, AppError> {
+    let token_url = urls.token;
     // Another instance may have refreshed while we waited for the lock.
     if let Ok(Some(sealed)) = router.get_entry(EntryKind::OauthToken, &account.id).await
         && let Ok(token) = cipher.open(&sealed)
@@ -189,6 +269,24 @@ async fn refresh_locked(
         log::debug!("refreshed token not cached (refreshed again next time): {e}");
     }
     log::info!("refreshed the OAuth token of account {}", account.id);
+    // The profile is read again (off the request's path) when the token may read it: its
+    // scope says so, or, without a scope in the answer, the account has a profile already.
+    let profile_scope = match &t.scope {
+        Some(scope) => scope.split_whitespace().any(|s| s == PROFILE_SCOPE),
+        None => account.subscription.is_some(),
+    };
+    if profile_scope {
+        let (router, http, url, id, token) = (
+            router.clone(),
+            http.clone(),
+            urls.profile.to_string(),
+            account.id.clone(),
+            t.access_token.clone(),
+        );
+        actix::spawn(async move {
+            store_profile(&router, &http, &url, &id, &token).await;
+        });
+    }
     Ok(t.access_token)
 }
 

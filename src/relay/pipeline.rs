@@ -18,7 +18,7 @@ use super::queue::{ConcurrencyQueue, QueueRefusal};
 use super::scheduler::{self, Choice, LastUsed};
 use super::stream::{RelayStream, StreamEnd};
 use super::upstream::{self, UpstreamAuth, UpstreamClients};
-use super::{auth, oauth};
+use super::{auth, oauth, subscription};
 use crate::actors::router::{EntryKind, LeaseRef, RouterHandle};
 use crate::config::Config;
 use crate::config::JournalFull;
@@ -288,7 +288,7 @@ async fn upstream_target(
                 &shared.router,
                 &shared.cipher,
                 http,
-                &shared.config.claude_oauth_token_url,
+                oauth::OauthUrls::of(&shared.config),
                 account,
             )
             .await?,
@@ -396,6 +396,8 @@ struct UsageContext {
     stream: bool,
     request_id: String,
     upstream_request_id: Option<String>,
+    /// The account's daily quota in dollars (0: none), checked once the request is counted.
+    daily_quota: f64,
 }
 
 impl UsageContext {
@@ -417,6 +419,8 @@ impl UsageContext {
             return Ok(());
         };
         let cost = self.prices.cost(&self.model, &usage);
+        let quota = (self.daily_quota > 0.0)
+            .then(|| (self.account_id.clone(), self.daily_quota, cost.total_micro));
         let event = UsageEvent {
             request_id: self.request_id,
             upstream_request_id: self.upstream_request_id,
@@ -440,7 +444,18 @@ impl UsageContext {
             rate_window: self.window_name.map(|w| (w.name, w.ttl_seconds)),
         };
         match router.record_usage_releasing(event, counters, lease.clone()) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some((id, quota, cost)) = quota {
+                    subscription::check_daily_quota(
+                        &router,
+                        id,
+                        quota,
+                        cost,
+                        self.config.timezone_offset_hours,
+                    );
+                }
+                Ok(())
+            }
             Err(e) => {
                 let reject = self.config.journal_full == JournalFull::Reject;
                 router.usage_not_journaled(reject);
@@ -597,6 +612,7 @@ pub async fn relay(
 
     let upstream_time = upstream_started.elapsed();
     let status = response.status();
+    subscription::note_window(&shared.router, &account, response.headers(), Utc::now());
     let mut answer = HttpResponse::build(
         StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
     );
@@ -628,6 +644,7 @@ pub async fn relay(
         stream,
         request_id: RequestId::of(req).0,
         upstream_request_id,
+        daily_quota: account.daily_quota,
     };
 
     if !status.is_success() {
@@ -680,7 +697,7 @@ pub async fn relay(
                         (
                             shared.cipher.clone(),
                             client.clone(),
-                            config.claude_oauth_token_url.clone(),
+                            shared.config.clone(),
                             account.clone(),
                         )
                     });
@@ -693,15 +710,21 @@ pub async fn relay(
                     {
                         log::debug!("sticky session not deleted: {e}");
                     }
-                    if let Some((cipher, http, url, account)) = refresh {
+                    if let Some((cipher, http, config, account)) = refresh {
                         if let Err(e) = router
                             .delete_entry(EntryKind::OauthToken, &account.id)
                             .await
                         {
                             log::debug!("cached token not deleted: {e}");
                         }
-                        if let Err(e) =
-                            oauth::refresh(&router, &cipher, &http, &url, &account).await
+                        if let Err(e) = oauth::refresh(
+                            &router,
+                            &cipher,
+                            &http,
+                            oauth::OauthUrls::of(&config),
+                            &account,
+                        )
+                        .await
                         {
                             log::warn!(
                                 "token refresh after 401 failed for account {}: {e}",

@@ -10,7 +10,10 @@ use serde_json::Value;
 use super::fields::Fields;
 use super::{AdminContext, AdminError, audit::snapshot};
 use crate::actors::router::EntryKind;
-use crate::domain::account::{Account, AccountStatus, AccountType, Credentials};
+use crate::domain::account::{
+    Account, AccountStatus, AccountType, Credentials, SessionWindow, SubscriptionInfo,
+    WindowStatus, account_day_counter,
+};
 use crate::domain::api_key::{MAX_DESCRIPTION_LEN, validate_id, validate_name};
 use crate::domain::audit::mask_url_credentials;
 use crate::domain::crypto::CredentialCipher;
@@ -56,6 +59,71 @@ pub struct AccountView {
     pub supported_models: std::collections::BTreeMap<String, String>,
     /// The user agent sent upstream instead of the client's.
     pub user_agent: Option<String>,
+    /// The 5-hour usage window (subscription accounts), as CRS shows it.
+    pub session_window: SessionWindowView,
+    /// Leaves rotation while the upstream says the window is near its limit.
+    pub auto_stop_on_warning: bool,
+    /// True while it sits out the rest of its window for that reason.
+    pub five_hour_auto_stopped: bool,
+    /// Dollars the account may cost per local day (0: no quota).
+    pub daily_quota: f64,
+    /// Dollars it cost today (null where not read: in audit entries).
+    pub daily_usage: Option<f64>,
+    /// The profile read from the OAuth provider (email, organization, subscription type).
+    pub subscription_info: Option<SubscriptionInfo>,
+}
+
+/// CRS's `sessionWindow`: `progress` in percent of the window gone, `remainingTime` in
+/// minutes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionWindowView {
+    pub has_active_window: bool,
+    pub window_start: Option<DateTime<Utc>>,
+    pub window_end: Option<DateTime<Utc>>,
+    pub progress: i64,
+    pub remaining_time: Option<i64>,
+    pub session_window_status: Option<&'static str>,
+}
+
+impl SessionWindowView {
+    /// The window as it stands at `now`.
+    pub fn of(w: Option<&SessionWindow>, now: DateTime<Utc>) -> SessionWindowView {
+        let Some(w) = w else {
+            return SessionWindowView {
+                has_active_window: false,
+                window_start: None,
+                window_end: None,
+                progress: 0,
+                remaining_time: None,
+                session_window_status: None,
+            };
+        };
+        let status = w.status.map(WindowStatus::as_str);
+        if now >= w.end {
+            return SessionWindowView {
+                has_active_window: false,
+                window_start: Some(w.start),
+                window_end: Some(w.end),
+                progress: 100,
+                remaining_time: Some(0),
+                session_window_status: status,
+            };
+        }
+        let total = (w.end - w.start).num_milliseconds().max(1);
+        let gone = (now - w.start).num_milliseconds().clamp(0, total);
+        let left = (w.end - now).num_milliseconds();
+        // Rounded halves up, as JavaScript's Math.round.
+        let round_div = |a: i64, b: i64| (2 * a + b).div_euclid(2 * b);
+        SessionWindowView {
+            has_active_window: true,
+            window_start: Some(w.start),
+            window_end: Some(w.end),
+            progress: round_div(gone * 100, total),
+            remaining_time: Some(round_div(left, 60_000)),
+            session_window_status: status,
+        }
+    }
 }
 
 fn cipher(ctx: &AdminContext) -> Result<CredentialCipher, AdminError> {
@@ -117,7 +185,48 @@ pub fn view(ctx: &AdminContext, a: &Account) -> AccountView {
             .collect(),
         supported_models: a.model_mapping.clone(),
         user_agent: a.user_agent.clone(),
+        session_window: SessionWindowView::of(a.session_window.as_ref(), Utc::now()),
+        auto_stop_on_warning: a.auto_stop_on_warning,
+        five_hour_auto_stopped: a.five_hour_stopped(Utc::now()),
+        daily_quota: a.daily_quota,
+        daily_usage: None,
+        subscription_info: a.subscription.clone(),
     }
+}
+
+/// The views of `accounts` with what each cost today (one counter read for all; without
+/// the counters, `dailyUsage` is null rather than the list failing).
+pub async fn views_with_usage(ctx: &AdminContext, accounts: &[Account]) -> Vec<AccountView> {
+    let now = Utc::now();
+    let offset = ctx.config.timezone_offset_hours;
+    let names: Vec<String> = accounts
+        .iter()
+        .map(|a| account_day_counter(&a.id, now, offset))
+        .collect();
+    let spent = match ctx.router.read_counters(names).await {
+        Ok(v) => v.into_iter().map(|c| Some(c.cost_micros)).collect(),
+        Err(e) => {
+            log::debug!("daily usage of accounts not read: {e}");
+            vec![None; accounts.len()]
+        }
+    };
+    accounts
+        .iter()
+        .zip(spent)
+        .map(|(a, micros)| {
+            let mut v = view(ctx, a);
+            v.daily_usage = micros.map(super::fields::usd);
+            v
+        })
+        .collect()
+}
+
+/// The view of one account with what it cost today.
+pub async fn view_with_usage(ctx: &AdminContext, a: &Account) -> AccountView {
+    views_with_usage(ctx, std::slice::from_ref(a))
+        .await
+        .pop()
+        .unwrap_or_else(|| view(ctx, a))
 }
 
 fn check_url(field: &str, url: &str, schemes: &[&str]) -> Result<(), AdminError> {
@@ -137,7 +246,7 @@ fn check_url(field: &str, url: &str, schemes: &[&str]) -> Result<(), AdminError>
 
 /// The proxy as a URL: a string, or CRS's object `{type, host, port, username, password}`.
 /// `Some(None)` removes it.
-fn proxy_field(f: &Fields<'_>) -> Result<Option<Option<String>>, AdminError> {
+pub(super) fn proxy_field(f: &Fields<'_>) -> Result<Option<Option<String>>, AdminError> {
     let url = match f.raw("proxy") {
         None => return Ok(None),
         Some(Value::Null) => return Ok(Some(None)),
@@ -221,6 +330,19 @@ fn apply_fields(
     if let Some(mapping) = model_mapping_field(f)? {
         a.model_mapping = mapping;
     }
+    if let Some(micros) = f.usd_micros("dailyQuota")? {
+        let quota = super::fields::usd(micros);
+        if quota != a.daily_quota && a.status == AccountStatus::QuotaExceeded {
+            // A new quota: the next counted request decides again.
+            a.status = AccountStatus::Active;
+            a.status_until = None;
+            a.error_message.clear();
+        }
+        a.daily_quota = quota;
+    }
+    if let Some(b) = f.bool("autoStopOnWarning")? {
+        a.auto_stop_on_warning = b;
+    }
     if f.has("userAgent") {
         a.user_agent = f
             .bounded_string("userAgent", 512)?
@@ -250,6 +372,19 @@ fn apply_fields(
         }
         if let Some(at) = src.datetime("expiresAt")? {
             a.token_expires_at = at;
+        }
+        if let Some(v) = src.raw("subscriptionInfo") {
+            a.subscription = match v {
+                Value::Null => None,
+                Value::Object(_) => Some(serde_json::from_value(v.clone()).map_err(|_| {
+                    AdminError::field(
+                        "subscriptionInfo",
+                        "must be an object with string fields email, organizationName, \
+                         organizationUuid, subscriptionType",
+                    )
+                })?),
+                _ => return Err(AdminError::field("subscriptionInfo", "must be an object")),
+            };
         }
     }
     proxy_field(f)
@@ -364,6 +499,10 @@ pub async fn create(
         model_cooldowns: Default::default(),
         model_mapping: Default::default(),
         user_agent: None,
+        session_window: None,
+        auto_stop_on_warning: false,
+        daily_quota: 0.0,
+        subscription: None,
     };
     let mut creds = Credentials::default();
     let proxy = apply_fields(&mut a, &mut creds, &f)?;
@@ -389,16 +528,77 @@ pub async fn create(
     }
     let c = cipher(ctx)?;
     a.credentials_encrypted = seal_credentials(&c, &creds)?;
-    a.proxy_encrypted = proxy
-        .flatten()
-        .map(|p| c.seal(&p))
+    let proxy_url = proxy.flatten();
+    a.proxy_encrypted = proxy_url
+        .as_deref()
+        .map(|p| c.seal(p))
         .transpose()
         .map_err(|e| AppError::Internal(format!("sealing proxy: {e}")))?;
-    let a = ctx.router.create_account(a).await?;
-    let v = view(ctx, &a);
-    ctx.audit("create", "account", &a.id, None, Some(snapshot(&v)))
-        .await;
-    Ok(v)
+    let mut a = ctx.router.create_account(a).await?;
+    // A token that may read the profile (CRS: the `user:profile` scope) and no profile
+    // given: read it now; a failure leaves the account as created.
+    if a.subscription.is_none()
+        && has_profile_scope(&f)
+        && let Some(token) = creds.access_token.as_deref()
+    {
+        let http = oauth_client(proxy_url.as_deref(), "proxy")?;
+        if let Some(info) = crate::relay::oauth::store_profile(
+            &ctx.router,
+            &http,
+            &ctx.config.claude_oauth_profile_url,
+            &a.id,
+            token,
+        )
+        .await
+        {
+            a.subscription = Some(info);
+        }
+    }
+    ctx.audit(
+        "create",
+        "account",
+        &a.id,
+        None,
+        Some(snapshot(&view(ctx, &a))),
+    )
+    .await;
+    Ok(view_with_usage(ctx, &a).await)
+}
+
+/// True when the body's `scopes` (top level or in `claudeAiOauth`; a list or a
+/// space-separated string) include the profile scope.
+fn has_profile_scope(f: &Fields<'_>) -> bool {
+    let nested = f.raw("claudeAiOauth").map(|o| &o["scopes"]);
+    [f.raw("scopes"), nested]
+        .into_iter()
+        .flatten()
+        .any(|v| match v {
+            Value::String(s) => s
+                .split_whitespace()
+                .any(|x| x == crate::relay::oauth::PROFILE_SCOPE),
+            Value::Array(a) => a
+                .iter()
+                .any(|x| x.as_str() == Some(crate::relay::oauth::PROFILE_SCOPE)),
+            _ => false,
+        })
+}
+
+/// An HTTP client for the OAuth provider, through `proxy` when there is one (`field`
+/// names it in the error when the URL cannot be used).
+pub(super) fn oauth_client(
+    proxy: Option<&str>,
+    field: &str,
+) -> Result<reqwest::Client, AdminError> {
+    let mut http = reqwest::Client::builder().timeout(REFRESH_TIMEOUT);
+    http = match proxy {
+        Some(p) => http.proxy(
+            reqwest::Proxy::all(p)
+                .map_err(|_| AdminError::field(field, "the proxy URL is not usable"))?,
+        ),
+        None => http.no_proxy(),
+    };
+    http.build()
+        .map_err(|e| AppError::Internal(format!("http client: {e}")).into())
 }
 
 pub(super) async fn save(
@@ -409,16 +609,15 @@ pub(super) async fn save(
 ) -> Result<AccountView, AdminError> {
     a.updated_at = Utc::now();
     let a = ctx.router.save_account(a).await?;
-    let v = view(ctx, &a);
     ctx.audit(
         action,
         "account",
         &a.id,
         Some(snapshot(&view(ctx, before))),
-        Some(snapshot(&v)),
+        Some(snapshot(&view(ctx, &a))),
     )
     .await;
-    Ok(v)
+    Ok(view_with_usage(ctx, &a).await)
 }
 
 /// `PUT /admin/claude-accounts/{id}`: changes the fields present; new secrets replace old.
@@ -484,6 +683,11 @@ pub async fn reset_status(ctx: &AdminContext, id: &str) -> Result<AccountView, A
     a.status_until = None;
     a.error_message = String::new();
     a.model_cooldowns.clear();
+    // The upstream's word on the 5-hour window is forgotten: an auto-stopped account
+    // returns (the window itself runs on).
+    if let Some(w) = &mut a.session_window {
+        w.status = None;
+    }
     save(ctx, "reset_status", &before, a).await
 }
 
@@ -528,7 +732,7 @@ pub async fn refresh(ctx: &AdminContext, id: &str) -> Result<AccountView, AdminE
         &ctx.router,
         &c,
         &http,
-        &ctx.config.claude_oauth_token_url,
+        crate::relay::oauth::OauthUrls::of(&ctx.config),
         &before,
     )
     .await

@@ -1,9 +1,10 @@
 //! OAuth onboarding at CRS's paths: `generate-auth-url` / `generate-setup-token-url` start a
 //! login (PKCE verifier and state kept 10 minutes in the ephemeral store), `exchange-code` /
 //! `exchange-setup-token-code` trade the code the operator pastes (or the whole callback
-//! URL) for tokens at `CLAUDE_OAUTH_TOKEN_URL` and answer them as CRS does
-//! (`{claudeAiOauth:{accessToken,refreshToken,expiresAt,scopes}}`), ready for
-//! `POST /admin/claude-accounts`, which stores them encrypted.
+//! URL) for tokens at `CLAUDE_OAUTH_TOKEN_URL` (through the body's `proxy` when it names
+//! one) and answer them as CRS does (`{claudeAiOauth:{accessToken,refreshToken,expiresAt,
+//! scopes}}`) with the profile read at `CLAUDE_OAUTH_PROFILE_URL` (`subscriptionInfo`),
+//! ready for `POST /admin/claude-accounts`, which stores them encrypted.
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -17,8 +18,7 @@ use crate::domain::oauth_flow::{
     code_from_input,
 };
 use crate::error::AppError;
-
-const EXCHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+use crate::relay::oauth::{PROFILE_SCOPE, fetch_profile};
 
 /// The answer of `generate-auth-url` / `generate-setup-token-url`.
 #[derive(Debug, Serialize)]
@@ -86,6 +86,7 @@ pub async fn exchange(
         }
     };
     let code = code_from_input(&input).map_err(|m| AdminError::field(field, m))?;
+    let proxy = super::accounts::proxy_field(&f)?.flatten();
     let unknown = || {
         AdminError::field(
             "sessionId",
@@ -113,10 +114,8 @@ pub async fn exchange(
     if kind == FlowKind::SetupToken {
         request["expires_in"] = json!(SETUP_TOKEN_SECONDS);
     }
-    let http = reqwest::Client::builder()
-        .timeout(EXCHANGE_TIMEOUT)
-        .build()
-        .map_err(|e| AppError::Internal(format!("http client: {e}")))?;
+    // Through the proxy the account will use, when the body names one (CRS `proxy`).
+    let http = super::accounts::oauth_client(proxy.as_deref(), "proxy")?;
     let response = http
         .post(&ctx.config.claude_oauth_token_url)
         .header("user-agent", "claude-cli/1.0.56 (external, cli)")
@@ -159,6 +158,25 @@ pub async fn exchange(
         .split_whitespace()
         .map(str::to_string)
         .collect();
+    // The profile (email, organization, subscription type) where the token may read it;
+    // a failure is logged and the tokens are answered all the same.
+    let subscription = if scopes.iter().any(|s| s == PROFILE_SCOPE) {
+        match fetch_profile(
+            &http,
+            &ctx.config.claude_oauth_profile_url,
+            &tokens.access_token,
+        )
+        .await
+        {
+            Ok(info) => Some(info),
+            Err(e) => {
+                log::warn!("OAuth session {session_id}: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     ctx.audit(
         "oauth_exchange",
         "account",
@@ -173,6 +191,7 @@ pub async fn exchange(
             "refreshToken": tokens.refresh_token,
             "expiresAt": expires_at,
             "scopes": scopes,
+            "subscriptionInfo": subscription,
         }
     }))
 }

@@ -496,3 +496,81 @@ impl RouterHandle {
         .await?
     }
 }
+
+/// A change to some fields of one account: `patch` answers false when there is nothing to
+/// change (then nothing is written).
+pub type AccountPatch = std::sync::Arc<dyn Fn(&mut Account) -> bool + Send + Sync>;
+
+/// Changes fields of an account read fresh from the primary store (the 5-hour window, the
+/// profile): other fields changed meanwhile stay as they are. This instance's scheduler
+/// sees the change at once.
+#[derive(Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub struct PatchAccount {
+    pub id: String,
+    pub patch: AccountPatch,
+}
+
+impl Handler<PatchAccount> for RouterActor {
+    type Result = ResponseActFuture<Self, Result<(), AppError>>;
+
+    fn handle(&mut self, msg: PatchAccount, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = check_id("account id", &msg.id) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        if let Some((accounts, _)) = &mut self.account_snapshot
+            && let Some(a) = accounts.iter_mut().find(|a| a.id == msg.id)
+        {
+            (msg.patch)(a);
+        }
+        if let Err(e) = self.accounts_primary() {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let work = async move {
+            let current = match mode {
+                StorageMode::Redis => cache.get_account(&msg.id).await?,
+                _ => {
+                    let id = msg.id.clone();
+                    store.exec(move |c| Box::pin(queries::get(c, id))).await?
+                }
+            };
+            let Some(mut account) = current else {
+                return Ok(false);
+            };
+            if !(msg.patch)(&mut account) {
+                return Ok(false);
+            }
+            account.updated_at = Utc::now();
+            match mode {
+                StorageMode::Redis => cache.put_account(&account).await?,
+                _ => {
+                    store
+                        .exec(move |c| Box::pin(queries::update(c, account)))
+                        .await?
+                }
+            }
+            Ok(true)
+        };
+        Box::pin(
+            work.into_actor(self)
+                .map(|r: Result<bool, AppError>, act, _| {
+                    if let Ok(true) = r {
+                        act.invalidate_accounts();
+                    }
+                    r.map(|_| ())
+                }),
+        )
+    }
+}
+
+impl RouterHandle {
+    /// Applies `patch` to the stored account `id` (see `PatchAccount`).
+    pub async fn patch_account(&self, id: &str, patch: AccountPatch) -> Result<(), AppError> {
+        self.ask(PatchAccount {
+            id: id.to_string(),
+            patch,
+        })
+        .await?
+    }
+}

@@ -85,19 +85,13 @@ async fn exchange_setup_token_code(
 
 async fn list(auth: AdminAuth) -> Result<HttpResponse, AdminError> {
     let accounts = auth.ctx.router.list_accounts().await?;
-    Ok(ok(accounts
-        .iter()
-        .map(|a| service::view(&auth.ctx, a))
-        .collect::<Vec<_>>()))
+    Ok(ok(service::views_with_usage(&auth.ctx, &accounts).await))
 }
 
 async fn list_console(auth: AdminAuth) -> Result<HttpResponse, AdminError> {
-    let accounts = auth.ctx.router.list_accounts().await?;
-    Ok(ok(accounts
-        .iter()
-        .filter(|a| a.account_type == AccountType::ClaudeConsole)
-        .map(|a| service::view(&auth.ctx, a))
-        .collect::<Vec<_>>()))
+    let mut accounts = auth.ctx.router.list_accounts().await?;
+    accounts.retain(|a| a.account_type == AccountType::ClaudeConsole);
+    Ok(ok(service::views_with_usage(&auth.ctx, &accounts).await))
 }
 
 async fn create(auth: AdminAuth, body: web::Json<Value>) -> Result<HttpResponse, AdminError> {
@@ -118,7 +112,7 @@ async fn create_console(
 
 async fn get(auth: AdminAuth, id: web::Path<String>) -> Result<HttpResponse, AdminError> {
     let a = service::load(&auth.ctx, &id).await?;
-    Ok(ok(service::view(&auth.ctx, &a)))
+    Ok(ok(service::view_with_usage(&auth.ctx, &a).await))
 }
 
 async fn update(

@@ -5,8 +5,14 @@ use serde_json::{Value, json};
 
 use super::{assert_field_error, fields, start};
 
-const ACCOUNT_FIELDS: [&str; 25] = [
+const ACCOUNT_FIELDS: [&str; 31] = [
     "accountTypeScope",
+    "autoStopOnWarning",
+    "dailyQuota",
+    "dailyUsage",
+    "fiveHourAutoStopped",
+    "sessionWindow",
+    "subscriptionInfo",
     "baseUrl",
     "createdAt",
     "description",
@@ -63,7 +69,11 @@ async fn accounts_of_both_types_without_ever_showing_a_secret() {
             "errorMessage": "", "maxConcurrency": 4, "proxy": "socks5://***@10.0.0.1:1080",
             "hasRefreshToken": false, "tokenExpiresAt": null, "createdAt": c["createdAt"],
             "updatedAt": c["updatedAt"], "lastUsedAt": null, "lastRefreshAt": null,
-            "groupIds": [], "modelCooldowns": {}, "supportedModels": {}, "userAgent": null
+            "groupIds": [], "modelCooldowns": {}, "supportedModels": {}, "userAgent": null,
+            "autoStopOnWarning": false, "fiveHourAutoStopped": false, "dailyQuota": 0.0,
+            "dailyUsage": 0.0, "subscriptionInfo": null,
+            "sessionWindow": {"hasActiveWindow": false, "windowStart": null, "windowEnd": null,
+                              "progress": 0, "remainingTime": null, "sessionWindowStatus": null}
         })
     );
 

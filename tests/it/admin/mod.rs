@@ -8,6 +8,7 @@ mod degradation;
 mod groups;
 mod keys;
 mod onboarding;
+mod subscriptions;
 mod system;
 
 use std::sync::Mutex;

@@ -68,6 +68,12 @@ async fn a_pkce_login_gives_tokens_that_relay_and_refresh() {
         .map(|s| s.as_str().unwrap())
         .collect();
     assert_eq!(scopes[0], "org:create_api_key");
+    // The profile was read with the new token and comes with the answer.
+    assert_eq!(oauth["subscriptionInfo"]["email"], "max-owner@example.com");
+    assert_eq!(
+        admin.mock.profile_requests(),
+        ["Bearer sk-ant-oat01-refreshed-1"]
+    );
     let sent = admin.mock.token_requests();
     assert_eq!(sent.len(), 1);
     let sent = &sent[0];
@@ -104,6 +110,18 @@ async fn a_pkce_login_gives_tokens_that_relay_and_refresh() {
         .await;
     assert_eq!(status, 200, "{account}");
     assert_eq!(account["data"]["hasRefreshToken"], true);
+    let profile = json!({
+        "email": "max-owner@example.com", "organizationName": "Example Org",
+        "organizationUuid": "org-uuid-1", "subscriptionType": "claude_max",
+        "profileFetchedAt": account["data"]["subscriptionInfo"]["profileFetchedAt"]
+    });
+    assert_eq!(account["data"]["subscriptionInfo"], profile);
+    assert_eq!(
+        admin.mock.profile_requests().len(),
+        1,
+        "the profile given with the account is not read again"
+    );
+    let account_id = account["data"]["id"].as_str().unwrap().to_string();
     let (_, key) = admin.post("/admin/api-keys", &json!({"name": "k"})).await;
     let resp = admin
         .app
@@ -132,6 +150,158 @@ async fn a_pkce_login_gives_tokens_that_relay_and_refresh() {
         last.headers.get("authorization").map(String::as_str),
         Some("Bearer sk-ant-oat01-refreshed-2")
     );
+    // After the refresh the profile is read again with the new token.
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "profile read after the refresh",
+        || async {
+            let seen = admin.mock.profile_requests();
+            if seen.len() == 2 {
+                Ok(seen)
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        admin.mock.profile_requests()[1],
+        "Bearer sk-ant-oat01-refreshed-2"
+    );
+    let stored = admin
+        .router()
+        .get_account(&account_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let info = stored.subscription.unwrap();
+    assert_eq!(
+        (
+            info.email.as_deref(),
+            info.organization_name.as_deref(),
+            info.organization_uuid.as_deref(),
+            info.subscription_type.as_deref()
+        ),
+        (
+            Some("max-owner@example.com"),
+            Some("Example Org"),
+            Some("org-uuid-1"),
+            Some("claude_max")
+        )
+    );
+    assert_eq!(
+        admin.strings(&format!(
+            "SELECT JSON_UNQUOTE(JSON_EXTRACT(subscription_info, '$.email')) AS s \
+             FROM claude_accounts WHERE id = '{account_id}'"
+        )),
+        ["max-owner@example.com"]
+    );
+}
+
+#[actix_rt::test]
+async fn a_failing_profile_endpoint_leaves_the_tokens_and_the_account() {
+    let admin = start().await;
+    admin.mock.set_profile_status(500);
+    let (_, body) = admin
+        .post("/admin/claude-accounts/generate-auth-url", &json!({}))
+        .await;
+    let (status, body) = admin
+        .post(
+            "/admin/claude-accounts/exchange-code",
+            &json!({"sessionId": body["data"]["sessionId"], "authorizationCode": "CODE"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let oauth = body["data"]["claudeAiOauth"].clone();
+    assert_eq!(oauth["accessToken"], "sk-ant-oat01-refreshed-1");
+    assert_eq!(oauth["subscriptionInfo"], Value::Null);
+    assert_eq!(admin.mock.profile_requests().len(), 1);
+
+    // Created from the answer: the profile is tried again, fails, the account is made.
+    let mut without = oauth.clone();
+    without.as_object_mut().unwrap().remove("subscriptionInfo");
+    let (status, account) = admin
+        .post(
+            "/admin/claude-accounts",
+            &json!({"name": "max-2", "type": "claude-oauth", "claudeAiOauth": without}),
+        )
+        .await;
+    assert_eq!(status, 200, "{account}");
+    assert_eq!(account["data"]["subscriptionInfo"], Value::Null);
+    assert_eq!(admin.mock.profile_requests().len(), 2);
+    assert_eq!(admin.scalar("SELECT COUNT(*) AS n FROM claude_accounts"), 1);
+    assert_eq!(
+        admin.scalar("SELECT COUNT(*) AS n FROM claude_accounts WHERE subscription_info IS NULL"),
+        1
+    );
+    // Without the profile scope (a setup token) nothing is asked.
+    let (status, _) = admin
+        .post(
+            "/admin/claude-accounts",
+            &json!({"name": "setup-1", "type": "claude-oauth",
+                    "claudeAiOauth": {"accessToken": "sk-ant-oat01-setup", "scopes": ["user:inference"]}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(admin.mock.profile_requests().len(), 2);
+}
+
+#[actix_rt::test]
+async fn the_code_exchange_goes_through_the_proxy_the_body_names() {
+    let admin = start().await;
+    let proxy = crate::support::TcpProxy::new(&format!("127.0.0.1:{}", admin.mock.port));
+    let (_, body) = admin
+        .post("/admin/claude-accounts/generate-auth-url", &json!({}))
+        .await;
+    let session = body["data"]["sessionId"].clone();
+
+    // A proxy that cannot be used: a clear 400, nothing sent, the session kept.
+    for bad in [
+        json!({"type": "http", "host": "127.0.0.1"}),
+        json!({"type": "http", "host": "127.0.0.1", "port": 0}),
+        json!("ftp://127.0.0.1:21"),
+        json!(42),
+    ] {
+        assert_field_error(
+            &admin
+                .post(
+                    "/admin/claude-accounts/exchange-code",
+                    &json!({"sessionId": session, "authorizationCode": "CODE", "proxy": bad}),
+                )
+                .await,
+            "proxy",
+        );
+    }
+    assert!(admin.mock.token_requests().is_empty());
+
+    let (status, body) = admin
+        .post(
+            "/admin/claude-accounts/exchange-code",
+            &json!({"sessionId": session, "authorizationCode": "CODE",
+                    "proxy": {"type": "http", "host": "127.0.0.1", "port": proxy.port()}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Through a forward proxy the request carries the absolute URL.
+    assert_eq!(
+        admin.mock.token_targets(),
+        [format!("{}/oauth/token", admin.mock.url)]
+    );
+    assert!(proxy.accepted() >= 1, "the proxy carried the exchange");
+    assert_eq!(admin.mock.profile_requests().len(), 1);
+
+    // Without a proxy: straight to the OAuth server.
+    let (_, body) = admin
+        .post("/admin/claude-accounts/generate-auth-url", &json!({}))
+        .await;
+    let (status, _) = admin
+        .post(
+            "/admin/claude-accounts/exchange-code",
+            &json!({"sessionId": body["data"]["sessionId"], "authorizationCode": "CODE2"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(admin.mock.token_targets()[1], "/oauth/token");
 }
 
 #[actix_rt::test]

@@ -510,6 +510,23 @@ async fn crs_client_restriction_and_group_bindings_are_imported_and_enforced() {
         1,
         "only the restricted key carries the restriction"
     );
+    // Subscription fields: the 5-hour window, the stop on warning and the profile; the
+    // console daily quota of data set A; an encrypted CRS `email` as the profile's email.
+    assert_eq!(
+        strings(
+            &db,
+            "SELECT CONCAT_WS('|', id, IFNULL(session_window_start, '-'), \
+             IFNULL(session_window_end, '-'), IFNULL(session_window_status, '-'), \
+             auto_stop_on_warning, daily_quota, IFNULL(subscription_info, '-')) AS s \
+             FROM claude_accounts ORDER BY id"
+        ),
+        [
+            r#"18f71ec8-3f65-4595-a85e-6118e946f02a|2026-11-27 08:00:00.000000|2026-11-27 13:00:00.000000|allowed_warning|1|0|{"email":"fixture.primary@example.com","organizationName":"Fixture Org","organizationUuid":"0f1e2d3c-0000-4000-8000-00000000f001","subscriptionType":"claude_max","profileFetchedAt":"2026-11-27T08:00:00Z"}"#,
+            r#"5e51b40a-f8e6-46fe-99c6-6e3a7bddfc85|-|-|-|0|25|-"#,
+            r#"c13d1300-502a-420d-9cc9-f52ce9d4e4b9|-|-|-|0|0|{"email":"fixture.dedicated@example.com"}"#,
+            r#"cf4b5613-2155-415f-b30b-5fbc6d78b181|-|-|-|0|0|-"#,
+        ]
+    );
     let app = crate::support::spawn_app(env.config()).await;
     app.wait_for_health("healthy", std::time::Duration::from_secs(20))
         .await;

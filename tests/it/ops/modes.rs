@@ -3,9 +3,12 @@
 
 use chrono::Utc;
 use claude_relay::config::{Config, StorageMode};
-use claude_relay::domain::account::{Account, AccountStatus, AccountType};
+use claude_relay::domain::account::{
+    Account, AccountStatus, AccountType, SessionWindow, SubscriptionInfo, WindowStatus,
+};
 use claude_relay::domain::api_key::ApiKey;
 use claude_relay::domain::crypto::CredentialCipher;
+use claude_relay::domain::group::AccountGroup;
 use claude_relay::domain::keys::{generate_key, hash_key};
 use claude_relay::domain::password;
 use claude_relay::domain::pricing::is_opus;
@@ -55,6 +58,44 @@ fn event(key_id: &str, account_id: &str, model: &str, n: i64) -> UsageEvent {
     }
 }
 
+fn at(s: &str) -> chrono::DateTime<Utc> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// The account group every mode must keep.
+fn group() -> AccountGroup {
+    AccountGroup {
+        id: "6a000000-0000-4000-8000-0000000000a1".into(),
+        name: "pool-a".into(),
+        description: "migrated group".into(),
+        platform: "claude".into(),
+        created_at: at("2026-12-01T08:00:00.123456Z"),
+        updated_at: at("2026-12-01T08:00:00.123456Z"),
+    }
+}
+
+/// The account in the group, with the issue 13 fields every mode must keep.
+fn with_subscription_fields(mut a: Account) -> Account {
+    a.group_ids = vec![group().id];
+    a.session_window = Some(SessionWindow {
+        start: at("2026-12-01T09:00:00Z"),
+        end: at("2026-12-01T14:00:00Z"),
+        status: Some(WindowStatus::AllowedWarning),
+    });
+    a.auto_stop_on_warning = true;
+    a.daily_quota = 12.5;
+    a.subscription = Some(SubscriptionInfo {
+        email: Some("ops@example.com".into()),
+        organization_name: Some("Ops Org".into()),
+        organization_uuid: Some("org-ops".into()),
+        subscription_type: Some("claude_pro".into()),
+        profile_fetched_at: Some(at("2026-12-01T09:00:01Z")),
+    });
+    a
+}
+
 /// Creates the keys, an account and an operator through the router, and records usage.
 async fn populate(config: &Config, keys: &[(String, String, bool)]) -> String {
     let a = actors(config).await;
@@ -97,7 +138,13 @@ async fn populate(config: &Config, keys: &[(String, String, bool)]) -> String {
         model_cooldowns: Default::default(),
         model_mapping: Default::default(),
         user_agent: None,
+        session_window: None,
+        auto_stop_on_warning: false,
+        daily_quota: 0.0,
+        subscription: None,
     };
+    let account = with_subscription_fields(account);
+    a.router.save_group(group()).await.expect("create group");
     a.router
         .create_account(account)
         .await
@@ -142,8 +189,37 @@ async fn assert_keys_work(config: &Config, keys: &[(String, String, bool)], acco
         assert_eq!(&k.id, id);
         assert_eq!(k.check_usable(Utc::now(), None).is_ok(), *accepted, "{id}");
     }
-    let account = a.router.get_account(account_id).await.expect("get account");
-    assert!(account.is_some(), "account lost in {:?} mode", config.mode);
+    let account = a
+        .router
+        .get_account(account_id)
+        .await
+        .expect("get account")
+        .unwrap_or_else(|| panic!("account lost in {:?} mode", config.mode));
+    let want = with_subscription_fields(account.clone());
+    assert_eq!(
+        (
+            &account.group_ids,
+            &account.session_window,
+            account.auto_stop_on_warning,
+            account.daily_quota,
+            &account.subscription
+        ),
+        (
+            &want.group_ids,
+            &want.session_window,
+            want.auto_stop_on_warning,
+            want.daily_quota,
+            &want.subscription
+        ),
+        "{:?} mode",
+        config.mode
+    );
+    assert_eq!(
+        a.router.list_groups().await.expect("list groups"),
+        [group()],
+        "{:?} mode",
+        config.mode
+    );
 }
 
 #[actix_rt::test]

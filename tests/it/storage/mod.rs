@@ -155,6 +155,10 @@ pub fn new_account(env: &TestEnv, name: &str, priority: i32) -> Account {
         model_cooldowns: Default::default(),
         model_mapping: Default::default(),
         user_agent: None,
+        session_window: None,
+        auto_stop_on_warning: false,
+        daily_quota: 0.0,
+        subscription: None,
     }
 }
 

@@ -152,6 +152,10 @@ impl<'a> TestRelayBuilder<'a> {
             "CLAUDE_OAUTH_TOKEN_URL",
             format!("{}/oauth/token", mock.url),
         );
+        env.set(
+            "CLAUDE_OAUTH_PROFILE_URL",
+            format!("{}/api/oauth/profile", mock.url),
+        );
         for edit in self.edits {
             edit(&mut env, &mock);
         }

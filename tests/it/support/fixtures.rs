@@ -70,6 +70,10 @@ pub fn console_account(
         model_cooldowns: Default::default(),
         model_mapping: Default::default(),
         user_agent: None,
+        session_window: None,
+        auto_stop_on_warning: false,
+        daily_quota: 0.0,
+        subscription: None,
     }
 }
 

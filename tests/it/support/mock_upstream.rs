@@ -48,6 +48,8 @@ pub enum Behaviour {
     BreakAfter { events: usize },
     /// SSE that sends a ping every 20 ms until the client goes away.
     Endless,
+    /// 200 with the canned answer and these extra headers (e.g. the 5-hour window status).
+    WithHeaders(Vec<(String, String)>),
 }
 
 /// What the mock saw of one request.
@@ -119,6 +121,12 @@ struct State {
     token_status: u16,
     /// JSON bodies received on /oauth/token (refreshes and code exchanges).
     token_requests: Vec<Value>,
+    /// The request targets /oauth/token was asked with (absolute through a proxy).
+    token_targets: Vec<String>,
+    /// Status of /api/oauth/profile (0: 200).
+    profile_status: u16,
+    /// The `authorization` headers /api/oauth/profile received, in order.
+    profile_requests: Vec<String>,
 }
 
 pub struct MockUpstream {
@@ -156,6 +164,7 @@ pub async fn start_mock() -> MockUpstream {
             .route("/v1/messages", web::post().to(messages))
             .route("/v1/messages/count_tokens", web::post().to(count_tokens))
             .route("/oauth/token", web::post().to(token))
+            .route("/api/oauth/profile", web::get().to(profile))
     })
     .workers(1)
     .bind(("127.0.0.1", 0))
@@ -208,6 +217,21 @@ impl MockUpstream {
     /// Makes the token endpoint answer with this status.
     pub fn set_token_status(&self, status: u16) {
         self.state.lock().unwrap().token_status = status;
+    }
+
+    /// The request targets of /oauth/token, in order.
+    pub fn token_targets(&self) -> Vec<String> {
+        self.state.lock().unwrap().token_targets.clone()
+    }
+
+    /// The `authorization` headers /api/oauth/profile received, in order.
+    pub fn profile_requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().profile_requests.clone()
+    }
+
+    /// Makes the profile endpoint answer with this status.
+    pub fn set_profile_status(&self, status: u16) {
+        self.state.lock().unwrap().profile_status = status;
     }
 
     /// Endless streams whose client went away (the relay closed the upstream connection).
@@ -382,6 +406,14 @@ async fn messages(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes)
             }
             r.content_type("application/json").body(body)
         }
+        Behaviour::WithHeaders(extra) => {
+            let mut r = HttpResponse::Ok();
+            r.insert_header(("request-id", "req_mock"));
+            for (k, v) in extra {
+                r.insert_header((k, v));
+            }
+            r.json(json_answer(&model, DEFAULT_USAGE))
+        }
         Behaviour::Normal if !stream => HttpResponse::Ok()
             .insert_header(("request-id", "req_mock"))
             .json(match &tool {
@@ -470,9 +502,39 @@ async fn count_tokens(
     HttpResponse::Ok().json(json!({"input_tokens": 25}))
 }
 
-async fn token(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+/// The profile the mock's OAuth provider answers (a Max subscription).
+pub fn mock_profile() -> Value {
+    json!({
+        "account": {"uuid": "acc-uuid-1", "email": "max-owner@example.com",
+                    "has_claude_max": true, "has_claude_pro": false},
+        "organization": {"uuid": "org-uuid-1", "name": "Example Org",
+                         "organization_type": "claude_max"}
+    })
+}
+
+async fn profile(shared: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
+    let status = {
+        let mut s = shared.state.lock().unwrap();
+        let auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        s.profile_requests.push(auth);
+        s.profile_status
+    };
+    if status != 0 && status != 200 {
+        return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+            .json(json!({"error": {"type": "permission_error"}}));
+    }
+    HttpResponse::Ok().json(mock_profile())
+}
+
+async fn token(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let (n, status) = {
         let mut s = shared.state.lock().unwrap();
+        s.token_targets.push(req.uri().to_string());
         s.token_requests
             .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
         s.token_refreshes += 1;
