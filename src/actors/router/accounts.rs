@@ -523,6 +523,8 @@ impl Handler<PatchAccount> for RouterActor {
         {
             (msg.patch)(a);
         }
+        // The workers read the patched snapshot from the next router answer on.
+        self.hot.clear_accounts();
         if let Err(e) = self.accounts_primary() {
             return Box::pin(fut::ready(Err(e)));
         }
