@@ -106,14 +106,29 @@ pub fn period_names(
             Some(MONTH_TTL),
         ),
         (
-            format!("usage:{owner}:day:{}", local.format("%Y-%m-%d")),
+            format!("usage:{owner}:day:{}", day_label(local)),
             Some(DAY_TTL),
         ),
         (
-            format!("usage:{owner}:hour:{}", local.format("%Y-%m-%dT%H")),
+            format!(
+                "usage:{owner}:hour:{}T{:02}",
+                day_label(local),
+                local.hour()
+            ),
             Some(HOUR_TTL),
         ),
     ]
+}
+
+/// `YYYY-MM-DD` of a local time, written out directly (a strftime pattern is parsed on
+/// every call, and counter names are made for every request).
+fn day_label(local: DateTime<chrono::FixedOffset>) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        local.year(),
+        local.month(),
+        local.day()
+    )
 }
 
 /// Start (local date) of the weekly Opus period containing `local`.
@@ -149,7 +164,7 @@ pub fn key_counter_names(
     let local = to_local(now, offset_hours);
     let owner = format!("key:{key_id}");
     KeyCounterNames {
-        daily: format!("usage:{owner}:day:{}", local.format("%Y-%m-%d")),
+        daily: format!("usage:{owner}:day:{}", day_label(local)),
         total: format!("usage:{owner}:total"),
         weekly_opus: format!(
             "cost:{owner}:opus_week:{}",
@@ -461,6 +476,29 @@ mod tests {
 #[cfg(test)]
 mod limit_counter_tests {
     use super::{CounterUpdate, Counters, is_limit_counter, split_for_record};
+
+    #[test]
+    fn period_names_are_local_and_zero_padded() {
+        use chrono::TimeZone;
+        // 2026-03-04 23:30 UTC is 2026-03-05 07:30 at UTC+8.
+        let local = super::to_local(
+            chrono::Utc.with_ymd_and_hms(2026, 3, 4, 23, 30, 0).unwrap(),
+            8,
+        );
+        let names: Vec<String> = super::period_names("key:k", local)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "usage:key:k:total",
+                "usage:key:k:month:2026-03",
+                "usage:key:k:day:2026-03-05",
+                "usage:key:k:hour:2026-03-05T07",
+            ]
+        );
+    }
 
     #[test]
     fn a_record_writes_what_limits_read_and_sums_the_rest() {

@@ -579,6 +579,9 @@ impl Journal {
 struct SegmentReader {
     file: File,
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf` (frames before it are consumed; they are
+    /// dropped in one move when the buffer is refilled, not one by one).
+    pos: usize,
     /// File position of `buf[0]`.
     at: u64,
     limit: u64,
@@ -590,6 +593,7 @@ impl SegmentReader {
         SegmentReader {
             file,
             buf: Vec::new(),
+            pos: 0,
             at: offset,
             limit,
             eof: false,
@@ -599,17 +603,17 @@ impl SegmentReader {
     /// The next frame and its file position; `None` at the end.
     fn next_frame(&mut self) -> io::Result<Option<(Frame, u64)>> {
         loop {
-            match record::decode(&self.buf) {
+            let rest = &self.buf[self.pos..];
+            match record::decode(rest) {
                 Frame::Incomplete if !self.eof => self.fill()?,
-                Frame::Incomplete if self.buf.is_empty() => return Ok(None),
+                Frame::Incomplete if rest.is_empty() => return Ok(None),
                 frame => {
-                    let at = self.at;
+                    let at = self.at + self.pos as u64;
                     let used = match &frame {
                         Frame::Record(_, n) | Frame::Corrupt(n, _) => *n,
-                        Frame::Garbage | Frame::Incomplete => self.buf.len(),
+                        Frame::Garbage | Frame::Incomplete => rest.len(),
                     };
-                    self.buf.drain(..used);
-                    self.at += used as u64;
+                    self.pos += used;
                     return Ok(Some((frame, at)));
                 }
             }
@@ -617,6 +621,10 @@ impl SegmentReader {
     }
 
     fn fill(&mut self) -> io::Result<()> {
+        // Drop what was consumed, keep the partial frame at the front.
+        self.buf.drain(..self.pos);
+        self.at += self.pos as u64;
+        self.pos = 0;
         let read_to = self.at + self.buf.len() as u64;
         if read_to >= self.limit {
             self.eof = true;
@@ -626,12 +634,13 @@ impl SegmentReader {
             .unwrap_or(READ_CHUNK)
             .min(READ_CHUNK);
         self.file.seek(SeekFrom::Start(read_to))?;
-        let mut chunk = vec![0u8; want];
-        let n = self.file.read(&mut chunk)?;
+        let kept = self.buf.len();
+        self.buf.resize(kept + want, 0);
+        let n = self.file.read(&mut self.buf[kept..])?;
+        self.buf.truncate(kept + n);
         if n == 0 {
             self.eof = true;
         }
-        self.buf.extend_from_slice(&chunk[..n]);
         Ok(())
     }
 }
