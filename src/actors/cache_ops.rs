@@ -518,7 +518,9 @@ impl CacheHandle {
         &self,
         req: &AdmissionRequest,
         sticky: Option<&str>,
+        epoch: Option<&str>,
     ) -> Result<(Option<Admission>, Option<String>), CacheError> {
+        let epoch = epoch.unwrap_or_default().to_string();
         let sticky_key = self.keys.entry(sticky.unwrap_or("sticky:none"));
         let leases = self.keys.leases(&req.lease_scope);
         let window_key = req
@@ -555,10 +557,11 @@ impl CacheHandle {
                 for l in &req.cost_limits {
                     invocation.arg(l.max_micros);
                 }
+                invocation.arg(epoch);
                 let (code, retry, sticky): (i64, u64, Option<String>) =
                     invocation.invoke_async(&mut c).await?;
                 let admission = match code {
-                    -1 => return Ok((None, sticky)),
+                    -1 | -2 => return Ok((None, sticky)),
                     0 => Admission::Granted,
                     1 => Admission::ConcurrencyExceeded,
                     2 => Admission::RequestsExceeded {

@@ -579,7 +579,10 @@ impl Journal {
 struct SegmentReader {
     file: File,
     buf: Vec<u8>,
-    /// File position of `buf[0]`.
+    /// Bytes of `buf` already read (dropped at the next fill: dropping each frame as it is
+    /// read moved the whole buffer once per record).
+    used: usize,
+    /// File position of `buf[used]`.
     at: u64,
     limit: u64,
     eof: bool,
@@ -590,6 +593,7 @@ impl SegmentReader {
         SegmentReader {
             file,
             buf: Vec::new(),
+            used: 0,
             at: offset,
             limit,
             eof: false,
@@ -599,16 +603,17 @@ impl SegmentReader {
     /// The next frame and its file position; `None` at the end.
     fn next_frame(&mut self) -> io::Result<Option<(Frame, u64)>> {
         loop {
-            match record::decode(&self.buf) {
+            let rest = self.buf.get(self.used..).unwrap_or_default();
+            match record::decode(rest) {
                 Frame::Incomplete if !self.eof => self.fill()?,
-                Frame::Incomplete if self.buf.is_empty() => return Ok(None),
+                Frame::Incomplete if rest.is_empty() => return Ok(None),
                 frame => {
                     let at = self.at;
                     let used = match &frame {
                         Frame::Record(_, n) | Frame::Corrupt(n, _) => *n,
-                        Frame::Garbage | Frame::Incomplete => self.buf.len(),
+                        Frame::Garbage | Frame::Incomplete => rest.len(),
                     };
-                    self.buf.drain(..used);
+                    self.used += used;
                     self.at += used as u64;
                     return Ok(Some((frame, at)));
                 }
@@ -617,6 +622,8 @@ impl SegmentReader {
     }
 
     fn fill(&mut self) -> io::Result<()> {
+        self.buf.drain(..self.used);
+        self.used = 0;
         let read_to = self.at + self.buf.len() as u64;
         if read_to >= self.limit {
             self.eof = true;
