@@ -792,12 +792,12 @@ mod tests {
     fn records_come_back_in_order_across_segments_and_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let j = open(dir.path(), JournalMode::Both);
-        // About 400 bytes each: 12,000 records span two segments.
-        let seqs = append(&j, 12_000);
-        assert_eq!(seqs, (1..=12_000).collect::<Vec<_>>());
+        // About 240 bytes each: 20,000 records span two segments.
+        let seqs = append(&j, 20_000);
+        assert_eq!(seqs, (1..=20_000).collect::<Vec<_>>());
         assert!(j.lock().segments.len() >= 2, "rotated");
-        let all = j.read(1, 20_000);
-        assert_eq!(all.len(), 12_000);
+        let all = j.read(1, 30_000);
+        assert_eq!(all.len(), 20_000);
         assert!(all.iter().zip(1..).all(|(r, s)| r.seq == s));
         // Reading on from the middle continues where the last read stopped.
         let first = j.read(1, 5_000);
@@ -806,25 +806,26 @@ mod tests {
         let stats = j.stats();
         assert_eq!(
             (stats.unarchived_records, stats.uncounted_records),
-            (12_000, 12_000)
+            (20_000, 20_000)
         );
         drop(j);
 
         let j = open(dir.path(), JournalMode::Both);
-        assert_eq!(j.next_seq(), 12_001, "numbering goes on after a restart");
+        assert_eq!(j.next_seq(), 20_001, "numbering goes on after a restart");
         assert_eq!(j.uncounted(3), vec![1, 2, 3], "nothing was counted");
-        assert_eq!(j.stats().unarchived_records, 12_000);
+        assert_eq!(j.stats().unarchived_records, 20_000);
     }
 
     #[test]
     fn segments_go_once_archived_and_counted_and_the_checkpoint_survives() {
         let dir = tempfile::tempdir().unwrap();
         let j = open(dir.path(), JournalMode::Both);
-        append(&j, 12_000);
+        append(&j, 20_000);
         let segments = j.lock().segments.len();
-        j.set_archived(12_001, None).unwrap();
+        assert!(segments >= 2, "rotated");
+        j.set_archived(20_001, None).unwrap();
         assert_eq!(j.lock().segments.len(), segments, "kept until counted too");
-        j.mark_counted(&(1..=12_000).collect::<Vec<_>>());
+        j.mark_counted(&(1..=20_000).collect::<Vec<_>>());
         j.save_counted().unwrap();
         assert_eq!(
             j.lock().segments.len(),
@@ -835,7 +836,7 @@ mod tests {
         assert_eq!((stats.unarchived_records, stats.unarchived_bytes), (0, 0));
         drop(j);
         let j = open(dir.path(), JournalMode::Both);
-        assert_eq!(j.archived_through(), 12_001);
+        assert_eq!(j.archived_through(), 20_001);
         assert!(j.uncounted(10).is_empty());
         assert!(j.read(1, 10).is_empty(), "nothing left to archive");
     }
@@ -881,12 +882,13 @@ mod tests {
     #[test]
     fn past_its_size_limit_the_journal_refuses_and_keeps_what_it_has() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path(), FsyncPolicy::Always, 1_000, JournalMode::Both).unwrap();
+        // Records of about 240 bytes: two fit, a third does not.
+        let j = Journal::open(dir.path(), FsyncPolicy::Always, 600, JournalMode::Both).unwrap();
         append(&j, 2);
         let r = sample(3);
         assert!(matches!(
             j.append(&r.event, &r.counters),
-            Err(JournalError::Full { limit: 1_000, .. })
+            Err(JournalError::Full { limit: 600, .. })
         ));
         let stats = j.stats();
         assert_eq!((stats.appended, stats.append_failures), (2, 1));

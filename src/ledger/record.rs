@@ -331,10 +331,14 @@ pub(crate) mod tests {
 
     /// A record as versions before the binary body framed it.
     fn json_frame(r: &JournalRecord) -> Vec<u8> {
-        let payload = serde_json::to_vec(r).unwrap();
-        let mut out = (payload.len() as u32).to_le_bytes().to_vec();
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
+        framed(&serde_json::to_vec(r).unwrap())
+    }
+
+    /// `payload` with its length and checksum.
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut out = u32::try_from(payload.len()).unwrap().to_le_bytes().to_vec();
+        out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        out.extend_from_slice(payload);
         out
     }
 
@@ -351,7 +355,7 @@ pub(crate) mod tests {
         r.event.upstream_request_id = None;
         r.event.is_stream = true;
         r.event.model = "claude-opus-4-1-20250805 \u{e9}".into();
-        r.event.created_at = r.event.created_at + chrono::Duration::nanoseconds(123_456_789);
+        r.event.created_at += chrono::Duration::nanoseconds(123_456_789);
         r.counters = CounterContext {
             opus: true,
             weekly_reset: (7, 23),
@@ -365,16 +369,12 @@ pub(crate) mod tests {
     fn a_truncated_or_padded_body_with_a_good_checksum_is_corrupt() {
         let bytes = sample(1).encode().unwrap();
         for payload in [&bytes[HEADER_BYTES..bytes.len() - 1], &[BINARY_V1, 0, 0]] {
-            let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
-            frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-            frame.extend_from_slice(payload);
+            let frame = framed(payload);
             assert!(matches!(decode(&frame), Frame::Corrupt(n, _) if n == frame.len()));
         }
         let mut padded = bytes[HEADER_BYTES..].to_vec();
         padded.push(0);
-        let mut frame = (padded.len() as u32).to_le_bytes().to_vec();
-        frame.extend_from_slice(&crc32fast::hash(&padded).to_le_bytes());
-        frame.extend_from_slice(&padded);
+        let frame = framed(&padded);
         assert!(matches!(decode(&frame), Frame::Corrupt(..)));
     }
 
