@@ -72,6 +72,8 @@ pub struct LedgerState {
     pub archiving: bool,
     pub replaying: bool,
     pub announcing: bool,
+    /// Since when admissions have not trusted the counters (`None` while they do).
+    pub untrusted_since: Option<Instant>,
     /// Records below this were appended before the last replay pass began (the newer ones
     /// are most likely still on their way through `RecordUsage`).
     pub replay_below: u64,
@@ -379,9 +381,13 @@ impl Handler<AnnounceLedger> for RouterActor {
                 return;
             }
             let ours = act.ledger.epoch.clone();
-            if ours.is_none() || seen.epoch != ours {
-                // Redis lost its counters, or another instance rebuilt them: catch up (an idle
-                // instance learns it here).
+            if seen.epoch.is_none() {
+                // Redis lost its counters: the next admission or record has them rebuilt.
+                act.set_trusted(None);
+                return;
+            }
+            if seen.epoch != ours {
+                // Another instance rebuilt them: catch up (an idle instance learns it here).
                 act.set_trusted(None);
                 ctx.notify(EnsureEpoch);
                 return;

@@ -22,9 +22,10 @@ use crate::persistence::ephemeral as queries;
 /// How long an admission without limits waits for the counters to be rebuilt before it falls
 /// back to `LIMITS_ON_CACHE_DOWN`.
 const REBUILD_WAIT: Duration = Duration::from_secs(3);
-/// How long an admission with cost or rate limits waits for counters every live instance
-/// has caught up with, while they can be rebuilt (a shorter wait let a key overspend when a
-/// rebuild took longer).
+/// How long admissions with cost or rate limits wait for counters every live instance has
+/// caught up with, while they can be rebuilt (a shorter wait let a key overspend when a
+/// rebuild took longer), counted from when the counters stopped being trusted: past it, they
+/// no longer wait.
 const REBUILD_MAX: Duration = Duration::from_secs(30);
 
 /// Takes a lease and counts the request in the rate window, atomically; also reads the
@@ -193,6 +194,10 @@ impl RouterActor {
 
     /// Admissions may trust the limit counters of `epoch` (`None`: not now).
     pub(super) fn set_trusted(&mut self, epoch: Option<String>) {
+        self.ledger.untrusted_since = match (&epoch, self.ledger.untrusted_since) {
+            (Some(_), _) => None,
+            (None, since) => Some(since.unwrap_or_else(Instant::now)),
+        };
         self.trusted_tx.send_if_modified(|t| {
             let changed = *t != epoch;
             *t = epoch;
@@ -266,14 +271,19 @@ impl Handler<Admit> for RouterActor {
         let counted = req.window.is_some() || !req.cost_limits.is_empty();
         let rebuildable = self.config.mode == StorageMode::Redis || self.mysql_up();
         let mut trusted = self.trusted_tx.subscribe();
+        let left = REBUILD_MAX.saturating_sub(
+            self.ledger
+                .untrusted_since
+                .map_or(Duration::ZERO, |t| t.elapsed()),
+        );
         let wait = rebuildable
             && if counted {
-                trusted.borrow().is_none()
+                trusted.borrow().is_none() && !left.is_zero()
             } else {
                 self.ledger.busy
             };
         let bound = if counted && rebuildable {
-            REBUILD_MAX
+            left
         } else {
             REBUILD_WAIT
         };
