@@ -5,7 +5,8 @@
 //! - the archive rate and the drain time of a backlog of `BENCH_BACKLOG` events (default
 //!   1,000,000) journaled while MySQL was away, by a hybrid relay's archive writer into the
 //!   local MariaDB, with its daily roll-ups; MariaDB's CPU per archived event from
-//!   `/proc/<mariadbd pid>/stat` when it runs on this machine.
+//!   `/proc/<mariadbd pid>/stat` when it runs on this machine, and this process's (the
+//!   archive writer: journal read, decode, statements).
 //!
 //! Runs against the Redis and MySQL of the environment (`REDIS_*`, `MYSQL_*`), in a throwaway
 //! database `crledger_<hex>` and key prefix, both removed after.
