@@ -519,6 +519,7 @@ impl CacheHandle {
         req: &AdmissionRequest,
         sticky: Option<&str>,
         renew_sticky: Duration,
+        epoch: Option<&str>,
     ) -> Result<(Option<Admission>, Option<String>), CacheError> {
         let sticky_mode = match sticky {
             None => -1,
@@ -531,6 +532,7 @@ impl CacheHandle {
                 .await
                 .map(|found| (Some(Admission::Granted), found));
         }
+        let epoch = epoch.unwrap_or_default().to_string();
         let sticky_key = self.keys.entry(sticky.unwrap_or("sticky:none"));
         let leases = self.keys.leases(&req.lease_scope);
         let window_key = req
@@ -568,10 +570,11 @@ impl CacheHandle {
                 for l in &req.cost_limits {
                     invocation.arg(l.max_micros);
                 }
+                invocation.arg(epoch);
                 let (code, retry, sticky): (i64, u64, Option<String>) =
                     invocation.invoke_async(&mut c).await?;
                 let admission = match code {
-                    -1 => return Ok((None, sticky)),
+                    -1 | -2 => return Ok((None, sticky)),
                     0 => Admission::Granted,
                     1 => Admission::ConcurrencyExceeded,
                     2 => Admission::RequestsExceeded {

@@ -5,7 +5,8 @@
 //! - the archive rate and the drain time of a backlog of `BENCH_BACKLOG` events (default
 //!   1,000,000) journaled while MySQL was away, by a hybrid relay's archive writer into the
 //!   local MariaDB, with its daily roll-ups; MariaDB's CPU per archived event from
-//!   `/proc/<mariadbd pid>/stat` when it runs on this machine.
+//!   `/proc/<mariadbd pid>/stat` when it runs on this machine, and this process's (the
+//!   archive writer: journal read, decode, statements).
 //!
 //! Runs against the Redis and MySQL of the environment (`REDIS_*`, `MYSQL_*`), in a throwaway
 //! database `crledger_<hex>` and key prefix, both removed after.
@@ -31,7 +32,7 @@ use claude_relay::ledger::{CounterContext, Journal};
 
 fn event(i: u64) -> UsageEvent {
     UsageEvent {
-        request_id: format!("req_{}", uuid::Uuid::new_v4().simple()),
+        request_id: claude_relay::http::metrics::RequestId::new().0,
         upstream_request_id: Some(format!("req_up_{i:020}")),
         api_key_id: "00000000-0000-4000-8000-00000000000b".into(),
         account_id: format!("acct-{}", i % 4),
@@ -123,8 +124,8 @@ fn vars(id: &str, dir: &Path) -> HashMap<String, String> {
 
 /// Journals `n` events with no relay running (a backlog left by an outage), then starts a
 /// hybrid relay on that journal and times the archive writer until the backlog is gone.
-/// Returns (seconds, events/s, MariaDB CPU µs per event).
-fn drain_backlog(config: Config, n: u64) -> (f64, f64, Option<f64>) {
+/// Returns (seconds, events/s, MariaDB CPU µs per event, relay CPU µs per event).
+fn drain_backlog(config: Config, n: u64) -> (f64, f64, Option<f64>, f64) {
     {
         let journal = Journal::open(
             &config.journal_dir,
@@ -154,6 +155,7 @@ fn drain_backlog(config: Config, n: u64) -> (f64, f64, Option<f64>) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let db_cpu = mariadb.as_deref().and_then(cpu_of);
+            let relay_cpu = own_cpu();
             let started = Instant::now();
             loop {
                 let left = router.usage_stats().await.journal.unarchived_records;
@@ -167,12 +169,13 @@ fn drain_backlog(config: Config, n: u64) -> (f64, f64, Option<f64>) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let secs = started.elapsed().as_secs_f64();
+            let relay = (own_cpu() - relay_cpu) * 1e6 / n as f64;
             let db = match (db_cpu, mariadb.as_deref().and_then(cpu_of)) {
                 (Some(a), Some(b)) => Some((b - a) * 1e6 / n as f64),
                 _ => None,
             };
             actix_rt::System::current().stop();
-            (secs, n as f64 / secs, db)
+            (secs, n as f64 / secs, db, relay)
         })
     })
     .join()
@@ -216,8 +219,11 @@ fn main() {
     );
 
     let config = Config::from_map(&vars(&id, &root.join("drain"))).expect("configuration");
-    let (secs, rate, db_cpu) = drain_backlog(config.clone(), backlog);
-    println!("drain: {backlog} events in {secs:.1} s = {rate:.0} events/s");
+    let (secs, rate, db_cpu, relay_cpu) = drain_backlog(config.clone(), backlog);
+    println!(
+        "drain: {backlog} events in {secs:.1} s = {rate:.0} events/s; CPU per event: relay {relay_cpu:.1} µs, MariaDB {}",
+        db_cpu.map_or("?".into(), |d| format!("{d:.1} µs"))
+    );
     cleanup(&config);
     let _ = std::fs::remove_dir_all(&root);
 
@@ -243,6 +249,10 @@ fn main() {
     if let Some(db) = db_cpu {
         let _ = writeln!(md, "| MariaDB CPU per archived event | {db:.1} µs |");
     }
+    let _ = writeln!(
+        md,
+        "| relay CPU per archived event (journal read, decode, the archive writer) | {relay_cpu:.1} µs |"
+    );
     std::fs::write(&out, md).expect("write results");
     println!("wrote {out}");
 }

@@ -110,8 +110,12 @@ impl KeySpace {
         self.key(format_args!("ledger:epoch"))
     }
 
-    /// Per instance, the last journal sequence number the rebuild of epoch `epoch` took
-    /// from the archive.
+    /// The instances counting into Redis: instance id → "epoch it caught up with|ms".
+    pub fn ledger_instances(&self) -> String {
+        self.key(format_args!("ledger:instances"))
+    }
+
+    /// Per epoch: where each instance's journal stood in the rebuild's archive snapshot.
     pub fn ledger_boundaries(&self, epoch: &str) -> String {
         self.key(format_args!("ledger:boundaries:{epoch}"))
     }

@@ -9,6 +9,9 @@ pub static ADMIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Scrip
 pub static RENEW_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RENEW));
 /// The usage recording script, ready to invoke.
 pub static RECORD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RECORD));
+/// The ledger announcement script, ready to invoke.
+pub static ANNOUNCE_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(ANNOUNCE));
 /// The lock release script, ready to invoke.
 pub static RELEASE_LOCK_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(RELEASE_LOCK));
@@ -22,9 +25,12 @@ pub static RELEASE_LOCK_SCRIPT: LazyLock<redis::Script> =
 /// ARGV: now_ms, lease_id, lease_ttl_ms, cap, has_window, max_requests, max_tokens,
 /// max_cost, window_ttl_s, resets_in_s, sticky (-1: none to read, 0: read it, n > 0: read
 /// it and let it live n ms more), then one max cost (micro-dollars) per KEYS[5..].
+/// The last ARGV is the epoch the caller has caught up with ('' when it checks no limit
+/// counters).
 /// Returns {code, retry_after, sticky value or false}: 0 granted, 1 concurrency,
 /// 2 requests, 3 tokens, 4 window cost, 5 + i the i-th cost limit (0-based), -1 when the
-/// ledger epoch is missing (the counters are gone: nothing is taken or counted).
+/// ledger epoch is missing (the counters are gone: nothing is taken or counted), -2 when
+/// another epoch is in force (the caller's events may be missing from its counters).
 pub const ADMIT: &str = r#"
 local now = tonumber(ARGV[1])
 local renew = tonumber(ARGV[11])
@@ -34,8 +40,12 @@ if renew > 0 then
 elseif renew == 0 then
   sticky = redis.call('GET', KEYS[3])
 end
-if redis.call('EXISTS', KEYS[4]) == 0 then
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
   return {-1, 0, sticky}
+end
+if ARGV[#ARGV] ~= '' and epoch ~= ARGV[#ARGV] then
+  return {-2, 0, sticky}
 end
 local cap = tonumber(ARGV[4])
 if cap > 0 then
@@ -134,4 +144,29 @@ if #KEYS > 3 + n then
   redis.call('LTRIM', all, 0, tonumber(ARGV[a + 2]) - 1)
 end
 return 0
+"#;
+
+/// An instance says which ledger epoch it has caught up with ('' for none) and learns the
+/// epoch in force and which live instances have not caught up with it yet.
+/// KEYS[1] ledger epoch, KEYS[2] the instances hash (instance -> "epoch|ms").
+/// ARGV: instance id, its epoch, now_ms, live_ms (an entry newer than now - live_ms is a
+/// live instance), forget_ms (older entries are deleted).
+/// Returns {epoch in force or false, number of live instances whose epoch differs}.
+pub const ANNOUNCE: &str = r#"
+local now = tonumber(ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+local epoch = redis.call('GET', KEYS[1])
+local behind = 0
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local sep = string.find(all[i + 1], '|', 1, true)
+  local theirs = string.sub(all[i + 1], 1, sep - 1)
+  local at = tonumber(string.sub(all[i + 1], sep + 1)) or 0
+  if at < now - tonumber(ARGV[5]) then
+    redis.call('HDEL', KEYS[2], all[i])
+  elseif at >= now - tonumber(ARGV[4]) and theirs ~= (epoch or '') then
+    behind = behind + 1
+  end
+end
+return {epoch or false, behind}
 "#;

@@ -1,5 +1,7 @@
 //! One journal record: a usage event and what is needed to derive its counter updates,
-//! framed as `[payload length u32 LE][crc32 of payload u32 LE][payload JSON]`.
+//! framed as `[payload length u32 LE][crc32 of payload u32 LE][payload]`. The payload is a
+//! compact binary body (first byte `BINARY_V1`); records written as JSON (first byte `{`) by
+//! earlier versions are still read, so an existing journal drains.
 
 use serde::{Deserialize, Serialize};
 
@@ -67,36 +69,169 @@ impl JournalRecord {
     }
 }
 
-/// A record as written, borrowing its parts (the hot path copies no event to journal it).
-#[derive(Serialize)]
-struct RecordRef<'a> {
-    #[serde(rename = "s")]
-    seq: u64,
-    #[serde(rename = "e")]
-    event: &'a UsageEvent,
-    #[serde(rename = "c")]
-    counters: &'a CounterContext,
-}
+/// First payload byte of the binary body (a JSON body starts with `{`).
+const BINARY_V1: u8 = 1;
+const IS_STREAM: u8 = 1;
+const OPUS: u8 = 2;
+const HAS_UPSTREAM_ID: u8 = 4;
+const HAS_RATE_WINDOW: u8 = 8;
 
-/// The framed bytes of record `seq`: the same bytes `JournalRecord::encode` gives.
+/// The framed bytes of record `seq` (the hot path copies no event to journal it).
 pub fn encode(
     seq: u64,
     event: &UsageEvent,
     counters: &CounterContext,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    {
-        let payload = serde_json::to_vec(&RecordRef {
-            seq,
-            event,
-            counters,
-        })?;
-        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        Ok(out)
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&[0; HEADER_BYTES]);
+    out.push(BINARY_V1);
+    out.extend_from_slice(&seq.to_le_bytes());
+    let flags = [
+        (event.is_stream, IS_STREAM),
+        (counters.opus, OPUS),
+        (event.upstream_request_id.is_some(), HAS_UPSTREAM_ID),
+        (counters.rate_window.is_some(), HAS_RATE_WINDOW),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0u8, |f, (_, bit)| f | bit);
+    out.push(flags);
+    put_str(&mut out, &event.request_id)?;
+    put_str(&mut out, &event.api_key_id)?;
+    put_str(&mut out, &event.account_id)?;
+    put_str(&mut out, &event.model)?;
+    if let Some(id) = &event.upstream_request_id {
+        put_str(&mut out, id)?;
     }
+    for n in [
+        event.input_tokens,
+        event.output_tokens,
+        event.cache_create_5m_tokens,
+        event.cache_create_1h_tokens,
+        event.cache_read_tokens,
+        event.cost_micros,
+        event.created_at.timestamp(),
+    ] {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    out.extend_from_slice(&event.created_at.timestamp_subsec_nanos().to_le_bytes());
+    out.extend_from_slice(&event.status_code.to_le_bytes());
+    out.extend_from_slice(&event.latency_ms.to_le_bytes());
+    out.push(counters.weekly_reset.0);
+    out.push(counters.weekly_reset.1);
+    if let Some((name, ttl)) = &counters.rate_window {
+        put_str(&mut out, name)?;
+        out.extend_from_slice(&ttl.to_le_bytes());
+    }
+    let payload = out.get(HEADER_BYTES..).unwrap_or_default();
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let crc = crc32fast::hash(payload);
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), serde_json::Error> {
+    let len = u16::try_from(s.len()).map_err(|_| {
+        <serde_json::Error as serde::ser::Error>::custom(format!(
+            "a usage record field of {} bytes",
+            s.len()
+        ))
+    })?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+/// Reads a binary body front to back.
+struct Body<'a>(&'a [u8]);
+
+impl Body<'_> {
+    fn bytes<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.bytes::<1>().map(|[b]| b)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.bytes().map(u16::from_le_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.bytes().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.bytes().map(u64::from_le_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.bytes().map(i64::from_le_bytes)
+    }
+    fn string(&mut self) -> Option<String> {
+        let len = usize::from(self.u16()?);
+        let (head, rest) = self.0.split_at_checked(len)?;
+        self.0 = rest;
+        String::from_utf8(head.to_vec()).ok()
+    }
+}
+
+fn decode_binary(payload: &[u8]) -> Option<JournalRecord> {
+    let mut b = Body(payload);
+    if b.u8()? != BINARY_V1 {
+        return None;
+    }
+    let seq = b.u64()?;
+    let flags = b.u8()?;
+    let request_id = b.string()?;
+    let api_key_id = b.string()?;
+    let account_id = b.string()?;
+    let model = b.string()?;
+    let upstream_request_id = if flags & HAS_UPSTREAM_ID != 0 {
+        Some(b.string()?)
+    } else {
+        None
+    };
+    let mut n = [0i64; 7];
+    for v in &mut n {
+        *v = b.i64()?;
+    }
+    let nanos = b.u32()?;
+    let status_code = b.u16()?;
+    let latency_ms = b.u32()?;
+    let weekly_reset = (b.u8()?, b.u8()?);
+    let rate_window = if flags & HAS_RATE_WINDOW != 0 {
+        Some((b.string()?, b.u64()?))
+    } else {
+        None
+    };
+    if !b.0.is_empty() {
+        return None;
+    }
+    Some(JournalRecord {
+        seq,
+        event: UsageEvent {
+            request_id,
+            upstream_request_id,
+            api_key_id,
+            account_id,
+            model,
+            input_tokens: n[0],
+            output_tokens: n[1],
+            cache_create_5m_tokens: n[2],
+            cache_create_1h_tokens: n[3],
+            cache_read_tokens: n[4],
+            cost_micros: n[5],
+            status_code,
+            is_stream: flags & IS_STREAM != 0,
+            latency_ms,
+            created_at: chrono::DateTime::from_timestamp(n[6], nanos)?,
+        },
+        counters: CounterContext {
+            opus: flags & OPUS != 0,
+            weekly_reset,
+            rate_window,
+        },
+    })
 }
 
 /// What reading one frame at the start of `buf` found.
@@ -134,9 +269,15 @@ pub fn decode(buf: &[u8]) -> Frame {
     if crc32fast::hash(payload) != u32::from_le_bytes(crc_bytes) {
         return Frame::Corrupt(size, "checksum mismatch".into());
     }
-    match serde_json::from_slice::<JournalRecord>(payload) {
-        Ok(r) => Frame::Record(Box::new(r), size),
-        Err(e) => Frame::Corrupt(size, format!("unreadable record: {e}")),
+    if payload.first() == Some(&b'{') {
+        return match serde_json::from_slice::<JournalRecord>(payload) {
+            Ok(r) => Frame::Record(Box::new(r), size),
+            Err(e) => Frame::Corrupt(size, format!("unreadable record: {e}")),
+        };
+    }
+    match decode_binary(payload) {
+        Some(r) => Frame::Record(Box::new(r), size),
+        None => Frame::Corrupt(size, "unreadable record".into()),
     }
 }
 
@@ -181,11 +322,60 @@ pub(crate) mod tests {
         let r = sample(7);
         let bytes = r.encode().unwrap();
         assert!(
-            bytes.len() < 600,
+            bytes.len() < 250,
             "a record is a few hundred bytes: {}",
             bytes.len()
         );
         assert_eq!(decode(&bytes), Frame::Record(Box::new(r), bytes.len()));
+    }
+
+    /// A record as versions before the binary body framed it.
+    fn json_frame(r: &JournalRecord) -> Vec<u8> {
+        framed(&serde_json::to_vec(r).unwrap())
+    }
+
+    /// `payload` with its length and checksum.
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut out = u32::try_from(payload.len()).unwrap().to_le_bytes().to_vec();
+        out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn a_json_record_of_an_earlier_version_still_reads() {
+        let r = sample(3);
+        let bytes = json_frame(&r);
+        assert_eq!(decode(&bytes), Frame::Record(Box::new(r), bytes.len()));
+    }
+
+    #[test]
+    fn every_optional_part_round_trips() {
+        let mut r = sample(u64::MAX - 1);
+        r.event.upstream_request_id = None;
+        r.event.is_stream = true;
+        r.event.model = "claude-opus-4-1-20250805 \u{e9}".into();
+        r.event.created_at += chrono::Duration::nanoseconds(123_456_789);
+        r.counters = CounterContext {
+            opus: true,
+            weekly_reset: (7, 23),
+            rate_window: None,
+        };
+        let bytes = r.encode().unwrap();
+        assert_eq!(decode(&bytes), Frame::Record(Box::new(r), bytes.len()));
+    }
+
+    #[test]
+    fn a_truncated_or_padded_body_with_a_good_checksum_is_corrupt() {
+        let bytes = sample(1).encode().unwrap();
+        for payload in [&bytes[HEADER_BYTES..bytes.len() - 1], &[BINARY_V1, 0, 0]] {
+            let frame = framed(payload);
+            assert!(matches!(decode(&frame), Frame::Corrupt(n, _) if n == frame.len()));
+        }
+        let mut padded = bytes[HEADER_BYTES..].to_vec();
+        padded.push(0);
+        let frame = framed(&padded);
+        assert!(matches!(decode(&frame), Frame::Corrupt(..)));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod ephemeral;
 pub mod groups;
 pub mod ledger;
+mod literal;
 pub mod ops;
 pub mod schema;
 pub mod setup;

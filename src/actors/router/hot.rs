@@ -228,13 +228,16 @@ impl RouterHandle {
         sticky: Option<String>,
         renew_sticky: Duration,
     ) -> Result<(Admission, Option<String>, bool), AppError> {
-        if let Some((cache, epoch)) = self.worker_counting()
-            && let Ok((Some(answer), found)) = cache
-                .admit_with_sticky(&request, sticky.as_deref(), renew_sticky)
+        if let Some((cache, epoch)) = self.worker_counting() {
+            // Limits are checked against the counters of the epoch every instance trusts.
+            let counted = request.window.is_some() || !request.cost_limits.is_empty();
+            let epoch = counted.then_some(epoch.as_str());
+            if let Ok((Some(answer), found)) = cache
+                .admit_with_sticky(&request, sticky.as_deref(), renew_sticky, epoch)
                 .await
-        {
-            drop(epoch);
-            return Ok((answer, found, false));
+            {
+                return Ok((answer, found, false));
+            }
         }
         let (answer, found) = self.ask(super::usage::Admit { request, sticky }).await??;
         Ok((answer, found, true))

@@ -27,6 +27,16 @@ const ARCHIVE_BATCHES_PER_PASS: usize = 25;
 const REPLAY_PER_PASS: usize = 2_000;
 /// Rows read back from the archive per page when catching up with a new epoch.
 const CATCH_UP_PAGE: i64 = 5_000;
+/// How often an instance counting into Redis says which epoch it has caught up with.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
+/// An instance not heard of for this long is not waited for (stopped, or cut off from Redis:
+/// it catches up when it is back).
+const LIVE_FOR: Duration = Duration::from_secs(2);
+/// Announcements of instances gone this long are deleted.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// A new epoch's counters are trusted only once it is this old: by then every live instance
+/// has announced itself again (a wipe took the announcements with the counters).
+const EPOCH_GRACE: Duration = Duration::from_millis(1_000);
 
 /// Moves what waits in the journal into the archive now (also run on a timer).
 #[derive(Message)]
@@ -45,6 +55,13 @@ pub struct ReplayCounters;
 #[rtype(result = "()")]
 pub struct EnsureEpoch;
 
+/// Says in Redis which epoch this instance has caught up with, and trusts the epoch's limit
+/// counters for admissions once every live instance has (each adds its own journal's tail
+/// when it catches up: before that, the counters miss what it served).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AnnounceLedger;
+
 /// The ledger's standing with Redis.
 #[derive(Default)]
 pub struct LedgerState {
@@ -54,6 +71,9 @@ pub struct LedgerState {
     pub busy: bool,
     pub archiving: bool,
     pub replaying: bool,
+    pub announcing: bool,
+    /// Since when admissions have not trusted the counters (`None` while they do).
+    pub untrusted_since: Option<Instant>,
     /// Records below this were appended before the last replay pass began (the newer ones
     /// are most likely still on their way through `RecordUsage`).
     pub replay_below: u64,
@@ -95,7 +115,9 @@ impl Handler<ArchiveUsage> for RouterActor {
 }
 
 /// Moves journal records into MySQL in batches, advancing the checkpoint only after each
-/// commit; returns how many rows were new and whether more records are waiting.
+/// commit; returns how many rows were new and whether more records are waiting. The next
+/// batch is read and decoded from the journal while MySQL writes the current one (the two
+/// run on different cores).
 async fn archive_pass(
     journal: Arc<Journal>,
     store: PersistenceHandle,
@@ -103,11 +125,17 @@ async fn archive_pass(
     offset: i32,
     with_counters: bool,
 ) -> (u64, bool) {
-    let mut archived = 0u64;
-    for _ in 0..ARCHIVE_BATCHES_PER_PASS {
-        let from = journal.archived_through();
+    let read = |from: u64| {
         let reader = journal.clone();
-        let records = match tokio::task::spawn_blocking(move || reader.read(from, batch)).await {
+        tokio::task::spawn_blocking(move || reader.read(from, batch))
+    };
+    let mut archived = 0u64;
+    let mut next_read = Some(read(journal.archived_through()));
+    for _ in 0..ARCHIVE_BATCHES_PER_PASS {
+        let Some(reading) = next_read.take() else {
+            return (archived, false);
+        };
+        let records = match reading.await {
             Ok(r) => r,
             Err(e) => {
                 log::error!("journal read task failed: {e}");
@@ -119,8 +147,10 @@ async fn archive_pass(
         };
         let next = last.seq + 1;
         let full = records.len() >= batch;
+        // Read ahead only when a full batch suggests more is waiting.
+        next_read = full.then(|| read(next));
         let oldest = full.then_some(last.event.created_at);
-        let instance = journal.instance_id().to_string();
+        let instance: Arc<str> = Arc::from(journal.instance_id());
         let items: Vec<ArchiveItem> = records
             .into_iter()
             .map(|r| ArchiveItem {
@@ -292,7 +322,7 @@ impl Handler<EnsureEpoch> for RouterActor {
             return;
         }
         self.ledger.busy = true;
-        self.set_trusted(false);
+        self.set_trusted(None);
         let work = ensure_epoch(
             self.cache.clone(),
             self.store.clone(),
@@ -309,7 +339,8 @@ impl Handler<EnsureEpoch> for RouterActor {
                     }
                     act.ledger.epoch = Some(epoch);
                     act.local_limiter.clear_counters();
-                    act.set_trusted(act.counters_in_redis());
+                    // Trusted for admissions once every live instance has caught up too.
+                    ctx.notify(AnnounceLedger);
                     ctx.notify(ReplayCounters);
                 }
                 Err(e) => {
@@ -320,6 +351,63 @@ impl Handler<EnsureEpoch> for RouterActor {
             }
         }));
     }
+}
+
+impl Handler<AnnounceLedger> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: AnnounceLedger, ctx: &mut Self::Context) {
+        if self.ledger.announcing || !self.counters_in_redis() {
+            return;
+        }
+        self.ledger.announcing = true;
+        let mine = self.ledger.epoch.clone().filter(|_| !self.ledger.busy);
+        let (cache, journal) = (self.cache.clone(), self.journal.clone());
+        let work = async move {
+            cache
+                .announce_ledger(
+                    journal.instance_id(),
+                    mine.as_deref(),
+                    LIVE_FOR,
+                    FORGET_AFTER,
+                )
+                .await
+        };
+        ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
+            act.ledger.announcing = false;
+            // Redis failures are the health probe's business.
+            let Ok(seen) = result else { return };
+            if act.ledger.busy {
+                return;
+            }
+            let ours = act.ledger.epoch.clone();
+            if seen.epoch.is_none() {
+                // Redis lost its counters: the next admission or record has them rebuilt.
+                act.set_trusted(None);
+                return;
+            }
+            if seen.epoch != ours {
+                // Another instance rebuilt them: catch up (an idle instance learns it here).
+                act.set_trusted(None);
+                ctx.notify(EnsureEpoch);
+                return;
+            }
+            let settled = ours.as_deref().is_some_and(|e| epoch_age(e) >= EPOCH_GRACE);
+            let trusted = seen.behind == 0 && settled && act.counters_trusted();
+            act.set_trusted(ours.filter(|_| trusted));
+        }));
+    }
+}
+
+/// How long ago epoch `id` was made (its id starts with its creation time in ms); an id
+/// without one is old.
+fn epoch_age(id: &str) -> Duration {
+    id.split_once('-')
+        .and_then(|(ms, _)| ms.parse::<i64>().ok())
+        .map_or(Duration::MAX, |ms| {
+            let age = chrono::Utc::now().timestamp_millis().saturating_sub(ms);
+            Duration::from_millis(u64::try_from(age).unwrap_or(0))
+        })
 }
 
 /// Finds (or makes) the epoch in force and catches this instance up with it; returns its id
@@ -501,7 +589,12 @@ async fn rebuild_epoch(
                 ledger_queries::LedgerSnapshot::default()
             };
             let epoch = LedgerEpoch {
-                id: uuid::Uuid::new_v4().simple().to_string(),
+                // Its creation time first: instances judge the grace of a new epoch by it.
+                id: format!(
+                    "{}-{}",
+                    chrono::Utc::now().timestamp_millis(),
+                    uuid::Uuid::new_v4().simple()
+                ),
                 boundaries: snapshot.boundaries,
             };
             let counters: Vec<CounterValue> = snapshot

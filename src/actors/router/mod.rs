@@ -139,9 +139,10 @@ pub struct RouterActor {
     /// This instance's usage journal (shared with the HTTP workers, which append to it).
     journal: Arc<Journal>,
     ledger: ledger::LedgerState,
-    /// Whether the limit counters in Redis can be trusted (admissions wait on it while
-    /// they are rebuilt).
-    trusted_tx: tokio::sync::watch::Sender<bool>,
+    /// The epoch whose limit counters admissions may trust: this instance has caught up
+    /// with it and so has every live instance (admissions wait on it while they are
+    /// rebuilt); `None` until then.
+    trusted_tx: tokio::sync::watch::Sender<Option<String>>,
     usage_stats: UsageStats,
     /// Own address, for background work that reports back.
     me: Option<Addr<RouterActor>>,
@@ -189,7 +190,7 @@ impl RouterActor {
             flushing_counters: false,
             journal,
             ledger: ledger::LedgerState::default(),
-            trusted_tx: tokio::sync::watch::Sender::new(false),
+            trusted_tx: tokio::sync::watch::Sender::new(None),
             usage_stats: UsageStats::default(),
             me: None,
         }
@@ -371,6 +372,9 @@ impl Actor for RouterActor {
         if self.config.mode.uses_redis() {
             ctx.run_interval(COUNTER_FLUSH_INTERVAL, |_, ctx| {
                 ctx.notify(usage::FlushCounters)
+            });
+            ctx.run_interval(ledger::ANNOUNCE_EVERY, |_, ctx| {
+                ctx.notify(ledger::AnnounceLedger)
             });
         }
         ctx.run_interval(self.config.usage_batch_interval, |act, ctx| {

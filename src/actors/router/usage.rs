@@ -19,9 +19,14 @@ use crate::error::AppError;
 use crate::ledger::{CounterContext, Journal, JournalStats};
 use crate::persistence::ephemeral as queries;
 
-/// How long an admission waits for the limit counters to be rebuilt before it falls back to
-/// `LIMITS_ON_CACHE_DOWN`.
+/// How long an admission without limits waits for the counters to be rebuilt before it falls
+/// back to `LIMITS_ON_CACHE_DOWN`.
 const REBUILD_WAIT: Duration = Duration::from_secs(3);
+/// How long admissions with cost or rate limits wait for counters every live instance has
+/// caught up with, while they can be rebuilt (a shorter wait let a key overspend when a
+/// rebuild took longer), counted from when the counters stopped being trusted: past it, they
+/// no longer wait.
+const REBUILD_MAX: Duration = Duration::from_secs(30);
 
 /// Takes a lease and counts the request in the rate window, atomically; also reads the
 /// entry `sticky` (a sticky session, when given) in the same round trip.
@@ -201,26 +206,34 @@ impl RouterActor {
         self.counters_in_redis() && self.ledger.epoch.is_some() && !self.ledger.busy
     }
 
-    pub(super) fn set_trusted(&mut self, trusted: bool) {
-        self.trusted_tx.send_replace(trusted);
+    /// Admissions may trust the limit counters of `epoch` (`None`: not now).
+    pub(super) fn set_trusted(&mut self, epoch: Option<String>) {
+        self.ledger.untrusted_since = match (&epoch, self.ledger.untrusted_since) {
+            (Some(_), _) => None,
+            (None, since) => Some(since.unwrap_or_else(Instant::now)),
+        };
+        self.trusted_tx.send_if_modified(|t| {
+            let changed = *t != epoch;
+            *t = epoch;
+            changed
+        });
         self.publish_counting();
     }
 
-    /// Tells the workers whether they may admit and count in Redis themselves.
+    /// Tells the workers whether they may admit and count in Redis themselves: while this
+    /// instance has caught up with the epoch in force and every live instance trusts it.
     pub(super) fn publish_counting(&self) {
-        let epoch = self
-            .ledger
-            .epoch
-            .as_ref()
-            .filter(|_| self.counters_trusted())
-            .map(String::as_str);
+        let trusted = self.trusted_tx.borrow().clone();
+        let epoch = trusted
+            .as_deref()
+            .filter(|e| self.counters_trusted() && self.ledger.epoch.as_deref() == Some(*e));
         self.hot.publish_counting(epoch);
     }
 
     /// Redis went away: its counters are not ours until we have caught up again.
     pub(super) fn ledger_redis_down(&mut self) {
         self.ledger.epoch = None;
-        self.set_trusted(false);
+        self.set_trusted(None);
     }
 
     /// The answer `LIMITS_ON_CACHE_DOWN` gives while Redis cannot decide.
@@ -277,35 +290,66 @@ impl Handler<Admit> for RouterActor {
             return Box::pin(fut::ready(self.admit_locally(&req).map(|a| (a, None))));
         }
         // While the counters are being rebuilt, wait for them (bounded) rather than admit on
-        // counters that miss what Redis lost.
-        let wait = (self.ledger.busy
-            && (self.config.mode == StorageMode::Redis || self.mysql_up()))
-        .then(|| self.trusted_tx.subscribe());
+        // counters that miss what Redis lost. Limits check the counters of the epoch every
+        // live instance has caught up with (`trusted_tx`), and wait for it as long as a
+        // rebuild can make progress.
+        let counted = req.window.is_some() || !req.cost_limits.is_empty();
+        let rebuildable = self.config.mode == StorageMode::Redis || self.mysql_up();
         let mut trusted = self.trusted_tx.subscribe();
+        let left = REBUILD_MAX.saturating_sub(
+            self.ledger
+                .untrusted_since
+                .map_or(Duration::ZERO, |t| t.elapsed()),
+        );
+        let wait = rebuildable
+            && if counted {
+                trusted.borrow().is_none() && !left.is_zero()
+            } else {
+                self.ledger.busy
+            };
+        let bound = if counted && rebuildable {
+            left
+        } else {
+            REBUILD_WAIT
+        };
         let (cache, me) = (self.cache.clone(), self.me.clone());
         let sticky_ttl = self.config.sticky_session_ttl;
         let request = req.clone();
         let work = async move {
-            if let Some(mut rx) = wait {
+            if wait {
                 // Past the wait, admission goes on with whatever Redis says.
-                drop(tokio::time::timeout(REBUILD_WAIT, rx.wait_for(|t| *t)).await);
+                drop(tokio::time::timeout(bound, trusted.wait_for(Option::is_some)).await);
             }
+            let epoch = trusted.borrow().clone().filter(|_| counted);
             let first = cache
-                .admit_with_sticky(&request, msg.sticky.as_deref(), sticky_ttl)
+                .admit_with_sticky(
+                    &request,
+                    msg.sticky.as_deref(),
+                    sticky_ttl,
+                    epoch.as_deref(),
+                )
                 .await?;
             if first.0.is_some() {
                 return Ok(first);
             }
-            // Redis lost its counters (no epoch): have them rebuilt, then ask again.
-            // `EnsureEpoch` marks them untrusted before it answers.
+            // Redis lost its counters (no epoch) or another instance rebuilt them: catch up,
+            // then ask again. `EnsureEpoch` marks them untrusted before it answers.
             if let Some(me) = me
                 && me.send(EnsureEpoch).await.is_err()
             {
                 log::debug!("router stopped while asking for a counter rebuild");
             }
-            drop(tokio::time::timeout(REBUILD_WAIT, trusted.wait_for(|t| *t)).await);
+            drop(
+                tokio::time::timeout(bound, trusted.wait_for(|t| t.is_some() && *t != epoch)).await,
+            );
+            let epoch = trusted.borrow().clone().filter(|_| counted);
             cache
-                .admit_with_sticky(&request, msg.sticky.as_deref(), sticky_ttl)
+                .admit_with_sticky(
+                    &request,
+                    msg.sticky.as_deref(),
+                    sticky_ttl,
+                    epoch.as_deref(),
+                )
                 .await
         };
         Box::pin(

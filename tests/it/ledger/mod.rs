@@ -6,6 +6,7 @@
 
 mod bad_paths;
 mod faults;
+mod overspend;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

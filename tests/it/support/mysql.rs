@@ -98,3 +98,48 @@ pub fn strings(config: &MysqlConfig, sql: &str) -> Vec<String> {
         rows.into_iter().map(|r| r.s).collect()
     })
 }
+
+/// `LOCK TABLES <table> WRITE` held on a connection of its own until dropped: every other
+/// session's reads and writes of the table wait meanwhile (what a slow archive looks like
+/// to the relay, with MySQL still answering its probes).
+pub struct TableLock {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TableLock {
+    pub fn write(config: &MysqlConfig, table: &str) -> TableLock {
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let config = config.clone();
+        let table = table.to_string();
+        let thread = std::thread::spawn(move || {
+            let mut conn = SyncMysql::establish(config.database_url().expose_secret())
+                .expect("connect to MySQL");
+            conn.batch_execute(&format!("LOCK TABLES `{table}` WRITE"))
+                .expect("LOCK TABLES");
+            locked_tx.send(()).ok();
+            release_rx.recv().ok();
+            conn.batch_execute("UNLOCK TABLES").expect("UNLOCK TABLES");
+        });
+        locked_rx.recv().expect("the table is locked");
+        TableLock {
+            release: Some(release_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        if let Some(tx) = self.release.take() {
+            tx.send(()).ok();
+        }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+            && !std::thread::panicking()
+        {
+            panic!("the table lock's thread failed");
+        }
+    }
+}
