@@ -382,8 +382,11 @@ impl Handler<AnnounceLedger> for RouterActor {
             }
             let ours = act.ledger.epoch.clone();
             if seen.epoch.is_none() {
-                // Redis lost its counters: the next admission or record has them rebuilt.
+                // Redis lost its counters: have them rebuilt now (under a lock, one instance
+                // rebuilds; the others catch up), not only when an admission finds out;
+                // admissions that wait for trust would otherwise wait for nothing.
                 act.set_trusted(None);
+                ctx.notify(EnsureEpoch);
                 return;
             }
             if seen.epoch != ours {
