@@ -494,6 +494,29 @@ impl CacheHandle {
     }
 
     /// Releases a lock only if `token` still holds it.
+    /// Extends a lock the caller still holds (false: it is gone or someone else's).
+    pub async fn renew_lock(
+        &self,
+        name: &str,
+        token: String,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        let key = self.keys.entry(name);
+        let ms = ttl_ms(ttl);
+        self.exec(move |mut c| {
+            Box::pin(async move {
+                let n: i64 = scripts::RENEW_LOCK_SCRIPT
+                    .key(key)
+                    .arg(token)
+                    .arg(ms)
+                    .invoke_async(&mut c)
+                    .await?;
+                Ok(n == 1)
+            })
+        })
+        .await
+    }
+
     pub async fn release_lock(&self, name: &str, token: String) -> Result<bool, CacheError> {
         let key = self.keys.entry(name);
         self.exec(move |mut c| {

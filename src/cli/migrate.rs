@@ -247,7 +247,12 @@ async fn to_hybrid(mut config: Config, args: ToHybridArgs) -> Result<(), String>
         let mut source = CrsSource::connect(url).await?;
         let data = source.snapshot().await?;
         println!("CRS data set: {} Redis keys read", data.len());
-        let plan = import_crs::plan(&data, &crs_key, chrono::Utc::now())?;
+        let plan = import_crs::plan(
+            &data,
+            &crs_key,
+            chrono::Utc::now(),
+            config.timezone_offset_hours,
+        )?;
         println!(
             "CRS plan: {} keys, {} accounts, {} admin, {} daily history rows, {} counter sets",
             plan.keys.len(),

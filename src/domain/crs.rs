@@ -296,7 +296,6 @@ fn status(raw: &str) -> Option<AccountStatus> {
     match normalized.as_str() {
         "" | "created" => Some(AccountStatus::Active),
         "temp_error" | "overloaded" => Some(AccountStatus::TempUnavailable),
-        "quota_exceeded" => Some(AccountStatus::RateLimited),
         other => AccountStatus::parse(other),
     }
 }
@@ -306,7 +305,7 @@ fn convert_account(
     h: &Hash,
     kind: AccountType,
     d: &CrsDecryptor,
-    now: DateTime<Utc>,
+    (now, offset_hours): (DateTime<Utc>, i32),
     notes: &mut Vec<String>,
 ) -> Result<PlannedAccount, String> {
     api_key::validate_id(id)?;
@@ -370,7 +369,7 @@ fn convert_account(
         ));
         AccountStatus::Error
     });
-    let (status, status_until) = temporary_state(h, status, now);
+    let (status, status_until) = temporary_state(h, status, now, offset_hours);
     let created_at = time(h, "createdAt").unwrap_or(now);
     let mut name = field(h, "name").to_string();
     if name.is_empty() {
@@ -511,10 +510,14 @@ const CRS_TEMP_ERROR_MINUTES: i64 = 5;
 /// beside `status`) ends at `rateLimitEndAt`, else an hour after `rateLimitedAt`; a
 /// temporary error five minutes after `tempErrorAt`; without a time, counted from the
 /// import. A state already over is imported as active.
+/// A CRS account's temporary state with the end time it has here: a rate limit until
+/// CRS's end (or an hour after it began), a temporary error for a few minutes, a daily
+/// quota reached until the next local midnight (`offset_hours`, as the relay's days).
 fn temporary_state(
     h: &Hash,
     status: AccountStatus,
     now: DateTime<Utc>,
+    offset_hours: i32,
 ) -> (AccountStatus, Option<DateTime<Utc>>) {
     let limited = field(h, "rateLimitStatus") == "limited" || status == AccountStatus::RateLimited;
     let (status, end) = if limited && status != AccountStatus::Blocked {
@@ -522,6 +525,11 @@ fn temporary_state(
             time(h, "rateLimitedAt").unwrap_or(now) + chrono::Duration::hours(CRS_RATE_LIMIT_HOURS)
         });
         (AccountStatus::RateLimited, end)
+    } else if status == AccountStatus::QuotaExceeded {
+        (
+            status,
+            super::account::next_local_midnight(now, offset_hours),
+        )
     } else if status == AccountStatus::TempUnavailable {
         let since = time(h, "tempErrorAt").unwrap_or(now);
         (
@@ -603,6 +611,7 @@ pub fn plan(
     data: &BTreeMap<String, CrsValue>,
     crs_key: &str,
     now: DateTime<Utc>,
+    offset_hours: i32,
 ) -> Result<CrsPlan, String> {
     let oauth = CrsDecryptor::new(crs_key, CRS_SALT_OAUTH).map_err(|e| e.to_string())?;
     let console = CrsDecryptor::new(crs_key, CRS_SALT_CONSOLE).map_err(|e| e.to_string())?;
@@ -658,7 +667,7 @@ pub fn plan(
             if id == "index" || id.contains(':') {
                 continue;
             }
-            match convert_account(id, h, kind, d, now, &mut plan.notes) {
+            match convert_account(id, h, kind, d, (now, offset_hours), &mut plan.notes) {
                 Ok(a) => plan.accounts.push(a),
                 Err(why) => {
                     if why.contains("did not decrypt") || why.contains("non-UTF-8") {
@@ -974,7 +983,7 @@ mod tests {
             ("rateLimitEndAt", "2026-11-27T13:00:00.000Z"),
         ]);
         assert_eq!(
-            temporary_state(&limited, AccountStatus::Active, now),
+            temporary_state(&limited, AccountStatus::Active, now, 0),
             (
                 AccountStatus::RateLimited,
                 Some(Utc.with_ymd_and_hms(2026, 11, 27, 13, 0, 0).unwrap())
@@ -986,7 +995,7 @@ mod tests {
             ("rateLimitedAt", "2026-11-27T11:30:00.000Z"),
         ]);
         assert_eq!(
-            temporary_state(&old, AccountStatus::Active, now),
+            temporary_state(&old, AccountStatus::Active, now, 0),
             (
                 AccountStatus::RateLimited,
                 Some(Utc.with_ymd_and_hms(2026, 11, 27, 12, 30, 0).unwrap())
@@ -998,15 +1007,24 @@ mod tests {
             ("rateLimitedAt", "2026-11-27T10:00:00.000Z"),
         ]);
         assert_eq!(
-            temporary_state(&over, AccountStatus::Active, now),
+            temporary_state(&over, AccountStatus::Active, now, 0),
             (AccountStatus::Active, None)
+        );
+        // A daily quota reached: until the next local midnight (UTC+8 here).
+        let quota = hash(&[("status", "quota_exceeded")]);
+        assert_eq!(
+            temporary_state(&quota, status("quota_exceeded").unwrap(), now, 8),
+            (
+                AccountStatus::QuotaExceeded,
+                Some(Utc.with_ymd_and_hms(2026, 11, 27, 16, 0, 0).unwrap())
+            )
         );
         let temp = hash(&[
             ("status", "temp_error"),
             ("tempErrorAt", "2026-11-27T11:58:00.000Z"),
         ]);
         assert_eq!(
-            temporary_state(&temp, AccountStatus::TempUnavailable, now),
+            temporary_state(&temp, AccountStatus::TempUnavailable, now, 0),
             (
                 AccountStatus::TempUnavailable,
                 Some(Utc.with_ymd_and_hms(2026, 11, 27, 12, 3, 0).unwrap())
@@ -1014,14 +1032,14 @@ mod tests {
         );
         // No time at all: counted from the import.
         assert_eq!(
-            temporary_state(&hash(&[]), AccountStatus::TempUnavailable, now),
+            temporary_state(&hash(&[]), AccountStatus::TempUnavailable, now, 0),
             (
                 AccountStatus::TempUnavailable,
                 Some(now + chrono::Duration::minutes(5))
             )
         );
         assert_eq!(
-            temporary_state(&hash(&[]), AccountStatus::Error, now),
+            temporary_state(&hash(&[]), AccountStatus::Error, now, 0),
             (AccountStatus::Error, None)
         );
     }

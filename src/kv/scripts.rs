@@ -12,6 +12,9 @@ pub static RECORD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Scri
 /// The ledger announcement script, ready to invoke.
 pub static ANNOUNCE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(ANNOUNCE));
+/// The lock renewal script, ready to invoke.
+pub static RENEW_LOCK_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(RENEW_LOCK));
 /// The lock release script, ready to invoke.
 pub static RELEASE_LOCK_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(RELEASE_LOCK));
@@ -89,6 +92,14 @@ if not score or tonumber(score) <= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
 return 1
+"#;
+
+/// Extends a lock only if the caller's token still holds it. KEYS[1] lock; ARGV: token, ttl_ms.
+pub const RENEW_LOCK: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+return 0
 "#;
 
 /// Deletes a lock only if the caller's token still holds it. KEYS[1] lock; ARGV[1] token.

@@ -32,6 +32,8 @@ pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
 /// An instance not heard of for this long is not waited for (stopped, or cut off from Redis:
 /// it catches up when it is back).
 const LIVE_FOR: Duration = Duration::from_secs(2);
+/// Lifetime of the rebuild lock, renewed every third of it while the rebuild runs.
+const REBUILD_LOCK_TTL: Duration = Duration::from_secs(3);
 /// Announcements of instances gone this long are deleted.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 /// A new epoch's counters are trusted only once it is this old: by then every live instance
@@ -569,14 +571,30 @@ async fn rebuild_epoch(
         }
         let token = uuid::Uuid::new_v4().to_string();
         let taken = cache
-            .acquire_lock(&lock, token.clone(), Duration::from_secs(60))
+            .acquire_lock(&lock, token.clone(), REBUILD_LOCK_TTL)
             .await
             .map_err(|e| e.to_string())?;
         if !taken {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        let result = async {
+        // The lock lives a few seconds and is renewed while the rebuild runs: a process
+        // that dies holding it (a command beside the relays, a killed instance) keeps the
+        // others waiting for seconds, not for a minute.
+        let renew = async {
+            loop {
+                tokio::time::sleep(REBUILD_LOCK_TTL / 3).await;
+                match cache
+                    .renew_lock(&lock, token.clone(), REBUILD_LOCK_TTL)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => break "the rebuild lock was lost".to_string(),
+                    Err(e) => break format!("the rebuild lock could not be renewed: {e}"),
+                }
+            }
+        };
+        let rebuild = async {
             if let Some(e) = cache.ledger_epoch().await.map_err(|e| e.to_string())? {
                 return Ok(e);
             }
@@ -620,8 +638,11 @@ async fn rebuild_epoch(
                 epoch.id
             );
             Ok(epoch)
-        }
-        .await;
+        };
+        let result = tokio::select! {
+            done = rebuild => done,
+            lost = renew => Err(lost),
+        };
         if let Err(e) = cache.release_lock(&lock, token).await {
             log::debug!("rebuild lock not released (it expires): {e}");
         }
