@@ -455,26 +455,9 @@ pub async fn load(ctx: &AdminContext, id: &str) -> Result<Account, AdminError> {
         .ok_or_else(|| not_found(id))
 }
 
-/// `POST /admin/claude-accounts` (and the console alias with `type` preset).
-pub async fn create(
-    ctx: &AdminContext,
-    body: &Value,
-    preset: Option<AccountType>,
-) -> Result<AccountView, AdminError> {
-    let f = Fields::of(body)?;
-    let name = f
-        .string("name")?
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| AdminError::field("name", "is required"))?;
-    let account_type = match (preset, f.string("type")?) {
-        (Some(t), _) => t,
-        (None, Some(t)) => AccountType::parse(&t).ok_or_else(|| {
-            AdminError::field("type", "must be one of: claude-console, claude-oauth")
-        })?,
-        (None, None) => return Err(AdminError::field("type", "is required")),
-    };
-    let now = Utc::now();
-    let mut a = Account {
+/// A new account of `account_type` named `name`, with the defaults before any field applies.
+fn blank(name: String, account_type: AccountType, now: DateTime<Utc>) -> Account {
+    Account {
         id: uuid::Uuid::new_v4().to_string(),
         name,
         description: String::new(),
@@ -503,7 +486,42 @@ pub async fn create(
         auto_stop_on_warning: false,
         daily_quota: 0.0,
         subscription: None,
+    }
+}
+
+/// Checks the fields of a `create` body that are not credentials (name, priority, proxy,
+/// …) without creating anything: the console checks them before an OAuth login starts,
+/// so a bad field does not waste the one-time authorization code.
+pub fn check_new_fields(body: &Value, account_type: AccountType) -> Result<(), AdminError> {
+    let f = Fields::of(body)?;
+    let name = f
+        .string("name")?
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| AdminError::field("name", "is required"))?;
+    let mut a = blank(name, account_type, Utc::now());
+    apply_fields(&mut a, &mut Credentials::default(), &f)?;
+    Ok(())
+}
+
+/// `POST /admin/claude-accounts` (and the console alias with `type` preset).
+pub async fn create(
+    ctx: &AdminContext,
+    body: &Value,
+    preset: Option<AccountType>,
+) -> Result<AccountView, AdminError> {
+    let f = Fields::of(body)?;
+    let name = f
+        .string("name")?
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| AdminError::field("name", "is required"))?;
+    let account_type = match (preset, f.string("type")?) {
+        (Some(t), _) => t,
+        (None, Some(t)) => AccountType::parse(&t).ok_or_else(|| {
+            AdminError::field("type", "must be one of: claude-console, claude-oauth")
+        })?,
+        (None, None) => return Err(AdminError::field("type", "is required")),
     };
+    let mut a = blank(name, account_type, Utc::now());
     let mut creds = Credentials::default();
     let proxy = apply_fields(&mut a, &mut creds, &f)?;
     match account_type {

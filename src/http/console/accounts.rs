@@ -7,7 +7,7 @@ use actix_web::web;
 use chrono::{Duration, Utc};
 use maud::html;
 
-use super::layout::{self, action_button, count, csrf_field, money, when};
+use super::layout::{self, action_button, count, csrf_field, limit, money, when};
 use super::{BASE, Form, Page, Session, chart, form_json, html, redirect};
 use crate::domain::account::AccountType;
 use crate::domain::usage_event::local_date;
@@ -16,6 +16,8 @@ use crate::service::accounts::{self as service, AccountView};
 use crate::service::reports;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    // Before `/accounts/{id}`, which would take `subscription` for an id.
+    super::subscription::routes(cfg);
     cfg.route("/accounts", web::get().to(list))
         .route("/accounts/console", web::post().to(create_console))
         .route("/accounts/oauth", web::post().to(create_oauth))
@@ -76,6 +78,7 @@ async fn list(s: Session) -> Page {
                 }
             }
         }
+        (super::subscription::add_form(&s))
     };
     Ok(html(layout::page(&s, health.as_ref(), "Accounts", body)))
 }
@@ -147,7 +150,7 @@ async fn show(
     params: web::Query<std::collections::HashMap<String, String>>,
 ) -> Page {
     let account = service::load(&s.ctx, &id).await?;
-    let a = service::view(&s.ctx, &account);
+    let a = service::view_with_usage(&s.ctx, &account).await;
     let health = layout::health(&s.ctx.router).await;
     let today = local_date(Utc::now(), s.ctx.config.timezone_offset_hours);
     let from = today - Duration::days(USAGE_DAYS - 1);
@@ -155,6 +158,7 @@ async fn show(
     let base = format!("{BASE}/accounts/{}", a.id);
     let body = html! {
         @if params.get("saved").is_some() { p.notice role="status" { "Saved." } }
+        @if params.get("added").is_some() { p.notice role="status" id="account-added" { "Subscription connected." } }
         dl.facts {
             dt { "Name" } dd { (a.name) }
             dt { "Type" } dd { (a.account_type) }
@@ -167,6 +171,36 @@ async fn show(
             dt { "Proxy" } dd { (a.proxy.as_deref().unwrap_or("none")) }
             dt { "Token expires" } dd { (when(a.token_expires_at)) }
             dt { "Last used" } dd { (when(a.last_used_at)) }
+            dt { "Daily quota" } dd id="daily-quota" { (limit(money(a.daily_quota), a.daily_quota == 0.0)) }
+            dt { "Cost today" } dd id="daily-usage" { (a.daily_usage.map_or_else(|| "not available".to_string(), money)) }
+        }
+        @if a.account_type == AccountType::ClaudeOauth.as_str() || a.session_window.window_start.is_some() {
+            h2 { "5-hour window" }
+            @let w = &a.session_window;
+            dl.facts id="session-window" {
+                dt { "Start" } dd id="window-start" { (when(w.window_start)) }
+                dt { "End" } dd id="window-end" { (when(w.window_end)) }
+                dt { "Status" } dd id="window-status" {
+                    @if w.has_active_window { "active" } @else { "no active window" }
+                    @if let Some(st) = w.session_window_status { " (" (st) ")" }
+                }
+                @if w.has_active_window {
+                    dt { "Progress" } dd { (w.progress) "% gone" @if let Some(m) = w.remaining_time { ", " (m) " min left" } }
+                }
+                dt { "Stop on warning" } dd id="auto-stop" {
+                    @if a.auto_stop_on_warning { "yes" } @else { "no" }
+                    @if a.five_hour_auto_stopped { " (stopped for the rest of this window)" }
+                }
+            }
+        }
+        @if let Some(p) = &a.subscription_info {
+            h2 { "Subscription" }
+            dl.facts id="profile" {
+                dt { "Email" } dd id="profile-email" { (p.email.as_deref().unwrap_or("—")) }
+                dt { "Organization" } dd id="profile-organization" { (p.organization_name.as_deref().unwrap_or("—")) }
+                dt { "Subscription" } dd id="profile-subscription" { (p.subscription_type.as_deref().unwrap_or("—")) }
+                dt { "Read" } dd { (when(p.profile_fetched_at)) }
+            }
         }
         h2 { "Actions" }
         div.actions {

@@ -13,6 +13,7 @@ mod keys;
 mod layout;
 mod session;
 mod stats;
+mod subscription;
 mod usage;
 
 use actix_web::body::MessageBody;

@@ -3,7 +3,7 @@
 //! holder's page showing only the pasted key. One browser per test.
 //!
 //! With `SCREENSHOTS_DIR` set, the operator task saves the dashboard, the keys list and the
-//! key holder's page there (`scripts/screenshots.sh` refreshes docs/screenshots this way).
+//! key holder's page there, and the subscription test the connected account's page (`scripts/screenshots.sh` refreshes docs/screenshots this way).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -373,5 +373,137 @@ async fn the_key_holder_sees_only_their_own_key() {
     b.fill("#api-key", "cr_not-a-key").await;
     b.click_and_wait("#show-stats").await;
     assert_eq!(b.text("main h1").await, "Error 401");
+    b.close().await;
+}
+
+/// The query parameters of `url`.
+fn query(url: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// Issue 13: a Claude subscription is connected from the accounts page, by OAuth (the
+/// whole callback URL pasted; the profile read and shown) and by setup token (the bare
+/// code pasted), against the mock OAuth server. The authorize step is not a real page:
+/// the test reads the state from the shown link and pastes what Claude would show.
+#[actix_rt::test]
+async fn a_subscription_is_connected_from_the_accounts_page() {
+    use claude_relay::domain::account::AccountType;
+    use claude_relay::domain::oauth_flow::code_challenge;
+
+    let admin = start().await;
+    let b = Browser::start(WIDTH, HEIGHT).await;
+    login(&b, &admin).await;
+
+    b.goto(&admin.app.url("/admin-next/accounts")).await;
+    b.click("#sub-flow-oauth").await;
+    b.fill("#sub-name", "team max").await;
+    b.fill("#sub-priority", "7").await;
+    b.click_and_wait("#start-subscription").await;
+    assert_eq!(
+        b.text("main h1").await,
+        "Connect a Claude subscription (OAuth)"
+    );
+    let link = b
+        .execute(
+            "return document.querySelector('#auth-url').href;",
+            json!([]),
+        )
+        .await;
+    let link = link.as_str().unwrap().to_string();
+    assert_eq!(b.value("#auth-url-text").await, link);
+    assert!(
+        link.starts_with("https://claude.ai/oauth/authorize?"),
+        "{link}"
+    );
+    let q = query(&link);
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert!(q["scope"].contains("user:profile"), "{}", q["scope"]);
+    assert!(admin.router().list_accounts().await.unwrap().is_empty());
+
+    let callback = format!(
+        "https://platform.claude.com/oauth/code/callback?code=AUTHCODE123&state={}",
+        q["state"]
+    );
+    b.fill("#sub-code", &callback).await;
+    b.click_and_wait("#finish-subscription").await;
+    assert_eq!(b.text("#account-added").await, "Subscription connected.");
+    assert_eq!(b.text("main h1").await, "Account team max");
+    assert_eq!(b.text("#account-status").await, "active");
+    assert_eq!(b.text("#profile-email").await, "max-owner@example.com");
+    assert_eq!(b.text("#profile-organization").await, "Example Org");
+    assert_eq!(b.text("#profile-subscription").await, "claude_max");
+    assert_eq!(b.text("#window-start").await, "—");
+    assert_eq!(b.text("#window-status").await, "no active window");
+    assert_eq!(b.text("#auto-stop").await, "no");
+    assert_eq!(b.text("#daily-quota").await, "none");
+    assert_eq!(b.text("#daily-usage").await, "$0.00");
+    screenshot(&b, "console-subscription").await;
+
+    let sent = admin.mock.token_requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["grant_type"], "authorization_code");
+    assert_eq!(sent[0]["code"], "AUTHCODE123");
+    assert_eq!(sent[0]["state"], q["state"].as_str());
+    assert_eq!(
+        code_challenge(sent[0]["code_verifier"].as_str().unwrap()),
+        q["code_challenge"]
+    );
+    let accounts = admin.router().list_accounts().await.unwrap();
+    assert_eq!(accounts.len(), 1);
+    let a = &accounts[0];
+    assert_eq!(
+        (a.name.as_str(), a.account_type, a.priority),
+        ("team max", AccountType::ClaudeOauth, 7)
+    );
+    assert!(
+        b.current_url()
+            .await
+            .ends_with(&format!("/admin-next/accounts/{}?added=1", a.id))
+    );
+    let info = a.subscription.clone().unwrap();
+    assert_eq!(info.email.as_deref(), Some("max-owner@example.com"));
+    assert_eq!(info.subscription_type.as_deref(), Some("claude_max"));
+    assert!(!b.source().await.contains("sk-ant-oat01"), "a token leaked");
+
+    // The setup token: inference only, the bare code pasted, no profile to read.
+    b.goto(&admin.app.url("/admin-next/accounts")).await;
+    b.click("#sub-flow-setup").await;
+    b.fill("#sub-name", "inference only").await;
+    b.click_and_wait("#start-subscription").await;
+    assert_eq!(
+        b.text("main h1").await,
+        "Connect a Claude subscription (setup token)"
+    );
+    let q = query(&b.value("#auth-url-text").await);
+    assert_eq!(q["scope"], "user:inference");
+    b.fill("#sub-code", "SETUPCODE9").await;
+    b.click_and_wait("#finish-subscription").await;
+    assert_eq!(b.text("main h1").await, "Account inference only");
+    assert!(b.try_find("#profile").await.is_none());
+    let sent = admin.mock.token_requests();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1]["code"], "SETUPCODE9");
+    assert!(sent[1]["expires_in"].as_i64().unwrap() > 0, "{}", sent[1]);
+    assert_eq!(admin.mock.profile_requests().len(), 1);
+    let mut names: Vec<(String, AccountType)> = admin
+        .router()
+        .list_accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.name, a.account_type))
+        .collect();
+    names.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        names,
+        [
+            ("inference only".to_string(), AccountType::ClaudeOauth),
+            ("team max".to_string(), AccountType::ClaudeOauth)
+        ]
+    );
     b.close().await;
 }

@@ -738,3 +738,185 @@ async fn an_account_is_edited_and_its_status_reset_through_the_forms() {
     assert_eq!((status, location.as_str()), (303, "/admin-next/accounts"));
     assert!(admin.router().list_accounts().await.unwrap().is_empty());
 }
+
+/// Issue 13: connecting a subscription with an unknown or used-up session, a session of the
+/// other flow, a refused or malformed code, or a bad account field is a clear 400 that
+/// creates nothing (and a bad field is refused before any login starts).
+#[actix_rt::test]
+async fn a_subscription_code_for_an_unknown_session_changes_nothing() {
+    let admin = start().await;
+    let token = session_token(&admin).await;
+    let finish = "/admin-next/accounts/subscription/code";
+    let nothing_created = |admin: &crate::admin::Admin| {
+        assert_eq!(admin.scalar("SELECT COUNT(*) AS n FROM claude_accounts"), 0);
+    };
+
+    // Unknown session.
+    let (status, _, body) = post_form(
+        &admin,
+        &token,
+        finish,
+        &[
+            ("sessionId", "0b6f6c1e-4f7e-4a4e-9d1e-000000000000"),
+            ("flow", "oauth"),
+            ("name", "max"),
+            ("priority", "50"),
+            ("proxy", ""),
+            ("code", "AUTHCODE123"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains(
+            "sessionId: unknown or expired OAuth session: generate a new authorization URL"
+        ),
+        "{body}"
+    );
+    assert!(admin.mock.token_requests().is_empty());
+    nothing_created(&admin);
+
+    // A bad account field is refused before a login starts.
+    let (status, _, body) = post_form(
+        &admin,
+        &token,
+        "/admin-next/accounts/subscription",
+        &[("flow", "oauth"), ("name", ""), ("priority", "50")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("name: is required"), "{body}");
+    let (status, _, body) = post_form(
+        &admin,
+        &token,
+        "/admin-next/accounts/subscription",
+        &[("flow", "oauth"), ("name", "max"), ("proxy", "ftp://x")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("proxy: must be a http"), "{body}");
+    let (status, _, body) = post_form(
+        &admin,
+        &token,
+        "/admin-next/accounts/subscription",
+        &[("flow", "magic"), ("name", "max")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("flow: must be oauth or setup-token"),
+        "{body}"
+    );
+
+    // A setup-token session is not an OAuth one.
+    let (status, _, page) = post_form(
+        &admin,
+        &token,
+        "/admin-next/accounts/subscription",
+        &[("flow", "setup-token"), ("name", "max"), ("priority", "50")],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let at = page.find("name=\"sessionId\" value=\"").unwrap() + 24;
+    let session = page[at..at + 36].to_string();
+    let form = |flow: &'static str, code: &'static str| {
+        let session = session.clone();
+        move || {
+            vec![
+                ("sessionId", session.clone()),
+                ("flow", flow.to_string()),
+                ("name", "max".to_string()),
+                ("priority", "50".to_string()),
+                ("proxy", String::new()),
+                ("code", code.to_string()),
+            ]
+        }
+    };
+    let post = |fields: Vec<(&'static str, String)>| {
+        let admin = &admin;
+        let token = token.clone();
+        async move {
+            let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_form(admin, &token, finish, &f).await
+        }
+    };
+    let (status, _, body) = post(form("oauth", "AUTHCODE123")()).await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("sessionId: unknown or expired OAuth session"),
+        "{body}"
+    );
+    // A code that is not one.
+    let (status, _, body) = post(form("setup-token", "two words")()).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("code: not an authorization code"), "{body}");
+    assert!(admin.mock.token_requests().is_empty());
+    // The OAuth server refuses the code.
+    admin.mock.set_token_status(400);
+    let (status, _, body) = post(form("setup-token", "AUTHCODE123")()).await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("the OAuth server refused the code (HTTP 400)"),
+        "{body}"
+    );
+    assert_eq!(admin.mock.token_requests().len(), 1);
+    nothing_created(&admin);
+    assert!(admin.router().list_accounts().await.unwrap().is_empty());
+}
+
+/// Issue 13: the account page shows the 5-hour window (start, end, status), the stop on
+/// warning, the daily quota with today's cost, and the profile.
+#[actix_rt::test]
+async fn the_account_page_shows_the_window_quota_and_profile() {
+    use claude_relay::domain::account::{SessionWindow, SubscriptionInfo, WindowStatus};
+
+    let admin = start().await;
+    let token = session_token(&admin).await;
+    let (status, created) = admin
+        .post(
+            "/admin/claude-accounts",
+            &json!({"name": "max", "type": "claude-oauth", "accessToken": "sk-ant-oat01-max",
+                    "expiresAt": 1893456000000i64, "autoStopOnWarning": true,
+                    "dailyQuota": 12.5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["data"]["id"].as_str().unwrap().to_string();
+    let mut stored = admin.router().get_account(&id).await.unwrap().unwrap();
+    let mut window = SessionWindow::starting_at(chrono::Utc::now());
+    window.status = Some(WindowStatus::AllowedWarning);
+    stored.session_window = Some(window);
+    stored.subscription = Some(SubscriptionInfo {
+        email: Some("owner@example.com".into()),
+        organization_name: Some("Org <b>".into()),
+        organization_uuid: Some("org-1".into()),
+        subscription_type: Some("claude_pro".into()),
+        profile_fetched_at: None,
+    });
+    admin.router().save_account(stored).await.unwrap();
+
+    let page = raw_client()
+        .get(admin.app.url(&format!("/admin-next/accounts/{id}")))
+        .header("cookie", format!("crs_console={token}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    for want in [
+        format!("<dd id=\"window-start\">{}</dd>", fmt(window.start)),
+        format!("<dd id=\"window-end\">{}</dd>", fmt(window.end)),
+        "<dd id=\"window-status\">active (allowed_warning)</dd>".to_string(),
+        // A warning with the stop on: out of rotation for the rest of the window.
+        "<dd id=\"auto-stop\">yes (stopped for the rest of this window)</dd>".to_string(),
+        "<dd id=\"daily-quota\">$12.50</dd>".to_string(),
+        "<dd id=\"daily-usage\">$0.00</dd>".to_string(),
+        "<dd id=\"profile-email\">owner@example.com</dd>".to_string(),
+        "<dd id=\"profile-organization\">Org &lt;b&gt;</dd>".to_string(),
+        "<dd id=\"profile-subscription\">claude_pro</dd>".to_string(),
+    ] {
+        assert!(page.contains(&want), "{want} not in {page}");
+    }
+}
