@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::ledger::{Answer, Ledger, Tally, assert_exact, count, send};
 use crate::support::env::random_hex;
-use crate::support::{Behaviour, ChildRelay, Http, TestEnv, eventually, spawn_binary};
+use crate::support::{Behaviour, ChildRelay, Http, TcpProxy, TestEnv, eventually, spawn_binary};
 
 const HEALTHY: Duration = Duration::from_secs(30);
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -226,11 +226,28 @@ async fn a_killed_instance_frees_its_slots_after_the_lease_time_and_its_journal_
     let (key, plaintext) = f.another_key(|k| k.concurrency_limit = 3).await;
     let relay_1 = instance(&mut f.env, "1").await;
     let relay_2 = instance(&mut f.env, "2").await;
-    // Instance 3 archives only once a minute: what it serves stays in its journal.
-    f.env.set("USAGE_BATCH_INTERVAL_MS", "60000");
+    // Instance 3 reaches MySQL through a proxy the test cuts: what it serves stays in its
+    // journal.
+    let proxy = TcpProxy::to_mysql();
+    let direct = f.env.var("MYSQL_PORT").expect("MYSQL_PORT").to_string();
+    f.env.set("MYSQL_PORT", proxy.port().to_string());
     let mut relay_3 = instance(&mut f.env, "3").await;
+    f.env.set("MYSQL_PORT", direct);
     let client = crate::ledger::client();
     let mut tally = Tally::default();
+    // One request archived normally puts the key and the accounts in instance 3's caches.
+    match send(&client, &relay_3.base, &plaintext, false).await {
+        Answer::Ok(id) => tally.ok_ids.push(id),
+        other => panic!("{}", status(&other)),
+    }
+    eventually(WAIT, "instance 3 archived its first event", || async {
+        match backlog(&relay_3.http).await {
+            Some(0) => Ok(()),
+            other => Err(format!("backlog {other:?}")),
+        }
+    })
+    .await;
+    proxy.cut();
     for _ in 0..5 {
         match send(&client, &relay_3.base, &plaintext, false).await {
             Answer::Ok(id) => tally.ok_ids.push(id),
@@ -244,7 +261,7 @@ async fn a_killed_instance_frees_its_slots_after_the_lease_time_and_its_journal_
         }
     })
     .await;
-    assert_eq!(count(&f.env, "SELECT COUNT(*) AS n FROM usage_records"), 0);
+    assert_eq!(count(&f.env, "SELECT COUNT(*) AS n FROM usage_records"), 1);
 
     // Three streams hold the key's three slots through instance 3; then it dies.
     let gate = shut_gate(&f);
@@ -318,7 +335,6 @@ async fn a_killed_instance_frees_its_slots_after_the_lease_time_and_its_journal_
     }
 
     // Restarted on its journal, instance 3 archives the 5 events it had kept.
-    f.env.set("USAGE_BATCH_INTERVAL_MS", "100");
     let relay_3 = instance(&mut f.env, "3").await;
     assert_exact(
         &f.env,
@@ -336,8 +352,8 @@ async fn a_killed_instance_frees_its_slots_after_the_lease_time_and_its_journal_
     .collect();
     assert_eq!(
         archived.len(),
-        9,
-        "5 from the journal, 1 + 3 after the kill"
+        10,
+        "1 before the cut, 5 from the journal, 1 + 3 after the kill"
     );
 }
 

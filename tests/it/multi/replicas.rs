@@ -226,6 +226,14 @@ async fn listings_read_a_replica_and_fall_back_to_the_primary_when_it_stops_or_d
     // Lagging: the replica applies events an hour late; a second key made on the primary
     // makes it fall behind, and past MYSQL_REPLICA_MAX_LAG_SECONDS (2) the primary answers.
     replica.must("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 3600; START SLAVE");
+    // Restarting replication shows as "stopped" for a moment: read from again first.
+    wait_listed(
+        &relay.base,
+        &token,
+        &["on the replica"],
+        "delayed replica read",
+    )
+    .await;
     create_key(&setup.actors.router, &config, |_| {}).await;
     let written = std::time::Instant::now();
     let both = ["test key", "test key"];
