@@ -23,7 +23,7 @@
 //! older name `SPOOL_DIR` is read too) · `USAGE_JOURNAL_FSYNC` [1000] never|always|<ms> ·
 //! `USAGE_JOURNAL_FULL` [reject] reject|serve · `USAGE_JOURNAL_MAX_BYTES` [0 = no limit] ·
 //! `USAGE_BACKLOG_DEGRADED_SECONDS` [60] ·
-//! `BACKEND_PROBE_INTERVAL_MS` [500] · `REDIS_TIMEOUT_MS` [200] · `MYSQL_TIMEOUT_MS` [2000] ·
+//! `BACKEND_PROBE_INTERVAL_MS` [500] · `REDIS_TIMEOUT_MS` [200] · `MYSQL_TIMEOUT_MS` [2000] · `MYSQL_REPLICA_HOSTS` [] (host:port,… read replicas for reports and listings) · `MYSQL_REPLICA_MAX_LAG_SECONDS` [5] ·
 //! `USAGE_BATCH_SIZE` [2000] (at most 3000: one insert statement of about 1 MB per batch) · `USAGE_BATCH_INTERVAL_MS` [200] · `MAX_REQUEST_BODY_BYTES` [33554432] ·
 //! `RATE_LIMIT_COOLDOWN_SECONDS` [60] (a 429 without a reset time) ·
 //! `OVERLOAD_COOLDOWN_SECONDS` [600] (a 529; 0 keeps the account in rotation) ·
@@ -131,6 +131,11 @@ pub struct MysqlConfig {
     pub connection_limit: usize,
     /// Upper bound of one pool checkout or query.
     pub timeout: Duration,
+    /// Read replicas (`MYSQL_REPLICA_HOSTS`), same user, password and database: used only
+    /// for reports and listings, never for admission, key checks or migrations.
+    pub replicas: Vec<(String, u16)>,
+    /// A replica further behind than this (`Seconds_Behind_Master`) is not read from.
+    pub replica_max_lag: Duration,
 }
 
 impl MysqlConfig {
@@ -141,6 +146,15 @@ impl MysqlConfig {
     /// URL of the relay's database, password included.
     pub fn database_url(&self) -> SecretString {
         self.url_for(&self.database)
+    }
+    /// The same server settings for the replica at `host:port`.
+    pub fn replica(&self, host: &str, port: u16) -> MysqlConfig {
+        MysqlConfig {
+            host: host.to_string(),
+            port,
+            replicas: Vec::new(),
+            ..self.clone()
+        }
     }
     fn url_for(&self, db: &str) -> SecretString {
         let pw = self.password.expose_secret();
@@ -259,6 +273,38 @@ impl Reader<'_> {
             });
         }
         Ok(value)
+    }
+
+    /// A comma-separated list of `host:port` (empty when unset).
+    fn host_ports(&self, name: &'static str) -> Result<Vec<(String, u16)>, ConfigError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(Vec::new());
+        };
+        raw.split(',')
+            .map(str::trim)
+            .map(|entry| {
+                let bad = |why: &str| ConfigError {
+                    variable: name,
+                    message: format!("`{entry}` is not host:port ({why})"),
+                };
+                if entry.is_empty() {
+                    return Err(ConfigError {
+                        variable: name,
+                        message: format!("`{raw}` has an empty entry"),
+                    });
+                }
+                let (host, port) = entry.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+                if host.is_empty() {
+                    return Err(bad("no host"));
+                }
+                let port: u16 = port
+                    .parse()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| bad("port is not 1..=65535"))?;
+                Ok((host.to_string(), port))
+            })
+            .collect()
     }
 
     fn url(&self, name: &'static str, default: &str) -> Result<String, ConfigError> {
@@ -419,6 +465,13 @@ impl Config {
                     2000u64,
                     50,
                     600_000,
+                )?),
+                replicas: r.host_ports("MYSQL_REPLICA_HOSTS")?,
+                replica_max_lag: Duration::from_secs(r.number(
+                    "MYSQL_REPLICA_MAX_LAG_SECONDS",
+                    5u64,
+                    0,
+                    86_400,
                 )?),
             },
             host: r.string("HOST", "127.0.0.1"),

@@ -27,6 +27,8 @@ pub type StoreJob<T> = Box<dyn FnOnce(DbConn) -> BoxFuture<'static, Result<T, St
 pub struct Exec<T> {
     pub job: StoreJob<T>,
     pub timeout: Option<Duration>,
+    /// A report or listing: may run on a read replica that is up and not lagging.
+    pub replica_ok: bool,
 }
 
 impl<T: Send + 'static> Message for Exec<T> {
@@ -58,6 +60,22 @@ pub struct PersistenceActor {
     probing: bool,
     circuit: Circuit,
     reporter: StateReporter,
+    /// The read replicas (`MYSQL_REPLICA_HOSTS`), in order.
+    replicas: Vec<Replica>,
+    /// Round-robin position over the usable replicas.
+    next_replica: usize,
+}
+
+/// One read replica: its own pool, and whether the last probe found it up and close enough.
+struct Replica {
+    name: String,
+    pool: Pool<AsyncMysqlConnection>,
+    /// Up, replicating, and at most `replica_max_lag` behind (set by the probe, cleared by a
+    /// failed call).
+    usable: bool,
+    probing: bool,
+    /// False until the first probe's outcome was logged.
+    reported: bool,
 }
 
 /// Builds the pool with every deadpool time-out set: without them a silent MySQL hangs
@@ -85,6 +103,19 @@ impl PersistenceActor {
         enabled: bool,
     ) -> std::io::Result<PersistenceHandle> {
         let pool = build_pool(&config)?;
+        let replicas = config
+            .replicas
+            .iter()
+            .map(|(host, port)| {
+                Ok(Replica {
+                    name: format!("{host}:{port}"),
+                    pool: build_pool(&config.replica(host, *port))?,
+                    usable: false,
+                    probing: false,
+                    reported: false,
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         let arbiter = Arbiter::new();
         let addr =
             PersistenceActor::start_in_arbiter(&arbiter.handle(), move |_| PersistenceActor {
@@ -96,6 +127,8 @@ impl PersistenceActor {
                 probing: false,
                 circuit: Circuit::default(),
                 reporter: StateReporter::default(),
+                replicas,
+                next_replica: 0,
             });
         Ok(PersistenceHandle {
             addr,
@@ -103,7 +136,66 @@ impl PersistenceActor {
         })
     }
 
+    /// Asks every replica how far behind it is; one that does not answer, does not
+    /// replicate, or lags more than `replica_max_lag` is not read from until it recovers.
+    fn probe_replicas(&mut self, ctx: &mut Context<Self>) {
+        let max_lag = self.config.replica_max_lag.as_secs();
+        let timeout = self.config.timeout.min(Duration::from_millis(900));
+        for index in 0..self.replicas.len() {
+            let replica = &mut self.replicas[index];
+            if replica.probing {
+                continue;
+            }
+            replica.probing = true;
+            let pool = replica.pool.clone();
+            let work = async move {
+                match tokio::time::timeout(timeout, setup::replica_lag(&pool)).await {
+                    Ok(Ok(lag)) if lag <= max_lag => Ok(lag),
+                    Ok(Ok(lag)) => Err(format!("{lag} s behind (at most {max_lag} s allowed)")),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err("probe timed out".to_string()),
+                }
+            };
+            ctx.spawn(work.into_actor(self).map(move |result, act, _ctx| {
+                let replica = &mut act.replicas[index];
+                replica.probing = false;
+                let usable = result.is_ok();
+                if usable != replica.usable || !replica.reported {
+                    replica.reported = true;
+                    match &result {
+                        Ok(lag) => log::info!(
+                            "mysql replica {} is read from again ({lag} s behind)",
+                            replica.name
+                        ),
+                        Err(e) => log::warn!(
+                            "mysql replica {} is not read from (reports use the primary): {e}",
+                            replica.name
+                        ),
+                    }
+                }
+                replica.usable = usable;
+            }));
+        }
+    }
+
+    /// The pool a call runs on: a usable replica (round robin) for reports and listings,
+    /// else the primary. Returns the replica's index when it is one.
+    fn pool_for(&mut self, replica_ok: bool) -> (Pool<AsyncMysqlConnection>, Option<usize>) {
+        if replica_ok {
+            let n = self.replicas.len();
+            for step in 0..n {
+                let index = (self.next_replica + step) % n;
+                if self.replicas[index].usable {
+                    self.next_replica = index + 1;
+                    return (self.replicas[index].pool.clone(), Some(index));
+                }
+            }
+        }
+        (self.pool.clone(), None)
+    }
+
     fn probe(&mut self, ctx: &mut Context<Self>) {
+        self.probe_replicas(ctx);
         if self.probing {
             return;
         }
@@ -185,33 +277,58 @@ impl<T: Send + 'static> Handler<Exec<T>> for PersistenceActor {
         if !self.circuit.allows() || !self.schema_ready {
             return Box::pin(fut::ready(Err(StoreError::Unavailable)));
         }
-        let pool = self.pool.clone();
+        let (pool, replica) = self.pool_for(msg.replica_ok);
+        let primary = self.pool.clone();
         let timeout = msg.timeout.unwrap_or(self.config.timeout);
         let work = async move {
             let run = async move {
-                let conn = pool.get().await.map_err(StoreError::from)?;
-                (msg.job)(conn).await
+                // A replica that cannot give a connection (dead since the last probe): the
+                // call goes to the primary, and the replica is left until the probe finds it.
+                let (conn, replica_failed) = match pool.get().await {
+                    Ok(conn) => (conn, false),
+                    Err(e) if replica.is_some() => {
+                        log::warn!("mysql replica unavailable, report read from the primary: {e}");
+                        match primary.get().await {
+                            Ok(conn) => (conn, true),
+                            Err(e) => return (Err(StoreError::from(e)), true),
+                        }
+                    }
+                    Err(e) => return (Err(StoreError::from(e)), false),
+                };
+                ((msg.job)(conn).await, replica_failed)
             };
             // A query on a checked-out connection has no time-out of its own.
             match tokio::time::timeout(timeout, run).await {
                 Ok(result) => result,
-                Err(_) => Err(StoreError::Timeout),
+                Err(_) => (Err(StoreError::Timeout), false),
             }
         };
-        Box::pin(work.into_actor(self).map(|result, act, _ctx| {
-            match &result {
-                Err(e) if e.is_outage() => {
-                    if act.circuit.failure() {
-                        act.reporter
-                            .report(Backend::Mysql, BackendState::down(error_chain(e)));
+        Box::pin(
+            work.into_actor(self)
+                .map(move |(result, replica_failed), act, _ctx| {
+                    if let Some(index) = replica {
+                        // A replica's failure says nothing of the primary's circuit.
+                        if replica_failed || matches!(&result, Err(e) if e.is_outage()) {
+                            act.replicas[index].usable = false;
+                        }
+                        if !replica_failed {
+                            return result;
+                        }
                     }
-                }
-                _ => {
-                    act.circuit.success();
-                }
-            }
-            result
-        }))
+                    match &result {
+                        Err(e) if e.is_outage() => {
+                            if act.circuit.failure() {
+                                act.reporter
+                                    .report(Backend::Mysql, BackendState::down(error_chain(e)));
+                            }
+                        }
+                        _ => {
+                            act.circuit.success();
+                        }
+                    }
+                    result
+                }),
+        )
     }
 }
 
@@ -271,6 +388,27 @@ impl PersistenceHandle {
             .send(Exec {
                 job: Box::new(job),
                 timeout,
+                replica_ok: false,
+            })
+            .await
+            .unwrap_or(Err(StoreError::Unavailable))
+    }
+
+    /// Runs a report or listing: on a read replica that is up and not lagging when there is
+    /// one, else on the primary. Never for admission, key checks or anything that must see
+    /// a write just made.
+    pub async fn exec_report<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(DbConn) -> BoxFuture<'static, Result<T, StoreError>> + Send + 'static,
+    {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.addr
+            .send(Exec {
+                job: Box::new(job),
+                timeout: None,
+                replica_ok: true,
             })
             .await
             .unwrap_or(Err(StoreError::Unavailable))

@@ -131,3 +131,27 @@ pub async fn server_status(
     .await?;
     Ok(rows.into_iter().map(|r| (r.name, r.value)).collect())
 }
+
+#[derive(diesel::QueryableByName)]
+struct ReplicaStatus {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    #[diesel(column_name = Seconds_Behind_Master)]
+    lag: Option<i64>,
+}
+
+/// How far the replica behind `pool` lags its primary (`Seconds_Behind_Master`); an error
+/// when the server replicates nothing or replication is stopped (the column is NULL).
+pub async fn replica_lag(pool: &Pool<AsyncMysqlConnection>) -> Result<u64, String> {
+    let mut conn = pool.get().await.map_err(|e| pool_error(&e))?;
+    let rows: Vec<ReplicaStatus> =
+        diesel_async::RunQueryDsl::load(diesel::sql_query("SHOW SLAVE STATUS"), &mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    match rows.into_iter().next() {
+        None => Err("not a replica (SHOW SLAVE STATUS is empty)".into()),
+        Some(ReplicaStatus { lag: None }) => Err("replication is stopped".into()),
+        Some(ReplicaStatus { lag: Some(lag) }) => {
+            u64::try_from(lag).map_err(|_| format!("Seconds_Behind_Master is {lag}"))
+        }
+    }
+}

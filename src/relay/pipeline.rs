@@ -43,11 +43,11 @@ const MAX_MODEL_LEN: usize = 128;
 /// Slack added to the upstream time-out for a lease, so a live request never loses it.
 const LEASE_SLACK_MS: u64 = 60_000;
 
-/// A lease lives as long as the longest request may, plus the slack.
+/// A lease lives as long as the longest request may, plus the slack (at most as long as the
+/// time-out again: a short REQUEST_TIMEOUT frees a crashed instance's slots soon).
 fn lease_ttl_ms(config: &Config) -> u64 {
-    u64::try_from(config.request_timeout.as_millis())
-        .unwrap_or(u64::MAX)
-        .saturating_add(LEASE_SLACK_MS)
+    let timeout = u64::try_from(config.request_timeout.as_millis()).unwrap_or(u64::MAX);
+    timeout.saturating_add(LEASE_SLACK_MS.min(timeout))
 }
 
 /// Token counts as stored (i64 columns; a count never comes near the limit).

@@ -503,7 +503,7 @@ pub struct Page {
 
 /// Filtered keys (newest first) and the page they are on.
 pub async fn list(ctx: &AdminContext, q: &KeyQuery) -> Result<(Vec<KeyView>, Page), AdminError> {
-    let keys = ctx.router.list_keys(q.deleted.is_some()).await?;
+    let keys = ctx.router.list_keys_report(q.deleted.is_some()).await?;
     let needle = q.search.as_ref().map(|s| s.to_lowercase());
     let matching: Vec<KeyView> = keys
         .iter()

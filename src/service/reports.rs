@@ -271,13 +271,13 @@ pub async fn report(
     }
     let key_names: HashMap<String, String> = ctx
         .router
-        .list_keys(true)
+        .list_keys_report(true)
         .await
         .map(|ks| ks.into_iter().map(|k| (k.id, k.name)).collect())
         .unwrap_or_default();
     let account_names: HashMap<String, String> = ctx
         .router
-        .list_accounts()
+        .list_accounts_report()
         .await
         .map(|accs| accs.into_iter().map(|a| (a.id, a.name)).collect())
         .unwrap_or_default();

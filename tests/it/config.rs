@@ -261,3 +261,36 @@ fn bad_usage_journal_settings_are_rejected() {
         "5000 is out of range 1..=3000",
     );
 }
+
+#[test]
+fn mysql_replica_hosts_are_parsed_and_bad_ones_rejected() {
+    let config = TestEnv::offline().config();
+    assert!(config.mysql.replicas.is_empty(), "no replica by default");
+    assert_eq!(config.mysql.replica_max_lag.as_secs(), 5);
+    let mut env = TestEnv::offline();
+    env.set("MYSQL_REPLICA_HOSTS", " db-r1:3307 , 10.0.0.2:3306")
+        .set("MYSQL_REPLICA_MAX_LAG_SECONDS", "30");
+    let config = env.config();
+    assert_eq!(
+        config.mysql.replicas,
+        [("db-r1".to_string(), 3307), ("10.0.0.2".to_string(), 3306)]
+    );
+    assert_eq!(config.mysql.replica_max_lag.as_secs(), 30);
+    for (value, message) in [
+        ("db-r1", "`db-r1` is not host:port (no port)"),
+        (":3306", "`:3306` is not host:port (no host)"),
+        ("db:0", "`db:0` is not host:port (port is not 1..=65535)"),
+        (
+            "db:70000",
+            "`db:70000` is not host:port (port is not 1..=65535)",
+        ),
+        ("db:3306,", "`db:3306,` has an empty entry"),
+    ] {
+        assert_rejected("MYSQL_REPLICA_HOSTS", Some(value), message);
+    }
+    assert_rejected(
+        "MYSQL_REPLICA_MAX_LAG_SECONDS",
+        Some("-1"),
+        "-1 is out of range 0..=86400",
+    );
+}

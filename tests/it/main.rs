@@ -25,6 +25,7 @@ mod errors;
 mod health;
 mod ledger;
 mod migrations;
+mod multi;
 mod observability;
 mod ops;
 mod relay;

@@ -28,7 +28,10 @@ pub struct GetAccount {
 /// Every account (from the primary store).
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Account>, AppError>")]
-pub struct ListAccounts;
+pub struct ListAccounts {
+    /// A listing for the admin: may come from a read replica.
+    pub replica_ok: bool,
+}
 
 #[derive(Message)]
 #[rtype(result = "Result<Account, AppError>")]
@@ -130,6 +133,16 @@ async fn load_primary(
     store: &crate::actors::persistence::PersistenceHandle,
     cache: &crate::actors::cache::CacheHandle,
 ) -> Result<Vec<Account>, AppError> {
+    load_from(mode, store, cache, false).await
+}
+
+/// The accounts of the primary store; `replica_ok` lets MySQL answer from a read replica.
+async fn load_from(
+    mode: StorageMode,
+    store: &crate::actors::persistence::PersistenceHandle,
+    cache: &crate::actors::cache::CacheHandle,
+    replica_ok: bool,
+) -> Result<Vec<Account>, AppError> {
     match mode {
         StorageMode::Redis => {
             // Redis keeps no order: sort as the MySQL query does, so every mode agrees.
@@ -141,6 +154,7 @@ async fn load_primary(
             });
             Ok(accounts)
         }
+        _ if replica_ok => Ok(store.exec_report(|c| Box::pin(queries::list(c))).await?),
         _ => Ok(store.exec(|c| Box::pin(queries::list(c))).await?),
     }
 }
@@ -198,13 +212,13 @@ impl Handler<GetAccount> for RouterActor {
 impl Handler<ListAccounts> for RouterActor {
     type Result = ResponseFuture<Result<Vec<Account>, AppError>>;
 
-    fn handle(&mut self, _: ListAccounts, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ListAccounts, _ctx: &mut Self::Context) -> Self::Result {
         if let Err(e) = self.accounts_primary() {
             return Box::pin(async move { Err(e) });
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
         Box::pin(async move {
-            let mut accounts = load_primary(mode, &store, &cache).await?;
+            let mut accounts = load_from(mode, &store, &cache, msg.replica_ok).await?;
             accounts.sort_by(|a, b| {
                 a.priority
                     .cmp(&b.priority)
@@ -472,8 +486,13 @@ impl RouterHandle {
     pub async fn get_account(&self, id: &str) -> Result<Option<Account>, AppError> {
         self.ask(GetAccount { id: id.to_string() }).await?
     }
+    /// Every account, from the primary store (read-after-write safe).
     pub async fn list_accounts(&self) -> Result<Vec<Account>, AppError> {
-        self.ask(ListAccounts).await?
+        self.ask(ListAccounts { replica_ok: false }).await?
+    }
+    /// Every account for a listing: from a MySQL read replica when one is usable.
+    pub async fn list_accounts_report(&self) -> Result<Vec<Account>, AppError> {
+        self.ask(ListAccounts { replica_ok: true }).await?
     }
     pub async fn save_account(&self, account: Account) -> Result<Account, AppError> {
         self.ask(SaveAccount { account }).await?

@@ -36,6 +36,8 @@ pub struct FindKeyByHash {
 #[rtype(result = "Result<Vec<ApiKey>, AppError>")]
 pub struct ListKeys {
     pub include_deleted: bool,
+    /// A listing for the admin: may come from a read replica.
+    pub replica_ok: bool,
 }
 
 /// Replaces a stored key (update, disable, soft delete, restore, regenerate);
@@ -223,6 +225,10 @@ impl Handler<ListKeys> for RouterActor {
                     keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
                     Ok(keys)
                 }
+                _ if msg.replica_ok => store
+                    .exec_report(move |c| Box::pin(queries::list(c, msg.include_deleted)))
+                    .await
+                    .map_err(store_err),
                 _ => store
                     .exec(move |c| Box::pin(queries::list(c, msg.include_deleted)))
                     .await
@@ -406,8 +412,21 @@ impl RouterHandle {
     pub async fn get_key(&self, id: &str) -> Result<Option<ApiKey>, AppError> {
         self.ask(GetKey { id: id.to_string() }).await?
     }
+    /// Every key, from the primary store (read-after-write safe).
     pub async fn list_keys(&self, include_deleted: bool) -> Result<Vec<ApiKey>, AppError> {
-        self.ask(ListKeys { include_deleted }).await?
+        self.ask(ListKeys {
+            include_deleted,
+            replica_ok: false,
+        })
+        .await?
+    }
+    /// Every key for a listing or report: from a MySQL read replica when one is usable.
+    pub async fn list_keys_report(&self, include_deleted: bool) -> Result<Vec<ApiKey>, AppError> {
+        self.ask(ListKeys {
+            include_deleted,
+            replica_ok: true,
+        })
+        .await?
     }
     pub async fn save_key(
         &self,

@@ -101,7 +101,7 @@ impl Handler<DailyUsage> for RouterActor {
                     Ok(roll_up(&decode_events(raw)?, &msg, offset))
                 }
                 _ => Ok(store
-                    .exec(move |c| {
+                    .exec_report(move |c| {
                         Box::pin(queries::daily_rows(
                             c,
                             msg.from,
@@ -130,7 +130,7 @@ impl Handler<RecentUsage> for RouterActor {
                     decode_events(cache.recent_records(&msg.key_id, msg.limit).await?)
                 }
                 _ => Ok(store
-                    .exec(move |c| {
+                    .exec_report(move |c| {
                         Box::pin(queries::recent_for_key(
                             c,
                             msg.key_id,

@@ -84,12 +84,12 @@ async fn exchange_setup_token_code(
 }
 
 async fn list(auth: AdminAuth) -> Result<HttpResponse, AdminError> {
-    let accounts = auth.ctx.router.list_accounts().await?;
+    let accounts = auth.ctx.router.list_accounts_report().await?;
     Ok(ok(service::views_with_usage(&auth.ctx, &accounts).await))
 }
 
 async fn list_console(auth: AdminAuth) -> Result<HttpResponse, AdminError> {
-    let mut accounts = auth.ctx.router.list_accounts().await?;
+    let mut accounts = auth.ctx.router.list_accounts_report().await?;
     accounts.retain(|a| a.account_type == AccountType::ClaudeConsole);
     Ok(ok(service::views_with_usage(&auth.ctx, &accounts).await))
 }

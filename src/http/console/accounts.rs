@@ -29,7 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 const USAGE_DAYS: i64 = 30;
 
 async fn list(s: Session) -> Page {
-    let accounts = s.ctx.router.list_accounts().await?;
+    let accounts = s.ctx.router.list_accounts_report().await?;
     let views: Vec<AccountView> = accounts.iter().map(|a| service::view(&s.ctx, a)).collect();
     let health = layout::health(&s.ctx.router).await;
     let body = html! {

@@ -56,8 +56,8 @@ async fn dashboard(s: Session) -> Page {
     let from = today - Duration::days(TREND_DAYS - 1);
     let report = reports::report(&s.ctx, from, today, &ReportQuery::default()).await;
     let per_minute = router.requests_per_minute(ACTIVITY_MINUTES).await;
-    let keys = router.list_keys(false).await;
-    let accounts = router.list_accounts().await;
+    let keys = router.list_keys_report(false).await;
+    let accounts = router.list_accounts_report().await;
     let now = Utc::now();
     let active_keys = keys.as_ref().map(|ks| {
         ks.iter()

@@ -136,6 +136,7 @@ pub struct MockUpstream {
     state: Arc<Mutex<State>>,
     /// Endless streams whose client went away.
     closed_streams: Arc<AtomicUsize>,
+    flight: Arc<Flight>,
     server: ServerHandle,
 }
 
@@ -143,6 +144,32 @@ pub struct MockUpstream {
 struct Shared {
     state: Arc<Mutex<State>>,
     closed: Arc<AtomicUsize>,
+    flight: Arc<Flight>,
+}
+
+/// Message requests being answered right now (a stream until its last event is sent or its
+/// client goes away), and the most there ever were at once.
+#[derive(Default)]
+struct Flight {
+    now: AtomicUsize,
+    high: AtomicUsize,
+}
+
+/// One request in flight; leaves the count when dropped.
+struct InFlight(Arc<Flight>);
+
+impl InFlight {
+    fn enter(flight: &Arc<Flight>) -> InFlight {
+        let now = flight.now.fetch_add(1, Ordering::SeqCst) + 1;
+        flight.high.fetch_max(now, Ordering::SeqCst);
+        InFlight(flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Starts the mock on a free port inside the current actix System.
@@ -153,9 +180,11 @@ pub async fn start_mock() -> MockUpstream {
         ..State::default()
     }));
     let closed = Arc::new(AtomicUsize::new(0));
+    let flight = Arc::new(Flight::default());
     let shared = Shared {
         state: state.clone(),
         closed: closed.clone(),
+        flight: flight.clone(),
     };
     let server = HttpServer::new(move || {
         App::new()
@@ -178,6 +207,7 @@ pub async fn start_mock() -> MockUpstream {
         url: format!("http://127.0.0.1:{port}"),
         state,
         closed_streams: closed,
+        flight,
         server: handle,
     }
 }
@@ -232,6 +262,16 @@ impl MockUpstream {
     /// Makes the profile endpoint answer with this status.
     pub fn set_profile_status(&self, status: u16) {
         self.state.lock().unwrap().profile_status = status;
+    }
+
+    /// Message requests being answered now (streams until their end or their client left).
+    pub fn in_flight(&self) -> usize {
+        self.flight.now.load(Ordering::SeqCst)
+    }
+
+    /// The most message requests ever in flight at once.
+    pub fn in_flight_high(&self) -> usize {
+        self.flight.high.load(Ordering::SeqCst)
     }
 
     /// Endless streams whose client went away (the relay closed the upstream connection).
@@ -368,6 +408,7 @@ fn sse_response(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> HttpRespon
 }
 
 async fn messages(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let flight = InFlight::enter(&shared.flight);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let headers = Headers::of(&req);
     let behaviour = {
@@ -427,6 +468,7 @@ async fn messages(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes)
                 None => sse_events(&model, DEFAULT_USAGE),
             };
             actix_rt::spawn(async move {
+                let _flight = flight;
                 for e in events {
                     if tx.send(Ok(Bytes::from(e))).await.is_err() {
                         return;
@@ -438,9 +480,15 @@ async fn messages(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes)
         Behaviour::Gated { gate } => {
             let (tx, rx) = mpsc::channel(1);
             actix_rt::spawn(async move {
+                let _flight = flight;
                 for (i, e) in sse_events(&model, DEFAULT_USAGE).into_iter().enumerate() {
                     if i > 0 {
-                        let Ok(permit) = gate.acquire().await else {
+                        // A client that goes away while held back ends the stream at once.
+                        let permit = tokio::select! {
+                            permit = gate.acquire() => permit,
+                            () = tx.closed() => return,
+                        };
+                        let Ok(permit) = permit else {
                             return;
                         };
                         permit.forget();
@@ -455,6 +503,7 @@ async fn messages(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes)
         Behaviour::BreakAfter { events } => {
             let (tx, rx) = mpsc::channel(16);
             actix_rt::spawn(async move {
+                let _flight = flight;
                 for e in sse_events(&model, DEFAULT_USAGE).into_iter().take(events) {
                     let _ = tx.send(Ok(Bytes::from(e))).await;
                 }
@@ -469,6 +518,7 @@ async fn messages(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes)
             let (tx, rx) = mpsc::channel(1);
             let closed = shared.closed.clone();
             actix_rt::spawn(async move {
+                let _flight = flight;
                 let first = sse_events(&model, DEFAULT_USAGE).remove(0);
                 if tx.send(Ok(Bytes::from(first))).await.is_err() {
                     closed.fetch_add(1, Ordering::SeqCst);
