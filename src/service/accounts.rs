@@ -126,7 +126,7 @@ impl SessionWindowView {
     }
 }
 
-fn cipher(ctx: &AdminContext) -> Result<CredentialCipher, AdminError> {
+pub(crate) fn cipher(ctx: &AdminContext) -> Result<CredentialCipher, AdminError> {
     CredentialCipher::new(ctx.config.encryption_key.expose_secret())
         .map_err(|e| AppError::Internal(format!("credential cipher: {e}")).into())
 }

@@ -40,6 +40,70 @@ struct TokenAnswer {
     scope: Option<String>,
 }
 
+/// The answer to a session id that names no pending login (never started, used, expired).
+fn unknown() -> AdminError {
+    AdminError::field(
+        "sessionId",
+        "unknown or expired OAuth session: generate a new authorization URL",
+    )
+}
+
+/// The entry that keeps a console login's account fields beside its pending login.
+fn fields_entry(session_id: &str) -> String {
+    format!("{session_id}-fields")
+}
+
+/// Keeps the account fields an operator gave with a login started from the console, sealed
+/// and for as long as the login (a proxy URL may carry a password: it must not travel in
+/// the page).
+pub async fn keep_fields(
+    ctx: &AdminContext,
+    session_id: &str,
+    fields: &Value,
+) -> Result<(), AdminError> {
+    let sealed = super::accounts::cipher(ctx)?
+        .seal(&fields.to_string())
+        .map_err(|e| AppError::Internal(format!("sealing the account fields: {e}")))?;
+    let ttl = std::time::Duration::from_secs(u64::try_from(SESSION_MINUTES * 60).unwrap_or(600));
+    ctx.router
+        .set_entry(
+            EntryKind::OauthSession,
+            &fields_entry(session_id),
+            sealed,
+            ttl,
+        )
+        .await?;
+    Ok(())
+}
+
+/// The account fields kept with a console login; an unknown or expired session is the
+/// same error as the exchange gives.
+pub async fn kept_fields(ctx: &AdminContext, session_id: &str) -> Result<Value, AdminError> {
+    if crate::domain::api_key::validate_id(session_id).is_err() {
+        return Err(unknown());
+    }
+    let sealed = ctx
+        .router
+        .get_entry(EntryKind::OauthSession, &fields_entry(session_id))
+        .await?
+        .ok_or_else(unknown)?;
+    let json = super::accounts::cipher(ctx)?
+        .open(&sealed)
+        .map_err(|_| unknown())?;
+    serde_json::from_str(&json).map_err(|_| unknown())
+}
+
+/// Forgets a console login's account fields (the account exists now).
+pub async fn drop_fields(ctx: &AdminContext, session_id: &str) {
+    if let Err(e) = ctx
+        .router
+        .delete_entry(EntryKind::OauthSession, &fields_entry(session_id))
+        .await
+    {
+        log::debug!("console login fields not deleted (they expire): {e}");
+    }
+}
+
 /// Starts a login of `kind`.
 pub async fn start(ctx: &AdminContext, kind: FlowKind) -> Result<LoginStart, AdminError> {
     let login = PendingLogin::new(kind, Utc::now());
@@ -87,12 +151,6 @@ pub async fn exchange(
     };
     let code = code_from_input(&input).map_err(|m| AdminError::field(field, m))?;
     let proxy = super::accounts::proxy_field(&f)?.flatten();
-    let unknown = || {
-        AdminError::field(
-            "sessionId",
-            "unknown or expired OAuth session: generate a new authorization URL",
-        )
-    };
     if crate::domain::api_key::validate_id(&session_id).is_err() {
         return Err(unknown());
     }

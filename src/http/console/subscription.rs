@@ -4,7 +4,8 @@
 //! authorization link and takes the code (or the whole callback URL), and its post trades
 //! the code through the same service and creates the account through `service::accounts`.
 //! The account's name, priority and proxy are checked before the login starts, so a bad
-//! field does not waste the one-time code; an unknown or expired session or a refused code
+//! field does not waste the one-time code, and wait sealed beside the pending login (not in
+//! the page: a proxy URL may carry a password); an unknown or expired session or a refused code
 //! is an error page and creates nothing.
 
 use actix_web::web;
@@ -81,8 +82,9 @@ async fn start(s: Session, form: Form) -> Page {
     let fields = account_fields(&form);
     accounts_service::check_new_fields(&fields, AccountType::ClaudeOauth)?;
     let login = onboarding::start(&s.ctx, kind).await?;
+    // The fields wait server-side with the login, not in the page (a proxy has a password).
+    onboarding::keep_fields(&s.ctx, &login.session_id, &fields).await?;
     let health = layout::health(&s.ctx.router).await;
-    let field = |name: &str| fields[name].as_str().unwrap_or("").to_string();
     let body = html! {
         ol.steps {
             li {
@@ -96,9 +98,6 @@ async fn start(s: Session, form: Form) -> Page {
             (csrf_field(&s))
             input type="hidden" name="sessionId" value=(login.session_id);
             input type="hidden" name="flow" value=(flow_name(kind));
-            input type="hidden" name="name" value=(field("name"));
-            input type="hidden" name="priority" value=(field("priority"));
-            input type="hidden" name="proxy" value=(field("proxy"));
             label { "Authorization code or callback URL" input type="text" name="code" id="sub-code" autocomplete="off" required; }
             div { button type="submit" id="finish-subscription" { "Add the account" } }
         }
@@ -114,10 +113,11 @@ async fn start(s: Session, form: Form) -> Page {
 async fn finish(s: Session, form: Form) -> Page {
     s.check_csrf(&form)?;
     let kind = flow(&form)?;
-    let fields = account_fields(&form);
+    let session_id = form.get("sessionId").map(|s| s.trim()).unwrap_or("");
+    let fields = onboarding::kept_fields(&s.ctx, session_id).await?;
     let input = form.get("code").map(|c| c.trim()).unwrap_or("");
     let mut exchange = json!({
-        "sessionId": form.get("sessionId").map(|s| s.trim()).unwrap_or(""),
+        "sessionId": session_id,
         "proxy": fields["proxy"].clone(),
     });
     let input_field = if input.starts_with("http://") || input.starts_with("https://") {
@@ -140,5 +140,6 @@ async fn finish(s: Session, form: Form) -> Page {
     body["type"] = "claude-oauth".into();
     body["claudeAiOauth"] = tokens["claudeAiOauth"].clone();
     let view = accounts_service::create(&s.ctx, &body, None).await?;
+    onboarding::drop_fields(&s.ctx, session_id).await;
     Ok(redirect(&format!("{BASE}/accounts/{}?added=1", view.id)))
 }

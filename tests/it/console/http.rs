@@ -808,6 +808,24 @@ async fn a_subscription_code_for_an_unknown_session_changes_nothing() {
         "{body}"
     );
 
+    // The account fields wait server-side with the login: a proxy's password is not sent
+    // back in the page.
+    let (status, _, page) = post_form(
+        &admin,
+        &token,
+        "/admin-next/accounts/subscription",
+        &[
+            ("flow", "oauth"),
+            ("name", "max"),
+            ("priority", "50"),
+            ("proxy", "http://user:pw-stays-out@127.0.0.1:3128"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(!page.contains("pw-stays-out"), "{page}");
+    assert!(!page.contains("name=\"proxy\""), "{page}");
+
     // A setup-token session is not an OAuth one.
     let (status, _, page) = post_form(
         &admin,
