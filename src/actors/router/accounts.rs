@@ -413,56 +413,17 @@ impl Handler<CoolModelFamily> for RouterActor {
     type Result = ResponseActFuture<Self, Result<(), AppError>>;
 
     fn handle(&mut self, msg: CoolModelFamily, _ctx: &mut Self::Context) -> Self::Result {
-        if let Err(e) = check_id("account id", &msg.id) {
-            return Box::pin(fut::ready(Err(e)));
-        }
         let family = msg.family.as_str().to_string();
-        // This instance's scheduler sees the cooldown at once (also while the primary
-        // store is down; then it lasts until the snapshot is read again).
-        if let Some((accounts, _)) = &mut self.account_snapshot
-            && let Some(a) = accounts.iter_mut().find(|a| a.id == msg.id)
-        {
-            a.model_cooldowns.insert(family.clone(), msg.until);
-        }
-        self.hot.clear_accounts();
-        if self.accounts_primary().is_err() {
-            return Box::pin(fut::ready(Ok(())));
-        }
-        let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
-        let work = async move {
-            let current = match mode {
-                StorageMode::Redis => cache.get_account(&msg.id).await?,
-                _ => {
-                    let id = msg.id.clone();
-                    store.exec(move |c| Box::pin(queries::get(c, id))).await?
-                }
-            };
-            let Some(mut account) = current else {
-                return Ok(false);
-            };
+        let until = msg.until;
+        let patch: AccountPatch = std::sync::Arc::new(move |a: &mut Account| {
             let now = Utc::now();
-            account.model_cooldowns.retain(|_, until| *until > now);
-            account.model_cooldowns.insert(family, msg.until);
-            account.updated_at = now;
-            match mode {
-                StorageMode::Redis => cache.put_account(&account).await?,
-                _ => {
-                    store
-                        .exec(move |c| Box::pin(queries::update(c, account)))
-                        .await?
-                }
-            }
-            Ok(true)
-        };
-        Box::pin(
-            work.into_actor(self)
-                .map(|r: Result<bool, AppError>, act, _| {
-                    if let Ok(true) = r {
-                        act.invalidate_accounts();
-                    }
-                    r.map(|_| ())
-                }),
-        )
+            a.model_cooldowns.retain(|_, u| *u > now);
+            a.model_cooldowns.insert(family.clone(), until);
+            true
+        });
+        // While the primary store is down the cooldown lives in this instance's snapshot
+        // until the snapshot is read again: not an error.
+        self.patch_stored(msg.id, patch, false)
     }
 }
 
@@ -534,32 +495,47 @@ impl Handler<PatchAccount> for RouterActor {
     type Result = ResponseActFuture<Self, Result<(), AppError>>;
 
     fn handle(&mut self, msg: PatchAccount, _ctx: &mut Self::Context) -> Self::Result {
-        if let Err(e) = check_id("account id", &msg.id) {
+        self.patch_stored(msg.id, msg.patch, true)
+    }
+}
+
+impl RouterActor {
+    /// Applies `patch` to this instance's snapshot at once, then to the account read fresh
+    /// from the primary store (written only when the patch changed something). With the
+    /// primary store down, `need_primary` makes that an error; otherwise the change lives
+    /// in the snapshot alone.
+    fn patch_stored(
+        &mut self,
+        id: String,
+        patch: AccountPatch,
+        need_primary: bool,
+    ) -> ResponseActFuture<Self, Result<(), AppError>> {
+        if let Err(e) = check_id("account id", &id) {
             return Box::pin(fut::ready(Err(e)));
         }
         if let Some((accounts, _)) = &mut self.account_snapshot
-            && let Some(a) = accounts.iter_mut().find(|a| a.id == msg.id)
+            && let Some(a) = accounts.iter_mut().find(|a| a.id == id)
         {
-            (msg.patch)(a);
+            patch(a);
         }
         // The workers read the patched snapshot from the next router answer on.
         self.hot.clear_accounts();
         if let Err(e) = self.accounts_primary() {
-            return Box::pin(fut::ready(Err(e)));
+            return Box::pin(fut::ready(if need_primary { Err(e) } else { Ok(()) }));
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
         let work = async move {
             let current = match mode {
-                StorageMode::Redis => cache.get_account(&msg.id).await?,
+                StorageMode::Redis => cache.get_account(&id).await?,
                 _ => {
-                    let id = msg.id.clone();
+                    let id = id.clone();
                     store.exec(move |c| Box::pin(queries::get(c, id))).await?
                 }
             };
             let Some(mut account) = current else {
                 return Ok(false);
             };
-            if !(msg.patch)(&mut account) {
+            if !patch(&mut account) {
                 return Ok(false);
             }
             account.updated_at = Utc::now();
