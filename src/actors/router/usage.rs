@@ -670,14 +670,6 @@ impl RouterHandle {
             .await??
             .0)
     }
-    /// Admission plus the value of the sticky-session entry `sticky` (e.g. `sticky:{hash}`).
-    pub async fn admit_with_sticky(
-        &self,
-        request: AdmissionRequest,
-        sticky: Option<String>,
-    ) -> Result<(Admission, Option<String>), AppError> {
-        self.ask(Admit { request, sticky }).await?
-    }
     pub async fn release_lease(&self, scope: &str, lease_id: &str) {
         let released = self
             .ask(ReleaseLease {
