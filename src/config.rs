@@ -7,7 +7,9 @@
 //!
 //! Variables (defaults in brackets; `config/.env.example` documents the same list):
 //! `DATABASE_TYPE` [hybrid] hybrid|redis|mysql · `REDIS_HOST` [127.0.0.1] · `REDIS_PORT` [6379] ·
-//! `REDIS_PASSWORD` [] · `REDIS_DB` [0] · `REDIS_KEY_PREFIX` [] · `MYSQL_HOST` [127.0.0.1] ·
+//! `REDIS_PASSWORD` [] · `REDIS_DB` [0] · `REDIS_KEY_PREFIX` [] · `REDIS_MODE` [standalone]
+//! standalone|cluster|sentinel · `REDIS_NODES` [] (cluster: host:port,…) · `REDIS_SENTINELS` []
+//! (sentinel: host:port,…) · `REDIS_MASTER_NAME` [mymaster] · `MYSQL_HOST` [127.0.0.1] ·
 //! `MYSQL_PORT` [3306] · `MYSQL_USER` [root] · `MYSQL_PASSWORD` [] ·
 //! `MYSQL_DATABASE` [claude_relay_service] · `MYSQL_CONNECTION_LIMIT` [20] · `HOST` [127.0.0.1] ·
 //! `PORT` [3000] · `ENCRYPTION_KEY` (required, 32 chars) · `API_KEY_PREFIX` [cr_] ·
@@ -105,19 +107,55 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Upper bound of one Redis call on the request path.
     pub timeout: Duration,
+    /// How the relay finds the server that holds its keys (`REDIS_MODE`).
+    pub topology: RedisTopology,
+}
+
+/// Where the relay's Redis is (`REDIS_MODE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server at `REDIS_HOST:REDIS_PORT`.
+    Standalone,
+    /// A Redis Cluster, found through any of `REDIS_NODES`. Every key of the deployment
+    /// carries one hash tag (the key prefix in braces), so each admission and recording
+    /// script, whose keys must share a slot, runs on one node.
+    Cluster { nodes: Vec<(String, u16)> },
+    /// The master `REDIS_MASTER_NAME` as the sentinels of `REDIS_SENTINELS` name it; asked
+    /// again after every outage, so a failover moves the relay to the promoted replica.
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        master_name: String,
+    },
 }
 
 impl RedisConfig {
-    /// The connection URL; contains the password, so never log it.
+    /// The connection URL of `REDIS_HOST:REDIS_PORT`; contains the password, so never log it.
     pub fn url(&self) -> SecretString {
+        self.url_of(&self.host, self.port)
+    }
+
+    /// The connection URL of one server (a cluster node, a sentinel's master), with this
+    /// deployment's password and database; never log it.
+    pub fn url_of(&self, host: &str, port: u16) -> SecretString {
         let auth = match &self.password {
             Some(p) => format!(":{}@", urlencode(p.expose_secret())),
             None => String::new(),
         };
-        SecretString::from(format!(
-            "redis://{auth}{}:{}/{}",
-            self.host, self.port, self.db
-        ))
+        SecretString::from(format!("redis://{auth}{host}:{port}/{}", self.db))
+    }
+}
+
+/// In cluster mode every key must share one hash tag: the prefix becomes the tag (`relay`
+/// when empty), unless it already holds one.
+fn cluster_key_prefix(prefix: &str) -> String {
+    let tagged = prefix
+        .find('{')
+        .and_then(|open| prefix[open + 1..].find('}'))
+        .is_some_and(|len| len > 0);
+    match (tagged, prefix.is_empty()) {
+        (true, _) => prefix.to_string(),
+        (false, true) => "{relay}:".to_string(),
+        (false, false) => format!("{{{prefix}}}"),
     }
 }
 
@@ -307,6 +345,51 @@ impl Reader<'_> {
             .collect()
     }
 
+    /// `REDIS_MODE` with the lists it needs: nodes for a cluster, sentinels and a master
+    /// name for sentinel.
+    fn redis_topology(&self) -> Result<RedisTopology, ConfigError> {
+        let required = |name: &'static str, list: Vec<(String, u16)>, mode: &str| {
+            if list.is_empty() {
+                Err(ConfigError {
+                    variable: name,
+                    message: format!("is required with REDIS_MODE={mode} (host:port,…)"),
+                })
+            } else {
+                Ok(list)
+            }
+        };
+        match self.string("REDIS_MODE", "standalone").as_str() {
+            "standalone" => Ok(RedisTopology::Standalone),
+            "cluster" => Ok(RedisTopology::Cluster {
+                nodes: required("REDIS_NODES", self.host_ports("REDIS_NODES")?, "cluster")?,
+            }),
+            "sentinel" => {
+                let sentinels = required(
+                    "REDIS_SENTINELS",
+                    self.host_ports("REDIS_SENTINELS")?,
+                    "sentinel",
+                )?;
+                let master_name = self.string("REDIS_MASTER_NAME", "mymaster");
+                if master_name.is_empty() || master_name.chars().any(char::is_whitespace) {
+                    return Err(ConfigError {
+                        variable: "REDIS_MASTER_NAME",
+                        message: "must be a name without spaces".into(),
+                    });
+                }
+                Ok(RedisTopology::Sentinel {
+                    sentinels,
+                    master_name,
+                })
+            }
+            other => Err(ConfigError {
+                variable: "REDIS_MODE",
+                message: format!(
+                    "unknown value `{other}` (expected standalone, cluster or sentinel)"
+                ),
+            }),
+        }
+    }
+
     fn url(&self, name: &'static str, default: &str) -> Result<String, ConfigError> {
         let value = self.string(name, default);
         if !(value.starts_with("http://") || value.starts_with("https://")) {
@@ -375,7 +458,19 @@ impl Config {
                 ),
             });
         }
-        let key_prefix = r.string("REDIS_KEY_PREFIX", "");
+        let redis_topology = r.redis_topology()?;
+        let redis_db = r.number("REDIS_DB", 0i64, 0, 15)?;
+        let mut key_prefix = r.string("REDIS_KEY_PREFIX", "");
+        if let RedisTopology::Cluster { .. } = redis_topology {
+            if redis_db != 0 {
+                return Err(ConfigError {
+                    variable: "REDIS_DB",
+                    message: "must be 0 with REDIS_MODE=cluster (a cluster has one database)"
+                        .into(),
+                });
+            }
+            key_prefix = cluster_key_prefix(&key_prefix);
+        }
         let database = r.string("MYSQL_DATABASE", "claude_relay_service");
         if database.len() > 64
             || !database
@@ -449,9 +544,10 @@ impl Config {
                 host: r.string("REDIS_HOST", "127.0.0.1"),
                 port: r.number("REDIS_PORT", 6379u16, 1, u16::MAX)?,
                 password: r.get("REDIS_PASSWORD").map(SecretString::from),
-                db: r.number("REDIS_DB", 0i64, 0, 15)?,
+                db: redis_db,
                 key_prefix,
                 timeout: Duration::from_millis(r.number("REDIS_TIMEOUT_MS", 200u64, 5, 60_000)?),
+                topology: redis_topology,
             },
             mysql: MysqlConfig {
                 host: r.string("MYSQL_HOST", "127.0.0.1"),

@@ -52,6 +52,10 @@ impl Write for DailyFile {
 /// Initialises logging once; later calls do nothing (tests start many relays).
 pub fn init(level: &str, log_dir: Option<PathBuf>) {
     let mut builder = env_logger::Builder::new();
+    // The redis crate's cluster client warns every second about each node it cannot reach
+    // (a killed master stays in the topology); the relay reports Redis' state itself.
+    // `LOG_LEVEL=redis=warn,…` brings those lines back.
+    builder.filter_module("redis", log::LevelFilter::Error);
     builder.parse_filters(level);
     builder.format_timestamp_millis();
     if let Some(dir) = log_dir {

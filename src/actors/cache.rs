@@ -11,9 +11,10 @@ use futures_util::StreamExt;
 
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use secrecy::ExposeSecret;
+use redis::aio::ConnectionManagerConfig;
 
+pub use super::cache_conn::RedisConn;
+use super::cache_conn::pubsub_client;
 use super::state::{Backend, BackendState, Circuit, StateReporter, Subscribe};
 use crate::config::RedisConfig;
 use crate::error::CacheError;
@@ -21,7 +22,7 @@ use crate::kv::KeySpace;
 
 /// A unit of Redis work: gets a clone of the multiplexed connection, returns a result.
 pub type CacheJob<T> =
-    Box<dyn FnOnce(ConnectionManager) -> BoxFuture<'static, redis::RedisResult<T>> + Send>;
+    Box<dyn FnOnce(RedisConn) -> BoxFuture<'static, redis::RedisResult<T>> + Send>;
 
 /// Runs one job against Redis, bounded by the call time-out.
 pub struct Exec<T> {
@@ -50,7 +51,7 @@ pub struct SubscribeEvents {
 
 /// Returns a clone of the connection (for pub/sub set-up and bulk jobs), if connected.
 #[derive(Message)]
-#[rtype(result = "Option<ConnectionManager>")]
+#[rtype(result = "Option<RedisConn>")]
 pub struct GetConnection;
 
 pub struct CacheActor {
@@ -58,7 +59,7 @@ pub struct CacheActor {
     probe_interval: Duration,
     /// False when the mode does not use Redis: no connection, every call unavailable.
     enabled: bool,
-    conn: Option<ConnectionManager>,
+    conn: Option<RedisConn>,
     probing: bool,
     circuit: Circuit,
     reporter: StateReporter,
@@ -93,13 +94,13 @@ impl CacheActor {
             return;
         }
         let running = self.listening.clone();
-        let url = self.config.url();
+        let config = self.config.clone();
         let channel = KeySpace::new(&self.config.key_prefix).events_channel();
         let me = ctx.address();
         let timeout = self.config.timeout.max(Duration::from_millis(300));
         actix::spawn(async move {
             let listen = async {
-                let client = redis::Client::open(url.expose_secret())?;
+                let client = pubsub_client(&config, timeout).await?;
                 let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
                     .await
                     .map_err(|_| {
@@ -182,22 +183,14 @@ impl CacheActor {
         self.probing = true;
         let timeout = self.config.timeout.max(Duration::from_millis(300));
         let existing = self.conn.clone();
-        let url = self.config.url();
+        let config = self.config.clone();
         let manager_config = self.manager_config();
         let work = async move {
             let mut conn = match existing {
                 Some(c) => c,
-                None => {
-                    let client =
-                        redis::Client::open(url.expose_secret()).map_err(|e| describe(&e))?;
-                    tokio::time::timeout(
-                        timeout,
-                        ConnectionManager::new_with_config(client, manager_config),
-                    )
+                None => RedisConn::connect(&config, manager_config, timeout)
                     .await
-                    .map_err(|_| "connect timed out".to_string())?
-                    .map_err(|e| describe(&e))?
-                }
+                    .map_err(|e| describe(&e))?,
             };
             let started_ping = Instant::now();
             let pong: Result<String, String> = match tokio::time::timeout(
@@ -231,6 +224,7 @@ impl CacheActor {
                     );
                 }
                 Err(error) => {
+                    act.drop_stale_connection();
                     act.circuit.trip();
                     act.reporter
                         .report(Backend::Redis, BackendState::down(error));
@@ -239,7 +233,22 @@ impl CacheActor {
         }));
     }
 
+    /// After an outage a Sentinel connection may point at a server that is no longer
+    /// master: forget it so the next probe asks the sentinels again.
+    fn drop_stale_connection(&mut self) {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(RedisConn::reconnects_after_outage)
+        {
+            self.conn = None;
+        }
+    }
+
     fn call_failed(&mut self, error: &CacheError) {
+        if error.is_outage() {
+            self.drop_stale_connection();
+        }
         if error.is_outage() && self.circuit.failure() {
             self.reporter
                 .report(Backend::Redis, BackendState::down(error.to_string()));
@@ -311,7 +320,7 @@ impl<T: Send + 'static> Handler<Exec<T>> for CacheActor {
 }
 
 impl Handler<GetConnection> for CacheActor {
-    type Result = Option<ConnectionManager>;
+    type Result = Option<RedisConn>;
 
     fn handle(&mut self, _: GetConnection, _ctx: &mut Self::Context) -> Self::Result {
         self.conn.clone().filter(|_| self.circuit.allows())
@@ -359,7 +368,7 @@ impl CacheHandle {
     pub async fn exec<T, F>(&self, job: F) -> Result<T, CacheError>
     where
         T: Send + 'static,
-        F: FnOnce(ConnectionManager) -> BoxFuture<'static, redis::RedisResult<T>> + Send + 'static,
+        F: FnOnce(RedisConn) -> BoxFuture<'static, redis::RedisResult<T>> + Send + 'static,
     {
         self.exec_with_timeout(None, job).await
     }
@@ -372,7 +381,7 @@ impl CacheHandle {
     ) -> Result<T, CacheError>
     where
         T: Send + 'static,
-        F: FnOnce(ConnectionManager) -> BoxFuture<'static, redis::RedisResult<T>> + Send + 'static,
+        F: FnOnce(RedisConn) -> BoxFuture<'static, redis::RedisResult<T>> + Send + 'static,
     {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.addr

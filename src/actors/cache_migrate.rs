@@ -44,19 +44,21 @@ impl CacheHandle {
     pub async fn scan_names(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
         let prefix = self.keys.prefix().to_string();
         let full = format!("{}{pattern}", escape_glob(&prefix));
+        let beside = self.keys.ledger_epoch();
         self.exec_with_timeout(Some(BULK), move |mut c| {
             Box::pin(async move {
                 let mut out = Vec::new();
                 let mut cursor: u64 = 0;
                 loop {
-                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    // In a cluster, SCAN runs on the node holding the deployment's keys.
+                    let scan = redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
                         .arg(&full)
                         .arg("COUNT")
                         .arg(1000)
-                        .query_async(&mut c)
-                        .await?;
+                        .clone();
+                    let (next, batch): (u64, Vec<String>) = c.query_beside(&scan, &beside).await?;
                     out.extend(
                         batch
                             .into_iter()
@@ -208,29 +210,31 @@ impl CacheHandle {
     }
 
     /// INFO, the eviction policy, the slow log length and the key count.
+    /// In a cluster: of the node holding the deployment's keys.
     pub async fn server_figures(&self) -> Result<RedisFigures, CacheError> {
-        self.exec_with_timeout(Some(Duration::from_secs(5)), |mut c| {
+        let beside = self.keys.ledger_epoch();
+        self.exec_with_timeout(Some(Duration::from_secs(5)), move |mut c| {
             Box::pin(async move {
-                let info: String = redis::cmd("INFO").query_async(&mut c).await?;
+                let info: String = c.query_beside(&redis::cmd("INFO"), &beside).await?;
                 let info = info
                     .lines()
                     .filter_map(|l| l.split_once(':'))
                     .map(|(k, v)| (k.to_string(), v.trim().to_string()))
                     .collect();
                 // CONFIG and SLOWLOG may be renamed or forbidden on managed Redis.
-                let policy: Option<String> = redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg("maxmemory-policy")
-                    .query_async::<Vec<String>>(&mut c)
+                let policy: Option<String> = c
+                    .query_beside::<Vec<String>>(
+                        redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"),
+                        &beside,
+                    )
                     .await
                     .ok()
                     .and_then(|v| v.get(1).cloned());
-                let slowlog_len: Option<i64> = redis::cmd("SLOWLOG")
-                    .arg("LEN")
-                    .query_async(&mut c)
+                let slowlog_len: Option<i64> = c
+                    .query_beside(redis::cmd("SLOWLOG").arg("LEN"), &beside)
                     .await
                     .ok();
-                let dbsize: i64 = redis::cmd("DBSIZE").query_async(&mut c).await?;
+                let dbsize: i64 = c.query_beside(&redis::cmd("DBSIZE"), &beside).await?;
                 Ok(RedisFigures {
                     info,
                     maxmemory_policy: policy,

@@ -413,19 +413,21 @@ impl CacheHandle {
     /// Deletes every cache entry (not records, counters, sessions or leases); returns how many.
     pub async fn flush_caches(&self) -> Result<usize, CacheError> {
         let pattern = self.keys.cache_pattern();
+        let beside = self.keys.cached_accounts();
         self.exec_with_timeout(Some(BULK_TIMEOUT), move |mut c| {
             Box::pin(async move {
                 let mut cursor: u64 = 0;
                 let mut deleted = 0usize;
                 loop {
-                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    // In a cluster, SCAN runs on the node holding the deployment's keys.
+                    let scan = redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
                         .arg(&pattern)
                         .arg("COUNT")
                         .arg(500)
-                        .query_async(&mut c)
-                        .await?;
+                        .clone();
+                    let (next, batch): (u64, Vec<String>) = c.query_beside(&scan, &beside).await?;
                     if !batch.is_empty() {
                         let n: usize = c.del(batch).await?;
                         deleted += n;
@@ -837,10 +839,14 @@ impl CacheHandle {
             .await
     }
 
-    /// `INFO` as field → value (memory, clients, … for /metrics and diagnose).
+    /// `INFO` as field → value (memory, clients, … for /metrics and diagnose): in a cluster,
+    /// of the node holding the deployment's keys.
     pub async fn server_info(&self) -> Result<HashMap<String, String>, CacheError> {
+        let beside = self.keys.ledger_epoch();
         let text: String = self
-            .exec(|mut c| Box::pin(async move { redis::cmd("INFO").query_async(&mut c).await }))
+            .exec(move |mut c| {
+                Box::pin(async move { c.query_beside(&redis::cmd("INFO"), &beside).await })
+            })
             .await?;
         Ok(text
             .lines()

@@ -2,6 +2,7 @@
 //! (dispatch by mode and backend health), and the state reports between them.
 
 pub mod cache;
+mod cache_conn;
 mod cache_ledger;
 pub mod cache_migrate;
 mod cache_ops;

@@ -2,7 +2,7 @@
 //! show in Debug output, and the binary exits with code 2 on a bad variable. Pure: no test
 //! here reaches Redis or MySQL (`TestEnv::offline`).
 
-use claude_relay::config::{LimitsOnCacheDown, StorageMode};
+use claude_relay::config::{LimitsOnCacheDown, RedisTopology, StorageMode};
 
 use crate::support::{TestEnv, run_cli};
 
@@ -293,4 +293,94 @@ fn mysql_replica_hosts_are_parsed_and_bad_ones_rejected() {
         Some("-1"),
         "-1 is out of range 0..=86400",
     );
+}
+
+#[test]
+fn redis_mode_selects_standalone_cluster_or_sentinel() {
+    let config = TestEnv::offline().config();
+    assert_eq!(config.redis.topology, RedisTopology::Standalone);
+
+    // A cluster: every key carries the prefix as its hash tag.
+    let mut env = TestEnv::offline();
+    env.set("REDIS_MODE", "cluster")
+        .set("REDIS_NODES", "r1:7000, r2:7001")
+        .set("REDIS_KEY_PREFIX", "relay:");
+    let config = env.config();
+    assert_eq!(
+        config.redis.topology,
+        RedisTopology::Cluster {
+            nodes: vec![("r1".into(), 7000), ("r2".into(), 7001)]
+        }
+    );
+    assert_eq!(config.redis.key_prefix, "{relay:}");
+    for (prefix, tagged) in [("", "{relay}:"), ("{t1}:", "{t1}:"), ("a{}b", "{a{}b}")] {
+        env.set("REDIS_KEY_PREFIX", prefix);
+        assert_eq!(env.config().redis.key_prefix, tagged, "prefix {prefix:?}");
+    }
+
+    let mut env = TestEnv::offline();
+    env.set("REDIS_MODE", "sentinel")
+        .set("REDIS_SENTINELS", "s1:26379,s2:26379,s3:26379")
+        .set("REDIS_MASTER_NAME", "relay-master");
+    let config = env.config();
+    assert_eq!(
+        config.redis.topology,
+        RedisTopology::Sentinel {
+            sentinels: vec![
+                ("s1".into(), 26379),
+                ("s2".into(), 26379),
+                ("s3".into(), 26379)
+            ],
+            master_name: "relay-master".into(),
+        }
+    );
+    assert_eq!(
+        config.redis.key_prefix, env.key_prefix,
+        "no hash tag outside a cluster"
+    );
+}
+
+#[test]
+fn bad_redis_topologies_are_rejected() {
+    assert_rejected(
+        "REDIS_MODE",
+        Some("replicated"),
+        "unknown value `replicated` (expected standalone, cluster or sentinel)",
+    );
+    let rejected = |vars: &[(&str, &str)]| {
+        let mut env = TestEnv::offline();
+        for (k, v) in vars {
+            env.set(k, *v);
+        }
+        let err = env.try_config().expect_err("must be rejected");
+        (err.variable.to_string(), err.to_string())
+    };
+    let (variable, text) = rejected(&[("REDIS_MODE", "cluster")]);
+    assert_eq!(variable, "REDIS_NODES");
+    assert_eq!(
+        text,
+        "invalid configuration: REDIS_NODES: is required with REDIS_MODE=cluster (host:port,…)"
+    );
+    let (variable, text) = rejected(&[("REDIS_MODE", "cluster"), ("REDIS_NODES", "r1")]);
+    assert_eq!(variable, "REDIS_NODES");
+    assert!(text.ends_with("`r1` is not host:port (no port)"), "{text}");
+    let (variable, text) = rejected(&[
+        ("REDIS_MODE", "cluster"),
+        ("REDIS_NODES", "r1:7000"),
+        ("REDIS_DB", "2"),
+    ]);
+    assert_eq!(variable, "REDIS_DB");
+    assert_eq!(
+        text,
+        "invalid configuration: REDIS_DB: must be 0 with REDIS_MODE=cluster (a cluster has one database)"
+    );
+    let (variable, _) = rejected(&[("REDIS_MODE", "sentinel")]);
+    assert_eq!(variable, "REDIS_SENTINELS");
+    let (variable, text) = rejected(&[
+        ("REDIS_MODE", "sentinel"),
+        ("REDIS_SENTINELS", "s1:26379"),
+        ("REDIS_MASTER_NAME", "my master"),
+    ]);
+    assert_eq!(variable, "REDIS_MASTER_NAME");
+    assert!(text.ends_with("must be a name without spaces"), "{text}");
 }

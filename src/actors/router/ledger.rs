@@ -27,6 +27,10 @@ const ARCHIVE_BATCHES_PER_PASS: usize = 25;
 const REPLAY_PER_PASS: usize = 2_000;
 /// Rows read back from the archive per page when catching up with a new epoch.
 const CATCH_UP_PAGE: i64 = 5_000;
+/// Records of this instance applied again when Redis returns with its epoch: more than
+/// a second of a busy instance's requests, more than any replication lag at a failover.
+const RECOUNT_AFTER_OUTAGE: u64 = 20_000;
+
 /// How often an instance counting into Redis says which epoch it has caught up with.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
 /// An instance not heard of for this long is not waited for (stopped, or cut off from Redis:
@@ -324,6 +328,8 @@ impl Handler<EnsureEpoch> for RouterActor {
             return;
         }
         self.ledger.busy = true;
+        // No epoch yet: starting, or back from a Redis outage (perhaps a failover).
+        let returning = self.ledger.epoch.is_none();
         self.set_trusted(None);
         let work = ensure_epoch(
             self.cache.clone(),
@@ -331,6 +337,7 @@ impl Handler<EnsureEpoch> for RouterActor {
             self.journal.clone(),
             self.config.mode,
             self.config.timezone_offset_hours,
+            returning,
         );
         ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| {
             act.ledger.busy = false;
@@ -423,12 +430,19 @@ async fn ensure_epoch(
     journal: Arc<Journal>,
     mode: StorageMode,
     offset: i32,
+    returning: bool,
 ) -> Result<(String, bool), String> {
     let epoch = match cache.ledger_epoch().await.map_err(|e| e.to_string())? {
         Some(e) => e,
         None => rebuild_epoch(&cache, &store, mode, offset).await?,
     };
     if journal.epoch().as_deref() == Some(epoch.id.as_str()) {
+        if returning {
+            // The epoch survived the outage, but a replica promoted meanwhile may miss the
+            // old master's last writes: apply our newest records again (once each, by
+            // their applied bits).
+            journal.recount_tail(RECOUNT_AFTER_OUTAGE);
+        }
         return Ok((epoch.id, false));
     }
     // A new epoch: its counters hold the archive up to our boundary; everything of ours

@@ -471,17 +471,12 @@ fn counters_vs_archive(env: &TestEnv, key_id: &str) -> (Sums, Sums) {
             ),
         );
     }
-    let Ok(client) = redis::Client::open(env.redis_url()) else {
-        return (want, Sums::new());
-    };
-    let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-        return (want, Sums::new());
-    };
     let mut got = Sums::new();
     for name in want.keys() {
-        let hash: BTreeMap<String, i64> = redis::cmd("HGETALL")
-            .arg(format!("{}usage:key:{key_id}:{name}", env.key_prefix))
-            .query(&mut conn)
+        let hash: BTreeMap<String, i64> = env
+            .redis_query(
+                redis::cmd("HGETALL").arg(format!("{}usage:key:{key_id}:{name}", env.key_prefix)),
+            )
             .unwrap_or_default();
         got.insert(
             name.clone(),

@@ -4,6 +4,7 @@
 //! disable through one instance's admin API and a SIGKILLed instance's leases and journal
 //! are checked across the three.
 
+mod failover;
 mod replicas;
 
 use std::collections::BTreeSet;
@@ -15,7 +16,9 @@ use tokio::sync::Semaphore;
 
 use crate::ledger::{Answer, Ledger, Tally, assert_exact, count, send};
 use crate::support::env::random_hex;
-use crate::support::{Behaviour, ChildRelay, Http, TcpProxy, TestEnv, eventually, spawn_binary};
+use crate::support::{
+    Behaviour, ChildRelay, Http, RedisCluster, TcpProxy, TestEnv, eventually, spawn_binary,
+};
 
 const HEALTHY: Duration = Duration::from_secs(30);
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -29,6 +32,51 @@ fn multi_env(token: &str) -> TestEnv {
         .with("ADMIN_TOKEN", token)
         .with("KEY_CACHE_TTL_SECONDS", "60")
 }
+
+/// `env` pointed at a test-owned Redis Cluster. The key prefix carries the hash tag the relay
+/// would add, so the test's own reads name the same keys.
+pub fn on_cluster(mut env: TestEnv, cluster: &RedisCluster) -> TestEnv {
+    env.key_prefix = format!("{{{}}}", env.key_prefix);
+    let prefix = env.key_prefix.clone();
+    env.with("REDIS_MODE", "cluster")
+        .with("REDIS_NODES", cluster.nodes_var())
+        .with("REDIS_KEY_PREFIX", prefix)
+}
+
+/// Each case runs twice: on the shared Redis server and on a 6-node Redis Cluster.
+macro_rules! on_standalone_and_cluster {
+    ($case:ident, $env:expr) => {
+        mod $case {
+            #[actix_rt::test]
+            async fn standalone() {
+                super::$case($env).await;
+            }
+
+            #[actix_rt::test]
+            async fn cluster() {
+                let cluster = crate::support::RedisCluster::start();
+                super::$case(super::on_cluster($env, &cluster)).await;
+            }
+        }
+    };
+}
+
+on_standalone_and_cluster!(
+    a_concurrency_limit_of_3_holds_for_20_clients_over_3_instances,
+    super::multi_env(&super::random_hex(32))
+);
+on_standalone_and_cluster!(
+    a_daily_cost_limit_reached_through_one_instance_stops_all_three,
+    super::multi_env(&super::random_hex(32))
+);
+on_standalone_and_cluster!(
+    a_key_disabled_on_one_instance_is_refused_by_the_others_before_the_cache_ttl,
+    super::multi_env(&super::random_hex(32))
+);
+on_standalone_and_cluster!(
+    a_killed_instance_frees_its_slots_after_the_lease_time_and_its_journal_is_archived,
+    super::multi_env(&super::random_hex(32)).with("REQUEST_TIMEOUT", "3000")
+);
 
 /// Starts instance `name` on its own journal directory.
 async fn instance(env: &mut TestEnv, name: &str) -> ChildRelay {
@@ -83,9 +131,8 @@ fn status(a: &Answer) -> String {
     }
 }
 
-#[actix_rt::test]
-async fn a_concurrency_limit_of_3_holds_for_20_clients_over_3_instances() {
-    let mut f = Ledger::new(multi_env(&random_hex(32))).await;
+async fn a_concurrency_limit_of_3_holds_for_20_clients_over_3_instances(env: TestEnv) {
+    let mut f = Ledger::new(env).await;
     let (_key, plaintext) = f.another_key(|k| k.concurrency_limit = 3).await;
     let relays = three(&mut f.env).await;
     for round in 1..=2usize {
@@ -141,9 +188,8 @@ async fn a_concurrency_limit_of_3_holds_for_20_clients_over_3_instances() {
     }
 }
 
-#[actix_rt::test]
-async fn a_daily_cost_limit_reached_through_one_instance_stops_all_three() {
-    let mut f = Ledger::new(multi_env(&random_hex(32))).await;
+async fn a_daily_cost_limit_reached_through_one_instance_stops_all_three(env: TestEnv) {
+    let mut f = Ledger::new(env).await;
     // $0.005 a day: a few requests of the mock's usage.
     let (_key, plaintext) = f.another_key(|k| k.daily_cost_limit_micros = 5_000).await;
     let relays = three(&mut f.env).await;
@@ -171,10 +217,11 @@ async fn a_daily_cost_limit_reached_through_one_instance_stops_all_three() {
     assert_eq!(f._upstream.message_count(), served);
 }
 
-#[actix_rt::test]
-async fn a_key_disabled_on_one_instance_is_refused_by_the_others_before_the_cache_ttl() {
-    let token = random_hex(32);
-    let mut f = Ledger::new(multi_env(&token)).await;
+async fn a_key_disabled_on_one_instance_is_refused_by_the_others_before_the_cache_ttl(
+    env: TestEnv,
+) {
+    let token = env.var("ADMIN_TOKEN").expect("ADMIN_TOKEN").to_string();
+    let mut f = Ledger::new(env).await;
     let (key, plaintext) = f.another_key(|_| {}).await;
     let relays = three(&mut f.env).await;
     let client = crate::ledger::client();
@@ -218,11 +265,12 @@ async fn a_key_disabled_on_one_instance_is_refused_by_the_others_before_the_cach
     assert!(took.iter().all(|t| *t < Duration::from_secs(5)), "{took:?}");
 }
 
-#[actix_rt::test]
-async fn a_killed_instance_frees_its_slots_after_the_lease_time_and_its_journal_is_archived() {
+async fn a_killed_instance_frees_its_slots_after_the_lease_time_and_its_journal_is_archived(
+    env: TestEnv,
+) {
     // REQUEST_TIMEOUT 3 s: a lease lives 6 s (the time-out plus as much slack).
     const LEASE: Duration = Duration::from_secs(6);
-    let mut f = Ledger::new(multi_env(&random_hex(32)).with("REQUEST_TIMEOUT", "3000")).await;
+    let mut f = Ledger::new(env).await;
     let (key, plaintext) = f.another_key(|k| k.concurrency_limit = 3).await;
     let relay_1 = instance(&mut f.env, "1").await;
     let relay_2 = instance(&mut f.env, "2").await;

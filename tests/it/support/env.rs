@@ -254,6 +254,26 @@ impl TestEnv {
             .expect("connect to Redis")
     }
 
+    /// Runs one command against this environment's Redis: through a cluster connection when
+    /// `REDIS_MODE=cluster` (found through `REDIS_NODES`), else `REDIS_HOST`/`REDIS_PORT`.
+    pub fn redis_query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        if self.var("REDIS_MODE") == Some("cluster") {
+            let nodes: Vec<String> = self
+                .var("REDIS_NODES")
+                .unwrap_or_default()
+                .split(',')
+                .map(|n| format!("redis://{n}/"))
+                .collect();
+            let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                .connection_timeout(Duration::from_secs(2))
+                .response_timeout(Duration::from_secs(2))
+                .build()?;
+            return cmd.query(&mut client.get_connection()?);
+        }
+        let client = redis::Client::open(self.redis_url())?;
+        cmd.query(&mut client.get_connection_with_timeout(Duration::from_secs(2))?)
+    }
+
     /// Every key of this test's prefix, sorted.
     pub fn redis_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = redis::cmd("KEYS")

@@ -13,6 +13,7 @@ pub mod mysql;
 pub mod poll;
 pub mod proxy;
 pub mod redis_server;
+pub mod redis_topology;
 
 pub use app::{TestApp, spawn_app};
 pub use binary::{ChildRelay, run_cli, spawn_binary};
@@ -23,3 +24,4 @@ pub use mock_upstream::{Behaviour, MockUpstream, start_mock};
 pub use poll::eventually;
 pub use proxy::TcpProxy;
 pub use redis_server::RedisServer;
+pub use redis_topology::{RedisCluster, RedisSentinels};

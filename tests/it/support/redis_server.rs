@@ -16,6 +16,8 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     dir: TempDir,
+    /// Further `redis-server` arguments (cluster, replication, sentinel settings).
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -26,6 +28,11 @@ impl RedisServer {
 
     /// Starts a redis-server on `port` and waits until it answers PING.
     pub fn spawn_on(port: u16) -> RedisServer {
+        RedisServer::spawn_with(port, &[])
+    }
+
+    /// Starts a redis-server on `port` with further arguments; waits until it answers PING.
+    pub fn spawn_with(port: u16, args: &[&str]) -> RedisServer {
         let mut server = RedisServer {
             port,
             child: None,
@@ -33,9 +40,15 @@ impl RedisServer {
                 .prefix("crt-redis-")
                 .tempdir()
                 .expect("temp dir"),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         server.start();
         server
+    }
+
+    /// The server's own directory (its cluster or sentinel state lives there).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     pub fn port(&self) -> u16 {
@@ -55,6 +68,7 @@ impl RedisServer {
             .args(["--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
