@@ -22,6 +22,8 @@ const RECORDS_PER_KEY: isize = 200;
 const ARCHIVE_CAP: isize = 100_000;
 /// How long the applied-record bitmaps live: longer than any replay can come late.
 const APPLIED_BITMAP_TTL_SECS: i64 = 7 * 24 * 3600;
+/// Counter sets per fenced rebuild script (each runs atomically: keep them short).
+const FENCED_CHUNK: usize = 200;
 
 /// One record to apply through `CacheHandle::apply_usage`.
 pub struct UsageApply<'a> {
@@ -751,33 +753,58 @@ impl CacheHandle {
 
     /// Installs rebuilt limit counters and then a new epoch naming where the rebuild stood
     /// in each instance's journal. The counters are written first: nobody trusts them before
-    /// the epoch exists.
+    /// the epoch exists. Every write is fenced by the rebuild lock (`lock`, held by `token`):
+    /// false, with nothing more written, when the lock was lost or an epoch appeared.
     pub async fn install_epoch(
         &self,
         epoch: &LedgerEpoch,
         counters: &[crate::actors::cache_migrate::CounterValue],
-    ) -> Result<(), CacheError> {
-        self.write_counter_values(counters).await?;
-        let boundaries = self.keys.ledger_boundaries(&epoch.id);
-        let key = self.keys.ledger_epoch();
-        let id = epoch.id.clone();
-        let pairs: Vec<(String, u64)> = epoch
-            .boundaries
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        self.exec(move |mut c| {
-            Box::pin(async move {
-                let mut pipe = redis::pipe();
-                pipe.del(&boundaries).ignore();
-                if !pairs.is_empty() {
-                    pipe.hset_multiple(&boundaries, &pairs).ignore();
+        lock: &str,
+        token: &str,
+    ) -> Result<bool, CacheError> {
+        let lock = self.keys.entry(lock);
+        let epoch_key = self.keys.ledger_epoch();
+        for chunk in counters.chunks(FENCED_CHUNK) {
+            let mut invocation = scripts::FENCED_COUNTERS_SCRIPT.key(&lock);
+            invocation.key(&epoch_key).arg(token);
+            for v in chunk {
+                invocation.key(self.keys.named(&v.name));
+                // As the relay writes them: only the fields that are not zero.
+                let fields: Vec<(&str, i64)> = Counters::FIELDS
+                    .iter()
+                    .copied()
+                    .zip(v.counters.to_array())
+                    .filter(|(_, n)| *n != 0)
+                    .collect();
+                invocation
+                    .arg(v.ttl_ms.map_or(-1, |ms| ms.max(1)))
+                    .arg(fields.len());
+                for (field, value) in fields {
+                    invocation.arg(field).arg(value);
                 }
-                pipe.set(&key, &id).ignore();
-                pipe.query_async::<()>(&mut c).await
-            })
-        })
-        .await
+            }
+            let written: i64 = self
+                .exec_with_timeout(Some(BULK_TIMEOUT), move |mut c| {
+                    Box::pin(async move { invocation.invoke_async(&mut c).await })
+                })
+                .await?;
+            if written == 0 {
+                return Ok(false);
+            }
+        }
+        let mut invocation = scripts::FENCED_EPOCH_SCRIPT.key(&lock);
+        invocation
+            .key(&epoch_key)
+            .key(self.keys.ledger_boundaries(&epoch.id))
+            .arg(token)
+            .arg(&epoch.id);
+        for (instance, boundary) in &epoch.boundaries {
+            invocation.arg(instance).arg(*boundary);
+        }
+        let installed: i64 = self
+            .exec(move |mut c| Box::pin(async move { invocation.invoke_async(&mut c).await }))
+            .await?;
+        Ok(installed == 1)
     }
 
     /// Drops the ledger epoch: every instance rebuilds the limit counters (after

@@ -41,6 +41,7 @@ pub struct Metrics {
     journal_backlog_bytes: IntGauge,
     journal_oldest_seconds: Gauge,
     journal_uncounted: IntGauge,
+    ledger_rebuilds: IntGaugeVec,
     queue_waiting: IntGauge,
     redis_memory: IntGauge,
     redis_clients: IntGauge,
@@ -177,6 +178,17 @@ impl Metrics {
                 IntGauge::new(
                     "concurrency_queue_waiting",
                     "requests over their key's concurrency limit waiting for a slot",
+                ),
+            )?,
+            ledger_rebuilds: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "usage_counter_rebuilds",
+                        "limit counter losses this instance caught up with (caught_up) and \
+                         rebuilt from the archive itself (rebuilt)",
+                    ),
+                    &["by"],
                 ),
             )?,
             journal_uncounted: register(
@@ -360,6 +372,12 @@ async fn metrics(
         .set(usage.journal.oldest_unarchived_secs);
     m.journal_uncounted
         .set(gauge(usage.journal.uncounted_records));
+    m.ledger_rebuilds
+        .with_label_values(&["caught_up"])
+        .set(gauge(usage.rebuilds));
+    m.ledger_rebuilds
+        .with_label_values(&["rebuilt"])
+        .set(gauge(usage.rebuilt_here));
     let pool = router.pool_status().await;
     m.pool
         .with_label_values(&["in_use"])

@@ -19,6 +19,13 @@ pub static RENEW_LOCK_SCRIPT: LazyLock<redis::Script> =
 pub static RELEASE_LOCK_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(RELEASE_LOCK));
 
+/// The fenced rebuild writes, ready to invoke.
+pub static FENCED_COUNTERS_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(FENCED_COUNTERS));
+/// The fenced epoch installation, ready to invoke.
+pub static FENCED_EPOCH_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(FENCED_EPOCH));
+
 /// Admission: drop expired leases, check the concurrency cap and the rate window, count the
 /// request and take the lease, all or nothing. A request without a concurrency cap takes no
 /// lease (nothing would count it).
@@ -83,6 +90,46 @@ if cap > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl * 2)
 end
 return {0, 0, sticky}
+"#;
+
+/// One batch of rebuilt counter sets, written only while the caller's token holds the
+/// rebuild lock and no epoch exists yet: a rebuilder that stalled past its lock (and was
+/// replaced) cannot overwrite the counters of the epoch that replaced it.
+/// KEYS[1] lock, KEYS[2] ledger epoch, KEYS[3..] counter sets.
+/// ARGV: token, then per counter set: ttl ms (-1 = none), field count, field/value pairs.
+/// Returns 1 written, 0 fenced out (nothing written).
+pub const FENCED_COUNTERS: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+local a = 2
+for i = 3, #KEYS do
+  local ttl = tonumber(ARGV[a])
+  local n = tonumber(ARGV[a + 1])
+  redis.call('DEL', KEYS[i])
+  for f = 0, n - 1 do
+    redis.call('HSET', KEYS[i], ARGV[a + 2 + 2 * f], ARGV[a + 3 + 2 * f])
+  end
+  if ttl > 0 and n > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+  a = a + 2 + 2 * n
+end
+return 1
+"#;
+
+/// Installs a rebuilt epoch under the same fence as its counters.
+/// KEYS[1] lock, KEYS[2] ledger epoch, KEYS[3] the epoch's boundaries hash.
+/// ARGV: token, epoch id, then instance/boundary pairs.
+/// Returns 1 installed, 0 fenced out.
+pub const FENCED_EPOCH: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+redis.call('DEL', KEYS[3])
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
 "#;
 
 /// Extends a lease only while it is still held. KEYS[1] lease set; ARGV: lease_id, now_ms, ttl_ms.

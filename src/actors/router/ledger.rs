@@ -342,11 +342,14 @@ impl Handler<EnsureEpoch> for RouterActor {
         ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| {
             act.ledger.busy = false;
             match outcome {
-                Ok((epoch, rebuilt)) => {
-                    if rebuilt {
+                Ok(caught_up) => {
+                    if caught_up.recounted {
                         act.usage_stats.rebuilds += 1;
                     }
-                    act.ledger.epoch = Some(epoch);
+                    if caught_up.built_here {
+                        act.usage_stats.rebuilt_here += 1;
+                    }
+                    act.ledger.epoch = Some(caught_up.id);
                     act.local_limiter.clear_counters();
                     // Trusted for admissions once every live instance has caught up too.
                     ctx.notify(AnnounceLedger);
@@ -422,8 +425,16 @@ fn epoch_age(id: &str) -> Duration {
         })
 }
 
-/// Finds (or makes) the epoch in force and catches this instance up with it; returns its id
-/// and whether this instance had to recount (a rebuild happened since it last looked).
+/// The epoch an instance caught up with.
+struct EpochCaughtUp {
+    id: String,
+    /// This instance had to recount (a rebuild happened since it last looked).
+    recounted: bool,
+    /// This instance rebuilt the counters (one of all the instances does, per loss).
+    built_here: bool,
+}
+
+/// Finds (or makes) the epoch in force and catches this instance up with it.
 async fn ensure_epoch(
     cache: CacheHandle,
     store: PersistenceHandle,
@@ -431,9 +442,9 @@ async fn ensure_epoch(
     mode: StorageMode,
     offset: i32,
     returning: bool,
-) -> Result<(String, bool), String> {
-    let epoch = match cache.ledger_epoch().await.map_err(|e| e.to_string())? {
-        Some(e) => e,
+) -> Result<EpochCaughtUp, String> {
+    let (epoch, built_here) = match cache.ledger_epoch().await.map_err(|e| e.to_string())? {
+        Some(e) => (e, false),
         None => rebuild_epoch(&cache, &store, mode, offset).await?,
     };
     if journal.epoch().as_deref() == Some(epoch.id.as_str()) {
@@ -443,7 +454,11 @@ async fn ensure_epoch(
             // their applied bits).
             journal.recount_tail(RECOUNT_AFTER_OUTAGE);
         }
-        return Ok((epoch.id, false));
+        return Ok(EpochCaughtUp {
+            id: epoch.id,
+            recounted: false,
+            built_here,
+        });
     }
     // A new epoch: its counters hold the archive up to our boundary; everything of ours
     // after it is counted again, exactly once (the applied bits are per epoch-less seq, so
@@ -566,22 +581,27 @@ async fn ensure_epoch(
     if let Err(e) = journal.set_epoch(&epoch.id) {
         log::error!("cannot save the journal checkpoint: {e}");
     }
-    Ok((epoch.id, true))
+    Ok(EpochCaughtUp {
+        id: epoch.id,
+        recounted: true,
+        built_here,
+    })
 }
 
 /// Redis has no epoch: one instance (under a lock) rebuilds the limit counters from the
-/// archive and installs a new epoch; the others wait for it.
+/// archive and installs a new epoch; the others wait for it. True when this instance built
+/// the epoch it returns.
 async fn rebuild_epoch(
     cache: &CacheHandle,
     store: &PersistenceHandle,
     mode: StorageMode,
     offset: i32,
-) -> Result<LedgerEpoch, String> {
+) -> Result<(LedgerEpoch, bool), String> {
     let lock = super::ephemeral::EntryKind::Lock.name("ledger-rebuild");
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Some(e) = cache.ledger_epoch().await.map_err(|e| e.to_string())? {
-            return Ok(e);
+            return Ok((e, false));
         }
         let token = uuid::Uuid::new_v4().to_string();
         let taken = cache
@@ -610,7 +630,7 @@ async fn rebuild_epoch(
         };
         let rebuild = async {
             if let Some(e) = cache.ledger_epoch().await.map_err(|e| e.to_string())? {
-                return Ok(e);
+                return Ok((e, false));
             }
             let snapshot = if mode.uses_mysql() {
                 let now = chrono::Utc::now();
@@ -641,17 +661,21 @@ async fn rebuild_epoch(
                     ttl_ms,
                 })
                 .collect();
-            cache
-                .install_epoch(&epoch, &counters)
+            let installed = cache
+                .install_epoch(&epoch, &counters, &lock, &token)
                 .await
                 .map_err(|e| e.to_string())?;
+            if !installed {
+                // Fenced out: this instance stalled past its lock and another took over.
+                return Err("the rebuild lock was lost before the counters were installed".into());
+            }
             log::warn!(
                 "usage counters were missing in redis (restarted empty or flushed): rebuilt {} \
                  limit counters from the archive, epoch {}",
                 counters.len(),
                 epoch.id
             );
-            Ok(epoch)
+            Ok((epoch, true))
         };
         let result = tokio::select! {
             done = rebuild => done,

@@ -103,6 +103,8 @@ pub struct UsageStats {
     pub rejected: u64,
     /// Times the limit counters were rebuilt or caught up with after Redis lost them.
     pub rebuilds: u64,
+    /// Times this instance rebuilt them from the archive (per loss, one instance does).
+    pub rebuilt_here: u64,
     /// The limit counters in Redis can be trusted now.
     pub counters_trusted: bool,
     pub journal: JournalStats,

@@ -55,11 +55,14 @@ macro_rules! on_standalone_and_cluster {
             #[actix_rt::test]
             async fn cluster() {
                 let cluster = crate::support::RedisCluster::start();
-                super::$case(super::on_cluster($env, &cluster)).await;
+                super::$case(crate::multi::on_cluster($env, &cluster)).await;
             }
         }
     };
 }
+
+// After the macro: the module uses it too.
+mod jobs;
 
 on_standalone_and_cluster!(
     a_concurrency_limit_of_3_holds_for_20_clients_over_3_instances,
