@@ -128,6 +128,17 @@ pub enum RedisTopology {
     },
 }
 
+impl RedisTopology {
+    /// The `REDIS_MODE` value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RedisTopology::Standalone => "standalone",
+            RedisTopology::Cluster { .. } => "cluster",
+            RedisTopology::Sentinel { .. } => "sentinel",
+        }
+    }
+}
+
 impl RedisConfig {
     /// The connection URL of `REDIS_HOST:REDIS_PORT`; contains the password, so never log it.
     pub fn url(&self) -> SecretString {
@@ -360,9 +371,19 @@ impl Reader<'_> {
         };
         match self.string("REDIS_MODE", "standalone").as_str() {
             "standalone" => Ok(RedisTopology::Standalone),
-            "cluster" => Ok(RedisTopology::Cluster {
-                nodes: required("REDIS_NODES", self.host_ports("REDIS_NODES")?, "cluster")?,
-            }),
+            "cluster" => {
+                // SPEC §11 names it REDIS_CLUSTER_NODES: read as REDIS_NODES' older name.
+                let name = if self.get("REDIS_NODES").is_none()
+                    && self.get("REDIS_CLUSTER_NODES").is_some()
+                {
+                    "REDIS_CLUSTER_NODES"
+                } else {
+                    "REDIS_NODES"
+                };
+                Ok(RedisTopology::Cluster {
+                    nodes: required("REDIS_NODES", self.host_ports(name)?, "cluster")?,
+                })
+            }
             "sentinel" => {
                 let sentinels = required(
                     "REDIS_SENTINELS",

@@ -36,12 +36,28 @@ impl<T: Send + 'static> Message for Exec<T> {
 }
 
 /// Pool figures for /metrics and `diagnose`.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PoolStatus {
     pub max_size: usize,
     pub size: usize,
     pub available: usize,
     pub in_use: usize,
+    /// The read replicas, as their last probe found them.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// One read replica for /health, /metrics and `diagnose`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// `host:port`.
+    pub host: String,
+    /// Reports and listings are read from it.
+    pub readable: bool,
+    /// Seconds behind the primary at the last probe that reached it.
+    pub lag_seconds: Option<u64>,
+    /// Why it is not read from.
+    pub last_error: Option<String>,
 }
 
 #[derive(Message)]
@@ -76,6 +92,10 @@ struct Replica {
     probing: bool,
     /// False until the first probe's outcome was logged.
     reported: bool,
+    /// Seconds behind at the last probe that reached it.
+    lag: Option<u64>,
+    /// Why it is not read from (the probe's or a failed call's error).
+    last_error: Option<String>,
 }
 
 /// Builds the pool with every deadpool time-out set: without them a silent MySQL hangs
@@ -113,6 +133,8 @@ impl PersistenceActor {
                     usable: false,
                     probing: false,
                     reported: false,
+                    lag: None,
+                    last_error: None,
                 })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
@@ -150,15 +172,20 @@ impl PersistenceActor {
             let pool = replica.pool.clone();
             let work = async move {
                 match tokio::time::timeout(timeout, setup::replica_lag(&pool)).await {
-                    Ok(Ok(lag)) if lag <= max_lag => Ok(lag),
-                    Ok(Ok(lag)) => Err(format!("{lag} s behind (at most {max_lag} s allowed)")),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err("probe timed out".to_string()),
+                    Ok(Ok(lag)) if lag <= max_lag => (Some(lag), Ok(lag)),
+                    Ok(Ok(lag)) => (
+                        Some(lag),
+                        Err(format!("{lag} s behind (at most {max_lag} s allowed)")),
+                    ),
+                    Ok(Err(e)) => (None, Err(e)),
+                    Err(_) => (None, Err("probe timed out".to_string())),
                 }
             };
-            ctx.spawn(work.into_actor(self).map(move |result, act, _ctx| {
+            ctx.spawn(work.into_actor(self).map(move |(lag, result), act, _ctx| {
                 let replica = &mut act.replicas[index];
                 replica.probing = false;
+                replica.lag = lag;
+                replica.last_error = result.as_ref().err().cloned();
                 let usable = result.is_ok();
                 if usable != replica.usable || !replica.reported {
                     replica.reported = true;
@@ -309,7 +336,9 @@ impl<T: Send + 'static> Handler<Exec<T>> for PersistenceActor {
                     if let Some(index) = replica {
                         // A replica's failure says nothing of the primary's circuit.
                         if replica_failed || matches!(&result, Err(e) if e.is_outage()) {
-                            act.replicas[index].usable = false;
+                            let failed = &mut act.replicas[index];
+                            failed.usable = false;
+                            failed.last_error = result.as_ref().err().map(ToString::to_string);
                         }
                         if !replica_failed {
                             return result;
@@ -342,6 +371,16 @@ impl Handler<GetPoolStatus> for PersistenceActor {
             size: status.size,
             available: status.available,
             in_use: status.size.saturating_sub(status.available),
+            replicas: self
+                .replicas
+                .iter()
+                .map(|r| ReplicaStatus {
+                    host: r.name.clone(),
+                    readable: r.usable,
+                    lag_seconds: r.lag,
+                    last_error: (!r.usable).then(|| r.last_error.clone()).flatten(),
+                })
+                .collect(),
         })
     }
 }

@@ -409,6 +409,22 @@ async fn mysql_items(actors: &Actors, config: &Config, f: &mut Findings) {
             ),
         );
     }
+    for replica in &pool.replicas {
+        let item = format!("mysql replica {}", replica.host);
+        match (&replica.last_error, replica.lag_seconds) {
+            _ if replica.readable => f.ok(
+                &item,
+                format!("read from, {} s behind", replica.lag_seconds.unwrap_or(0)),
+            ),
+            (Some(error), _) => f.add(
+                Level::Warn,
+                &item,
+                format!("not read from: {error}"),
+                "reports and listings use the primary until it recovers",
+            ),
+            (None, _) => f.ok(&item, "not probed yet"),
+        }
+    }
     let counts: Vec<String> = figures
         .counts
         .iter()

@@ -29,12 +29,21 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
             "error": "router did not answer",
         }));
     };
+    let mut databases = json!({ "redis": report.redis, "mysql": report.mysql });
+    if !state.config.mysql.replicas.is_empty() {
+        // Answered from the persistence actor's memory (its last probes), bounded anyway.
+        let replicas = tokio::time::timeout(ROUTER_WAIT, state.router.pool_status())
+            .await
+            .map(|pool| pool.replicas)
+            .unwrap_or_default();
+        databases["mysqlReplicas"] = json!(replicas);
+    }
     let body = json!({
         "status": report.status,
         "mode": report.mode.as_str(),
         "version": version,
         "uptime": report.uptime.as_secs(),
-        "databases": { "redis": report.redis, "mysql": report.mysql },
+        "databases": databases,
         "usageBacklog": report.usage_backlog,
     });
     match report.status {

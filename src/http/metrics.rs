@@ -42,6 +42,8 @@ pub struct Metrics {
     journal_oldest_seconds: Gauge,
     journal_uncounted: IntGauge,
     ledger_rebuilds: IntGaugeVec,
+    replica_readable: IntGaugeVec,
+    replica_lag: IntGaugeVec,
     queue_waiting: IntGauge,
     redis_memory: IntGauge,
     redis_clients: IntGauge,
@@ -178,6 +180,26 @@ impl Metrics {
                 IntGauge::new(
                     "concurrency_queue_waiting",
                     "requests over their key's concurrency limit waiting for a slot",
+                ),
+            )?,
+            replica_readable: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "mysql_replica_readable",
+                        "1 when reports and listings are read from this replica",
+                    ),
+                    &["replica"],
+                ),
+            )?,
+            replica_lag: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "mysql_replica_lag_seconds",
+                        "seconds behind the primary at the last probe (-1: not reached)",
+                    ),
+                    &["replica"],
                 ),
             )?,
             ledger_rebuilds: register(
@@ -386,6 +408,18 @@ async fn metrics(
         .with_label_values(&["idle"])
         .set(gauge(pool.available));
     m.pool.with_label_values(&["max"]).set(gauge(pool.max_size));
+    for replica in &pool.replicas {
+        m.replica_readable
+            .with_label_values(&[replica.host.as_str()])
+            .set(i64::from(replica.readable));
+        m.replica_lag
+            .with_label_values(&[replica.host.as_str()])
+            .set(
+                replica
+                    .lag_seconds
+                    .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+            );
+    }
     let sample = m.sample.lock().map(|s| s.clone()).unwrap_or_default();
     let set = |g: &IntGauge, v: Option<i64>| g.set(v.unwrap_or(-1));
     set(&m.redis_memory, sample.redis_used_memory_bytes);

@@ -313,6 +313,17 @@ fn redis_mode_selects_standalone_cluster_or_sentinel() {
         }
     );
     assert_eq!(config.redis.key_prefix, "{relay:}");
+    // SPEC §11's name for the list is read too.
+    let mut older = TestEnv::offline();
+    older
+        .set("REDIS_MODE", "cluster")
+        .set("REDIS_CLUSTER_NODES", "r3:7002");
+    assert_eq!(
+        older.config().redis.topology,
+        RedisTopology::Cluster {
+            nodes: vec![("r3".into(), 7002)]
+        }
+    );
     for (prefix, tagged) in [("", "{relay}:"), ("{t1}:", "{t1}:"), ("a{}b", "{a{}b}")] {
         env.set("REDIS_KEY_PREFIX", prefix);
         assert_eq!(env.config().redis.key_prefix, tagged, "prefix {prefix:?}");

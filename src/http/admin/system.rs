@@ -37,7 +37,12 @@ async fn system(auth: AdminAuth) -> Result<HttpResponse, AdminError> {
         "status": health.status,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime": health.uptime.as_secs(),
-        "backends": { "redis": health.redis, "mysql": health.mysql },
+        "backends": {
+            "redis": health.redis,
+            "mysql": health.mysql,
+            "redisTopology": auth.ctx.config.redis.topology.as_str(),
+            "mysqlReplicas": router.pool_status().await.replicas,
+        },
         "usageBacklog": health.usage_backlog,
         "usage": usage,
         "cache": {

@@ -203,6 +203,16 @@ async fn listings_read_a_replica_and_fall_back_to_the_primary_when_it_stops_or_d
         "the list reads the replica",
     )
     .await;
+    // /health and /metrics show the replica read from.
+    let host = format!("127.0.0.1:{}", replica.port);
+    let readable = format!("claude_relay_mysql_replica_readable{{replica=\"{host}\"}}");
+    let (_, health) = relay.http.health().await;
+    assert_eq!(
+        health["databases"]["mysqlReplicas"],
+        serde_json::json!([{"host": host, "readable": true, "lagSeconds": 0, "lastError": null}]),
+        "{health}"
+    );
+    assert_eq!(crate::ledger::metric(&relay.http, &readable).await, 1.0);
     // The single-key read and the key check read the primary.
     assert_eq!(single_name(&relay.base, &token, &key.id).await, "test key");
     let client = crate::ledger::client();
@@ -266,4 +276,14 @@ async fn listings_read_a_replica_and_fall_back_to_the_primary_when_it_stops_or_d
         "{}",
         relay.logs()
     );
+    let (_, health) = relay.http.health().await;
+    let dead = &health["databases"]["mysqlReplicas"][0];
+    assert_eq!(dead["host"], host.as_str(), "{health}");
+    assert_eq!(dead["readable"], false, "{health}");
+    assert!(
+        dead["lastError"].as_str().is_some_and(|e| !e.is_empty()),
+        "{health}"
+    );
+    assert_eq!(health["status"], "healthy", "the primary serves: {health}");
+    assert_eq!(crate::ledger::metric(&relay.http, &readable).await, 0.0);
 }
