@@ -16,6 +16,9 @@ pub struct Announced {
     pub epoch: Option<String>,
     /// Live instances that have not caught up with it.
     pub behind: u64,
+    /// The `run_id` of the server holding the ledger: it changes when a failover promotes a
+    /// replica or the server restarts, either of which may have lost the last writes.
+    pub server: Option<String>,
 }
 
 impl CacheHandle {
@@ -36,11 +39,11 @@ impl CacheHandle {
             i64::try_from(live.as_millis()).unwrap_or(i64::MAX),
             i64::try_from(forget.as_millis()).unwrap_or(i64::MAX),
         );
-        let (epoch, behind): (Option<String>, u64) = self
+        let (epoch, behind, info): (Option<String>, u64, String) = self
             .exec(move |mut c| {
                 Box::pin(async move {
-                    scripts::ANNOUNCE_SCRIPT
-                        .key(keys.0)
+                    let (epoch, behind) = scripts::ANNOUNCE_SCRIPT
+                        .key(&keys.0)
                         .key(keys.1)
                         .arg(args.0)
                         .arg(args.1)
@@ -48,10 +51,22 @@ impl CacheHandle {
                         .arg(args.3)
                         .arg(args.4)
                         .invoke_async(&mut c)
-                        .await
+                        .await?;
+                    let info: String = c
+                        .query_beside(redis::cmd("INFO").arg("server"), &keys.0)
+                        .await?;
+                    Ok((epoch, behind, info))
                 })
             })
             .await?;
-        Ok(Announced { epoch, behind })
+        let server = info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("run_id:"))
+            .map(str::to_string);
+        Ok(Announced {
+            epoch,
+            behind,
+            server,
+        })
     }
 }

@@ -353,20 +353,17 @@ impl Journal {
         }
     }
 
-    /// Marks the newest `n` records still in the journal to be counted again, keeping what
-    /// already waits. After a Redis failover the promoted replica may lack the last writes
-    /// of the old master (replication is asynchronous); the applied bits travel in the same
-    /// script as the counters, so applying again adds exactly what the replica lost.
-    pub fn recount_tail(&self, n: u64) {
+    /// Marks `seqs` (records still in the journal) to be counted again, keeping what already
+    /// waits: after a Redis failover the promoted replica may lack the last writes of the old
+    /// master (replication is asynchronous). Only records counted one by one into the epoch
+    /// in force qualify: their applied bits travel in the same script as their counters, so
+    /// applying them again adds exactly what the replica lacks.
+    pub fn recount(&self, seqs: &[u64]) {
         if !self.track_counters {
             return;
         }
         let mut inner = self.lock();
-        let next = inner.next_seq;
-        let kept = inner.segments.keys().next().copied().unwrap_or(next);
-        for s in next.saturating_sub(n).max(kept)..next {
-            inner.uncounted.insert(s);
-        }
+        inner.uncounted.extend(seqs.iter().copied());
     }
 
     /// The ledger epoch the counted records were counted into.

@@ -27,9 +27,11 @@ const ARCHIVE_BATCHES_PER_PASS: usize = 25;
 const REPLAY_PER_PASS: usize = 2_000;
 /// Rows read back from the archive per page when catching up with a new epoch.
 const CATCH_UP_PAGE: i64 = 5_000;
-/// Records of this instance applied again when Redis returns with its epoch: more than
-/// a second of a busy instance's requests, more than any replication lag at a failover.
+/// Records of this instance applied again when Redis returns with its epoch: at most this
+/// many, and only those of the last `RECOUNT_WINDOW` (far more than any replication lag at a
+/// failover, far less than the applied bits live).
 const RECOUNT_AFTER_OUTAGE: u64 = 20_000;
+const RECOUNT_WINDOW: Duration = Duration::from_secs(600);
 
 /// How often an instance counting into Redis says which epoch it has caught up with.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
@@ -83,7 +85,15 @@ pub struct LedgerState {
     /// Records below this were appended before the last replay pass began (the newer ones
     /// are most likely still on their way through `RecordUsage`).
     pub replay_below: u64,
+    /// The `run_id` of the Redis server the last announcement reached.
+    pub server: Option<String>,
 }
+
+/// Counts this instance's newest records again: the Redis server changed (a failover or a
+/// restart) and may lack the last writes the old one acknowledged.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecountRecent;
 
 impl RouterActor {
     /// Starts an archive pass unless one is running (each recorded event asks for one, so
@@ -389,6 +399,13 @@ impl Handler<AnnounceLedger> for RouterActor {
             act.ledger.announcing = false;
             // Redis failures are the health probe's business.
             let Ok(seen) = result else { return };
+            if let Some(server) = seen.server.clone() {
+                let changed = act.ledger.server.as_ref().is_some_and(|s| *s != server);
+                act.ledger.server = Some(server);
+                if changed {
+                    ctx.notify(RecountRecent);
+                }
+            }
             if act.ledger.busy {
                 return;
             }
@@ -414,6 +431,45 @@ impl Handler<AnnounceLedger> for RouterActor {
     }
 }
 
+impl Handler<RecountRecent> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RecountRecent, ctx: &mut Self::Context) {
+        let Some(ours) = self.ledger.epoch.clone() else {
+            // Not caught up: `EnsureEpoch` recounts when it is.
+            return;
+        };
+        log::warn!(
+            "the redis server changed (failover or restart): counting this instance's newest \
+             usage records again, once each"
+        );
+        let (cache, journal) = (self.cache.clone(), self.journal.clone());
+        let work = async move {
+            match cache.ledger_epoch().await {
+                Ok(Some(epoch)) if epoch.id == ours => {
+                    recount_recent(&journal, &epoch).await;
+                    true
+                }
+                // Gone or another epoch: the announcement finds out and catches up.
+                Ok(_) => true,
+                Err(e) => {
+                    log::debug!("recount postponed, redis failed: {e}");
+                    false
+                }
+            }
+        };
+        ctx.spawn(work.into_actor(self).map(|done, _, ctx| {
+            if done {
+                ctx.notify(ReplayCounters);
+            } else {
+                ctx.run_later(Duration::from_millis(500), |_, ctx| {
+                    ctx.notify(RecountRecent)
+                });
+            }
+        }));
+    }
+}
+
 /// How long ago epoch `id` was made (its id starts with its creation time in ms); an id
 /// without one is old.
 fn epoch_age(id: &str) -> Duration {
@@ -423,6 +479,39 @@ fn epoch_age(id: &str) -> Duration {
             let age = chrono::Utc::now().timestamp_millis().saturating_sub(ms);
             Duration::from_millis(u64::try_from(age).unwrap_or(0))
         })
+}
+
+/// Redis came back with the epoch this instance counts into, perhaps from a replica promoted
+/// while it was away, which may lack the old master's last writes: marks our newest records
+/// to be applied again (once each, by their applied bits). Only records after our boundary
+/// in the epoch qualify: those before it came into the counters by the rebuild, without bits.
+async fn recount_recent(journal: &Arc<Journal>, epoch: &LedgerEpoch) {
+    let boundary = epoch
+        .boundaries
+        .get(journal.instance_id())
+        .copied()
+        .unwrap_or(0);
+    let from = journal
+        .next_seq()
+        .saturating_sub(RECOUNT_AFTER_OUTAGE)
+        .max(boundary + 1);
+    let since = chrono::Utc::now()
+        - chrono::Duration::from_std(RECOUNT_WINDOW).unwrap_or(chrono::Duration::zero());
+    let reader = journal.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        reader.read(
+            from,
+            usize::try_from(RECOUNT_AFTER_OUTAGE).unwrap_or(usize::MAX),
+        )
+    })
+    .await;
+    let seqs: Vec<u64> = read
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.event.created_at >= since)
+        .map(|r| r.seq)
+        .collect();
+    journal.recount(&seqs);
 }
 
 /// The epoch an instance caught up with.
@@ -449,10 +538,7 @@ async fn ensure_epoch(
     };
     if journal.epoch().as_deref() == Some(epoch.id.as_str()) {
         if returning {
-            // The epoch survived the outage, but a replica promoted meanwhile may miss the
-            // old master's last writes: apply our newest records again (once each, by
-            // their applied bits).
-            journal.recount_tail(RECOUNT_AFTER_OUTAGE);
+            recount_recent(&journal, &epoch).await;
         }
         return Ok(EpochCaughtUp {
             id: epoch.id,

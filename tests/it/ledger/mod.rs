@@ -490,18 +490,28 @@ fn counters_vs_archive(env: &TestEnv, key_id: &str) -> (Sums, Sums) {
 }
 
 /// The value of one sample of `/metrics` (`name{labels}` exactly as printed), 0 when absent.
+/// Asked up to 3 times: a pooled connection the relay just closed as idle fails once.
 pub async fn metric(http: &Http, sample: &str) -> f64 {
-    let text = http
-        .client
-        .get(http.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample))
-        .and_then(|rest| rest.trim().parse().ok())
-        .unwrap_or(0.0)
+    let mut last = None;
+    for _ in 0..3 {
+        let answer = async {
+            http.client
+                .get(http.url("/metrics"))
+                .send()
+                .await?
+                .text()
+                .await
+        };
+        match answer.await {
+            Ok(text) => {
+                return text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(sample))
+                    .and_then(|rest| rest.trim().parse().ok())
+                    .unwrap_or(0.0);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("GET /metrics: {last:?}")
 }

@@ -314,7 +314,9 @@ async fn a_killed_instance_frees_its_slots_after_the_lease_time_and_its_journal_
     .await;
     assert_eq!(count(&f.env, "SELECT COUNT(*) AS n FROM usage_records"), 1);
 
-    // Three streams hold the key's three slots through instance 3; then it dies.
+    // Three streams hold the key's three slots through instance 3; then it dies. (A lease
+    // is released by the recording after the answer: wait until the last one's is.)
+    wait_no_leases(&f.env, &key.id).await;
     let gate = shut_gate(&f);
     let bases = vec![relay_3.base.clone(); 3];
     let held = streams(&bases, &plaintext);
@@ -362,6 +364,7 @@ async fn a_killed_instance_frees_its_slots_after_the_lease_time_and_its_journal_
         "{freed:?}"
     );
     // All three slots are free: three streams at once through the living instances.
+    wait_no_leases(&f.env, &key.id).await;
     let gate = shut_gate(&f);
     let bases = vec![
         relay_1.base.clone(),
@@ -406,6 +409,19 @@ async fn a_killed_instance_frees_its_slots_after_the_lease_time_and_its_journal_
         10,
         "1 before the cut, 5 from the journal, 1 + 3 after the kill"
     );
+}
+
+/// Waits until no live lease of the key's concurrency slots is left in Redis.
+async fn wait_no_leases(env: &TestEnv, key_id: &str) {
+    let set = format!("{}lease:key:{key_id}", env.key_prefix);
+    eventually(WAIT, "the key's leases are released", || async {
+        let now = chrono::Utc::now().timestamp_millis();
+        match env.redis_query::<i64>(redis::cmd("ZCOUNT").arg(&set).arg(now).arg("+inf")) {
+            Ok(0) => Ok(()),
+            other => Err(format!("{other:?} leases")),
+        }
+    })
+    .await;
 }
 
 async fn backlog(http: &Http) -> Option<u64> {

@@ -68,6 +68,8 @@ impl RedisServer {
             .args(["--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -78,7 +80,9 @@ impl RedisServer {
         let started = Instant::now();
         while !self.answers() {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("redis-server on port {} exited: {status}", self.port);
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+                panic!("redis-server on port {} exited: {status}\n{log}", self.port);
             }
             if started.elapsed() > START_TIMEOUT {
                 panic!("redis-server on port {} did not answer PING", self.port);

@@ -45,11 +45,16 @@ impl RedisCluster {
     pub fn start() -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
+                // The bus port is chosen too: the default (port + 10000) may be taken or
+                // past 65535.
+                let bus = free_port().to_string();
                 RedisServer::spawn_with(
                     free_port(),
                     &[
                         "--cluster-enabled",
                         "yes",
+                        "--cluster-port",
+                        &bus,
                         "--cluster-config-file",
                         "nodes.conf",
                         // Fail over within about a second of a master's death.
