@@ -150,38 +150,35 @@ pub async fn refresh(
     account: &Account,
 ) -> Result<String, AppError> {
     let lock = format!("oauth-refresh:{}", account.id);
-    let token = uuid::Uuid::new_v4().to_string();
-    match router.acquire_lock(&lock, &token, LOCK_TTL).await {
-        Ok(true) => {
-            let result = refresh_locked(router, cipher, http, urls, account).await;
-            if let Err(e) = router.release_lock(&lock, &token).await {
-                log::debug!("refresh lock not released (it expires by itself): {e}");
-            }
-            result
-        }
-        Ok(false) => wait_for_refresh(router, cipher, &account.id).await,
-        // No lock backend: refresh anyway rather than fail the request.
-        Err(_) => refresh_locked(router, cipher, http, urls, account).await,
-    }
-}
-
-async fn wait_for_refresh(
-    router: &RouterHandle,
-    cipher: &CredentialCipher,
-    account_id: &str,
-) -> Result<String, AppError> {
     let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER_REFRESH;
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(Some(sealed)) = router.get_entry(EntryKind::OauthToken, account_id).await
+    loop {
+        let token = uuid::Uuid::new_v4().to_string();
+        match router.acquire_lock(&lock, &token, LOCK_TTL).await {
+            Ok(true) => {
+                let result = refresh_locked(router, cipher, http, urls, account).await;
+                if let Err(e) = router.release_lock(&lock, &token).await {
+                    log::debug!("refresh lock not released (it expires by itself): {e}");
+                }
+                return result;
+            }
+            Ok(false) => {}
+            // No lock backend: refresh anyway rather than fail the request.
+            Err(_) => return refresh_locked(router, cipher, http, urls, account).await,
+        }
+        // Another request (on this instance or another) refreshes: its token arrives as an
+        // entry. Should it give up without one, the lock frees and this request takes it.
+        if let Ok(Some(sealed)) = router.get_entry(EntryKind::OauthToken, &account.id).await
             && let Ok(token) = cipher.open(&sealed)
         {
             return Ok(token);
         }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(AppError::NoAccountAvailable(
+                "the upstream account's token is being refreshed, try again".into(),
+            ));
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(AppError::NoAccountAvailable(
-        "the upstream account's token is being refreshed, try again".into(),
-    ))
 }
 
 async fn refresh_locked(
@@ -255,7 +252,8 @@ async fn refresh_locked(
         updated.status_until = None;
         updated.error_message.clear();
     }
-    router.save_account(updated).await?;
+    // The token goes where waiting requests (of every instance) look for it first; the
+    // account row, a MySQL write that may be slow under load, follows.
     let ttl = lifetime.to_std().unwrap_or(Duration::from_secs(3600));
     if let Err(e) = router
         .set_entry(
@@ -268,6 +266,7 @@ async fn refresh_locked(
     {
         log::debug!("refreshed token not cached (refreshed again next time): {e}");
     }
+    router.save_account(updated).await?;
     log::info!("refreshed the OAuth token of account {}", account.id);
     // The profile is read again (off the request's path) when the token may read it: its
     // scope says so, or, without a scope in the answer, the account has a profile already.

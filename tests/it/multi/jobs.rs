@@ -66,7 +66,16 @@ async fn an_expired_oauth_token_is_refreshed_once_for_three_instances() {
     }))
     .await;
     for (i, answer) in answers.iter().enumerate() {
-        assert!(matches!(answer, Answer::Ok(_)), "request {i} not served");
+        assert!(
+            matches!(answer, Answer::Ok(_)),
+            "request {i} not served: {}\nlogs of the instances:\n{}",
+            super::status(answer),
+            relays
+                .iter()
+                .map(ChildRelay::logs)
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
     }
     assert_eq!(f._upstream.token_refreshes(), 1, "one refresh for all");
     let credentials: Vec<String> = f
