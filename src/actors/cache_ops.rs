@@ -818,6 +818,12 @@ impl CacheHandle {
     /// Adds deltas to counter sets (summed counters, rebuilds, imports): one pipeline.
     pub async fn add_counters(&self, updates: &[CounterUpdate]) -> Result<(), CacheError> {
         let mut pipe = redis::pipe();
+        self.push_adds(&mut pipe, updates);
+        self.exec(move |mut c| Box::pin(async move { pipe.query_async::<()>(&mut c).await }))
+            .await
+    }
+
+    fn push_adds(&self, pipe: &mut redis::Pipeline, updates: &[CounterUpdate]) {
         for u in updates {
             let key = self.keys.named(&u.name);
             for (field, value) in Counters::FIELDS.iter().zip(u.delta.to_array()) {
@@ -829,13 +835,22 @@ impl CacheHandle {
                 pipe.expire(&key, ttl.max(1)).ignore();
             }
         }
-        self.exec(move |mut c| Box::pin(async move { pipe.query_async::<()>(&mut c).await }))
-            .await
     }
 
     /// Current counter sets in the order asked (missing read as zero).
     pub async fn read_counters(&self, names: &[String]) -> Result<Vec<Counters>, CacheError> {
+        self.read_counters_after(&[], names).await
+    }
+
+    /// Adds `updates` (deltas summed in process), then reads counter sets, in one pipeline:
+    /// the values read hold the deltas exactly once, whatever a concurrent flush does.
+    pub async fn read_counters_after(
+        &self,
+        updates: &[CounterUpdate],
+        names: &[String],
+    ) -> Result<Vec<Counters>, CacheError> {
         let mut pipe = redis::pipe();
+        self.push_adds(&mut pipe, updates);
         for n in names {
             pipe.cmd("HMGET")
                 .arg(self.keys.named(n))

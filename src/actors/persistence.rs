@@ -311,36 +311,42 @@ impl<T: Send + 'static> Handler<Exec<T>> for PersistenceActor {
             let run = async move {
                 // A replica that cannot give a connection (dead since the last probe): the
                 // call goes to the primary, and the replica is left until the probe finds it.
-                let (conn, replica_failed) = match pool.get().await {
-                    Ok(conn) => (conn, false),
+                let (conn, replica_error) = match pool.get().await {
+                    Ok(conn) => (conn, None),
                     Err(e) if replica.is_some() => {
                         log::warn!("mysql replica unavailable, report read from the primary: {e}");
+                        let why = Some(e.to_string());
                         match primary.get().await {
-                            Ok(conn) => (conn, true),
-                            Err(e) => return (Err(StoreError::from(e)), true),
+                            Ok(conn) => (conn, why),
+                            Err(e) => return (Err(StoreError::from(e)), why),
                         }
                     }
-                    Err(e) => return (Err(StoreError::from(e)), false),
+                    Err(e) => return (Err(StoreError::from(e)), None),
                 };
-                ((msg.job)(conn).await, replica_failed)
+                ((msg.job)(conn).await, replica_error)
             };
             // A query on a checked-out connection has no time-out of its own.
             match tokio::time::timeout(timeout, run).await {
                 Ok(result) => result,
-                Err(_) => (Err(StoreError::Timeout), false),
+                Err(_) => (Err(StoreError::Timeout), None),
             }
         };
         Box::pin(
             work.into_actor(self)
-                .map(move |(result, replica_failed), act, _ctx| {
+                .map(move |(result, replica_error), act, _ctx| {
                     if let Some(index) = replica {
                         // A replica's failure says nothing of the primary's circuit.
-                        if replica_failed || matches!(&result, Err(e) if e.is_outage()) {
+                        let failed_here = match (&replica_error, &result) {
+                            (Some(why), _) => Some(why.clone()),
+                            (None, Err(e)) if e.is_outage() => Some(e.to_string()),
+                            _ => None,
+                        };
+                        if let Some(why) = failed_here {
                             let failed = &mut act.replicas[index];
                             failed.usable = false;
-                            failed.last_error = result.as_ref().err().map(ToString::to_string);
+                            failed.last_error = Some(why);
                         }
-                        if !replica_failed {
+                        if replica_error.is_none() {
                             return result;
                         }
                     }

@@ -60,7 +60,9 @@ impl UpstreamClients {
         let mut builder = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(512)
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Shorter than the idle time-outs of common front ends (60 s and more): a
+            // connection the server closes as idle just when it is reused fails the request.
+            .pool_idle_timeout(Duration::from_secs(50))
             .connect_timeout(Duration::from_secs(10))
             .timeout(self.timeout);
         if let Some(p) = proxy {

@@ -164,13 +164,6 @@ impl HotView {
         self.pending.lock().map(|p| p.is_empty()).unwrap_or(true)
     }
 
-    pub(super) fn read_pending(&self, names: &[String]) -> Vec<limits::Counters> {
-        match self.pending.lock() {
-            Ok(p) => p.read(names),
-            Err(_) => vec![limits::Counters::default(); names.len()],
-        }
-    }
-
     pub(super) fn count_recorded(&self) {
         self.recorded.fetch_add(1, Ordering::Relaxed);
     }

@@ -544,14 +544,6 @@ impl PendingCounters {
             })
             .collect()
     }
-
-    /// The pending part of each named set (added to what Redis holds when reading).
-    pub fn read(&self, names: &[String]) -> Vec<Counters> {
-        names
-            .iter()
-            .map(|n| self.sets.get(n).map(|(c, _)| *c).unwrap_or_default())
-            .collect()
-    }
 }
 
 /// Writes the summed counter deltas to Redis (run on a short timer); answers true when
@@ -602,13 +594,20 @@ impl Handler<ReadCounters> for RouterActor {
                 })
             }
             _ if self.counters_in_redis() => {
-                let cache = self.cache.clone();
-                let pending = self.hot.read_pending(&msg.names);
+                // The deltas summed in process go to Redis with the read: adding them to
+                // what Redis says instead could count a batch a flush writes meanwhile twice.
+                let (cache, hot) = (self.cache.clone(), self.hot.clone());
+                let pending = self.hot.take_pending();
                 let local = self.local_limiter.read(&msg.names);
                 Box::pin(async move {
-                    let mut values = cache.read_counters(&msg.names).await?;
-                    for ((v, p), l) in values.iter_mut().zip(&pending).zip(&local) {
-                        v.add(p);
+                    let mut values = match cache.read_counters_after(&pending, &msg.names).await {
+                        Ok(values) => values,
+                        Err(e) => {
+                            hot.add_pending(&pending);
+                            return Err(e.into());
+                        }
+                    };
+                    for (v, l) in values.iter_mut().zip(&local) {
                         v.add(l);
                     }
                     Ok(values)

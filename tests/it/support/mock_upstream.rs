@@ -196,6 +196,9 @@ pub async fn start_mock() -> MockUpstream {
             .route("/api/oauth/profile", web::get().to(profile))
     })
     .workers(1)
+    // Like a real API's front end, it keeps idle connections longer than the relay's pool
+    // does (50 s): actix' 5 s default would close one just as the relay reuses it.
+    .keep_alive(Duration::from_secs(120))
     .bind(("127.0.0.1", 0))
     .expect("mock binds");
     let port = server.addrs()[0].port();
