@@ -77,6 +77,10 @@ on_standalone_and_cluster!(
     super::multi_env(&super::random_hex(32))
 );
 on_standalone_and_cluster!(
+    an_account_cooling_down_after_a_429_on_one_instance_is_skipped_by_all,
+    super::multi_env(&super::random_hex(32))
+);
+on_standalone_and_cluster!(
     a_killed_instance_frees_its_slots_after_the_lease_time_and_its_journal_is_archived,
     super::multi_env(&super::random_hex(32)).with("REQUEST_TIMEOUT", "3000")
 );
@@ -409,6 +413,75 @@ async fn a_killed_instance_frees_its_slots_after_the_lease_time_and_its_journal_
         10,
         "1 before the cut, 5 from the journal, 1 + 3 after the kill"
     );
+}
+
+/// The credential of the newest request the mock received.
+fn last_credential(f: &Ledger) -> String {
+    let received = f._upstream.received();
+    let last = received
+        .iter()
+        .rev()
+        .find(|r| r.path == "/v1/messages")
+        .expect("a message request");
+    crate::relay::harness::credential_of(&last.headers)
+}
+
+async fn an_account_cooling_down_after_a_429_on_one_instance_is_skipped_by_all(env: TestEnv) {
+    let mut f = Ledger::new(env).await;
+    let config = f.env.config();
+    crate::support::fixtures::store_account(
+        &f.setup.actors.router,
+        crate::support::fixtures::console_account(&config, "c2", &f._upstream.url, "sk-backup", 90),
+    )
+    .await;
+    let relays = three(&mut f.env).await;
+    let client = crate::ledger::client();
+    // Every instance serves from the preferred account and has it in its snapshot.
+    for relay in &relays {
+        assert_eq!(
+            status(&send(&client, &relay.base, &f.plaintext, false).await),
+            "200"
+        );
+        assert_eq!(last_credential(&f), "sk-up", "instance {}", relay.port);
+    }
+    // The preferred account answers 429 once, through instance 1: it cools down (60 s).
+    f._upstream.set(
+        "sk-up",
+        Behaviour::Fail {
+            status: 429,
+            body:
+                r#"{"type":"error","error":{"type":"rate_limit_error","message":"rate limited"}}"#
+                    .into(),
+            headers: vec![],
+        },
+    );
+    let refused = status(&send(&client, &relays[0].base, &f.plaintext, false).await);
+    assert!(refused.starts_with("429 "), "{refused}");
+    // It would answer again, but no instance sends it anything while it cools down.
+    f._upstream.set("sk-up", Behaviour::Normal);
+    let at = Instant::now();
+    for relay in &relays[1..] {
+        eventually(WAIT, "the cooling account is skipped", || async {
+            match status(&send(&client, &relay.base, &f.plaintext, false).await).as_str() {
+                "200" if last_credential(&f) == "sk-backup" => Ok(()),
+                other => Err(format!("{other} through {}", last_credential(&f))),
+            }
+        })
+        .await;
+    }
+    let took = at.elapsed();
+    eprintln!("the cooldown reached instances 2 and 3 within {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let before = f._upstream.message_count();
+    for i in 0..12 {
+        let relay = &relays[i % 3];
+        assert_eq!(
+            status(&send(&client, &relay.base, &f.plaintext, false).await),
+            "200"
+        );
+        assert_eq!(last_credential(&f), "sk-backup", "request {i}");
+    }
+    assert_eq!(f._upstream.message_count(), before + 12);
 }
 
 /// Waits until no live lease of the key's concurrency slots is left in Redis.
