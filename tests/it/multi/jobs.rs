@@ -224,3 +224,50 @@ async fn a_rebuilder_that_lost_its_lock_writes_nothing(env: TestEnv) {
     assert_eq!(cache.ledger_epoch().await.unwrap(), Some(epoch("fresh")));
     assert_eq!(read().await.unwrap(), vec![counters[0].counters]);
 }
+
+#[actix_rt::test]
+async fn a_rebuild_lock_left_by_a_dead_holder_delays_the_rebuild_only_until_it_expires() {
+    let mut f = Ledger::new(multi_env(&random_hex(32))).await;
+    let relays = three(&mut f).await;
+    let before = rebuilt(&f, &relays).await;
+    // A process took the rebuild lock (3 s, as the relays take it) and died: it never
+    // renews or releases it. Then Redis loses the counters.
+    let cache = cache_on(&f.env).await;
+    assert!(
+        cache
+            .acquire_lock("lock:ledger-rebuild", "dead".into(), Duration::from_secs(3))
+            .await
+            .unwrap()
+    );
+    let taken = std::time::Instant::now();
+    cache.drop_epoch().await.unwrap();
+    let load = f.load(&Targets::new(&[
+        &relays[0].http,
+        &relays[1].http,
+        &relays[2].http,
+    ]));
+    eventually(WAIT, "the counters are rebuilt", || async {
+        match rebuilt(&f, &relays).await - before {
+            0.0 => Err("not yet".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    let waited = taken.elapsed();
+    eprintln!("rebuilt {waited:?} after the dead holder took the lock");
+    assert!(waited >= Duration::from_millis(2_500), "{waited:?}");
+    assert!(waited < Duration::from_secs(15), "{waited:?}");
+    load.wait_more(100, "after the rebuild").await;
+    let tally = load.finish().await;
+    // Keys without limits are served all along; the counters end up exact.
+    tally.assert_all_200();
+    assert_exact(
+        &f.env,
+        &[&relays[0].http, &relays[1].http, &relays[2].http],
+        &tally,
+        0,
+        &[&f.key.id],
+    )
+    .await;
+    assert_eq!(rebuilt(&f, &relays).await - before, 1.0);
+}
