@@ -7,8 +7,17 @@ use super::{fields, start};
 #[actix_rt::test]
 async fn system_reports_mode_backends_usage_backlog_and_cache() {
     let admin = start().await;
-    let (status, body) = admin.get("/admin/system").await;
-    assert_eq!(status, 200, "{body}");
+    // A probe that times out on a loaded machine shows as `degraded` for a moment: the
+    // body is checked once the relay reports itself healthy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let body = loop {
+        let (status, body) = admin.get("/admin/system").await;
+        assert_eq!(status, 200, "{body}");
+        if body["data"]["status"] == "healthy" || std::time::Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let d = &body["data"];
     assert_eq!(
         fields(d),
