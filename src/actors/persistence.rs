@@ -250,7 +250,7 @@ impl PersistenceActor {
             match tokio::time::timeout(timeout, setup::ping(&pool)).await {
                 Ok(Ok(())) => Ok(started.elapsed()),
                 Ok(Err(e)) => Err(e),
-                Err(_) => Err("ping timed out".to_string()),
+                Err(_) => Err(PING_TIMED_OUT.to_string()),
             }
         };
         ctx.spawn(work.into_actor(self).map(move |result, act, _ctx| {
@@ -276,14 +276,26 @@ impl PersistenceActor {
                     );
                 }
                 Err(error) => {
-                    act.circuit.trip();
-                    act.reporter
-                        .report(Backend::Mysql, BackendState::down(error));
+                    // One slow ping on a busy server (every pooled connection taken, a
+                    // stall of a second) is not an outage: a time-out counts like a failed
+                    // call, two in a row open the circuit. An error opens it at once.
+                    if error == PING_TIMED_OUT {
+                        act.circuit.failure();
+                    } else {
+                        act.circuit.trip();
+                    }
+                    if !act.circuit.allows() {
+                        act.reporter
+                            .report(Backend::Mysql, BackendState::down(error));
+                    }
                 }
             }
         }));
     }
 }
+
+/// The probe's error when MySQL did not answer its ping in time.
+const PING_TIMED_OUT: &str = "ping timed out";
 
 impl Actor for PersistenceActor {
     type Context = Context<Self>;

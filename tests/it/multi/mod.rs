@@ -143,6 +143,8 @@ async fn a_concurrency_limit_of_3_holds_for_20_clients_over_3_instances(env: Tes
     let (_key, plaintext) = f.another_key(|k| k.concurrency_limit = 3).await;
     let relays = three(&mut f.env).await;
     for round in 1..=2usize {
+        // The previous round's last leases are released by recordings after the answers.
+        wait_no_leases(&f.env, &_key.id).await;
         let gate = shut_gate(&f);
         let bases: Vec<String> = (0..20).map(|i| relays[i % 3].base.clone()).collect();
         let tasks = streams(&bases, &plaintext);
