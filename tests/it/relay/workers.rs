@@ -107,10 +107,15 @@ async fn a_concurrency_limit_holds_across_workers_under_four_times_as_many_clien
     gate.add_permits(1_000);
     relay.wait_no_leases(&key).await;
     relay.wait_usage_rows(3).await;
-    gate.add_permits(1_000);
+    // Held shut again: a stream that ended at once would free its slot for a fourth.
+    let gate = Arc::new(Semaphore::new(0));
+    relay
+        .mock
+        .set("sk-gated", Behaviour::Gated { gate: gate.clone() });
     let again = statuses_at_once(&relay, &plaintext, 12, true).await;
     assert_eq!(again, expected);
     assert_eq!(relay.mock.message_count(), 6);
+    gate.add_permits(1_000);
 }
 
 #[actix_rt::test]
