@@ -127,12 +127,7 @@ impl CacheHandle {
                 let key = self.keys.named(&v.name);
                 pipe.del(&key).ignore();
                 // As the relay writes them: only the fields that are not zero.
-                let fields: Vec<(&str, i64)> = Counters::FIELDS
-                    .iter()
-                    .copied()
-                    .zip(v.counters.to_array())
-                    .filter(|(_, n)| *n != 0)
-                    .collect();
+                let fields = v.counters.nonzero_fields();
                 if fields.is_empty() {
                     continue;
                 }

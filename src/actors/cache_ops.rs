@@ -770,12 +770,7 @@ impl CacheHandle {
             for v in chunk {
                 invocation.key(self.keys.named(&v.name));
                 // As the relay writes them: only the fields that are not zero.
-                let fields: Vec<(&str, i64)> = Counters::FIELDS
-                    .iter()
-                    .copied()
-                    .zip(v.counters.to_array())
-                    .filter(|(_, n)| *n != 0)
-                    .collect();
+                let fields = v.counters.nonzero_fields();
                 invocation
                     .arg(v.ttl_ms.map_or(-1, |ms| ms.max(1)))
                     .arg(fields.len());

@@ -19,6 +19,16 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// The fields that are not zero, as stored (the relay never writes zero fields).
+    pub fn nonzero_fields(&self) -> Vec<(&'static str, i64)> {
+        Counters::FIELDS
+            .iter()
+            .copied()
+            .zip(self.to_array())
+            .filter(|(_, n)| *n != 0)
+            .collect()
+    }
+
     /// Field names as stored (Redis hash fields, in this order).
     pub const FIELDS: [&'static str; 6] = [
         "requests",

@@ -486,6 +486,26 @@ async fn an_account_cooling_down_after_a_429_on_one_instance_is_skipped_by_all(e
     assert_eq!(f._upstream.message_count(), before + 12);
 }
 
+/// Clients of the fixture's key spread over `relays`.
+pub fn load_over(f: &Ledger, relays: &[ChildRelay]) -> crate::ledger::Load {
+    let https: Vec<&Http> = relays.iter().map(|r| &r.http).collect();
+    f.load(&crate::ledger::Targets::new(&https))
+}
+
+/// Stops the clients, then checks: every answer 200, none lost on the way, and every one
+/// archived exactly once with the key's limit counters equal to the archive.
+pub async fn finish_exact(load: crate::ledger::Load, f: &Ledger, relays: &[ChildRelay]) {
+    let tally = load.finish().await;
+    tally.assert_all_200();
+    assert!(
+        tally.transport_errors.is_empty(),
+        "{:?}",
+        tally.transport_errors
+    );
+    let https: Vec<&Http> = relays.iter().map(|r| &r.http).collect();
+    assert_exact(&f.env, &https, &tally, 0, &[&f.key.id]).await;
+}
+
 /// Waits until no live lease of the key's concurrency slots is left in Redis.
 async fn wait_no_leases(env: &TestEnv, key_id: &str) {
     let set = format!("{}lease:key:{key_id}", env.key_prefix);
