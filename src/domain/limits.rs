@@ -199,16 +199,32 @@ pub fn counter_updates(
     rate_window: Option<&RateWindowName>,
 ) -> Vec<CounterUpdate> {
     let local = e.local_time(offset_hours);
-    let delta = Counters::of_event(e, 1);
-    let mut owners = vec![
-        format!("key:{}", e.api_key_id),
-        format!("model:{}", e.model),
-    ];
-    if !e.account_id.is_empty() {
-        owners.push(format!("account:{}", e.account_id));
+    let mut updates = owner_updates(
+        &e.api_key_id,
+        &e.account_id,
+        &e.model,
+        local,
+        Counters::of_event(e, 1),
+    );
+    updates.extend(window_updates(e, local, is_opus, weekly, rate_window));
+    updates
+}
+
+/// The period sets (total / month / day / hour) of the key, the model, the account and
+/// key × model, each adding `delta`.
+fn owner_updates(
+    key_id: &str,
+    account_id: &str,
+    model: &str,
+    local: DateTime<chrono::FixedOffset>,
+    delta: Counters,
+) -> Vec<CounterUpdate> {
+    let mut owners = vec![format!("key:{key_id}"), format!("model:{model}")];
+    if !account_id.is_empty() {
+        owners.push(format!("account:{account_id}"));
     }
-    owners.push(format!("key:{}:model:{}", e.api_key_id, e.model));
-    let mut updates: Vec<CounterUpdate> = owners
+    owners.push(format!("key:{key_id}:model:{model}"));
+    owners
         .iter()
         .flat_map(|o| period_names(o, local))
         .map(|(name, ttl_seconds)| CounterUpdate {
@@ -216,7 +232,18 @@ pub fn counter_updates(
             delta,
             ttl_seconds,
         })
-        .collect();
+        .collect()
+}
+
+/// The key's weekly Opus cost (for an Opus model) and its current rate window.
+fn window_updates(
+    e: &UsageEvent,
+    local: DateTime<chrono::FixedOffset>,
+    is_opus: bool,
+    weekly: (u8, u8),
+    rate_window: Option<&RateWindowName>,
+) -> Vec<CounterUpdate> {
+    let mut updates = Vec::with_capacity(2);
     if is_opus {
         updates.push(CounterUpdate {
             name: format!(
@@ -240,6 +267,86 @@ pub fn counter_updates(
         });
     }
     updates
+}
+
+/// The counter sets of events that are summed in process before they are written: every
+/// event of one key, account and model in one local hour names the same sets, so their
+/// deltas are summed under this key and the names are made once per flush, not per event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LaterSets {
+    key_id: String,
+    account_id: String,
+    model: String,
+    /// The local hour (minutes and below zero).
+    hour: DateTime<chrono::FixedOffset>,
+}
+
+/// One event's (or several events' summed) counters for later: the sets and their delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaterCounters {
+    pub sets: LaterSets,
+    pub delta: Counters,
+}
+
+impl LaterCounters {
+    pub fn updates(&self) -> Vec<CounterUpdate> {
+        self.sets.updates(self.delta)
+    }
+}
+
+impl LaterSets {
+    /// The updates of `delta` (summed over events of these sets): what
+    /// [`split_for_record`] leaves for later from their [`counter_updates`].
+    pub fn updates(&self, delta: Counters) -> Vec<CounterUpdate> {
+        let all = owner_updates(
+            &self.key_id,
+            &self.account_id,
+            &self.model,
+            self.hour,
+            delta,
+        );
+        split_for_record(all, &self.key_id).1
+    }
+}
+
+/// One event's counters split as [`split_for_record`] splits its [`counter_updates`]: the
+/// sets written with the event (named now, only those), and the sets summed for later with
+/// the delta they get (named when written).
+pub fn record_split(
+    e: &UsageEvent,
+    offset_hours: i32,
+    is_opus: bool,
+    weekly: (u8, u8),
+    rate_window: Option<&RateWindowName>,
+) -> (Vec<CounterUpdate>, LaterCounters) {
+    let local = e.local_time(offset_hours);
+    let delta = Counters::of_event(e, 1);
+    let owner = format!("key:{}", e.api_key_id);
+    let [total, _, day, _] = period_names(&owner, local);
+    let mut limited: Vec<CounterUpdate> = [total, day]
+        .into_iter()
+        .map(|(name, ttl_seconds)| CounterUpdate {
+            name,
+            delta,
+            ttl_seconds,
+        })
+        .collect();
+    limited.extend(window_updates(e, local, is_opus, weekly, rate_window));
+    let hour = local
+        .with_nanosecond(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_minute(0))
+        .unwrap_or(local);
+    let later = LaterCounters {
+        sets: LaterSets {
+            key_id: e.api_key_id.clone(),
+            account_id: e.account_id.clone(),
+            model: e.model.clone(),
+            hour,
+        },
+        delta,
+    };
+    (split_for_record(limited, &e.api_key_id).0, later)
 }
 
 /// True for the counter sets that admission reads (the key's day and total, its weekly Opus
@@ -589,5 +696,108 @@ mod limit_counter_tests {
         ));
         assert!(!is_limit_counter("usage:model:m:total", id));
         assert!(!is_limit_counter(&format!("usage:key:{id}x:total"), id));
+    }
+}
+
+#[cfg(test)]
+mod record_split_tests {
+    use std::collections::BTreeMap;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::{CounterUpdate, Counters, RateWindowName, counter_updates, record_split};
+    use crate::domain::usage_event::UsageEvent;
+
+    fn event(minute: u32, input: i64, account: &str, model: &str) -> UsageEvent {
+        UsageEvent {
+            request_id: format!("r{minute}"),
+            upstream_request_id: None,
+            api_key_id: "k1".into(),
+            account_id: account.into(),
+            model: model.into(),
+            input_tokens: input,
+            output_tokens: 7,
+            cache_create_5m_tokens: 3,
+            cache_create_1h_tokens: 2,
+            cache_read_tokens: 11,
+            cost_micros: 500 + i64::from(minute),
+            status_code: 200,
+            is_stream: false,
+            latency_ms: 5,
+            created_at: Utc.with_ymd_and_hms(2026, 3, 4, 23, minute, 30).unwrap(),
+        }
+    }
+
+    /// Sums updates by set name (the order of a split does not matter, its sums do).
+    fn summed(updates: &[CounterUpdate]) -> BTreeMap<String, (Counters, Option<i64>)> {
+        let mut out: BTreeMap<String, (Counters, Option<i64>)> = BTreeMap::new();
+        for u in updates {
+            let e = out
+                .entry(u.name.clone())
+                .or_insert((Counters::default(), u.ttl_seconds));
+            e.0.add(&u.delta);
+        }
+        out
+    }
+
+    #[test]
+    fn record_split_equals_the_split_of_every_update_and_sums_by_hour() {
+        let window = RateWindowName {
+            name: "rate:key:k1:1772665200".into(),
+            ttl_seconds: 3660,
+            resets_in_seconds: 100,
+        };
+        for (opus, account, window) in [
+            (true, "a1", Some(&window)),
+            (false, "", None),
+            (false, "a1", Some(&window)),
+        ] {
+            let events = [event(1, 10, account, "m"), event(59, 20, account, "m")];
+            let mut expected_now = Vec::new();
+            let mut expected_later = Vec::new();
+            let mut got_now = Vec::new();
+            let mut sums: BTreeMap<String, (super::LaterSets, Counters)> = BTreeMap::new();
+            for e in &events {
+                let all = counter_updates(e, 8, opus, (1, 0), window);
+                let (now, later) = super::split_for_record(all, "k1");
+                expected_now.extend(now);
+                expected_later.extend(later);
+                let (now, later) = record_split(e, 8, opus, (1, 0), window);
+                got_now.extend(now);
+                let entry = sums
+                    .entry(format!("{:?}", later.sets))
+                    .or_insert((later.sets, Counters::default()));
+                entry.1.add(&later.delta);
+            }
+            // Both events fall in one local hour: one set of later sets, summed.
+            assert_eq!(sums.len(), 1);
+            let got_later: Vec<CounterUpdate> = sums
+                .into_values()
+                .flat_map(|(sets, delta)| sets.updates(delta))
+                .collect();
+            assert_eq!(expected_now, got_now);
+            assert_eq!(summed(&expected_later), summed(&got_later));
+            assert_eq!(
+                summed(&got_later).len(),
+                if account.is_empty() { 12 } else { 16 }
+            );
+        }
+    }
+
+    #[test]
+    fn events_of_another_hour_sum_apart() {
+        let a = record_split(&event(59, 1, "a", "m"), 0, false, (1, 0), None)
+            .1
+            .sets;
+        let mut later = event(59, 1, "a", "m");
+        later.created_at += chrono::Duration::minutes(1);
+        let b = record_split(&later, 0, false, (1, 0), None).1.sets;
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            record_split(&event(0, 1, "a", "m"), 0, false, (1, 0), None)
+                .1
+                .sets
+        );
     }
 }

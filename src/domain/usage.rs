@@ -32,8 +32,13 @@ impl Usage {
     }
 
     /// [`from_response_json`](Self::from_response_json) of a raw body; `None` when it is not JSON.
+    /// Reads only the `usage` object (the content is skipped, not built); an answer whose
+    /// `usage` has an unexpected shape is read as a whole, the slow way, with the same result.
     pub fn from_response_bytes(body: &[u8]) -> Option<Usage> {
-        Self::from_response_json(&serde_json::from_slice(body).ok()?)
+        match serde_json::from_slice::<TypedAnswer>(body) {
+            Ok(answer) => answer.usage.map(TypedUsage::into_usage),
+            Err(_) => Self::from_response_json(&serde_json::from_slice(body).ok()?),
+        }
     }
 
     /// All cache-write tokens (5m + 1h).
@@ -58,6 +63,54 @@ impl Usage {
 /// The `model` of a non-streaming Messages answer.
 pub fn model_from_response_json(response: &Value) -> Option<&str> {
     response.get("model")?.as_str()
+}
+
+/// A non-streaming answer as far as usage goes; every other field is skipped unread.
+#[derive(serde::Deserialize)]
+struct TypedAnswer {
+    usage: Option<TypedUsage>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_creation: Option<TypedCacheCreation>,
+    cache_read_input_tokens: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedCacheCreation {
+    ephemeral_5m_input_tokens: Option<u64>,
+    ephemeral_1h_input_tokens: Option<u64>,
+}
+
+impl TypedUsage {
+    /// The same reading as [`UsagePatch::from_usage_object`] of the same object.
+    fn into_usage(self) -> Usage {
+        let split = self.cache_creation.as_ref();
+        let split_5m = split.and_then(|s| s.ephemeral_5m_input_tokens);
+        let split_1h = split.and_then(|s| s.ephemeral_1h_input_tokens);
+        let (cache_create_5m, cache_create_1h) = if split_5m.is_some() || split_1h.is_some() {
+            (Some(split_5m.unwrap_or(0)), Some(split_1h.unwrap_or(0)))
+        } else {
+            (
+                self.cache_creation_input_tokens,
+                self.cache_creation_input_tokens.map(|_| 0),
+            )
+        };
+        let mut out = Usage::default();
+        UsagePatch {
+            input: self.input_tokens,
+            output: self.output_tokens,
+            cache_create_5m,
+            cache_create_1h,
+            cache_read: self.cache_read_input_tokens,
+        }
+        .apply(&mut out);
+        out
+    }
 }
 
 /// Fields present in one `usage` object; absent fields leave the running value unchanged.
@@ -335,6 +388,42 @@ mod tests {
                 assert_eq!(got, None, "cut at {i}");
             }
         }
+    }
+
+    #[test]
+    fn reading_only_the_usage_agrees_with_reading_the_whole_answer() {
+        let bodies = [
+            RESPONSE.to_string(),
+            json!({"usage": null}).to_string(),
+            json!({"usage": 3}).to_string(),
+            json!({"content": [{"text": "x"}], "usage": {"input_tokens": 5, "output_tokens": 2}})
+                .to_string(),
+            json!({"usage": {"input_tokens": 5.0, "output_tokens": -2, "cache_read_input_tokens": 9}})
+                .to_string(),
+            json!({"usage": {"input_tokens": 1, "cache_creation_input_tokens": 40}}).to_string(),
+            json!({"usage": {"cache_creation_input_tokens": 40,
+                "cache_creation": {"ephemeral_1h_input_tokens": 30}}})
+            .to_string(),
+            json!({"usage": {"cache_creation_input_tokens": 40, "cache_creation": "x"}})
+                .to_string(),
+            r#"{"usage": {"input_tokens": 1, "input_tokens": 2}}"#.to_string(),
+            "[1, 2]".to_string(),
+            "not json".to_string(),
+        ];
+        for body in bodies {
+            let whole = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| Usage::from_response_json(&v));
+            assert_eq!(Usage::from_response_bytes(body.as_bytes()), whole, "{body}");
+        }
+        assert_eq!(
+            Usage::from_response_bytes(br#"{"usage": {"input_tokens": 5, "output_tokens": 2}}"#),
+            Some(Usage {
+                input_tokens: 5,
+                output_tokens: 2,
+                ..Usage::default()
+            })
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::actors::cache::CacheHandle;
 use crate::actors::cache_ops::{Applied, UsageApply};
 use crate::domain::account::Account;
 use crate::domain::api_key::ApiKey;
-use crate::domain::limits::{self, Admission, AdmissionRequest, CounterUpdate};
+use crate::domain::limits::{Admission, AdmissionRequest, CounterUpdate, LaterCounters};
 use crate::error::AppError;
 
 /// Bound on cached key lookups, so random keys cannot grow memory without end.
@@ -152,6 +152,12 @@ impl HotView {
         }
     }
 
+    pub(super) fn add_pending_later(&self, later: LaterCounters) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.add_later(later);
+        }
+    }
+
     /// Everything pending, leaving nothing behind.
     pub(super) fn take_pending(&self) -> Vec<CounterUpdate> {
         self.pending
@@ -266,15 +272,15 @@ impl RouterHandle {
     }
 
     async fn count_on_worker(&self, cache: &CacheHandle, epoch: &str, record: RecordUsage) {
+        // Counters that limits read go with the record; the others (per account, model,
+        // hour, month…) are summed in process and flushed by the router every few ms.
         let RecordUsage {
             seq,
             event,
-            updates,
+            now,
+            later,
             release,
         } = record;
-        // Counters that limits read go with the record; the others (per account, model,
-        // hour, month…) are summed in process and flushed by the router every few ms.
-        let (now, later) = limits::split_for_record(updates, &event.api_key_id);
         let archive = (self.mode == crate::config::StorageMode::Redis)
             .then(|| serde_json::to_string(&event).ok())
             .flatten();
@@ -293,21 +299,22 @@ impl RouterHandle {
         match applied {
             Ok(Applied::Now) => {
                 self.journal.mark_counted(&[seq]);
-                self.hot.add_pending(&later);
+                self.hot.add_pending_later(later);
             }
             Ok(Applied::Before) => self.journal.mark_counted(&[seq]),
             Ok(Applied::NoEpoch | Applied::OtherEpoch) => {
                 // Redis lost its counters (or another epoch began): the record stays
                 // uncounted in the journal and is replayed once the router caught up.
                 self.hot.publish_counting(None);
-                self.addr
-                    .do_send(super::usage::CountLocally { updates: later });
+                self.addr.do_send(super::usage::CountLocally {
+                    updates: later.updates(),
+                });
                 self.addr.do_send(EnsureEpoch);
             }
             Err(e) => {
                 log::warn!("usage counters not written to redis now (replayed later): {e}");
                 let mut all = now;
-                all.extend(later);
+                all.extend(later.updates());
                 self.addr
                     .do_send(super::usage::CountLocally { updates: all });
             }

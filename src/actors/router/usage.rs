@@ -13,7 +13,9 @@ use super::ledger::{ArchiveUsage, EnsureEpoch, ReplayCounters};
 use super::{RouterActor, RouterHandle, unavailable};
 use crate::actors::cache_ops::{Applied, UsageApply};
 use crate::config::{LimitsOnCacheDown, StorageMode};
-use crate::domain::limits::{self, Admission, AdmissionRequest, CounterUpdate, Counters};
+use crate::domain::limits::{
+    Admission, AdmissionRequest, CounterUpdate, Counters, LaterCounters, LaterSets,
+};
 use crate::domain::usage_event::UsageEvent;
 use crate::error::AppError;
 use crate::ledger::{CounterContext, Journal, JournalStats};
@@ -60,7 +62,10 @@ pub struct CountLeases {
 pub struct RecordUsage {
     pub seq: u64,
     pub event: UsageEvent,
-    pub updates: Vec<CounterUpdate>,
+    /// The counters limits read, written with the record.
+    pub now: Vec<CounterUpdate>,
+    /// The other counters, summed in process and written a few ms later.
+    pub later: LaterCounters,
     /// The request's lease, released in the same round trip.
     pub release: Option<LeaseRef>,
 }
@@ -428,7 +433,8 @@ impl Handler<RecordUsage> for RouterActor {
         let RecordUsage {
             seq,
             event,
-            updates,
+            now,
+            later,
             release,
         } = msg;
         let mode = self.config.mode;
@@ -462,12 +468,12 @@ impl Handler<RecordUsage> for RouterActor {
         else {
             // The record stays uncounted in the journal and is replayed later; meanwhile the
             // limits of this instance see it. A Redis lease ends with its lifetime.
-            self.local_limiter.add(&updates);
+            self.local_limiter.add(&now);
+            self.local_limiter.add(&later.updates());
             return Box::pin(fut::ready(()));
         };
         // Counters that limits read go with the record; the others (per account, model,
         // hour, month…) are summed here and flushed every few ms in one pipeline.
-        let (now, later) = limits::split_for_record(updates, &event.api_key_id);
         let archive = (mode == StorageMode::Redis)
             .then(|| serde_json::to_string(&event).ok())
             .flatten();
@@ -494,30 +500,36 @@ impl Handler<RecordUsage> for RouterActor {
                 .map(move |result, act, ctx| match result {
                     Ok(Applied::Now) => {
                         act.journal.mark_counted(&[seq]);
-                        act.hot.add_pending(&later);
+                        act.hot.add_pending_later(later);
                     }
                     Ok(Applied::Before) => act.journal.mark_counted(&[seq]),
                     Ok(Applied::NoEpoch | Applied::OtherEpoch) => {
-                        act.local_limiter.add(&later);
+                        act.local_limiter.add(&later.updates());
                         ctx.notify(EnsureEpoch);
                     }
                     Err((e, now)) => {
                         log::warn!("usage counters not written to redis now (replayed later): {e}");
                         act.local_limiter.add(&now);
-                        act.local_limiter.add(&later);
+                        act.local_limiter.add(&later.updates());
                     }
                 }),
         )
     }
 }
 
-/// Counter deltas summed in process until the next flush to Redis.
+/// Counter deltas summed in process until the next flush to Redis. Events' later counters
+/// are summed by the sets they name and named only when taken.
 #[derive(Default)]
 pub struct PendingCounters {
     sets: HashMap<String, (Counters, Option<i64>)>,
+    later: HashMap<LaterSets, Counters>,
 }
 
 impl PendingCounters {
+    pub fn add_later(&mut self, later: LaterCounters) {
+        self.later.entry(later.sets).or_default().add(&later.delta);
+    }
+
     pub fn add(&mut self, updates: &[CounterUpdate]) {
         for u in updates {
             let entry = self
@@ -530,11 +542,17 @@ impl PendingCounters {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sets.is_empty()
+        self.sets.is_empty() && self.later.is_empty()
     }
 
     /// Everything pending, leaving nothing behind.
     pub fn take(&mut self) -> Vec<CounterUpdate> {
+        let later: Vec<CounterUpdate> = self
+            .later
+            .drain()
+            .flat_map(|(sets, delta)| sets.updates(delta))
+            .collect();
+        self.add(&later);
         self.sets
             .drain()
             .map(|(name, (delta, ttl_seconds))| CounterUpdate {
@@ -699,7 +717,7 @@ impl RouterHandle {
         counters: CounterContext,
         release: Option<LeaseRef>,
     ) -> Result<RecordUsage, AppError> {
-        let updates = crate::domain::limits::counter_updates(
+        let (now, later) = crate::domain::limits::record_split(
             &event,
             self.offset_hours,
             counters.opus,
@@ -717,7 +735,8 @@ impl RouterHandle {
         Ok(RecordUsage {
             seq,
             event,
-            updates,
+            now,
+            later,
             release,
         })
     }
