@@ -693,45 +693,71 @@ impl CacheHandle {
     /// releases the request's lease in the same round trip; in redis mode `archive`
     /// (key id, event JSON) also goes to the capped archive lists.
     pub async fn apply_usage(&self, apply: UsageApply<'_>) -> Result<Applied, CacheError> {
+        let mut applied = self.apply_usage_batch(std::slice::from_ref(&apply)).await?;
+        applied
+            .pop()
+            .ok_or_else(|| CacheError::Decode("the record script answered nothing".into()))
+    }
+
+    /// [`apply_usage`](Self::apply_usage) of several records in one script call (one
+    /// round trip, one script run): an answer per record, in order.
+    pub async fn apply_usage_batch(
+        &self,
+        applies: &[UsageApply<'_>],
+    ) -> Result<Vec<Applied>, CacheError> {
         let mut invocation = scripts::RECORD_SCRIPT.key(self.keys.ledger_epoch());
-        invocation
-            .key(self.keys.ledger_applied(apply.instance, apply.seq))
-            .key(apply.release.map_or_else(
-                || self.keys.leases("none"),
-                |(scope, _)| self.keys.leases(scope),
-            ));
-        for u in apply.updates {
-            invocation.key(self.keys.named(&u.name));
-        }
-        if let Some((key_id, _)) = apply.archive {
+        invocation.arg(applies.len());
+        for apply in applies {
             invocation
-                .key(self.keys.usage_records(key_id))
-                .key(self.keys.usage_archive());
-        }
-        invocation
-            .arg(apply.epoch)
-            .arg(apply.seq & 0xFFFF)
-            .arg(apply.release.map_or("", |(_, id)| id))
-            .arg(APPLIED_BITMAP_TTL_SECS)
-            .arg(apply.updates.len());
-        for u in apply.updates {
-            invocation.arg(u.ttl_seconds.map_or(-1, |t| t.max(1)));
-            for v in u.delta.to_array() {
-                invocation.arg(v);
+                .key(self.keys.ledger_applied(apply.instance, apply.seq))
+                .key(apply.release.map_or_else(
+                    || self.keys.leases("none"),
+                    |(scope, _)| self.keys.leases(scope),
+                ));
+            for u in apply.updates {
+                invocation.key(self.keys.named(&u.name));
+            }
+            if let Some((key_id, _)) = apply.archive {
+                invocation
+                    .key(self.keys.usage_records(key_id))
+                    .key(self.keys.usage_archive());
+            }
+            invocation
+                .arg(apply.epoch)
+                .arg(apply.seq & 0xFFFF)
+                .arg(apply.release.map_or("", |(_, id)| id))
+                .arg(APPLIED_BITMAP_TTL_SECS)
+                .arg(apply.updates.len())
+                .arg(if apply.archive.is_some() { "1" } else { "0" });
+            for u in apply.updates {
+                invocation.arg(u.ttl_seconds.map_or(-1, |t| t.max(1)));
+                for v in u.delta.to_array() {
+                    invocation.arg(v);
+                }
+            }
+            if let Some((_, event)) = apply.archive {
+                invocation.arg(event).arg(RECORDS_PER_KEY).arg(ARCHIVE_CAP);
             }
         }
-        if let Some((_, event)) = apply.archive {
-            invocation.arg(event).arg(RECORDS_PER_KEY).arg(ARCHIVE_CAP);
-        }
-        let code: i64 = self
+        let codes: Vec<i64> = self
             .exec(move |mut c| Box::pin(async move { invocation.invoke_async(&mut c).await }))
             .await?;
-        Ok(match code {
-            0 => Applied::Now,
-            1 => Applied::Before,
-            -1 => Applied::NoEpoch,
-            _ => Applied::OtherEpoch,
-        })
+        if codes.len() != applies.len() {
+            return Err(CacheError::Decode(format!(
+                "the record script answered {} codes for {} records",
+                codes.len(),
+                applies.len()
+            )));
+        }
+        Ok(codes
+            .into_iter()
+            .map(|code| match code {
+                0 => Applied::Now,
+                1 => Applied::Before,
+                -1 => Applied::NoEpoch,
+                _ => Applied::OtherEpoch,
+            })
+            .collect())
     }
 
     /// The ledger epoch in force and, per instance, the last sequence number its rebuild took

@@ -157,51 +157,84 @@ end
 return 0
 "#;
 
-/// Records one journal record's usage exactly once: releases the request's lease, then, if
-/// the ledger epoch is the caller's and the record's bit is not set yet, sets the bit, adds
-/// the counters and (redis mode) appends the event to the capped archive lists.
-/// KEYS[1] ledger epoch, KEYS[2] applied bitmap, KEYS[3] lease set, KEYS[4..3+n] counter
+/// Records journal records' usage exactly once, several in one call: for each, releases
+/// the request's lease, then, if the ledger epoch is the record's and its bit is not set
+/// yet, sets the bit, adds the counters and (redis mode) appends the event to the capped
+/// archive lists. The counters of the records applied are summed per set and written
+/// once (a script's Redis calls are its cost).
+/// KEYS[1] ledger epoch; then per record: its applied bitmap, its lease set, its n counter
 /// sets, then (when archiving) the key's record list and the global list.
-/// ARGV: epoch id, bit, lease id ('' for none), bitmap ttl s, n, then per counter set its ttl
-/// (-1 = none) and six deltas (requests, input, output, cacheCreate, cacheRead, cost), then
-/// (when archiving) the event JSON, per-key cap, global cap.
-/// Returns 0 applied, 1 already applied, -1 epoch missing, -2 another epoch.
+/// ARGV[1] the number of records; then per record: epoch id, bit, lease id ('' for none),
+/// bitmap ttl s, n, archiving ('1' or '0'), then per counter set its ttl (-1 = none) and six
+/// deltas (requests, input, output, cacheCreate, cacheRead, cost), then (when archiving)
+/// the event JSON, per-key cap, global cap.
+/// Returns one code per record: 0 applied, 1 already applied, -1 epoch missing, -2 another
+/// epoch.
 pub const RECORD: &str = r#"
-if ARGV[3] ~= '' then
-  redis.call('ZREM', KEYS[3], ARGV[3])
-end
 local epoch = redis.call('GET', KEYS[1])
-if not epoch then return -1 end
-if epoch ~= ARGV[1] then return -2 end
-local bit = tonumber(ARGV[2])
-if redis.call('SETBIT', KEYS[2], bit, 1) == 1 then return 1 end
--- The bitmap's lifetime is (re)set at every 1024th record, not on each.
-if bit % 1024 == 0 then
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
-end
-local n = tonumber(ARGV[5])
 local fields = {'requests', 'input', 'output', 'cacheCreate', 'cacheRead', 'cost'}
-local a = 6
-for i = 1, n do
-  local key = KEYS[3 + i]
-  local ttl = tonumber(ARGV[a])
+local out = {}
+local sums, order = {}, {}
+local k, a = 2, 2
+for r = 1, tonumber(ARGV[1]) do
+  local applied, leases = KEYS[k], KEYS[k + 1]
+  local bit, lease, n = tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 4])
+  local archiving = ARGV[a + 5] == '1'
+  if lease ~= '' then
+    redis.call('ZREM', leases, lease)
+  end
+  local code = 0
+  if not epoch then
+    code = -1
+  elseif epoch ~= ARGV[a] then
+    code = -2
+  elseif redis.call('SETBIT', applied, bit, 1) == 1 then
+    code = 1
+  elseif bit % 1024 == 0 then
+    -- The bitmap's lifetime is (re)set at every 1024th record, not on each.
+    redis.call('EXPIRE', applied, tonumber(ARGV[a + 3]))
+  end
+  k, a = k + 2, a + 6
+  for i = 1, n do
+    if code == 0 then
+      -- Summed over the batch first: one HINCRBY per set and field, not per record.
+      local key = KEYS[k]
+      local sum = sums[key]
+      if not sum then
+        sum = {0, 0, 0, 0, 0, 0}
+        sums[key] = sum
+        order[#order + 1] = key
+      end
+      sum.ttl = tonumber(ARGV[a])
+      for f = 1, 6 do
+        sum[f] = sum[f] + tonumber(ARGV[a + f])
+      end
+    end
+    k, a = k + 1, a + 7
+  end
+  if archiving then
+    if code == 0 then
+      local per_key, all = KEYS[k], KEYS[k + 1]
+      redis.call('LPUSH', per_key, ARGV[a])
+      redis.call('LTRIM', per_key, 0, tonumber(ARGV[a + 1]) - 1)
+      redis.call('LPUSH', all, ARGV[a])
+      redis.call('LTRIM', all, 0, tonumber(ARGV[a + 2]) - 1)
+    end
+    k, a = k + 2, a + 3
+  end
+  out[r] = code
+end
+for _, key in ipairs(order) do
+  local sum = sums[key]
   -- A field that held nothing before: the set may be new and needs its lifetime.
   local fresh = false
   for f = 1, 6 do
-    local v = tonumber(ARGV[a + f])
+    local v = sum[f]
     if v ~= 0 and redis.call('HINCRBY', key, fields[f], v) == v then fresh = true end
   end
-  if ttl > 0 and fresh then redis.call('EXPIRE', key, ttl) end
-  a = a + 7
+  if sum.ttl > 0 and fresh then redis.call('EXPIRE', key, sum.ttl) end
 end
-if #KEYS > 3 + n then
-  local per_key, all = KEYS[4 + n], KEYS[5 + n]
-  redis.call('LPUSH', per_key, ARGV[a])
-  redis.call('LTRIM', per_key, 0, tonumber(ARGV[a + 1]) - 1)
-  redis.call('LPUSH', all, ARGV[a])
-  redis.call('LTRIM', all, 0, tonumber(ARGV[a + 2]) - 1)
-end
-return 0
+return out
 "#;
 
 /// An instance says which ledger epoch it has caught up with ('' for none) and learns the

@@ -185,6 +185,7 @@ impl RouterHandle {
     pub fn for_worker(&self, cache: CacheHandle) -> RouterHandle {
         RouterHandle {
             worker_cache: Some(cache),
+            record_queue: Some(Arc::default()),
             ..self.clone()
         }
     }
@@ -258,44 +259,75 @@ impl RouterHandle {
 
     /// Counts a journaled record on the worker's connection when it can (and the lease
     /// was granted there); anything else goes to the router, which counts it or leaves
-    /// it for the replay.
+    /// it for the replay. Records that arrive while a counting round trip is under way
+    /// wait for it and go together in the next one (one script run for all of them).
     pub(super) fn count_record(&self, record: RecordUsage) {
         self.hot.count_recorded();
         let via_router = record.release.as_ref().is_some_and(|l| l.via_router);
         let worker = self.worker_counting().filter(|_| !via_router);
-        let Some((cache, epoch)) = worker else {
+        let (Some((cache, epoch)), Some(queue)) = (worker, self.record_queue.as_ref()) else {
             self.addr.do_send(record);
             return;
         };
-        let (cache, router) = (cache.clone(), self.clone());
-        actix::spawn(async move { router.count_on_worker(&cache, &epoch, record).await });
+        // Redis mode keeps the newest events in Redis too.
+        let archive = (self.mode == crate::config::StorageMode::Redis)
+            .then(|| serde_json::to_string(&record.event).ok())
+            .flatten();
+        let start = queue.push(QueuedRecord {
+            epoch,
+            record,
+            archive,
+        });
+        if start {
+            let (cache, router, queue) = (cache.clone(), self.clone(), queue.clone());
+            actix::spawn(async move { router.count_queued(&cache, &queue).await });
+        }
     }
 
-    async fn count_on_worker(&self, cache: &CacheHandle, epoch: &str, record: RecordUsage) {
-        // Counters that limits read go with the record; the others (per account, model,
-        // hour, month…) are summed in process and flushed by the router every few ms.
+    /// Counts the worker's queued records, a batch per round trip, until none is left.
+    async fn count_queued(&self, cache: &CacheHandle, queue: &RecordQueue) {
+        while let Some(batch) = queue.next_batch() {
+            let applies: Vec<UsageApply<'_>> = batch
+                .iter()
+                .map(|q| UsageApply {
+                    epoch: q.epoch.as_str(),
+                    instance: self.journal.instance_id(),
+                    seq: q.record.seq,
+                    updates: &q.record.now,
+                    release: q
+                        .record
+                        .release
+                        .as_ref()
+                        .map(|l| (l.scope.as_str(), l.lease_id.as_str())),
+                    archive: q
+                        .archive
+                        .as_deref()
+                        .map(|a| (q.record.event.api_key_id.as_str(), a)),
+                })
+                .collect();
+            let applied = cache.apply_usage_batch(&applies).await;
+            drop(applies);
+            match applied {
+                Ok(codes) => {
+                    for (q, code) in batch.into_iter().zip(codes) {
+                        self.after_counting(q.record, Ok(code));
+                    }
+                }
+                Err(e) => {
+                    log::warn!("usage counters not written to redis now (replayed later): {e}");
+                    for q in batch {
+                        self.after_counting(q.record, Err(()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// What follows one record's counting round trip (`Err`: the round trip failed).
+    fn after_counting(&self, record: RecordUsage, applied: Result<Applied, ()>) {
         let RecordUsage {
-            seq,
-            event,
-            now,
-            later,
-            release,
+            seq, now, later, ..
         } = record;
-        let archive = (self.mode == crate::config::StorageMode::Redis)
-            .then(|| serde_json::to_string(&event).ok())
-            .flatten();
-        let applied = cache
-            .apply_usage(UsageApply {
-                epoch,
-                instance: self.journal.instance_id(),
-                seq,
-                updates: &now,
-                release: release
-                    .as_ref()
-                    .map(|l| (l.scope.as_str(), l.lease_id.as_str())),
-                archive: archive.as_deref().map(|a| (event.api_key_id.as_str(), a)),
-            })
-            .await;
         match applied {
             Ok(Applied::Now) => {
                 self.journal.mark_counted(&[seq]);
@@ -311,13 +343,54 @@ impl RouterHandle {
                 });
                 self.addr.do_send(EnsureEpoch);
             }
-            Err(e) => {
-                log::warn!("usage counters not written to redis now (replayed later): {e}");
+            Err(()) => {
                 let mut all = now;
                 all.extend(later.updates());
                 self.addr
                     .do_send(super::usage::CountLocally { updates: all });
             }
         }
+    }
+}
+
+/// Most records one counting round trip carries (one script run: kept short).
+const RECORDS_PER_BATCH: usize = 64;
+
+/// A journaled record waiting for its worker's counting round trip.
+struct QueuedRecord {
+    epoch: Arc<String>,
+    record: RecordUsage,
+    /// Redis mode: the event as JSON for the capped archive lists.
+    archive: Option<String>,
+}
+
+/// A worker's records waiting to be counted, and whether a round trip is under way.
+#[derive(Default)]
+pub struct RecordQueue {
+    inner: Mutex<(Vec<QueuedRecord>, bool)>,
+}
+
+impl RecordQueue {
+    /// Queues a record; true when no round trip is under way (the caller starts one).
+    fn push(&self, record: QueuedRecord) -> bool {
+        let Ok(mut inner) = self.inner.lock() else {
+            return false;
+        };
+        inner.0.push(record);
+        let start = !inner.1;
+        inner.1 = true;
+        start
+    }
+
+    /// The next batch to count; None (and no round trip under way) when none is left.
+    fn next_batch(&self) -> Option<Vec<QueuedRecord>> {
+        let mut inner = self.inner.lock().ok()?;
+        if inner.0.is_empty() {
+            inner.1 = false;
+            return None;
+        }
+        let queued = &mut inner.0;
+        let rest = queued.split_off(queued.len().min(RECORDS_PER_BATCH));
+        Some(std::mem::replace(queued, rest))
     }
 }

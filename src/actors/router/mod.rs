@@ -227,6 +227,7 @@ impl RouterActor {
             hot,
             key_cache_ttl,
             worker_cache: None,
+            record_queue: None,
         }
     }
 
@@ -535,6 +536,8 @@ pub struct RouterHandle {
     hot: Arc<HotView>,
     key_cache_ttl: Duration,
     worker_cache: Option<CacheHandle>,
+    /// The worker's records waiting for their counting round trip (`hot.rs`).
+    record_queue: Option<Arc<hot::RecordQueue>>,
 }
 
 impl RouterHandle {
