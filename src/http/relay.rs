@@ -90,7 +90,7 @@ pub(crate) async fn model_list(
 async fn authenticated(
     shared: &RelayShared,
     req: &HttpRequest,
-) -> Result<crate::domain::api_key::ApiKey, AppError> {
+) -> Result<std::sync::Arc<crate::domain::api_key::ApiKey>, AppError> {
     let key = auth::authenticate(
         &shared.router,
         auth::extract_key(req),

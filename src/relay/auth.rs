@@ -1,5 +1,7 @@
 //! Finding the relay key in a request and checking it (SPEC §5 order up to model checks).
 
+use std::sync::Arc;
+
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
 use chrono::Utc;
@@ -48,7 +50,7 @@ pub async fn authenticate(
     prefix: &str,
     encryption_key: &str,
     model: Option<&str>,
-) -> Result<ApiKey, AppError> {
+) -> Result<Arc<ApiKey>, AppError> {
     let Some(plaintext) = presented else {
         return Err(AppError::Authentication("missing API key".into()));
     };
@@ -56,7 +58,7 @@ pub async fn authenticate(
         return Err(AppError::Authentication("invalid API key format".into()));
     }
     let hash = keys::hash_key(&plaintext, encryption_key);
-    let Some(key) = router.find_key_by_hash(&hash).await? else {
+    let Some(key) = router.find_shared_key_by_hash(&hash).await? else {
         return Err(AppError::Authentication("invalid API key".into()));
     };
     // The lookup is by hash; compare again in constant time so no cache mix-up can pass.
@@ -85,12 +87,12 @@ pub async fn authenticate(
         }
     }
     if key.expiration_mode == ExpirationMode::Activation && !key.is_activated {
-        let mut activated = key.clone();
+        let mut activated = ApiKey::clone(&key);
         activated.is_activated = true;
         activated.activated_at = Some(now);
         activated.expires_at = Some(now + activated.activation_period());
         activated.updated_at = now;
-        return router.save_key(activated, None).await;
+        return router.save_key(activated, None).await.map(Arc::new);
     }
     Ok(key)
 }

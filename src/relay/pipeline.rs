@@ -313,6 +313,21 @@ fn proxy_of(shared: &RelayShared, account: &Account) -> Result<Option<String>, A
         .transpose()
 }
 
+/// The account a request goes to: a place in the published account list (the account
+/// is not copied for each request).
+struct ChosenAccount {
+    list: Arc<Vec<Account>>,
+    index: usize,
+}
+
+impl std::ops::Deref for ChosenAccount {
+    type Target = Account;
+
+    fn deref(&self) -> &Account {
+        &self.list[self.index]
+    }
+}
+
 /// Picks the account and, when it has a `max_concurrency`, takes one of its slots (SPEC §6
 /// field); a full account is skipped, a full dedicated account answers 429.
 async fn choose_with_capacity(
@@ -321,43 +336,54 @@ async fn choose_with_capacity(
     key: &ApiKey,
     model: &str,
     sticky: Option<&str>,
-) -> Result<(Account, Choice, LeaseGuard), AppError> {
-    // Copied only when a full account has to be left out (rare).
-    let mut remaining: Option<Vec<Account>> = None;
+) -> Result<(ChosenAccount, Choice, LeaseGuard), AppError> {
+    // Ids of full accounts left out (rare).
+    let mut full: Vec<String> = Vec::new();
     let busy = || AppError::RateLimited {
         message: "every upstream account that may serve this key is at its concurrency limit"
             .into(),
         retry_after_secs: 1,
     };
-    let mut skipped = false;
     loop {
-        let candidates = remaining.as_deref().unwrap_or(&accounts);
-        let (account, choice) = match scheduler::choose(
-            candidates,
-            key,
-            model,
-            sticky,
-            &shared.last_used,
-            Utc::now(),
-        ) {
-            Ok(c) => c,
-            Err(_) if skipped => return Err(busy()),
-            Err(e) => return Err(e),
+        let candidates: Vec<Account>;
+        let list: &[Account] = if full.is_empty() {
+            &accounts
+        } else {
+            candidates = accounts
+                .iter()
+                .filter(|a| !full.contains(&a.id))
+                .cloned()
+                .collect();
+            &candidates
+        };
+        let (account, choice) =
+            match scheduler::choose(list, key, model, sticky, &shared.last_used, Utc::now()) {
+                Ok(c) => c,
+                Err(_) if !full.is_empty() => return Err(busy()),
+                Err(e) => return Err(e),
+            };
+        let index = accounts
+            .iter()
+            .position(|a| a.id == account.id)
+            .ok_or_else(|| AppError::Internal("chosen account not in the list".into()))?;
+        let chosen = ChosenAccount {
+            list: accounts.clone(),
+            index,
         };
         let mut guard = LeaseGuard {
             router: shared.router.clone(),
             lease: None,
         };
-        if account.max_concurrency <= 0 {
-            return Ok((account, choice, guard));
+        if chosen.max_concurrency <= 0 {
+            return Ok((chosen, choice, guard));
         }
         let lease_id = uuid::Uuid::new_v4().simple().to_string();
-        let scope = format!("account:{}", account.id);
+        let scope = format!("account:{}", chosen.id);
         let request = AdmissionRequest {
             lease_scope: scope.clone(),
             lease_id: lease_id.clone(),
             lease_ttl_ms: lease_ttl_ms(&shared.config),
-            concurrency_limit: u32::try_from(account.max_concurrency).unwrap_or(0),
+            concurrency_limit: u32::try_from(chosen.max_concurrency).unwrap_or(0),
             window: None,
             cost_limits: Vec::new(),
         };
@@ -371,15 +397,12 @@ async fn choose_with_capacity(
                 lease_id,
                 via_router,
             });
-            return Ok((account, choice, guard));
+            return Ok((chosen, choice, guard));
         }
         if choice == Choice::Dedicated {
             return Err(busy());
         }
-        skipped = true;
-        remaining
-            .get_or_insert_with(|| accounts.to_vec())
-            .retain(|a| a.id != account.id);
+        full.push(chosen.id.clone());
     }
 }
 
@@ -388,7 +411,7 @@ struct UsageContext {
     router: RouterHandle,
     prices: Arc<PriceTable>,
     config: Arc<Config>,
-    key: ApiKey,
+    key: Arc<ApiKey>,
     account_id: String,
     model: String,
     window_name: Option<limits::RateWindowName>,
@@ -698,7 +721,7 @@ pub async fn relay(
                             shared.cipher.clone(),
                             client.clone(),
                             shared.config.clone(),
-                            account.clone(),
+                            Account::clone(&account),
                         )
                     });
                 actix::spawn(async move {

@@ -71,14 +71,14 @@ fn text_of(v: &Value) -> Option<String> {
 
 /// Picks the account for a request for `model` (accounts whose model family is cooling
 /// down are left out).
-pub fn choose(
-    accounts: &[Account],
+pub fn choose<'a>(
+    accounts: &'a [Account],
     key: &ApiKey,
     model: &str,
     sticky_account: Option<&str>,
     last_used: &LastUsed,
     now: DateTime<Utc>,
-) -> Result<(Account, Choice), AppError> {
+) -> Result<(&'a Account, Choice), AppError> {
     let serving: Vec<&Account> = accounts
         .iter()
         .filter(|a| a.serves_model(model, now))
@@ -92,7 +92,7 @@ pub fn choose(
                 .copied()
                 .find(|a| a.id == id && a.serves_group(group, now))
         {
-            return Ok((a.clone(), Choice::Sticky));
+            return Ok((a, Choice::Sticky));
         }
         return least_recently_used(
             accounts
@@ -113,7 +113,7 @@ pub fn choose(
             .iter()
             .copied()
             .find(|a| a.id == bound && a.is_available(now))
-            .map(|a| (a.clone(), Choice::Dedicated))
+            .map(|a| (a, Choice::Dedicated))
             .ok_or_else(|| {
                 AppError::NoAccountAvailable(
                     "the dedicated account of this API key is unavailable".into(),
@@ -126,7 +126,7 @@ pub fn choose(
             .copied()
             .find(|a| a.id == id && a.in_pool(now))
     {
-        return Ok((a.clone(), Choice::Sticky));
+        return Ok((a, Choice::Sticky));
     }
     least_recently_used(
         accounts.iter().copied().filter(|a| a.in_pool(now)),
@@ -140,13 +140,11 @@ pub fn choose(
 fn least_recently_used<'a>(
     candidates: impl Iterator<Item = &'a Account>,
     last_used: &LastUsed,
-) -> Option<Account> {
-    candidates
-        .min_by(|a, b| {
-            a.priority
-                .cmp(&b.priority)
-                .then_with(|| last_used.get(&a.id).cmp(&last_used.get(&b.id)))
-                .then_with(|| a.created_at.cmp(&b.created_at))
-        })
-        .cloned()
+) -> Option<&'a Account> {
+    candidates.min_by(|a, b| {
+        a.priority
+            .cmp(&b.priority)
+            .then_with(|| last_used.get(&a.id).cmp(&last_used.get(&b.id)))
+            .then_with(|| a.created_at.cmp(&b.created_at))
+    })
 }

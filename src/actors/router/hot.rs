@@ -35,7 +35,7 @@ struct AccountView {
 /// without a message; every field is either swapped whole or locked for a few instructions.
 pub struct HotView {
     /// Key lookups: hash → record (None = unknown key) and when it was read.
-    keys: RwLock<HashMap<String, (Option<ApiKey>, Instant)>>,
+    keys: RwLock<HashMap<String, (Option<Arc<ApiKey>>, Instant)>>,
     key_ttl: Duration,
     accounts: ArcSwapOption<AccountView>,
     /// The ledger epoch while the limit counters in Redis are trusted (the workers then
@@ -63,14 +63,14 @@ impl HotView {
     }
 
     /// A lookup cached within the key TTL: `Some(None)` is a known-unknown key.
-    pub(super) fn fresh_key(&self, hash: &str) -> Option<Option<ApiKey>> {
+    pub(super) fn fresh_key(&self, hash: &str) -> Option<Option<Arc<ApiKey>>> {
         let keys = self.keys.read().ok()?;
         let (key, at) = keys.get(hash)?;
         (at.elapsed() < self.key_ttl).then(|| key.clone())
     }
 
     /// A cached record whatever its age (both backends down: a key seen before works on).
-    pub(super) fn any_key(&self, hash: &str) -> Option<ApiKey> {
+    pub(super) fn any_key(&self, hash: &str) -> Option<Arc<ApiKey>> {
         self.keys
             .read()
             .ok()?
@@ -90,7 +90,7 @@ impl HotView {
                 keys.clear();
             }
         }
-        keys.insert(hash, (key, Instant::now()));
+        keys.insert(hash, (key.map(Arc::new), Instant::now()));
     }
 
     pub(super) fn forget_key(&self, hash: &str) {
@@ -199,14 +199,28 @@ impl RouterHandle {
 
     /// A key by the hash of its secret: from the shared cache when fresh, else the router.
     pub async fn find_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, AppError> {
+        Ok(self
+            .find_shared_key_by_hash(hash)
+            .await?
+            .map(Arc::unwrap_or_clone))
+    }
+
+    /// [`find_key_by_hash`](Self::find_key_by_hash) without copying the record out of the
+    /// shared cache (the relay's path: a key has some forty fields).
+    pub async fn find_shared_key_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<Arc<ApiKey>>, AppError> {
         if let Some(found) = self.hot.fresh_key(hash) {
             self.hot.count_key_lookup(true);
             return Ok(found);
         }
-        self.ask(super::keys::FindKeyByHash {
-            hash: hash.to_string(),
-        })
-        .await?
+        let found = self
+            .ask(super::keys::FindKeyByHash {
+                hash: hash.to_string(),
+            })
+            .await??;
+        Ok(found.map(Arc::new))
     }
 
     /// The accounts the scheduler chooses from: the published list when fresh, else the

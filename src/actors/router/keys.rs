@@ -2,6 +2,8 @@
 //! and the short in-process cache in front; every change invalidates all three, and other
 //! instances hear about it through Redis pub/sub.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 
 use super::{RouterActor, RouterHandle, unavailable};
@@ -339,7 +341,7 @@ impl Handler<FindKeyByHash> for RouterActor {
     fn handle(&mut self, msg: FindKeyByHash, _ctx: &mut Self::Context) -> Self::Result {
         if let Some(key) = self.hot.fresh_key(&msg.hash) {
             self.hot.count_key_lookup(true);
-            return Box::pin(fut::ready(Ok(key)));
+            return Box::pin(fut::ready(Ok(key.map(Arc::unwrap_or_clone))));
         }
         self.hot.count_key_lookup(false);
         let mode = self.config.mode;
@@ -397,7 +399,7 @@ impl Handler<FindKeyByHash> for RouterActor {
                     }
                     // Both backends failing: a key seen before keeps working (SPEC §1, both down).
                     Err(e) => match act.hot.any_key(&msg.hash) {
-                        Some(k) if e.is_outage() => Ok(Some(k)),
+                        Some(k) if e.is_outage() => Ok(Some(Arc::unwrap_or_clone(k))),
                         _ => Err(e),
                     },
                 }),
