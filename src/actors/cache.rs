@@ -15,7 +15,7 @@ use redis::aio::ConnectionManagerConfig;
 
 pub use super::cache_conn::RedisConn;
 use super::cache_conn::pubsub_client;
-pub use super::cache_ops::LedgerEpoch;
+pub use super::cache_ops::{Applied, LedgerEpoch, UsageApply};
 use super::state::{Backend, BackendState, Circuit, StateReporter, Subscribe};
 use crate::config::RedisConfig;
 use crate::error::CacheError;

@@ -25,6 +25,9 @@ use crate::error::AppError;
 /// Bound on cached key lookups, so random keys cannot grow memory without end.
 const KEY_CACHE_CAPACITY: usize = 100_000;
 
+/// A cached key lookup (None = unknown key) and when it was made.
+type CachedKey = (Option<Arc<ApiKey>>, Instant);
+
 /// An account list as the scheduler reads it (status changes applied) and when it was read.
 struct AccountView {
     accounts: Arc<Vec<Account>>,
@@ -35,7 +38,7 @@ struct AccountView {
 /// without a message; every field is either swapped whole or locked for a few instructions.
 pub struct HotView {
     /// Key lookups: hash → record (None = unknown key) and when it was read.
-    keys: RwLock<HashMap<String, (Option<Arc<ApiKey>>, Instant)>>,
+    keys: RwLock<HashMap<String, CachedKey>>,
     key_ttl: Duration,
     accounts: ArcSwapOption<AccountView>,
     /// The ledger epoch while the limit counters in Redis are trusted (the workers then

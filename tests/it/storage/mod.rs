@@ -33,6 +33,7 @@ mod consistency;
 mod contract;
 mod degradation;
 mod no_loss;
+mod record_batch;
 
 use std::time::Duration;
 

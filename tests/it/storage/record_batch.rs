@@ -1,0 +1,116 @@
+//! The counting round trip of several journal records at once (`apply_usage_batch`): each
+//! record is applied exactly once whatever else is in its batch, the counters of a batch are
+//! summed per set, leases are released, and a record of another epoch changes nothing.
+
+use claude_relay::actors::cache::{Applied, UsageApply};
+use claude_relay::actors::router::HealthStatus;
+use claude_relay::config::StorageMode;
+use claude_relay::domain::limits::{CounterUpdate, Counters};
+
+use super::{env_in, start, wait_status};
+
+fn update(name: &str, requests: i64, cost_micros: i64) -> CounterUpdate {
+    CounterUpdate {
+        name: name.into(),
+        delta: Counters {
+            requests,
+            cost_micros,
+            ..Counters::default()
+        },
+        ttl_seconds: Some(3_600),
+    }
+}
+
+#[actix_rt::test]
+async fn a_batch_applies_each_record_once_and_sums_its_counters() {
+    let env = env_in(StorageMode::Hybrid);
+    let actors = start(&env);
+    wait_status(&actors.router, HealthStatus::Healthy).await;
+    let cache = &actors.cache;
+    let epoch = cache
+        .ledger_epoch()
+        .await
+        .expect("read epoch")
+        .expect("an epoch is installed")
+        .id;
+    let keys = cache.keys();
+    let set = "usage:key:batch-test:total";
+    let other_set = "usage:key:batch-test:day:2026-12-02";
+    let lease_set = keys.leases("key:batch-test");
+    let _: i64 = env
+        .redis_query(
+            redis::cmd("ZADD")
+                .arg(&lease_set)
+                .arg(i64::MAX)
+                .arg("lease-1"),
+        )
+        .expect("add lease");
+    let first = [update(set, 1, 100)];
+    let second = [update(set, 1, 250), update(other_set, 1, 250)];
+    let apply = |seq, updates, release| UsageApply {
+        epoch: &epoch,
+        instance: "batch-test-instance",
+        seq,
+        updates,
+        release,
+        archive: None,
+    };
+    let codes = cache
+        .apply_usage_batch(&[
+            apply(7, &first, Some(("key:batch-test", "lease-1"))),
+            apply(8, &second, None),
+            // The same record again in the same batch: applied once.
+            apply(7, &first, None),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(codes, [Applied::Now, Applied::Now, Applied::Before]);
+
+    let read = |name: &str| {
+        let fields: Vec<Option<i64>> = env
+            .redis_query(
+                redis::cmd("HMGET")
+                    .arg(keys.named(name))
+                    .arg("requests")
+                    .arg("cost")
+                    .arg("input"),
+            )
+            .expect("read counters");
+        fields
+    };
+    assert_eq!(read(set), [Some(2), Some(350), None]);
+    assert_eq!(read(other_set), [Some(1), Some(250), None]);
+    let ttl: i64 = env
+        .redis_query(redis::cmd("TTL").arg(keys.named(set)))
+        .expect("ttl");
+    assert!(
+        (1..=3_600).contains(&ttl),
+        "a new set gets its lifetime: {ttl}"
+    );
+    let leases: i64 = env
+        .redis_query(redis::cmd("ZCARD").arg(&lease_set))
+        .expect("zcard");
+    assert_eq!(leases, 0, "the lease was released");
+
+    // Replayed, and a record under another epoch: nothing is counted again.
+    let wrong_epoch = format!("{epoch}-not");
+    let codes = cache
+        .apply_usage_batch(&[
+            apply(8, &second, None),
+            UsageApply {
+                epoch: &wrong_epoch,
+                ..apply(9, &first, None)
+            },
+        ])
+        .await
+        .expect("second batch");
+    assert_eq!(codes, [Applied::Before, Applied::OtherEpoch]);
+    assert_eq!(read(set), [Some(2), Some(350), None]);
+    assert_eq!(read(other_set), [Some(1), Some(250), None]);
+
+    // An empty batch is one harmless call.
+    assert_eq!(
+        cache.apply_usage_batch(&[]).await.expect("empty batch"),
+        Vec::<Applied>::new()
+    );
+}
