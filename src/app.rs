@@ -173,6 +173,7 @@ impl Application {
                 .map_err(|e| std::io::Error::other(format!("ENCRYPTION_KEY: {e}")))?,
             encryption_key: encryption_key.into(),
             last_used: Arc::default(),
+            opened: Arc::default(),
             metrics: metrics.clone(),
             queue: Arc::new(ConcurrencyQueue::new(
                 config.concurrency_queue_wait,

@@ -2,6 +2,8 @@
 //! ahead of expiry through `CLAUDE_OAUTH_TOKEN_URL` under a lock so only one refresh runs
 //! across instances; a failed refresh puts the account in error state.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -105,6 +107,44 @@ pub fn credentials(cipher: &CredentialCipher, account: &Account) -> Result<Crede
             account.id
         ))
     })
+}
+
+/// Most accounts whose opened credentials are kept (past it, all are dropped and opened
+/// again as used).
+const OPENED_CAPACITY: usize = 10_000;
+
+/// Accounts' credentials as last opened, by account id, with the sealed text they were
+/// opened from: one decryption and parse per change of credentials, not per request.
+#[derive(Default)]
+pub struct OpenedCredentials {
+    by_account: Mutex<HashMap<String, (String, Arc<Credentials>)>>,
+}
+
+impl OpenedCredentials {
+    /// [`credentials`] of the account, opened again only when its sealed text changed.
+    pub fn open(
+        &self,
+        cipher: &CredentialCipher,
+        account: &Account,
+    ) -> Result<Arc<Credentials>, AppError> {
+        if let Ok(opened) = self.by_account.lock()
+            && let Some((sealed, creds)) = opened.get(&account.id)
+            && *sealed == account.credentials_encrypted
+        {
+            return Ok(creds.clone());
+        }
+        let creds = Arc::new(credentials(cipher, account)?);
+        if let Ok(mut opened) = self.by_account.lock() {
+            if opened.len() >= OPENED_CAPACITY {
+                opened.clear();
+            }
+            opened.insert(
+                account.id.clone(),
+                (account.credentials_encrypted.clone(), creds.clone()),
+            );
+        }
+        Ok(creds)
+    }
 }
 
 /// A valid access token for an OAuth account, refreshing it when it is about to expire.

@@ -65,6 +65,7 @@ pub struct RelayShared {
     pub cipher: CredentialCipher,
     pub encryption_key: Arc<str>,
     pub last_used: Arc<LastUsed>,
+    pub opened: Arc<oauth::OpenedCredentials>,
     pub metrics: Arc<Metrics>,
     pub queue: Arc<ConcurrencyQueue>,
 }
@@ -278,8 +279,8 @@ async fn upstream_target(
         .unwrap_or_else(|| shared.config.claude_api_url.clone());
     let auth = match account.account_type {
         AccountType::ClaudeConsole => {
-            let creds = oauth::credentials(&shared.cipher, account)?;
-            UpstreamAuth::ApiKey(creds.api_key.ok_or_else(|| {
+            let creds = shared.opened.open(&shared.cipher, account)?;
+            UpstreamAuth::ApiKey(creds.api_key.clone().ok_or_else(|| {
                 AppError::Internal(format!("console account {} has no API key", account.id))
             })?)
         }
