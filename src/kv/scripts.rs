@@ -161,7 +161,8 @@ return 0
 /// the request's lease, then, if the ledger epoch is the record's and its bit is not set
 /// yet, sets the bit, adds the counters and (redis mode) appends the event to the capped
 /// archive lists. The counters of the records applied are summed per set and written
-/// once (a script's Redis calls are its cost).
+/// once, and their events pushed with one `LPUSH` per list (a script's Redis calls are its
+/// cost).
 /// KEYS[1] ledger epoch; then per record: its applied bitmap, its lease set, its n counter
 /// sets, then (when archiving) the key's record list and the global list.
 /// ARGV[1] the number of records; then per record: epoch id, bit, lease id ('' for none),
@@ -175,6 +176,7 @@ local epoch = redis.call('GET', KEYS[1])
 local fields = {'requests', 'input', 'output', 'cacheCreate', 'cacheRead', 'cost'}
 local out = {}
 local sums, order = {}, {}
+local pushes, push_order, caps = {}, {}, {}
 local k, a = 2, 2
 for r = 1, tonumber(ARGV[1]) do
   local applied, leases = KEYS[k], KEYS[k + 1]
@@ -214,11 +216,17 @@ for r = 1, tonumber(ARGV[1]) do
   end
   if archiving then
     if code == 0 then
-      local per_key, all = KEYS[k], KEYS[k + 1]
-      redis.call('LPUSH', per_key, ARGV[a])
-      redis.call('LTRIM', per_key, 0, tonumber(ARGV[a + 1]) - 1)
-      redis.call('LPUSH', all, ARGV[a])
-      redis.call('LTRIM', all, 0, tonumber(ARGV[a + 2]) - 1)
+      -- Pushed after the loop, one LPUSH and LTRIM per list (in record order, as one by one).
+      for j, list in ipairs({KEYS[k], KEYS[k + 1]}) do
+        local pending = pushes[list]
+        if not pending then
+          pending = {}
+          pushes[list] = pending
+          push_order[#push_order + 1] = list
+        end
+        pending[#pending + 1] = ARGV[a]
+        caps[list] = tonumber(ARGV[a + j])
+      end
     end
     k, a = k + 2, a + 3
   end
@@ -233,6 +241,10 @@ for _, key in ipairs(order) do
     if v ~= 0 and redis.call('HINCRBY', key, fields[f], v) == v then fresh = true end
   end
   if sum.ttl > 0 and fresh then redis.call('EXPIRE', key, sum.ttl) end
+end
+for _, list in ipairs(push_order) do
+  redis.call('LPUSH', list, unpack(pushes[list]))
+  redis.call('LTRIM', list, 0, caps[list] - 1)
 end
 return out
 "#;

@@ -114,3 +114,50 @@ async fn a_batch_applies_each_record_once_and_sums_its_counters() {
         Vec::<Applied>::new()
     );
 }
+
+#[actix_rt::test]
+async fn a_batch_archives_its_events_newest_first_once_each() {
+    let env = env_in(StorageMode::Redis);
+    let actors = start(&env);
+    wait_status(&actors.router, HealthStatus::Healthy).await;
+    let cache = &actors.cache;
+    let epoch = cache
+        .ledger_epoch()
+        .await
+        .expect("read epoch")
+        .expect("an epoch is installed")
+        .id;
+    let keys = cache.keys();
+    let counted = [update("usage:key:archive-test:total", 1, 10)];
+    let apply = |seq, event| UsageApply {
+        epoch: &epoch,
+        instance: "archive-test-instance",
+        seq,
+        updates: &counted,
+        release: None,
+        archive: Some(("archive-test", event)),
+    };
+    let codes = cache
+        .apply_usage_batch(&[
+            apply(1, r#"{"n":1}"#),
+            apply(2, r#"{"n":2}"#),
+            apply(1, r#"{"n":1}"#),
+            apply(3, r#"{"n":3}"#),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(
+        codes,
+        [Applied::Now, Applied::Now, Applied::Before, Applied::Now]
+    );
+    let list = |name: String| {
+        let items: Vec<String> = env
+            .redis_query(redis::cmd("LRANGE").arg(name).arg(0).arg(-1))
+            .expect("lrange");
+        items
+    };
+    let newest_first = [r#"{"n":3}"#, r#"{"n":2}"#, r#"{"n":1}"#];
+    assert_eq!(list(keys.usage_records("archive-test")), newest_first);
+    let all = list(keys.usage_archive());
+    assert_eq!(all[..3], newest_first, "the global list holds them too");
+}
