@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Instructions per relayed request (hybrid mode), counted by valgrind's callgrind: the same
+# count run after run whatever else the machine does, so it shows changes of a few percent
+# that wrk cannot (this machine's speed drifts by ±10 % within minutes). User-space only
+# (system calls are not counted); background work during the window (counter flushes,
+# the archive writer) is included. 8 clients on keep-alive connections send N requests
+# after a 5 s warm-up; counters are zeroed before and dumped after.
+#
+#   bench/instructions.sh                       # this tree's release build, 800 requests
+#   RELAY_BIN=/tmp/old-relay N=800 bench/instructions.sh
+#
+# Needs: valgrind, wrk, nginx with the echo module, Redis and MariaDB (scripts/services.sh).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+N=${N:-800}
+MOCK_DIR=${MOCK_DIR:-$root/../shared/mock-upstream}
+MOCK_PREFIX=/tmp/claude-relay-cg-mock
+PORT=${BENCH_PORT:-3912}
+REDIS_PORT_CG=${BENCH_REDIS_PORT:-6393}
+out=$(mktemp -d /tmp/claude-relay-cg.XXXXXX)
+command -v valgrind >/dev/null || { echo "bench: valgrind is missing (apt-get install valgrind)"; exit 1; }
+scripts/services.sh
+if [ -z "${RELAY_BIN:-}" ]; then
+  cargo build --release --locked --bin claude-relay
+fi
+bin=${RELAY_BIN:-"${CARGO_TARGET_DIR:-target}/release/claude-relay"}
+db="crcg_$$"
+cleanup() {
+  [ -n "${relay_pid:-}" ] && kill "$relay_pid" 2>/dev/null || true
+  "$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true
+  redis-cli -p "$REDIS_PORT_CG" shutdown nosave >/dev/null 2>&1 || true
+  mariadb -uroot -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
+}
+trap cleanup EXIT
+"$MOCK_DIR/start.sh" "$MOCK_PREFIX" >/dev/null
+redis-server --port "$REDIS_PORT_CG" --save '' --appendonly no --daemonize yes --logfile "$out/redis.log" >/dev/null
+admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export DATABASE_TYPE=hybrid MYSQL_DATABASE=$db REDIS_KEY_PREFIX="crcg:$$:" PORT=$PORT HOST=127.0.0.1 \
+  REDIS_PORT=$REDIS_PORT_CG ENCRYPTION_KEY=0123456789abcdef0123456789abcdef ADMIN_TOKEN=$admin_token \
+  LOG_LEVEL=warn SPOOL_DIR="$out/spool"
+valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" serve >"$out/relay.log" 2>&1 &
+relay_pid=$!
+for _ in $(seq 1 600); do curl -s "http://127.0.0.1:$PORT/health" | grep -q '"status":"healthy"' && break; sleep 0.2; done
+auth=(-H "authorization: Bearer $admin_token" -H 'content-type: application/json')
+curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/claude-accounts" \
+  -d '{"name":"mock","type":"claude-console","baseUrl":"http://127.0.0.1:18080","apiKey":"sk-upstream-test","priority":10}' >/dev/null
+key=$(curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/api-keys" -d '{"name":"bench"}' \
+  | python3 -c 'import sys,json; print(json.load(sys.stdin)["data"]["apiKey"])')
+API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t2 -c8 -d5s -s "$MOCK_DIR/wrk/messages.lua" "http://127.0.0.1:$PORT" >/dev/null
+sleep 1
+callgrind_control -z "$relay_pid" >/dev/null
+python3 - "$key" "$N" "$PORT" <<'PY'
+import http.client, json, sys, threading
+key, n, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+body = json.dumps({"model": "claude-sonnet-4-20250514", "max_tokens": 64,
+                   "messages": [{"role": "user", "content": "hi"}],
+                   "metadata": {"user_id": "session-1"}})
+def run(k):
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    for _ in range(k):
+        c.request("POST", "/api/v1/messages", body, {"x-api-key": key,
+                  "content-type": "application/json", "anthropic-version": "2023-06-01"})
+        r = c.getresponse(); r.read()
+        if r.status != 200:
+            sys.exit(f"relay answered {r.status}")
+threads = [threading.Thread(target=run, args=(n // 8,)) for _ in range(8)]
+[t.start() for t in threads]; [t.join() for t in threads]
+PY
+sleep 1
+callgrind_control -d "$relay_pid" >/dev/null
+sleep 1
+dump=$(ls -t "$out"/cg.out.* | head -1)
+total=$(grep -E '^(summary|totals):' "$dump" | head -1 | awk '{print $2}')
+echo "$(basename "$bin"): $((N / 8 * 8)) requests, $((total / (N / 8 * 8))) instructions per request"
