@@ -202,7 +202,8 @@ async fn wait_for_slot(
     })
 }
 
-/// The admission request of a key for a model at `now`.
+/// The admission request of a key for a model at `now`. Counter names are made only for
+/// the limits the key has (most keys have none).
 fn admission_request(
     key: &ApiKey,
     model: &str,
@@ -210,17 +211,11 @@ fn admission_request(
     lease_id: &str,
 ) -> AdmissionRequest {
     let now = Utc::now();
-    let names = limits::key_counter_names(
-        &key.id,
-        now,
-        config.timezone_offset_hours,
-        key.weekly_reset_day,
-        key.weekly_reset_hour,
-    );
-    let window = limits::rate_window(&key.id, key.rate_limit_window_minutes, now)
-        .filter(|_| {
-            key.rate_limit_requests > 0 || key.token_limit > 0 || key.rate_limit_cost_micros > 0
-        })
+    let limited =
+        key.rate_limit_requests > 0 || key.token_limit > 0 || key.rate_limit_cost_micros > 0;
+    let window = limited
+        .then(|| limits::rate_window(&key.id, key.rate_limit_window_minutes, now))
+        .flatten()
         .map(|w| WindowLimits {
             name: w.name,
             ttl_seconds: w.ttl_seconds,
@@ -229,32 +224,36 @@ fn admission_request(
             max_tokens: key.token_limit,
             max_cost_micros: key.rate_limit_cost_micros,
         });
-    let mut cost_limits = Vec::new();
-    let mut limit = |kind, counter: String, max: i64| {
-        if max > 0 {
-            cost_limits.push(CostLimit {
-                kind,
-                counter,
-                max_micros: max,
-            });
-        }
+    let opus_limit = if is_opus(model) {
+        key.weekly_opus_cost_limit_micros
+    } else {
+        0
     };
-    limit(
-        CostLimitKind::Daily,
-        names.daily,
-        key.daily_cost_limit_micros,
-    );
-    limit(
-        CostLimitKind::Total,
-        names.total,
-        key.total_cost_limit_micros,
-    );
-    if is_opus(model) {
-        limit(
-            CostLimitKind::WeeklyOpus,
-            names.weekly_opus,
-            key.weekly_opus_cost_limit_micros,
+    let wanted = [
+        (CostLimitKind::Daily, key.daily_cost_limit_micros),
+        (CostLimitKind::Total, key.total_cost_limit_micros),
+        (CostLimitKind::WeeklyOpus, opus_limit),
+    ];
+    let mut cost_limits = Vec::new();
+    if wanted.iter().any(|(_, max)| *max > 0) {
+        let names = limits::key_counter_names(
+            &key.id,
+            now,
+            config.timezone_offset_hours,
+            key.weekly_reset_day,
+            key.weekly_reset_hour,
         );
+        let mut names = [names.daily, names.total, names.weekly_opus].into_iter();
+        for (kind, max_micros) in wanted {
+            let counter = names.next().unwrap_or_default();
+            if max_micros > 0 {
+                cost_limits.push(CostLimit {
+                    kind,
+                    counter,
+                    max_micros,
+                });
+            }
+        }
     }
     AdmissionRequest {
         lease_scope: format!("key:{}", key.id),
