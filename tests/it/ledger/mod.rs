@@ -284,6 +284,8 @@ pub async fn send(client: &reqwest::Client, base: &str, key: &str, stream: bool)
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
+        // Never reuse a connection the relay may be closing (its keep-alive is 5 s).
+        .pool_idle_timeout(Duration::from_secs(2))
         .no_proxy()
         .build()
         .expect("reqwest client")

@@ -9,6 +9,8 @@ use super::poll::eventually;
 
 /// Per-request bound, so a hanging relay fails the test instead of blocking it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a pooled connection may idle: well under the relay's 5 s keep-alive.
+const IDLE_BEFORE_SERVER_CLOSES: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct Http {
@@ -23,6 +25,10 @@ impl Http {
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
+                // The relay closes a connection idle for 5 s (actix's keep-alive): a pooled
+                // connection reused at that moment fails the request ("error sending
+                // request"), as a health poll after a 5 s load once did. Dropped sooner here.
+                .pool_idle_timeout(IDLE_BEFORE_SERVER_CLOSES)
                 .no_proxy()
                 .build()
                 .expect("reqwest client"),
