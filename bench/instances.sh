@@ -14,6 +14,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 INSTANCES=${INSTANCES:-"1 2 3"}
 CONNS=${CONNS:-"16 48"}
 DURATION=${DURATION:-10}
@@ -86,11 +88,7 @@ stop_relays() {
 
 # The key and the account, once (MySQL keeps them for every later run).
 start_relays 1
-auth=(-H "authorization: Bearer $admin_token" -H 'content-type: application/json')
-curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$BASE_PORT/admin/claude-accounts" \
-  -d '{"name":"mock","type":"claude-console","baseUrl":"http://127.0.0.1:18080","apiKey":"sk-upstream-test","priority":10}' >/dev/null
-key=$(curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$BASE_PORT/admin/api-keys" -d '{"name":"bench"}' \
-  | python3 -c 'import sys,json; print(json.load(sys.stdin)["data"]["apiKey"])')
+key=$(bench_key "http://127.0.0.1:$BASE_PORT" "$admin_token" http://127.0.0.1:18080)
 stop_relays
 
 for n in $INSTANCES; do

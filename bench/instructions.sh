@@ -13,6 +13,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 N=${N:-800}
 MOCK_DIR=${MOCK_DIR:-$root/../shared/mock-upstream}
 MOCK_PREFIX=/tmp/claude-relay-cg-mock
@@ -41,12 +43,8 @@ export DATABASE_TYPE=hybrid MYSQL_DATABASE=$db REDIS_KEY_PREFIX="crcg:$$:" PORT=
   LOG_LEVEL=warn SPOOL_DIR="$out/spool"
 valgrind --tool=callgrind --callgrind-out-file="$out/cg.out" "$bin" serve >"$out/relay.log" 2>&1 &
 relay_pid=$!
-for _ in $(seq 1 600); do curl -s "http://127.0.0.1:$PORT/health" | grep -q '"status":"healthy"' && break; sleep 0.2; done
-auth=(-H "authorization: Bearer $admin_token" -H 'content-type: application/json')
-curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/claude-accounts" \
-  -d '{"name":"mock","type":"claude-console","baseUrl":"http://127.0.0.1:18080","apiKey":"sk-upstream-test","priority":10}' >/dev/null
-key=$(curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/api-keys" -d '{"name":"bench"}' \
-  | python3 -c 'import sys,json; print(json.load(sys.stdin)["data"]["apiKey"])')
+wait_healthy "http://127.0.0.1:$PORT" 1200  # slow under valgrind
+key=$(bench_key "http://127.0.0.1:$PORT" "$admin_token" http://127.0.0.1:18080)
 API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t2 -c8 -d5s -s "$MOCK_DIR/wrk/messages.lua" "http://127.0.0.1:$PORT" >/dev/null
 sleep 1
 callgrind_control -z "$relay_pid" >/dev/null

@@ -17,6 +17,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 MODES=${MODES:-"hybrid redis mysql"}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-"1 16 64"}
@@ -88,12 +90,8 @@ for mode in $MODES; do
     SPOOL_DIR="/tmp/crbench-spool-$mode-$$"
   "$bin" serve >"/tmp/crbench-$mode.log" 2>&1 &
   relay_pid=$!
-  for _ in $(seq 1 200); do curl -s "http://127.0.0.1:$PORT/health" | grep -q '"status":"healthy"' && break; sleep 0.1; done
-  auth=(-H "authorization: Bearer $admin_token" -H 'content-type: application/json')
-  curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/claude-accounts" \
-    -d '{"name":"mock","type":"claude-console","baseUrl":"http://127.0.0.1:18080","apiKey":"sk-upstream-test","priority":10}' >/dev/null
-  key=$(curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/api-keys" -d '{"name":"bench"}' \
-    | python3 -c 'import sys,json; print(json.load(sys.stdin)["data"]["apiKey"])')
+  wait_healthy "http://127.0.0.1:$PORT" 200
+  key=$(bench_key "http://127.0.0.1:$PORT" "$admin_token" http://127.0.0.1:18080)
   # Warm-up: connections, caches, JIT-free but pools and snapshots.
   API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t2 -c16 -d2s -s "$wrk_dir/messages.lua" "http://127.0.0.1:$PORT" >/dev/null
   for c in $CONNS; do

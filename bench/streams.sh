@@ -8,6 +8,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 PORT=${BENCH_PORT:-3902}
 MOCK_PORT=${BENCH_MOCK_PORT:-18090}
 export BENCH_MOCK_PORT=$MOCK_PORT
@@ -25,11 +27,7 @@ export DATABASE_TYPE=hybrid MYSQL_DATABASE=$db REDIS_KEY_PREFIX="crbench:streams
 "$target/claude-relay" serve >/tmp/crbench-streams.log 2>&1 &
 relay_pid=$!
 trap 'kill "$relay_pid" 2>/dev/null || true; mariadb -uroot -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do curl -s "http://127.0.0.1:$PORT/health" | grep -q '"status":"healthy"' && break; sleep 0.1; done
-auth=(-H "authorization: Bearer $admin_token" -H 'content-type: application/json')
-curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/claude-accounts" \
-  -d "{\"name\":\"slow\",\"type\":\"claude-console\",\"baseUrl\":\"http://127.0.0.1:$MOCK_PORT\",\"apiKey\":\"sk-slow\",\"priority\":10}" >/dev/null
-key=$(curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$PORT/admin/api-keys" -d '{"name":"streams"}' \
-  | python3 -c 'import sys,json; print(json.load(sys.stdin)["data"]["apiKey"])')
+wait_healthy "http://127.0.0.1:$PORT" 200
+key=$(bench_key "http://127.0.0.1:$PORT" "$admin_token" "http://127.0.0.1:$MOCK_PORT")
 RELAY_URL="http://127.0.0.1:$PORT" RELAY_KEY=$key RELAY_PID=$relay_pid \
   "$target/bench_streams" "${1:-bench/results/streams.md}"

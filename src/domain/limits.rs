@@ -106,7 +106,7 @@ pub fn period_names(
     local: DateTime<chrono::FixedOffset>,
 ) -> [(String, Option<i64>); 4] {
     [
-        (format!("usage:{owner}:total"), None),
+        (total_name(owner), None),
         (
             format!(
                 "usage:{owner}:month:{:04}-{:02}",
@@ -115,10 +115,7 @@ pub fn period_names(
             ),
             Some(MONTH_TTL),
         ),
-        (
-            format!("usage:{owner}:day:{}", day_label(local)),
-            Some(DAY_TTL),
-        ),
+        (day_name(owner, local), Some(DAY_TTL)),
         (
             format!(
                 "usage:{owner}:hour:{}T{:02}",
@@ -128,6 +125,16 @@ pub fn period_names(
             Some(HOUR_TTL),
         ),
     ]
+}
+
+/// The all-time counter set of an owner.
+fn total_name(owner: &str) -> String {
+    format!("usage:{owner}:total")
+}
+
+/// The counter set of an owner's local day.
+fn day_name(owner: &str, local: DateTime<chrono::FixedOffset>) -> String {
+    format!("usage:{owner}:day:{}", day_label(local))
 }
 
 /// `YYYY-MM-DD` of a local time, written out directly (a strftime pattern is parsed on
@@ -174,8 +181,8 @@ pub fn key_counter_names(
     let local = to_local(now, offset_hours);
     let owner = format!("key:{key_id}");
     KeyCounterNames {
-        daily: format!("usage:{owner}:day:{}", day_label(local)),
-        total: format!("usage:{owner}:total"),
+        daily: day_name(&owner, local),
+        total: total_name(&owner),
         weekly_opus: format!(
             "cost:{owner}:opus_week:{}",
             week_start(local, reset_day, reset_hour)
@@ -322,15 +329,18 @@ pub fn record_split(
     let local = e.local_time(offset_hours);
     let delta = Counters::of_event(e, 1);
     let owner = format!("key:{}", e.api_key_id);
-    let [total, _, day, _] = period_names(&owner, local);
-    let mut limited: Vec<CounterUpdate> = [total, day]
-        .into_iter()
-        .map(|(name, ttl_seconds)| CounterUpdate {
-            name,
+    let mut limited = vec![
+        CounterUpdate {
+            name: total_name(&owner),
             delta,
-            ttl_seconds,
-        })
-        .collect();
+            ttl_seconds: None,
+        },
+        CounterUpdate {
+            name: day_name(&owner, local),
+            delta,
+            ttl_seconds: Some(DAY_TTL),
+        },
+    ];
     limited.extend(window_updates(e, local, is_opus, weekly, rate_window));
     let hour = local
         .with_nanosecond(0)

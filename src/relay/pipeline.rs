@@ -243,9 +243,8 @@ fn admission_request(
             key.weekly_reset_day,
             key.weekly_reset_hour,
         );
-        let mut names = [names.daily, names.total, names.weekly_opus].into_iter();
-        for (kind, max_micros) in wanted {
-            let counter = names.next().unwrap_or_default();
+        let counters = [names.daily, names.total, names.weekly_opus];
+        for ((kind, max_micros), counter) in wanted.into_iter().zip(counters) {
             if max_micros > 0 {
                 cost_limits.push(CostLimit {
                     kind,

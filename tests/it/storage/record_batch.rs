@@ -4,10 +4,12 @@
 
 use claude_relay::actors::cache::{Applied, UsageApply};
 use claude_relay::actors::router::HealthStatus;
+use claude_relay::app::Actors;
 use claude_relay::config::StorageMode;
 use claude_relay::domain::limits::{CounterUpdate, Counters};
 
 use super::{env_in, start, wait_status};
+use crate::support::TestEnv;
 
 fn update(name: &str, requests: i64, cost_micros: i64) -> CounterUpdate {
     CounterUpdate {
@@ -21,18 +23,25 @@ fn update(name: &str, requests: i64, cost_micros: i64) -> CounterUpdate {
     }
 }
 
-#[actix_rt::test]
-async fn a_batch_applies_each_record_once_and_sums_its_counters() {
-    let env = env_in(StorageMode::Hybrid);
+/// A healthy set of actors in `mode` and the ledger epoch they counted under.
+async fn started(mode: StorageMode) -> (TestEnv, Actors, String) {
+    let env = env_in(mode);
     let actors = start(&env);
     wait_status(&actors.router, HealthStatus::Healthy).await;
-    let cache = &actors.cache;
-    let epoch = cache
+    let epoch = actors
+        .cache
         .ledger_epoch()
         .await
         .expect("read epoch")
         .expect("an epoch is installed")
         .id;
+    (env, actors, epoch)
+}
+
+#[actix_rt::test]
+async fn a_batch_applies_each_record_once_and_sums_its_counters() {
+    let (env, actors, epoch) = started(StorageMode::Hybrid).await;
+    let cache = &actors.cache;
     let keys = cache.keys();
     let set = "usage:key:batch-test:total";
     let other_set = "usage:key:batch-test:day:2026-12-02";
@@ -117,16 +126,8 @@ async fn a_batch_applies_each_record_once_and_sums_its_counters() {
 
 #[actix_rt::test]
 async fn a_batch_archives_its_events_newest_first_once_each() {
-    let env = env_in(StorageMode::Redis);
-    let actors = start(&env);
-    wait_status(&actors.router, HealthStatus::Healthy).await;
+    let (env, actors, epoch) = started(StorageMode::Redis).await;
     let cache = &actors.cache;
-    let epoch = cache
-        .ledger_epoch()
-        .await
-        .expect("read epoch")
-        .expect("an epoch is installed")
-        .id;
     let keys = cache.keys();
     let counted = [update("usage:key:archive-test:total", 1, 10)];
     let apply = |seq, event| UsageApply {
