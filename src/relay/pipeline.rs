@@ -534,13 +534,18 @@ pub async fn relay(
         router: shared.router.clone(),
         lease: None,
     };
-    let session = scheduler::session_hash(&request).filter(|_| endpoint == Endpoint::Messages);
+    let mut session = scheduler::session_hash(&request).filter(|_| endpoint == Endpoint::Messages);
     let mut sticky_account = None;
     let mut window_name = None;
-    // The account list is read concurrently with the admission (usually without waiting:
-    // the router publishes it for the workers).
+    // The account list is published for the workers: reading it rarely waits.
     let snapshot = shared.router.scheduling_accounts();
     let accounts = if endpoint == Endpoint::Messages {
+        let accounts = snapshot.await?;
+        // A session that cannot change the choice (one account, or the key's own) has no
+        // entry read or written: for a key without limits, no round trip before the upstream.
+        if !scheduler::sessions_matter(&accounts, &key) {
+            session = None;
+        }
         let lease_id = uuid::Uuid::new_v4().simple().to_string();
         let admission = admission_request(&key, &model, config, &lease_id);
         window_name = admission.window.as_ref().map(|w| limits::RateWindowName {
@@ -553,21 +558,18 @@ pub async fn relay(
         // Kept for asking again from the concurrency queue.
         let retry = (shared.queue.enabled() && key.concurrency_limit > 0)
             .then(|| (admission.clone(), sticky_entry.clone()));
-        let (admitted, accounts) = futures_util::join!(
-            shared
-                .router
-                .admit_for_request(admission, sticky_entry, config.sticky_session_ttl),
-            snapshot
-        );
-        let (mut answer, mut sticky, mut via_router) = admitted?;
-        let mut accounts = accounts;
+        // After a wait in the concurrency queue: a fresh account view.
+        let mut refreshed = None;
+        let (mut answer, mut sticky, mut via_router) = shared
+            .router
+            .admit_for_request(admission, sticky_entry, config.sticky_session_ttl)
+            .await?;
         if answer == Admission::ConcurrencyExceeded
             && let Some((admission, sticky_entry)) = retry
         {
             (answer, sticky, via_router) =
                 wait_for_slot(shared, &key.id, admission, sticky_entry).await?;
-            // The wait may have been long: schedule on a fresh account view.
-            accounts = shared.router.scheduling_accounts().await;
+            refreshed = Some(shared.router.scheduling_accounts().await);
         }
         if let Some(e) = admission_error(answer) {
             return Err(e);
@@ -579,7 +581,10 @@ pub async fn relay(
             via_router,
         });
         sticky_account = sticky;
-        accounts?
+        match refreshed {
+            Some(fresh) => fresh?,
+            None => accounts,
+        }
     } else {
         snapshot.await?
     };

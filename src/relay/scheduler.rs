@@ -69,6 +69,15 @@ fn text_of(v: &Value) -> Option<String> {
     }
 }
 
+/// Whether a sticky session can change which account serves `key` from `accounts`: not
+/// when the key has a dedicated account, nor when there is at most one account to choose.
+pub fn sessions_matter(accounts: &[Account], key: &ApiKey) -> bool {
+    match key.claude_account_id.as_deref().filter(|b| !b.is_empty()) {
+        Some(bound) if bound_group(bound).is_none() => false,
+        _ => accounts.len() > 1,
+    }
+}
+
 /// Picks the account for a request for `model` (accounts whose model family is cooling
 /// down are left out).
 pub fn choose<'a>(

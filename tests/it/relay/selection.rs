@@ -197,6 +197,73 @@ async fn sticky_session_is_kept_and_dropped_when_its_account_is_rate_limited() {
     wait_sticky(&relay, &session, Some(id_of(other))).await;
 }
 
+/// The stored sticky entry of `body`'s session, read once.
+async fn sticky_of(relay: &Relay, body: &Value) -> Option<String> {
+    let hash = session_hash(body).expect("a session");
+    relay
+        .router()
+        .get_entry(EntryKind::Sticky, &hash)
+        .await
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn a_session_binds_only_when_it_can_change_the_account() {
+    let relay = start(|_| {}).await;
+    let only = relay.console("only", "sk-only", 10).await;
+    let (_, free) = relay.key(|_| {}).await;
+    let (_, dedicated) = relay
+        .key(|k| k.claude_account_id = Some(only.id.clone()))
+        .await;
+
+    // One account: the session's requests go to it and bind nothing.
+    let alone = session_request("user_alone", "first");
+    for text in ["first", "second"] {
+        let (status, _, body) = relay
+            .message(&free, &session_request("user_alone", text))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(relay.last_credential(), "sk-only");
+    }
+
+    // Two accounts: a session of the pool binds to the one that served it…
+    let second = relay.console("second", "sk-second", 10).await;
+    let pooled = session_request("user_pooled", "first");
+    eventually(
+        Duration::from_secs(10),
+        "the second account in the list",
+        || async {
+            let snapshot = relay.router().scheduling_accounts().await.unwrap();
+            if snapshot.iter().any(|a| a.id == second.id) {
+                Ok(())
+            } else {
+                Err(format!("{} accounts", snapshot.len()))
+            }
+        },
+    )
+    .await;
+    let (status, _, _) = relay.message(&free, &pooled).await;
+    assert_eq!(status, 200);
+    let served = if relay.last_credential() == "sk-only" {
+        &only.id
+    } else {
+        &second.id
+    };
+    wait_sticky(&relay, &pooled, Some(served)).await;
+    // …a key with its own account binds nothing, as the lone account bound nothing (its
+    // writes would have landed before the pooled session's).
+    let owned = session_request("user_owned", "first");
+    let (status, _, _) = relay.message(&dedicated, &owned).await;
+    assert_eq!(status, 200);
+    assert_eq!(relay.last_credential(), "sk-only");
+    let (status, _, _) = relay
+        .message(&free, &session_request("user_pooled", "again"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(sticky_of(&relay, &owned).await, None);
+    assert_eq!(sticky_of(&relay, &alone).await, None);
+}
+
 #[actix_rt::test]
 async fn dedicated_key_gets_503_when_its_account_is_unavailable() {
     let relay = start(|_| {}).await;
