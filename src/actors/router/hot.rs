@@ -303,7 +303,17 @@ impl RouterHandle {
 
     /// Counts the worker's queued records, a batch per round trip, until none is left.
     async fn count_queued(&self, cache: &CacheHandle, queue: &RecordQueue) {
-        while let Some(batch) = queue.next_batch() {
+        let mut busy = false;
+        loop {
+            if busy {
+                // Under load (the last batch carried several records) the next one waits a
+                // moment to gather more: a round trip costs Redis far more than a record.
+                actix_rt::time::sleep(BATCH_LINGER).await;
+            }
+            let Some(batch) = queue.next_batch() else {
+                break;
+            };
+            busy = batch.len() > 1;
             let applies: Vec<UsageApply<'_>> = batch
                 .iter()
                 .map(|q| UsageApply {
@@ -372,6 +382,9 @@ impl RouterHandle {
 
 /// Most records one counting round trip carries (one script run: kept short).
 const RECORDS_PER_BATCH: usize = 64;
+/// How long a worker under load lets records gather before its next counting round trip.
+/// It delays counters and lease releases by about this much, never an answer.
+const BATCH_LINGER: Duration = Duration::from_millis(1);
 
 /// A journaled record waiting for its worker's counting round trip.
 struct QueuedRecord {
