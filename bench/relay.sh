@@ -10,6 +10,7 @@
 #   bench/relay.sh                 # all modes, 10 s per run
 #   MODES="hybrid" DURATION=5 bench/relay.sh
 #   RELAY_BIN=/tmp/old-relay BENCH_OUT=/tmp/before bench/relay.sh   # another build
+#   BENCH_ACCOUNTS=2 MODES=hybrid BENCH_OUT=/tmp/two bench/relay.sh   # sessions bind
 #
 # Needs: wrk, nginx with the echo module (apt-get install wrk nginx-core
 # libnginx-mod-http-echo), the mock in MOCK_DIR (default ../shared/mock-upstream),
@@ -22,6 +23,9 @@ source bench/lib.sh
 MODES=${MODES:-"hybrid redis mysql"}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-"1 16 64"}
+# Upstream accounts the bench key may use: with 2 or more, sessions bind (a sticky read per
+# request).
+ACCOUNTS=${BENCH_ACCOUNTS:-1}
 MOCK_DIR=${MOCK_DIR:-$root/../shared/mock-upstream}
 MOCK_PREFIX=${MOCK_PREFIX:-/tmp/claude-relay-bench-mock}
 PORT=${BENCH_PORT:-3901}
@@ -91,7 +95,7 @@ for mode in $MODES; do
   "$bin" serve >"/tmp/crbench-$mode.log" 2>&1 &
   relay_pid=$!
   wait_healthy "http://127.0.0.1:$PORT" 200
-  key=$(bench_key "http://127.0.0.1:$PORT" "$admin_token" http://127.0.0.1:18080)
+  key=$(bench_key "http://127.0.0.1:$PORT" "$admin_token" http://127.0.0.1:18080 "$ACCOUNTS")
   # Warm-up: connections, caches, JIT-free but pools and snapshots.
   API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t2 -c16 -d2s -s "$wrk_dir/messages.lua" "http://127.0.0.1:$PORT" >/dev/null
   for c in $CONNS; do
