@@ -204,6 +204,41 @@ pub async fn update(mut conn: DbConn, account: Account) -> Result<(), StoreError
     Ok(())
 }
 
+/// Applies `patch` to the stored account `id` under its row lock, so that changes of some
+/// fields made at the same time (the 5-hour window, the profile, a refreshed token) each
+/// start from the others' writes instead of overwriting them. False when the account does
+/// not exist or the patch changed nothing (then nothing is written).
+pub async fn patch(
+    mut conn: DbConn,
+    id: String,
+    patch: impl Fn(&mut Account) -> bool + Send + Sync,
+) -> Result<bool, StoreError> {
+    use diesel_async::AsyncConnection;
+    conn.transaction::<_, StoreError, _>(async |c| {
+        let Some(row) = claude_accounts::table
+            .find(&id)
+            .select(AccountRow::as_select())
+            .for_update()
+            .first(c)
+            .await
+            .optional()?
+        else {
+            return Ok(false);
+        };
+        let mut account = Account::try_from(row)?;
+        if !patch(&mut account) {
+            return Ok(false);
+        }
+        account.updated_at = Utc::now();
+        diesel::update(claude_accounts::table.find(&id))
+            .set(&AccountRow::from(&account))
+            .execute(c)
+            .await?;
+        Ok(true)
+    })
+    .await
+}
+
 pub async fn delete(mut conn: DbConn, id: String) -> Result<bool, StoreError> {
     let n = diesel::delete(claude_accounts::table.find(id))
         .execute(&mut conn)

@@ -280,18 +280,22 @@ async fn refresh_locked(
             .seal(s)
             .map_err(|_| AppError::Internal("cannot encrypt credentials".into()))
     };
-    let mut updated = account.clone();
-    updated.credentials_encrypted = seal(&serde_json::to_string(&creds).unwrap_or_default())?;
-    updated.token_expires_at = Some(Utc::now() + lifetime);
-    updated.last_refresh_at = Some(Utc::now());
-    if matches!(
-        updated.status,
-        AccountStatus::Unauthorized | AccountStatus::Error
-    ) {
-        updated.status = AccountStatus::Active;
-        updated.status_until = None;
-        updated.error_message.clear();
-    }
+    let sealed = seal(&serde_json::to_string(&creds).unwrap_or_default())?;
+    let (expires_at, refreshed_at) = (Utc::now() + lifetime, Utc::now());
+    // Only the token's fields (and a status the old token caused) change: requests of this
+    // account patch its 5-hour window at the same time, and a whole-row write would undo
+    // theirs, or theirs this one (the new token lost, the spent refresh token kept).
+    let refreshed = Arc::new(move |a: &mut Account| {
+        a.credentials_encrypted = sealed.clone();
+        a.token_expires_at = Some(expires_at);
+        a.last_refresh_at = Some(refreshed_at);
+        if matches!(a.status, AccountStatus::Unauthorized | AccountStatus::Error) {
+            a.status = AccountStatus::Active;
+            a.status_until = None;
+            a.error_message.clear();
+        }
+        true
+    });
     // The token goes where waiting requests (of every instance) look for it first; the
     // account row, a MySQL write that may be slow under load, follows.
     let ttl = lifetime.to_std().unwrap_or(Duration::from_secs(3600));
@@ -306,7 +310,7 @@ async fn refresh_locked(
     {
         log::debug!("refreshed token not cached (refreshed again next time): {e}");
     }
-    router.save_account(updated).await?;
+    router.patch_account(&account.id, refreshed).await?;
     log::info!("refreshed the OAuth token of account {}", account.id);
     // The profile is read again (off the request's path) when the token may read it: its
     // scope says so, or, without a scope in the answer, the account has a profile already.

@@ -525,28 +525,23 @@ impl RouterActor {
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
         let work = async move {
-            let current = match mode {
-                StorageMode::Redis => cache.get_account(&id).await?,
-                _ => {
-                    let id = id.clone();
-                    store.exec(move |c| Box::pin(queries::get(c, id))).await?
-                }
-            };
-            let Some(mut account) = current else {
+            if mode != StorageMode::Redis {
+                let changed = store
+                    .exec(move |c| {
+                        let (id, patch) = (id.clone(), patch.clone());
+                        Box::pin(queries::patch(c, id, move |a: &mut Account| patch(a)))
+                    })
+                    .await?;
+                return Ok(changed);
+            }
+            let Some(mut account) = cache.get_account(&id).await? else {
                 return Ok(false);
             };
             if !patch(&mut account) {
                 return Ok(false);
             }
             account.updated_at = Utc::now();
-            match mode {
-                StorageMode::Redis => cache.put_account(&account).await?,
-                _ => {
-                    store
-                        .exec(move |c| Box::pin(queries::update(c, account)))
-                        .await?
-                }
-            }
+            cache.put_account(&account).await?;
             Ok(true)
         };
         Box::pin(
