@@ -1,6 +1,8 @@
 //! What Redis holds in hybrid mode, as tables for mysql mode: entries with an expiry
 //! (sessions, tokens, locks), counters, and concurrency leases with the admission check.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
@@ -119,40 +121,58 @@ pub async fn add_counters(mut conn: DbConn, updates: Vec<CounterUpdate>) -> Resu
     Ok(())
 }
 
+/// Counter rows per statement: 8 placeholders each, and MySQL allows 65,535 placeholders in
+/// a prepared statement.
+const COUNTER_ROWS_PER_STATEMENT: usize = 1000;
+
 pub(crate) async fn add_counters_in(
     conn: &mut diesel_async::AsyncMysqlConnection,
     updates: &[CounterUpdate],
 ) -> Result<(), diesel::result::Error> {
     use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
-    let base = Utc::now();
-    // diesel's upsert DSL has no MySQL form for "add to the stored value": plain SQL.
-    let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; updates.len()].join(", ");
-    let mut query = diesel::sql_query(format!(
-        "INSERT INTO usage_counters (counter_key, requests, input_tokens, output_tokens, \
-         cache_create_tokens, cache_read_tokens, cost_micros, expires_at) VALUES {placeholders} \
-         ON DUPLICATE KEY UPDATE requests = requests + VALUES(requests), \
-         input_tokens = input_tokens + VALUES(input_tokens), \
-         output_tokens = output_tokens + VALUES(output_tokens), \
-         cache_create_tokens = cache_create_tokens + VALUES(cache_create_tokens), \
-         cache_read_tokens = cache_read_tokens + VALUES(cache_read_tokens), \
-         cost_micros = cost_micros + VALUES(cost_micros)"
-    ))
-    .into_boxed();
+    // An archive batch names the same sets again and again (about 16 per event): summed
+    // first, one row per set. Unsummed, a batch of 512 events was over MySQL's limit.
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut summed: Vec<(&str, Counters, Option<i64>)> = Vec::new();
     for u in updates {
-        query = query
-            .bind::<Text, _>(u.name.clone())
-            .bind::<BigInt, _>(u.delta.requests)
-            .bind::<BigInt, _>(u.delta.input_tokens)
-            .bind::<BigInt, _>(u.delta.output_tokens)
-            .bind::<BigInt, _>(u.delta.cache_create_tokens)
-            .bind::<BigInt, _>(u.delta.cache_read_tokens)
-            .bind::<BigInt, _>(u.delta.cost_micros)
-            .bind::<Nullable<Timestamp>, _>(
-                u.ttl_seconds
-                    .map(|t| (base + Duration::seconds(t)).naive_utc()),
-            );
+        match index.get(u.name.as_str()) {
+            Some(&i) => summed[i].1.add(&u.delta),
+            None => {
+                index.insert(&u.name, summed.len());
+                summed.push((&u.name, u.delta, u.ttl_seconds));
+            }
+        }
     }
-    query.execute(conn).await?;
+    let base = Utc::now();
+    for chunk in summed.chunks(COUNTER_ROWS_PER_STATEMENT) {
+        // diesel's upsert DSL has no MySQL form for "add to the stored value": plain SQL.
+        let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let mut query = diesel::sql_query(format!(
+            "INSERT INTO usage_counters (counter_key, requests, input_tokens, output_tokens, \
+             cache_create_tokens, cache_read_tokens, cost_micros, expires_at) VALUES {placeholders} \
+             ON DUPLICATE KEY UPDATE requests = requests + VALUES(requests), \
+             input_tokens = input_tokens + VALUES(input_tokens), \
+             output_tokens = output_tokens + VALUES(output_tokens), \
+             cache_create_tokens = cache_create_tokens + VALUES(cache_create_tokens), \
+             cache_read_tokens = cache_read_tokens + VALUES(cache_read_tokens), \
+             cost_micros = cost_micros + VALUES(cost_micros)"
+        ))
+        .into_boxed();
+        for (name, delta, ttl) in chunk {
+            query = query
+                .bind::<Text, _>(name.to_string())
+                .bind::<BigInt, _>(delta.requests)
+                .bind::<BigInt, _>(delta.input_tokens)
+                .bind::<BigInt, _>(delta.output_tokens)
+                .bind::<BigInt, _>(delta.cache_create_tokens)
+                .bind::<BigInt, _>(delta.cache_read_tokens)
+                .bind::<BigInt, _>(delta.cost_micros)
+                .bind::<Nullable<Timestamp>, _>(
+                    ttl.map(|t| (base + Duration::seconds(t)).naive_utc()),
+                );
+        }
+        query.execute(conn).await?;
+    }
     Ok(())
 }
 
