@@ -524,6 +524,7 @@ impl RouterActor {
             return Box::pin(fut::ready(if need_primary { Err(e) } else { Ok(()) }));
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let serial = self.account_patches.clone();
         let work = async move {
             if mode != StorageMode::Redis {
                 let changed = store
@@ -534,6 +535,7 @@ impl RouterActor {
                     .await?;
                 return Ok(changed);
             }
+            let _turn = serial.lock().await;
             let Some(mut account) = cache.get_account(&id).await? else {
                 return Ok(false);
             };

@@ -134,6 +134,9 @@ pub struct RouterActor {
     account_snapshot: Option<(Vec<Account>, Instant)>,
     /// Account state changes not yet written (MySQL down), applied over snapshots.
     status_overrides: HashMap<String, StatusChange>,
+    /// Redis mode: account patches (read, change, write back) one at a time, so that one
+    /// does not write back a copy read before another's write. MySQL uses the row lock.
+    account_patches: Arc<tokio::sync::Mutex<()>>,
     local_limiter: usage::LocalLimiter,
     flushing_counters: bool,
     /// This instance's usage journal (shared with the HTTP workers, which append to it).
@@ -186,6 +189,7 @@ impl RouterActor {
             flushing: false,
             account_snapshot: None,
             status_overrides: HashMap::new(),
+            account_patches: Arc::default(),
             local_limiter: usage::LocalLimiter::default(),
             flushing_counters: false,
             journal,

@@ -864,3 +864,9 @@ async fn concurrent_account_patches_lose_nothing_in_hybrid_mode() {
 async fn concurrent_account_patches_lose_nothing_in_mysql_mode() {
     concurrent_account_patches_lose_nothing(StorageMode::Mysql).await;
 }
+
+/// Redis mode serialises this instance's patches (not those of several instances).
+#[actix_rt::test]
+async fn concurrent_account_patches_lose_nothing_in_redis_mode() {
+    concurrent_account_patches_lose_nothing(StorageMode::Redis).await;
+}
