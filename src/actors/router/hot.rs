@@ -353,7 +353,11 @@ impl RouterHandle {
     /// What follows one record's counting round trip (`Err`: the round trip failed).
     fn after_counting(&self, record: RecordUsage, applied: Result<Applied, ()>) {
         let RecordUsage {
-            seq, now, later, ..
+            seq,
+            now,
+            later,
+            release,
+            ..
         } = record;
         match applied {
             Ok(Applied::Now) => {
@@ -375,6 +379,13 @@ impl RouterHandle {
                 all.extend(later.updates());
                 self.addr
                     .do_send(super::usage::CountLocally { updates: all });
+                // The script may not have run: the lease is released on its own.
+                if let Some(lease) = release {
+                    self.addr.do_send(super::usage::ReleaseLease {
+                        scope: lease.scope,
+                        lease_id: lease.lease_id,
+                    });
+                }
             }
         }
     }

@@ -467,11 +467,19 @@ impl Handler<RecordUsage> for RouterActor {
             .filter(|_| self.counters_trusted())
         else {
             // The record stays uncounted in the journal and is replayed later; meanwhile the
-            // limits of this instance see it. A Redis lease ends with its lifetime.
+            // limits of this instance see it. The lease is no counter: it ends now.
             self.local_limiter.add(&now);
             self.local_limiter.add(&later.updates());
+            if let Some(lease) = release {
+                ctx.notify(ReleaseLease {
+                    scope: lease.scope,
+                    lease_id: lease.lease_id,
+                });
+            }
             return Box::pin(fut::ready(()));
         };
+        // Released again should the round trip fail (it may not have run).
+        let release_again = release.clone();
         // Counters that limits read go with the record; the others (per account, model,
         // hour, month…) are summed here and flushed every few ms in one pipeline.
         let archive = (mode == StorageMode::Redis)
@@ -511,6 +519,12 @@ impl Handler<RecordUsage> for RouterActor {
                         log::warn!("usage counters not written to redis now (replayed later): {e}");
                         act.local_limiter.add(&now);
                         act.local_limiter.add(&later.updates());
+                        if let Some(lease) = release_again {
+                            ctx.notify(ReleaseLease {
+                                scope: lease.scope,
+                                lease_id: lease.lease_id,
+                            });
+                        }
                     }
                 }),
         )
