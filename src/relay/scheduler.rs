@@ -72,10 +72,15 @@ fn text_of(v: &Value) -> Option<String> {
 /// Whether a sticky session can change which account serves `key` from `accounts`: not
 /// when the key has a dedicated account, nor when there is at most one account to choose.
 pub fn sessions_matter(accounts: &[Account], key: &ApiKey) -> bool {
-    match key.claude_account_id.as_deref().filter(|b| !b.is_empty()) {
+    match bound_to(key) {
         Some(bound) if bound_group(bound).is_none() => false,
         _ => accounts.len() > 1,
     }
+}
+
+/// The account or group (`group:<id>`) the key is bound to, if any.
+fn bound_to(key: &ApiKey) -> Option<&str> {
+    key.claude_account_id.as_deref().filter(|b| !b.is_empty())
 }
 
 /// Picks the account for a request for `model` (accounts whose model family is cooling
@@ -93,7 +98,7 @@ pub fn choose<'a>(
         .filter(|a| a.serves_model(model, now))
         .collect();
     let accounts = serving.as_slice();
-    let bound = key.claude_account_id.as_deref().filter(|b| !b.is_empty());
+    let bound = bound_to(key);
     if let Some(group) = bound.and_then(bound_group) {
         if let Some(id) = sticky_account
             && let Some(a) = accounts

@@ -381,10 +381,7 @@ impl RouterHandle {
                     .do_send(super::usage::CountLocally { updates: all });
                 // The script may not have run: the lease is released on its own.
                 if let Some(lease) = release {
-                    self.addr.do_send(super::usage::ReleaseLease {
-                        scope: lease.scope,
-                        lease_id: lease.lease_id,
-                    });
+                    self.addr.do_send(super::usage::ReleaseLease::from(lease));
                 }
             }
         }

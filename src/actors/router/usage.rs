@@ -79,6 +79,15 @@ pub struct LeaseRef {
     pub via_router: bool,
 }
 
+impl From<LeaseRef> for ReleaseLease {
+    fn from(lease: LeaseRef) -> ReleaseLease {
+        ReleaseLease {
+            scope: lease.scope,
+            lease_id: lease.lease_id,
+        }
+    }
+}
+
 /// Counter deltas a worker could not write to Redis: the per-instance limiter sees them
 /// until the journal's replay counts their records.
 #[derive(Message)]
@@ -471,10 +480,7 @@ impl Handler<RecordUsage> for RouterActor {
             self.local_limiter.add(&now);
             self.local_limiter.add(&later.updates());
             if let Some(lease) = release {
-                ctx.notify(ReleaseLease {
-                    scope: lease.scope,
-                    lease_id: lease.lease_id,
-                });
+                ctx.notify(ReleaseLease::from(lease));
             }
             return Box::pin(fut::ready(()));
         };
@@ -520,10 +526,7 @@ impl Handler<RecordUsage> for RouterActor {
                         act.local_limiter.add(&now);
                         act.local_limiter.add(&later.updates());
                         if let Some(lease) = release_again {
-                            ctx.notify(ReleaseLease {
-                                scope: lease.scope,
-                                lease_id: lease.lease_id,
-                            });
+                            ctx.notify(ReleaseLease::from(lease));
                         }
                     }
                 }),
