@@ -186,6 +186,8 @@ impl Application {
         let metrics_data = web::Data::new(metrics);
         let body_limit = config.max_request_body_bytes;
         let upstream_timeout = config.request_timeout;
+        let upstream_tls = crate::relay::upstream::tls_config()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let server = HttpServer::new(move || {
             // Runs once on each worker's thread: the worker's own cache actor (and Redis
             // connection) lives there, so its requests' round trips never leave the thread.
@@ -204,7 +206,10 @@ impl Application {
                 .app_data(relay)
                 .app_data(metrics_data.clone())
                 // One set of upstream clients per worker: their connections live on it.
-                .app_data(web::Data::new(UpstreamClients::new(upstream_timeout)))
+                .app_data(web::Data::new(UpstreamClients::new(
+                    upstream_timeout,
+                    &upstream_tls,
+                )))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(web::JsonConfig::default().limit(body_limit))
                 .wrap(http::json_errors())

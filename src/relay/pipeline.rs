@@ -17,7 +17,7 @@ use super::dialect::{Dialect, Prepared};
 use super::queue::{ConcurrencyQueue, QueueRefusal};
 use super::scheduler::{self, Choice, LastUsed};
 use super::stream::{RelayStream, StreamEnd};
-use super::upstream::{self, UpstreamAuth, UpstreamClients};
+use super::upstream::{self, UpstreamAuth, UpstreamClients, UpstreamError};
 use super::{auth, oauth, subscription};
 use crate::actors::router::{EntryKind, LeaseRef, RouterHandle};
 use crate::config::Config;
@@ -265,16 +265,16 @@ fn admission_request(
 }
 
 /// How the relay authenticates to the upstream with this account, and where it sends.
-async fn upstream_target(
-    shared: &RelayShared,
+async fn upstream_target<'a>(
+    shared: &'a RelayShared,
     http: &reqwest::Client,
-    account: &Account,
-) -> Result<(UpstreamAuth, String), AppError> {
+    account: &'a Account,
+) -> Result<(UpstreamAuth, &'a str), AppError> {
     let base = account
         .base_url
-        .clone()
+        .as_deref()
         .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| shared.config.claude_api_url.clone());
+        .unwrap_or(&shared.config.claude_api_url);
     let auth = match account.account_type {
         AccountType::ClaudeConsole => {
             let creds = shared.opened.open(&shared.cipher, account)?;
@@ -293,7 +293,7 @@ async fn upstream_target(
             .await?,
         ),
     };
-    Ok((auth, base.trim_end_matches('/').to_string()))
+    Ok((auth, base.trim_end_matches('/')))
 }
 
 fn proxy_of(shared: &RelayShared, account: &Account) -> Result<Option<String>, AppError> {
@@ -534,17 +534,18 @@ pub async fn relay(
         router: shared.router.clone(),
         lease: None,
     };
-    let mut session = scheduler::session_hash(&request).filter(|_| endpoint == Endpoint::Messages);
+    let mut session = None;
     let mut sticky_account = None;
     let mut window_name = None;
     // The account list is published for the workers: reading it rarely waits.
     let snapshot = shared.router.scheduling_accounts();
     let accounts = if endpoint == Endpoint::Messages {
         let accounts = snapshot.await?;
-        // A session that cannot change the choice (one account, or the key's own) has no
-        // entry read or written: for a key without limits, no round trip before the upstream.
-        if !scheduler::sessions_matter(&accounts, &key) {
-            session = None;
+        // A session that cannot change the choice (one account, or the key's own) is not
+        // hashed, and has no entry read or written: for a key without limits, no round trip
+        // before the upstream.
+        if scheduler::sessions_matter(&accounts, &key) {
+            session = scheduler::session_hash(&request);
         }
         let lease_id = uuid::Uuid::new_v4().simple().to_string();
         let admission = admission_request(&key, &model, config, &lease_id);
@@ -609,9 +610,9 @@ pub async fn relay(
         });
     }
 
-    let client = clients.client(proxy_of(shared, &account)?.as_deref())?;
+    let proxy = proxy_of(shared, &account)?;
+    let client = clients.client(proxy.as_deref())?;
     let (upstream_auth, base) = upstream_target(shared, &client, &account).await?;
-    let url = format!("{base}{}", endpoint.path());
     let upstream_started = Instant::now();
     let (shaped_headers, body) = shape_for_account(config, req, &request, &account, body)?;
     let no_headers = HeaderMap::new();
@@ -620,30 +621,32 @@ pub async fn relay(
         None if format.forwards_client_headers() => req.headers(),
         None => &no_headers,
     };
-    let response = upstream::build_request(&client, &url, headers, &upstream_auth, body)
-        .send()
+    let request = upstream::build_request(headers, &upstream_auth, body)?;
+    let response = clients
+        .send(
+            proxy.is_some().then_some(&client),
+            base,
+            endpoint.path(),
+            request,
+        )
         .await
         .map_err(|e| {
-            let timeout = e.is_timeout();
-            log::warn!(
-                "upstream request to account {} failed: {}",
-                account.id,
-                e.without_url()
-            );
-            if timeout {
-                AppError::UpstreamTimeout
-            } else {
-                AppError::UpstreamUnreachable("the upstream API could not be reached".into())
+            log::warn!("upstream request to account {} failed: {e}", account.id);
+            match e {
+                UpstreamError::Timeout => AppError::UpstreamTimeout,
+                UpstreamError::Failed(_) => {
+                    AppError::UpstreamUnreachable("the upstream API could not be reached".into())
+                }
             }
         })?;
 
     let upstream_time = upstream_started.elapsed();
-    let status = response.status();
-    subscription::note_window(&shared.router, &account, response.headers(), Utc::now());
+    let status = response.status;
+    subscription::note_window(&shared.router, &account, &response.headers, Utc::now());
     let mut answer = HttpResponse::build(
         StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
     );
-    for (name, value) in response.headers() {
+    for (name, value) in &response.headers {
         let n = name.as_str();
         if n == "content-type" || n == "retry-after" || n.starts_with("anthropic-ratelimit-") {
             answer.insert_header((n, value.as_bytes()));
@@ -652,7 +655,7 @@ pub async fn relay(
     // The answer's `request-id` is the relay's (as in the access log and the usage row);
     // the upstream's own id is kept beside it.
     let upstream_request_id = response
-        .headers()
+        .headers
         .get("request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
@@ -675,7 +678,7 @@ pub async fn relay(
     };
 
     if !status.is_success() {
-        let headers = response.headers();
+        let headers = &response.headers;
         let now = Utc::now();
         let reset = reset_from_headers(|n| headers.get(n).and_then(|v| v.to_str().ok()), now);
         let text = response.bytes().await.unwrap_or_default();
@@ -781,7 +784,7 @@ pub async fn relay(
             }
             usage_ctx.record(usage, code, lease)
         });
-        let relay_stream = RelayStream::new(Box::pin(response.bytes_stream()), finish)
+        let relay_stream = RelayStream::new(response.into_stream(), finish)
             .with_rewrite(format.stream_rewrite(Utc::now().timestamp()));
         observe(&shared.metrics, started, upstream_time);
         return Ok(answer
@@ -793,11 +796,7 @@ pub async fn relay(
     let text = match response.bytes().await {
         Ok(t) => t,
         Err(e) => {
-            log::warn!(
-                "upstream answer of account {} broke off: {}",
-                account.id,
-                e.without_url()
-            );
+            log::warn!("upstream answer of account {} broke off: {e}", account.id);
             return Err(AppError::UpstreamUnreachable(
                 "the upstream answer broke off".into(),
             ));

@@ -45,27 +45,47 @@ impl LastUsed {
 }
 
 /// The session hash of a request: `metadata.user_id`, else the system prompt, else the
-/// first message (SPEC §6); None when the request carries none of them.
+/// first message (SPEC §6); None when the request carries none of them. The text is hashed
+/// where it lies, piece by piece, not copied.
 pub fn session_hash(body: &Value) -> Option<String> {
-    let source = body["metadata"]["user_id"]
+    let mut hasher = Sha256::new();
+    let fed = match body["metadata"]["user_id"]
         .as_str()
         .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .or_else(|| text_of(&body["system"]))
-        .or_else(|| body["messages"].get(0).and_then(|m| text_of(&m["content"])))?;
-    let digest = Sha256::digest(source.as_bytes());
-    Some(hex::encode(&digest[..16]))
+    {
+        Some(user) => {
+            hasher.update(user);
+            true
+        }
+        None => {
+            feed_text(&mut hasher, &body["system"])
+                || body["messages"]
+                    .get(0)
+                    .is_some_and(|m| feed_text(&mut hasher, &m["content"]))
+        }
+    };
+    fed.then(|| hex::encode(&hasher.finalize()[..16]))
 }
 
-/// The text of a string or of an array of content blocks.
-fn text_of(v: &Value) -> Option<String> {
+/// Feeds the text of a string or of an array of content blocks (their texts in order, as
+/// if joined) to `hasher`; false when there is none.
+fn feed_text(hasher: &mut Sha256, v: &Value) -> bool {
     match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Array(blocks) => {
-            let text: String = blocks.iter().filter_map(|b| b["text"].as_str()).collect();
-            (!text.is_empty()).then_some(text)
+        Value::String(s) if !s.is_empty() => {
+            hasher.update(s);
+            true
         }
-        _ => None,
+        Value::Array(blocks) => {
+            let mut fed = false;
+            for text in blocks.iter().filter_map(|b| b["text"].as_str()) {
+                if !text.is_empty() {
+                    hasher.update(text);
+                    fed = true;
+                }
+            }
+            fed
+        }
+        _ => false,
     }
 }
 
@@ -161,4 +181,35 @@ fn least_recently_used<'a>(
             .then_with(|| last_used.get(&a.id).cmp(&last_used.get(&b.id)))
             .then_with(|| a.created_at.cmp(&b.created_at))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn hash_of(text: &str) -> String {
+        hex::encode(&Sha256::digest(text.as_bytes())[..16])
+    }
+
+    #[test]
+    fn the_session_is_the_user_id_else_the_system_else_the_first_message() {
+        let with_user = json!({"metadata": {"user_id": "u-1"}, "system": "sys",
+            "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(session_hash(&with_user), Some(hash_of("u-1")));
+        // Blocks count as their texts joined; empty ones add nothing.
+        let blocks = json!({"metadata": {"user_id": ""},
+            "system": [{"type": "text", "text": "ab"}, {"type": "text", "text": ""},
+                       {"type": "text", "text": "c"}],
+            "messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(session_hash(&blocks), Some(hash_of("abc")));
+        let empty_system = json!({"system": [{"type": "text", "text": ""}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"},
+                                                       {"type": "text", "text": " there"}]}]});
+        assert_eq!(session_hash(&empty_system), Some(hash_of("hi there")));
+        let nothing = json!({"system": "", "messages": [{"role": "user", "content": ""}]});
+        assert_eq!(session_hash(&nothing), None);
+        assert_eq!(session_hash(&json!({"messages": []})), None);
+    }
 }

@@ -5,6 +5,7 @@
 //! back until the usage is journaled: a client never has a whole answer whose usage is not
 //! recorded.
 
+use super::upstream::BodyStream;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -31,7 +32,7 @@ const UNRECORDED: &str = "the usage of this answer could not be recorded; try ag
 /// The event name that ends a Messages stream.
 const STOP_EVENT: &[u8] = b"message_stop";
 
-type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>>>>;
+type Upstream = BodyStream;
 
 /// Rewrites the upstream's Anthropic SSE into another dialect's stream, chunk by chunk.
 pub trait StreamRewrite {
@@ -144,7 +145,7 @@ impl Stream for RelayStream {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    log::warn!("upstream stream failed: {}", e.without_url());
+                    log::warn!("upstream stream failed: {e}");
                     // An unfinished answer: its usage (if any) is recorded, an error ends it.
                     let _recorded = self.end(StreamEnd::UpstreamFailed);
                     self.done = true;
@@ -183,6 +184,7 @@ mod tests {
     use futures_util::StreamExt;
 
     use super::*;
+    use crate::relay::upstream::UpstreamError;
 
     const START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n";
     /// The last event with no newline after it.
@@ -197,7 +199,7 @@ mod tests {
         let upstream = futures_util::stream::iter(
             chunks
                 .iter()
-                .map(|c| Ok::<_, reqwest::Error>(Bytes::from_static(c.as_bytes())))
+                .map(|c| Ok::<_, UpstreamError>(Bytes::from_static(c.as_bytes())))
                 .collect::<Vec<_>>(),
         );
         let stream = RelayStream::new(

@@ -1,17 +1,31 @@
-//! HTTP clients to the upstream (one per proxy setting, kept per HTTP worker) and the
-//! request we send: whitelisted headers, the account's credentials, never the client's key.
+//! HTTP clients to the upstream (kept per HTTP worker) and the request we send: whitelisted
+//! headers, the account's credentials, never the client's key. Accounts without a proxy go
+//! through one pooled hyper client; proxied accounts through a reqwest client per proxy
+//! (reqwest speaks HTTP, HTTPS and SOCKS proxies), which also serves the OAuth calls.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::HeaderMap as ClientHeaders;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http_body_util::{BodyDataStream, BodyExt, Full};
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::{Instant, Sleep};
 
 use crate::error::AppError;
 
 /// Client headers passed to the upstream; everything else (cookies, the relay key, hop
 /// headers) stays here. `content-type` is not among them: the relay always sends JSON and sets
-/// it once itself (`RequestBuilder::header` appends, so forwarding it too sent it twice).
+/// it once itself.
 const FORWARDED_HEADERS: [&str; 5] = [
     "anthropic-version",
     "anthropic-beta",
@@ -23,6 +37,13 @@ const FORWARDED_HEADERS: [&str; 5] = [
 const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Beta flag the upstream requires for OAuth bearer tokens.
 const OAUTH_BETA: &str = "oauth-2025-04-20";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shorter than the idle time-outs of common front ends (60 s and more): a connection the
+/// server closes as idle just when it is reused fails the request.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+const POOL_MAX_IDLE_PER_HOST: usize = 512;
+/// Upstream URLs remembered per worker (base URL × endpoint; a handful in practice).
+const MAX_CACHED_URLS: usize = 1024;
 
 /// How the relay authenticates to the upstream for one account.
 #[derive(Clone)]
@@ -37,21 +58,59 @@ impl std::fmt::Debug for UpstreamAuth {
     }
 }
 
-/// Upstream clients of one HTTP worker, by proxy URL ("" = direct).
+/// The TLS settings of the direct client: rustls with ring and Mozilla's roots (as reqwest's
+/// `rustls-tls`). Built once at start-up and shared by every worker's client.
+pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, AppError> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| AppError::Internal(format!("TLS settings of the upstream client: {e}")))?
+    .with_webpki_roots()
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+type DirectClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Upstream clients of one HTTP worker.
 pub struct UpstreamClients {
     timeout: Duration,
+    direct: DirectClient,
+    /// By proxy URL ("" = direct, used for the OAuth calls of direct accounts).
     clients: RefCell<HashMap<String, reqwest::Client>>,
+    /// Parsed upstream URLs by their text, so a request does not parse its URL again.
+    uris: RefCell<HashMap<String, http::Uri>>,
 }
 
 impl UpstreamClients {
-    pub fn new(timeout: Duration) -> Self {
+    pub fn new(timeout: Duration, tls: &Arc<rustls::ClientConfig>) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(rustls::ClientConfig::clone(tls))
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let direct = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
         UpstreamClients {
             timeout,
+            direct,
             clients: RefCell::new(HashMap::new()),
+            uris: RefCell::new(HashMap::new()),
         }
     }
 
-    /// The client for `proxy` (http://, https://, socks5:// URL), built on first use.
+    /// The reqwest client for `proxy` (http://, https://, socks5:// URL; None: direct),
+    /// built on first use: proxied relay calls and the OAuth calls go through it.
     pub fn client(&self, proxy: Option<&str>) -> Result<reqwest::Client, AppError> {
         let key = proxy.unwrap_or_default().to_string();
         if let Some(c) = self.clients.borrow().get(&key) {
@@ -59,12 +118,12 @@ impl UpstreamClients {
         }
         let mut builder = reqwest::Client::builder()
             .tcp_nodelay(true)
-            .pool_max_idle_per_host(512)
-            // Shorter than the idle time-outs of common front ends (60 s and more): a
-            // connection the server closes as idle just when it is reused fails the request.
-            .pool_idle_timeout(Duration::from_secs(50))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(self.timeout);
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(self.timeout)
+            // The upstream's answer goes to the client as it is, a redirect included.
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(p) = proxy {
             let proxy = reqwest::Proxy::all(p)
                 .map_err(|_| AppError::Internal("an account has an invalid proxy URL".into()))?;
@@ -78,19 +137,197 @@ impl UpstreamClients {
         self.clients.borrow_mut().insert(key, client.clone());
         Ok(client)
     }
+
+    /// `base` + `path` as a URI, parsed once per worker.
+    fn uri(&self, base: &str, path: &str) -> Result<http::Uri, AppError> {
+        let text = format!("{base}{path}");
+        if let Some(uri) = self.uris.borrow().get(&text) {
+            return Ok(uri.clone());
+        }
+        let uri: http::Uri = text.parse().map_err(|_| {
+            AppError::Internal(format!("an account's upstream URL is not valid: {text}"))
+        })?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(AppError::Internal(format!(
+                "an account's upstream URL is not an http(s) URL: {text}"
+            )));
+        }
+        let mut uris = self.uris.borrow_mut();
+        if uris.len() >= MAX_CACHED_URLS {
+            uris.clear();
+        }
+        uris.insert(text, uri.clone());
+        Ok(uri)
+    }
+
+    /// Sends `request` to `base` + `path`, directly or through `proxy`. The whole exchange,
+    /// the answer's body included, must end within the upstream time-out.
+    pub async fn send(
+        &self,
+        proxy: Option<&reqwest::Client>,
+        base: &str,
+        path: &str,
+        request: UpstreamRequest,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let deadline = Instant::now() + self.timeout;
+        let uri = self
+            .uri(base, path)
+            .map_err(|e| UpstreamError::Failed(e.to_string()))?;
+        let UpstreamRequest { headers, body } = request;
+        if let Some(client) = proxy {
+            let response = client
+                .post(uri.to_string())
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .map_err(UpstreamError::of_reqwest)?;
+            return Ok(UpstreamResponse {
+                status: response.status(),
+                headers: response.headers().clone(),
+                body: ResponseBody::Proxied(response),
+            });
+        }
+        let mut outgoing = http::Request::new(Full::new(body));
+        *outgoing.method_mut() = http::Method::POST;
+        *outgoing.uri_mut() = uri;
+        *outgoing.headers_mut() = headers;
+        let response = tokio::time::timeout_at(deadline, self.direct.request(outgoing))
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(|e| UpstreamError::Failed(e.to_string()))?;
+        let (parts, incoming) = response.into_parts();
+        Ok(UpstreamResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: ResponseBody::Direct {
+                incoming,
+                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            },
+        })
+    }
 }
 
-/// Builds the upstream request: URL, whitelisted client headers, the account's auth.
+/// Why an upstream call failed (the message is for the log; it carries no URL).
+#[derive(Debug)]
+pub enum UpstreamError {
+    Timeout,
+    Failed(String),
+}
+
+impl UpstreamError {
+    fn of_reqwest(e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            UpstreamError::Timeout
+        } else {
+            UpstreamError::Failed(e.without_url().to_string())
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Timeout => f.write_str("the upstream time-out passed"),
+            UpstreamError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// What goes upstream: the headers `build_request` chose and the JSON body.
+pub struct UpstreamRequest {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The upstream's answer: status and headers at once, the body read whole or as a stream.
+pub struct UpstreamResponse {
+    pub status: http::StatusCode,
+    pub headers: HeaderMap,
+    body: ResponseBody,
+}
+
+enum ResponseBody {
+    Direct {
+        incoming: hyper::body::Incoming,
+        deadline: Pin<Box<Sleep>>,
+    },
+    Proxied(reqwest::Response),
+}
+
+/// The answer's body as it arrives, ending with `UpstreamError::Timeout` when the upstream
+/// time-out passes first.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>>>>;
+
+impl UpstreamResponse {
+    /// The whole body.
+    pub async fn bytes(self) -> Result<Bytes, UpstreamError> {
+        match self.body {
+            ResponseBody::Direct { incoming, deadline } => {
+                let collected = tokio::time::timeout_at(deadline.deadline(), incoming.collect())
+                    .await
+                    .map_err(|_| UpstreamError::Timeout)?
+                    .map_err(|e| UpstreamError::Failed(e.to_string()))?;
+                Ok(collected.to_bytes())
+            }
+            ResponseBody::Proxied(response) => response
+                .bytes()
+                .await
+                .map_err(UpstreamError::of_reqwest),
+        }
+    }
+
+    /// The body as a stream of chunks.
+    pub fn into_stream(self) -> BodyStream {
+        match self.body {
+            ResponseBody::Direct { incoming, deadline } => Box::pin(Deadlined {
+                data: BodyDataStream::new(incoming),
+                deadline,
+                ended: false,
+            }),
+            ResponseBody::Proxied(response) => Box::pin(
+                response
+                    .bytes_stream()
+                    .map(|r| r.map_err(UpstreamError::of_reqwest)),
+            ),
+        }
+    }
+}
+
+/// A direct answer's body that fails with `Timeout` once its deadline passes.
+struct Deadlined {
+    data: BodyDataStream<hyper::body::Incoming>,
+    deadline: Pin<Box<Sleep>>,
+    ended: bool,
+}
+
+impl Stream for Deadlined {
+    type Item = Result<Bytes, UpstreamError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = self.data.poll_next_unpin(cx) {
+            self.ended = item.is_none();
+            return Poll::Ready(item.map(|r| r.map_err(|e| UpstreamError::Failed(e.to_string()))));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+            return Poll::Ready(Some(Err(UpstreamError::Timeout)));
+        }
+        Poll::Pending
+    }
+}
+
+/// Builds the upstream request: whitelisted client headers and the account's auth.
 pub fn build_request(
-    client: &reqwest::Client,
-    url: &str,
-    client_headers: &HeaderMap,
+    client_headers: &ClientHeaders,
     auth: &UpstreamAuth,
-    body: bytes::Bytes,
-) -> reqwest::RequestBuilder {
-    let mut request = client.post(url).body(body);
-    let mut has_version = false;
-    let mut beta: Option<String> = None;
+    body: Bytes,
+) -> Result<UpstreamRequest, AppError> {
+    let mut headers = HeaderMap::with_capacity(8);
+    let mut beta: Option<&str> = None;
     for (name, value) in client_headers {
         let name = name.as_str();
         let forwarded = FORWARDED_HEADERS.contains(&name)
@@ -99,69 +336,67 @@ pub fn build_request(
         if !forwarded {
             continue;
         }
-        let Ok(value) = value.to_str() else { continue };
-        match name {
-            "anthropic-version" => has_version = true,
-            "anthropic-beta" => {
-                beta = Some(value.to_string());
-                continue;
-            }
-            _ => {}
+        let Ok(text) = value.to_str() else { continue };
+        if name == "anthropic-beta" {
+            beta = Some(text);
+            continue;
         }
-        request = request.header(name, value);
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) else {
+            continue;
+        };
+        headers.append(name, value);
     }
-    if !has_version {
-        request = request.header("anthropic-version", DEFAULT_ANTHROPIC_VERSION);
+    if !headers.contains_key("anthropic-version") {
+        headers.insert(
+            "anthropic-version",
+            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+        );
     }
+    let value = |v: &str| {
+        HeaderValue::from_str(v).map_err(|_| {
+            AppError::Internal("an upstream credential is not a valid header value".into())
+        })
+    };
     match auth {
         UpstreamAuth::ApiKey(key) => {
-            request = request.header("x-api-key", key);
+            let mut key = value(key)?;
+            key.set_sensitive(true);
+            headers.insert("x-api-key", key);
             if let Some(b) = beta {
-                request = request.header("anthropic-beta", b);
+                headers.insert("anthropic-beta", value(b)?);
             }
         }
         UpstreamAuth::Bearer(token) => {
-            request = request.bearer_auth(token);
+            let mut bearer = value(&format!("Bearer {token}"))?;
+            bearer.set_sensitive(true);
+            headers.insert(AUTHORIZATION, bearer);
             let flags = match beta {
-                Some(b) if b.split(',').any(|f| f.trim() == OAUTH_BETA) => b,
+                Some(b) if b.split(',').any(|f| f.trim() == OAUTH_BETA) => b.to_string(),
                 Some(b) => format!("{OAUTH_BETA},{b}"),
                 None => OAUTH_BETA.to_string(),
             };
-            request = request.header("anthropic-beta", flags);
+            headers.insert("anthropic-beta", value(&flags)?);
         }
     }
-    request.header("content-type", "application/json")
-}
-
-/// The reset time of an upstream 429, from the unified reset header (epoch seconds) or
-/// `retry-after` (seconds).
-pub fn rate_limit_reset(
-    headers: &reqwest::header::HeaderMap,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    let get = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<i64>().ok())
-    };
-    if let Some(epoch) = get("anthropic-ratelimit-unified-reset") {
-        return chrono::DateTime::from_timestamp(epoch, 0);
-    }
-    get("retry-after").map(|s| chrono::Utc::now() + chrono::Duration::seconds(s))
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(UpstreamRequest { headers, body })
 }
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{HeaderName, HeaderValue};
+    use actix_web::http::header::{HeaderName as ClientName, HeaderValue as ClientValue};
 
     use super::*;
 
-    fn client_headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut headers = HeaderMap::new();
+    fn client_headers(pairs: &[(&'static str, &'static str)]) -> ClientHeaders {
+        let mut headers = ClientHeaders::new();
         for (name, value) in pairs {
             headers.append(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
+                ClientName::from_static(name),
+                ClientValue::from_static(value),
             );
         }
         headers
@@ -169,25 +404,47 @@ mod tests {
 
     #[test]
     fn content_type_goes_upstream_once_whatever_the_client_sent() {
-        let client = reqwest::Client::new();
         for sent in [
             client_headers(&[("content-type", "application/json")]),
             client_headers(&[("content-type", "text/plain"), ("accept", "*/*")]),
             client_headers(&[]),
         ] {
             let request = build_request(
-                &client,
-                "http://127.0.0.1:9/v1/messages",
                 &sent,
                 &UpstreamAuth::ApiKey("sk-up".into()),
-                bytes::Bytes::from_static(b"{}"),
+                Bytes::from_static(b"{}"),
             )
-            .build()
             .unwrap();
-            let types: Vec<_> = request.headers().get_all("content-type").iter().collect();
+            let types: Vec<_> = request.headers.get_all("content-type").iter().collect();
             assert_eq!(types, vec!["application/json"], "client sent {sent:?}");
-            assert_eq!(request.headers().get_all("x-api-key").iter().count(), 1);
-            assert_eq!(request.headers()["anthropic-version"], "2023-06-01");
+            assert_eq!(request.headers.get_all("x-api-key").iter().count(), 1);
+            assert_eq!(request.headers["anthropic-version"], "2023-06-01");
         }
+    }
+
+    #[test]
+    fn an_oauth_request_carries_the_bearer_and_the_oauth_beta_once() {
+        let sent = client_headers(&[
+            ("anthropic-beta", "tools-2024"),
+            ("x-api-key", "cr_the_relay_key"),
+            ("cookie", "a=b"),
+            ("anthropic-version", "2024-01-01"),
+        ]);
+        let request = build_request(
+            &sent,
+            &UpstreamAuth::Bearer("tok".into()),
+            Bytes::from_static(b"{}"),
+        )
+        .unwrap();
+        let h = &request.headers;
+        assert_eq!(h["authorization"], "Bearer tok");
+        assert_eq!(h["anthropic-beta"], "oauth-2025-04-20,tools-2024");
+        assert_eq!(h["anthropic-version"], "2024-01-01");
+        assert_eq!(h.get_all("anthropic-version").iter().count(), 1);
+        assert!(
+            h.get("x-api-key").is_none(),
+            "the relay key never goes upstream"
+        );
+        assert!(h.get("cookie").is_none());
     }
 }

@@ -381,3 +381,69 @@ async fn unreachable_upstream_is_502_and_the_lease_is_released() {
     relay.wait_no_leases(&key).await;
     assert_eq!(relay.usage_rows(), 0);
 }
+
+#[actix_rt::test]
+async fn an_upstream_slower_than_the_time_out_is_504_and_a_stream_ends_at_it() {
+    let relay = start(|env| {
+        env.set("REQUEST_TIMEOUT", "1000");
+    })
+    .await;
+    relay.console("slow", "sk-slow", 10).await;
+    relay.mock.set("sk-slow", Behaviour::Silent);
+    let (key, plaintext) = relay.key(|k| k.concurrency_limit = 1).await;
+
+    let started = std::time::Instant::now();
+    let (status, _, body) = relay
+        .message(&plaintext, &request(SONNET, false, "Hello"))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            504,
+            error_body("api_error", "upstream did not answer in time")
+        )
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "answered after {waited:?}"
+    );
+    relay.wait_no_leases(&key).await;
+
+    // A stream that started counts against the same time-out: it ends with an error event
+    // and the upstream connection is closed.
+    relay.mock.set("sk-slow", Behaviour::Endless);
+    let resp = relay
+        .post(
+            "/api/v1/messages",
+            Some(&plaintext),
+            &request(SONNET, true, "Hello"),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.starts_with("event: message_start"), "{text}");
+    assert!(text.contains("event: ping"), "{text}");
+    assert!(
+        text.ends_with("\n\n") && text.contains("event: error\ndata: "),
+        "{text}"
+    );
+    let last = text.rsplit("event: ").next().unwrap();
+    assert!(
+        last.starts_with("error\ndata: "),
+        "the error event comes last: {last}"
+    );
+    crate::support::eventually(
+        std::time::Duration::from_secs(5),
+        "the upstream stream closed",
+        || async {
+            match relay.mock.closed_streams() {
+                1 => Ok(()),
+                n => Err(format!("{n} closed")),
+            }
+        },
+    )
+    .await;
+    relay.wait_no_leases(&key).await;
+    assert_eq!(relay.usage_rows(), 0);
+}

@@ -50,6 +50,8 @@ pub enum Behaviour {
     Endless,
     /// 200 with the canned answer and these extra headers (e.g. the 5-hour window status).
     WithHeaders(Vec<(String, String)>),
+    /// No answer at all, until the client goes away.
+    Silent,
 }
 
 /// What the mock saw of one request.
@@ -439,6 +441,7 @@ async fn messages(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes)
             .to_string()
     });
     match behaviour {
+        Behaviour::Silent => std::future::pending().await,
         Behaviour::Fail {
             status,
             body,
