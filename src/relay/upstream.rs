@@ -195,7 +195,7 @@ impl UpstreamClients {
         let response = tokio::time::timeout_at(deadline, self.direct.request(outgoing))
             .await
             .map_err(|_| UpstreamError::Timeout)?
-            .map_err(|e| UpstreamError::Failed(e.to_string()))?;
+            .map_err(|e| UpstreamError::failed(&e))?;
         let (parts, incoming) = response.into_parts();
         Ok(UpstreamResponse {
             status: parts.status,
@@ -216,6 +216,19 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// A hyper error with its causes ("client error (Connect): tcp connect error: …"): the
+    /// outermost one alone rarely says what went wrong.
+    fn failed(e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut text = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        UpstreamError::Failed(text)
+    }
+
     fn of_reqwest(e: reqwest::Error) -> Self {
         if e.is_timeout() {
             UpstreamError::Timeout
@@ -267,13 +280,12 @@ impl UpstreamResponse {
                 let collected = tokio::time::timeout_at(deadline.deadline(), incoming.collect())
                     .await
                     .map_err(|_| UpstreamError::Timeout)?
-                    .map_err(|e| UpstreamError::Failed(e.to_string()))?;
+                    .map_err(|e| UpstreamError::failed(&e))?;
                 Ok(collected.to_bytes())
             }
-            ResponseBody::Proxied(response) => response
-                .bytes()
-                .await
-                .map_err(UpstreamError::of_reqwest),
+            ResponseBody::Proxied(response) => {
+                response.bytes().await.map_err(UpstreamError::of_reqwest)
+            }
         }
     }
 
@@ -310,7 +322,7 @@ impl Stream for Deadlined {
         }
         if let Poll::Ready(item) = self.data.poll_next_unpin(cx) {
             self.ended = item.is_none();
-            return Poll::Ready(item.map(|r| r.map_err(|e| UpstreamError::Failed(e.to_string()))));
+            return Poll::Ready(item.map(|r| r.map_err(|e| UpstreamError::failed(&e))));
         }
         if self.deadline.as_mut().poll(cx).is_ready() {
             self.ended = true;
