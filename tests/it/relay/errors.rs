@@ -445,5 +445,16 @@ async fn an_upstream_slower_than_the_time_out_is_504_and_a_stream_ends_at_it() {
     )
     .await;
     relay.wait_no_leases(&key).await;
-    assert_eq!(relay.usage_rows(), 0);
+    // The non-stream request recorded nothing (no answer); the stream is billed for what
+    // the upstream reported before the deadline: message_start's 25 input and 1 output
+    // tokens.
+    relay.wait_usage_rows(1).await;
+    let db = relay.env.direct_mysql();
+    let tokens = crate::support::mysql::blocking(move || {
+        crate::support::mysql::scalar(
+            &db,
+            "SELECT input_tokens * 1000 + output_tokens AS n FROM usage_records WHERE is_stream",
+        )
+    });
+    assert_eq!(tokens, 25_001);
 }
