@@ -267,7 +267,8 @@ fn admission_request(
 /// How the relay authenticates to the upstream with this account, and where it sends.
 async fn upstream_target<'a>(
     shared: &'a RelayShared,
-    http: &reqwest::Client,
+    clients: &UpstreamClients,
+    proxy: Option<&str>,
     account: &'a Account,
 ) -> Result<(UpstreamAuth, &'a str), AppError> {
     let base = account
@@ -286,7 +287,8 @@ async fn upstream_target<'a>(
             oauth::access_token(
                 &shared.router,
                 &shared.cipher,
-                http,
+                // The token endpoint is reached the way the account reaches the upstream.
+                &clients.client(proxy)?,
                 oauth::OauthUrls::of(&shared.config),
                 account,
             )
@@ -611,8 +613,13 @@ pub async fn relay(
     }
 
     let proxy = proxy_of(shared, &account)?;
-    let client = clients.client(proxy.as_deref())?;
-    let (upstream_auth, base) = upstream_target(shared, &client, &account).await?;
+    // Only a proxied account needs reqwest here (direct ones go through hyper's client).
+    let proxied = match proxy.as_deref() {
+        Some(p) => Some(clients.client(Some(p))?),
+        None => None,
+    };
+    let (upstream_auth, base) =
+        upstream_target(shared, clients, proxy.as_deref(), &account).await?;
     let upstream_started = Instant::now();
     let (shaped_headers, body) = shape_for_account(config, req, &request, &account, body)?;
     let no_headers = HeaderMap::new();
@@ -623,12 +630,7 @@ pub async fn relay(
     };
     let request = upstream::build_request(headers, &upstream_auth, body)?;
     let response = clients
-        .send(
-            proxy.is_some().then_some(&client),
-            base,
-            endpoint.path(),
-            request,
-        )
+        .send(proxied.as_ref(), base, endpoint.path(), request)
         .await
         .map_err(|e| {
             log::warn!("upstream request to account {} failed: {e}", account.id);
@@ -723,10 +725,12 @@ pub async fn relay(
                 // successful refresh makes the account usable again.
                 let refresh = (status.as_u16() == 401
                     && account.account_type == AccountType::ClaudeOauth)
-                    .then(|| {
+                    .then(|| clients.client(proxy.as_deref()).ok())
+                    .flatten()
+                    .map(|http| {
                         (
                             shared.cipher.clone(),
-                            client.clone(),
+                            http,
                             shared.config.clone(),
                             Account::clone(&account),
                         )

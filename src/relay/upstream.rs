@@ -139,19 +139,18 @@ impl UpstreamClients {
     }
 
     /// `base` + `path` as a URI, parsed once per worker.
-    fn uri(&self, base: &str, path: &str) -> Result<http::Uri, AppError> {
+    fn uri(&self, base: &str, path: &str) -> Result<http::Uri, UpstreamError> {
         let text = format!("{base}{path}");
         if let Some(uri) = self.uris.borrow().get(&text) {
             return Ok(uri.clone());
         }
-        let uri: http::Uri = text.parse().map_err(|_| {
-            AppError::Internal(format!("an account's upstream URL is not valid: {text}"))
-        })?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(AppError::Internal(format!(
-                "an account's upstream URL is not an http(s) URL: {text}"
-            )));
-        }
+        let uri = text
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+            .ok_or_else(|| {
+                UpstreamError::Failed(format!("the upstream URL {text} is not an http(s) URL"))
+            })?;
         let mut uris = self.uris.borrow_mut();
         if uris.len() >= MAX_CACHED_URLS {
             uris.clear();
@@ -170,9 +169,7 @@ impl UpstreamClients {
         request: UpstreamRequest,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let deadline = Instant::now() + self.timeout;
-        let uri = self
-            .uri(base, path)
-            .map_err(|e| UpstreamError::Failed(e.to_string()))?;
+        let uri = self.uri(base, path)?;
         let UpstreamRequest { headers, body } = request;
         if let Some(client) = proxy {
             let response = client

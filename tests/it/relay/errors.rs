@@ -433,17 +433,7 @@ async fn an_upstream_slower_than_the_time_out_is_504_and_a_stream_ends_at_it() {
         last.starts_with("error\ndata: "),
         "the error event comes last: {last}"
     );
-    crate::support::eventually(
-        std::time::Duration::from_secs(5),
-        "the upstream stream closed",
-        || async {
-            match relay.mock.closed_streams() {
-                1 => Ok(()),
-                n => Err(format!("{n} closed")),
-            }
-        },
-    )
-    .await;
+    relay.mock.wait_closed_streams(1).await;
     relay.wait_no_leases(&key).await;
     // The non-stream request recorded nothing (no answer); the stream is billed for what
     // the upstream reported before the deadline: message_start's 25 input and 1 output

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::harness::{Relay, SONNET, SONNET_COST, answer, away_from_minute_end, request, start};
 use crate::support::mock_upstream::TOOL_CITIES;
-use crate::support::{Behaviour, eventually, mysql};
+use crate::support::{Behaviour, mysql};
 
 const CHAT: &str = "/openai/claude/v1/chat/completions";
 const CHAT_ALIAS: &str = "/api/v1/chat/completions";
@@ -529,17 +529,7 @@ async fn stream_client_disconnect_cancels_upstream_and_upstream_failure_ends_wit
     assert!(first.starts_with(b"data: {"), "{first:?}");
     assert_eq!(relay.mock.closed_streams(), 0);
     drop(resp);
-    eventually(
-        Duration::from_secs(10),
-        "upstream stream closed",
-        || async {
-            match relay.mock.closed_streams() {
-                1 => Ok(()),
-                n => Err(format!("{n} closed")),
-            }
-        },
-    )
-    .await;
+    relay.mock.wait_closed_streams(1).await;
     relay.wait_no_leases(&key).await;
 
     relay.mock.set("sk-c1", Behaviour::BreakAfter { events: 3 });

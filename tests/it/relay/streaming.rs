@@ -8,7 +8,7 @@ use tokio::sync::Semaphore;
 
 use super::harness::{Relay, SONNET, SONNET_COST, request, start};
 use crate::support::mock_upstream::{DEFAULT_USAGE, sse_events};
-use crate::support::{Behaviour, eventually, mysql};
+use crate::support::{Behaviour, mysql};
 
 /// How long the test waits for the next bytes while the mock is held back.
 const QUIET: Duration = Duration::from_millis(150);
@@ -117,17 +117,7 @@ async fn client_disconnect_closes_the_upstream_stream_and_releases_the_lease() {
     assert_eq!(relay.mock.closed_streams(), 0);
 
     drop(resp);
-    eventually(
-        Duration::from_secs(10),
-        "upstream stream closed",
-        || async {
-            match relay.mock.closed_streams() {
-                1 => Ok(()),
-                n => Err(format!("{n} closed")),
-            }
-        },
-    )
-    .await;
+    relay.mock.wait_closed_streams(1).await;
     relay.wait_no_leases(&key).await;
     // The slot is free again: a new request of this key (limit 1) is admitted.
     relay.mock.set("sk-endless", Behaviour::Normal);

@@ -283,6 +283,21 @@ impl MockUpstream {
     pub fn closed_streams(&self) -> usize {
         self.closed_streams.load(Ordering::SeqCst)
     }
+
+    /// Waits (up to 10 s) until exactly `n` endless streams saw their client go away.
+    pub async fn wait_closed_streams(&self, n: usize) {
+        super::eventually(
+            Duration::from_secs(10),
+            "upstream streams closed",
+            || async {
+                match self.closed_streams() {
+                    c if c == n => Ok(()),
+                    c => Err(format!("{c} closed")),
+                }
+            },
+        )
+        .await;
+    }
 }
 
 impl Drop for MockUpstream {
