@@ -25,6 +25,32 @@ const APPLIED_BITMAP_TTL_SECS: i64 = 7 * 24 * 3600;
 /// Counter sets per fenced rebuild script (each runs atomically: keep them short).
 const FENCED_CHUNK: usize = 200;
 
+/// Redis keys of one script call, each named once; a key's index is its place among them.
+#[derive(Default)]
+struct KeyIndex {
+    keys: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl KeyIndex {
+    fn of(&mut self, key: String) -> usize {
+        if let Some(i) = self.index.get(&key) {
+            return *i;
+        }
+        self.keys.push(key.clone());
+        self.index.insert(key, self.keys.len() - 1);
+        self.keys.len() - 1
+    }
+}
+
+/// A script argument before the call is assembled.
+enum ScriptArg<'a> {
+    Text(&'a str),
+    Int(i64),
+    /// A key's index in its `KeyIndex`.
+    Index(usize),
+}
+
 /// One record to apply through `CacheHandle::apply_usage`.
 pub struct UsageApply<'a> {
     pub epoch: &'a str,
@@ -700,8 +726,124 @@ impl CacheHandle {
     }
 
     /// [`apply_usage`](Self::apply_usage) of several records in one script call (one
-    /// round trip, one script run): an answer per record, in order.
+    /// round trip, one script run): an answer per record, in order. Records of one epoch go
+    /// first through the compact script of the common case, all new; a batch holding a
+    /// record applied before (a replay), or records of several epochs, goes through the
+    /// script that answers record by record.
     pub async fn apply_usage_batch(
+        &self,
+        applies: &[UsageApply<'_>],
+    ) -> Result<Vec<Applied>, CacheError> {
+        if let Some(first) = applies.first()
+            && applies.iter().all(|a| a.epoch == first.epoch)
+            && let Some(applied) = self.apply_new_usage(first.epoch, applies).await?
+        {
+            return Ok(applied);
+        }
+        self.apply_usage_each(applies).await
+    }
+
+    /// `kv::scripts::RECORD_NEW`: the records' counter deltas summed per set here, each key
+    /// named once. None when a record had been applied before (the script changed nothing).
+    async fn apply_new_usage(
+        &self,
+        epoch: &str,
+        applies: &[UsageApply<'_>],
+    ) -> Result<Option<Vec<Applied>>, CacheError> {
+        let mut keys = KeyIndex::default();
+        let mut args: Vec<ScriptArg<'_>> = Vec::with_capacity(8 + 4 * applies.len());
+        args.extend([
+            ScriptArg::Text(epoch),
+            ScriptArg::Int(APPLIED_BITMAP_TTL_SECS),
+            ScriptArg::Int(i64::try_from(applies.len()).unwrap_or(i64::MAX)),
+        ]);
+        let mut sets: Vec<(usize, i64, Counters)> = Vec::new();
+        let mut set_of: HashMap<&str, usize> = HashMap::new();
+        let mut lists: Vec<(usize, isize, Vec<&str>)> = Vec::new();
+        let global_list = self.keys.usage_archive();
+        for apply in applies {
+            args.push(ScriptArg::Index(
+                keys.of(self.keys.ledger_applied(apply.instance, apply.seq)),
+            ));
+            args.push(ScriptArg::Int(
+                i64::try_from(apply.seq & 0xFFFF).unwrap_or(0),
+            ));
+            match apply.release {
+                Some((scope, lease_id)) => {
+                    args.push(ScriptArg::Index(keys.of(self.keys.leases(scope))));
+                    args.push(ScriptArg::Text(lease_id));
+                }
+                None => args.push(ScriptArg::Int(0)),
+            }
+            for u in apply.updates {
+                let n = *set_of.entry(u.name.as_str()).or_insert_with(|| {
+                    let index = keys.of(self.keys.named(&u.name));
+                    sets.push((
+                        index,
+                        u.ttl_seconds.map_or(-1, |t| t.max(1)),
+                        Counters::default(),
+                    ));
+                    sets.len() - 1
+                });
+                sets[n].2.add(&u.delta);
+            }
+            if let Some((key_id, event)) = apply.archive {
+                for (list, cap) in [
+                    (self.keys.usage_records(key_id), RECORDS_PER_KEY),
+                    (global_list.clone(), ARCHIVE_CAP),
+                ] {
+                    let index = keys.of(list);
+                    match lists.iter_mut().find(|(i, _, _)| *i == index) {
+                        Some((_, _, events)) => events.push(event),
+                        None => lists.push((index, cap, vec![event])),
+                    }
+                }
+            }
+        }
+        args.push(ScriptArg::Int(
+            i64::try_from(sets.len()).unwrap_or(i64::MAX),
+        ));
+        for (index, ttl, sum) in sets {
+            args.extend([ScriptArg::Index(index), ScriptArg::Int(ttl)]);
+            args.extend(sum.to_array().map(ScriptArg::Int));
+        }
+        args.push(ScriptArg::Int(
+            i64::try_from(lists.len()).unwrap_or(i64::MAX),
+        ));
+        for (index, cap, events) in lists {
+            args.extend([
+                ScriptArg::Index(index),
+                ScriptArg::Int(i64::try_from(cap).unwrap_or(i64::MAX)),
+                ScriptArg::Int(i64::try_from(events.len()).unwrap_or(i64::MAX)),
+            ]);
+            args.extend(events.into_iter().map(ScriptArg::Text));
+        }
+        let mut invocation = scripts::RECORD_NEW_SCRIPT.key(self.keys.ledger_epoch());
+        for key in keys.keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            match arg {
+                ScriptArg::Text(t) => invocation.arg(t),
+                ScriptArg::Int(n) => invocation.arg(n),
+                // Lua's KEYS[1] is the epoch: the others follow it.
+                ScriptArg::Index(i) => invocation.arg(i + 2),
+            };
+        }
+        let code: i64 = self
+            .exec(move |mut c| Box::pin(async move { invocation.invoke_async(&mut c).await }))
+            .await?;
+        let all = match code {
+            0 => Applied::Now,
+            -1 => Applied::NoEpoch,
+            -2 => Applied::OtherEpoch,
+            _ => return Ok(None),
+        };
+        Ok(Some(vec![all; applies.len()]))
+    }
+
+    /// `kv::scripts::RECORD`: every record with its own keys and deltas, answered one by one.
+    async fn apply_usage_each(
         &self,
         applies: &[UsageApply<'_>],
     ) -> Result<Vec<Applied>, CacheError> {

@@ -1,6 +1,9 @@
 //! The counting round trip of several journal records at once (`apply_usage_batch`): each
 //! record is applied exactly once whatever else is in its batch, the counters of a batch are
 //! summed per set, leases are released, and a record of another epoch changes nothing.
+//! A batch of new records of one epoch takes the compact script (`RECORD_NEW`); one with a
+//! replayed record falls back to the record-by-record script after the compact one changed
+//! nothing: both paths are exercised here.
 
 use claude_relay::actors::cache::{Applied, UsageApply};
 use claude_relay::actors::router::HealthStatus;
@@ -161,4 +164,127 @@ async fn a_batch_archives_its_events_newest_first_once_each() {
     assert_eq!(list(keys.usage_records("archive-test")), newest_first);
     let all = list(keys.usage_archive());
     assert_eq!(all[..3], newest_first, "the global list holds them too");
+
+    // All new: the compact script pushes them in the same order.
+    let codes = cache
+        .apply_usage_batch(&[apply(4, r#"{"n":4}"#), apply(5, r#"{"n":5}"#)])
+        .await
+        .expect("new batch");
+    assert_eq!(codes, [Applied::Now, Applied::Now]);
+    let newest_first = [
+        r#"{"n":5}"#,
+        r#"{"n":4}"#,
+        r#"{"n":3}"#,
+        r#"{"n":2}"#,
+        r#"{"n":1}"#,
+    ];
+    assert_eq!(list(keys.usage_records("archive-test")), newest_first);
+    assert_eq!(list(keys.usage_archive())[..5], newest_first);
+    let total: Option<i64> = env
+        .redis_query(
+            redis::cmd("HGET")
+                .arg(keys.named("usage:key:archive-test:total"))
+                .arg("requests"),
+        )
+        .expect("hget");
+    assert_eq!(total, Some(5), "five records, each counted once");
+}
+
+#[actix_rt::test]
+async fn new_records_are_summed_in_one_call_and_a_replay_among_them_is_counted_once() {
+    let (env, actors, epoch) = started(StorageMode::Hybrid).await;
+    let cache = &actors.cache;
+    let keys = cache.keys();
+    let set = "usage:key:new-test:total";
+    let other_set = "usage:key:new-test:day:2026-12-02";
+    let lease_set = keys.leases("key:new-test");
+    let add_lease = |id: &str| {
+        let _: i64 = env
+            .redis_query(redis::cmd("ZADD").arg(&lease_set).arg(i64::MAX).arg(id))
+            .expect("add lease");
+    };
+    let leases = || {
+        let n: i64 = env
+            .redis_query(redis::cmd("ZCARD").arg(&lease_set))
+            .expect("zcard");
+        n
+    };
+    let read = |name: &str| {
+        let fields: Vec<Option<i64>> = env
+            .redis_query(
+                redis::cmd("HMGET")
+                    .arg(keys.named(name))
+                    .arg("requests")
+                    .arg("cost")
+                    .arg("input"),
+            )
+            .expect("read counters");
+        fields
+    };
+    add_lease("lease-a");
+    add_lease("lease-b");
+    let first = [update(set, 1, 100)];
+    let second = [update(set, 1, 50), update(other_set, 1, 50)];
+    let apply = |seq, updates, release| UsageApply {
+        epoch: &epoch,
+        instance: "new-test-instance",
+        seq,
+        updates,
+        release,
+        archive: None,
+    };
+    let codes = cache
+        .apply_usage_batch(&[
+            apply(20, &first, Some(("key:new-test", "lease-a"))),
+            apply(21, &second, Some(("key:new-test", "lease-b"))),
+        ])
+        .await
+        .expect("new batch");
+    assert_eq!(codes, [Applied::Now, Applied::Now]);
+    assert_eq!(read(set), [Some(2), Some(150), None]);
+    assert_eq!(read(other_set), [Some(1), Some(50), None]);
+    assert_eq!(leases(), 0, "both leases released");
+
+    // A new record batched with a replayed one: the compact script sets the new record's
+    // bit, meets the replay, clears the bit again and changes nothing; the batch is then
+    // counted record by record.
+    add_lease("lease-c");
+    let codes = cache
+        .apply_usage_batch(&[
+            apply(22, &first, Some(("key:new-test", "lease-c"))),
+            apply(21, &second, None),
+        ])
+        .await
+        .expect("mixed batch");
+    assert_eq!(codes, [Applied::Now, Applied::Before]);
+    assert_eq!(read(set), [Some(3), Some(250), None]);
+    assert_eq!(read(other_set), [Some(1), Some(50), None]);
+    assert_eq!(leases(), 0);
+
+    // Every record under another epoch: leases released, nothing counted or marked (the
+    // same records count once their instance has caught up).
+    add_lease("lease-d");
+    let stale = format!("{epoch}-stale");
+    let codes = cache
+        .apply_usage_batch(&[
+            UsageApply {
+                epoch: &stale,
+                ..apply(23, &first, Some(("key:new-test", "lease-d")))
+            },
+            UsageApply {
+                epoch: &stale,
+                ..apply(24, &first, None)
+            },
+        ])
+        .await
+        .expect("stale batch");
+    assert_eq!(codes, [Applied::OtherEpoch, Applied::OtherEpoch]);
+    assert_eq!(read(set), [Some(3), Some(250), None]);
+    assert_eq!(leases(), 0);
+    let codes = cache
+        .apply_usage_batch(&[apply(23, &first, None), apply(24, &first, None)])
+        .await
+        .expect("caught up");
+    assert_eq!(codes, [Applied::Now, Applied::Now]);
+    assert_eq!(read(set), [Some(5), Some(450), None]);
 }
