@@ -1,11 +1,12 @@
-//! SQL literals for the statements sent as text (the archive's multi-row inserts): numbers
-//! as digits, dates and times in MySQL's format, and strings either quoted (only when every
-//! byte is a letter, a digit or one of ` _.:/@+-`, which need no escaping in any `sql_mode`)
-//! or as a hex literal (any other text: nothing in it can end the literal).
+//! SQL literals for the statements sent as text (the archive's daily roll-up upsert, one
+//! statement per batch): numbers as digits, dates in MySQL's format, and strings either
+//! quoted (only when every byte is a letter, a digit or one of ` _.:/@+-`, which need no
+//! escaping in any `sql_mode`) or as a hex literal (any other text: nothing in it can end
+//! the literal).
 
 use std::fmt::Write as _;
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::NaiveDate;
 
 /// Appends `s` as a string literal.
 pub fn text(out: &mut String, s: &str) {
@@ -38,11 +39,6 @@ pub fn date(out: &mut String, d: NaiveDate) {
     write!(out, "'{}'", d.format("%Y-%m-%d")).unwrap_or_default();
 }
 
-/// Appends a `DATETIME(6)` literal.
-pub fn datetime(out: &mut String, t: NaiveDateTime) {
-    write!(out, "'{}'", t.format("%Y-%m-%d %H:%M:%S%.6f")).unwrap_or_default();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,15 +64,11 @@ mod tests {
     }
 
     #[test]
-    fn dates_and_times_in_mysql_form() {
+    fn dates_and_numbers_in_mysql_form() {
         let d = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap_or_default();
         let mut out = String::new();
         date(&mut out, d);
-        datetime(
-            &mut out,
-            d.and_hms_micro_opt(1, 2, 3, 4_005).unwrap_or_default(),
-        );
         int(&mut out, -7);
-        assert_eq!(out, "'2026-12-02''2026-12-02 01:02:03.004005'-7");
+        assert_eq!(out, "'2026-12-02'-7");
     }
 }

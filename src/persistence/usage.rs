@@ -4,8 +4,11 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDate;
+use diesel::mysql::Mysql;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Bool, Date, Datetime, Integer, Nullable, SmallInt, Text};
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection};
 
 use super::literal;
 
@@ -111,10 +114,11 @@ async fn insert_items(
                 return Ok(0);
             }
             let fresh: Vec<&UsageEvent> = fresh_items.iter().map(|i| &i.event).collect();
-            for chunk in fresh_items.chunks(ROWS_PER_STATEMENT) {
-                c.batch_execute(&record_rows_insert(chunk, offset_hours))
-                    .await?;
-            }
+            let rows: Vec<NewRecord<'_>> = fresh_items
+                .iter()
+                .map(|i| NewRecord::of(i, offset_hours))
+                .collect();
+            insert_records(c, &rows).await?;
             let mut rollups: HashMap<(NaiveDate, &str, &str, &str), Counters> = HashMap::new();
             for e in &fresh {
                 rollups
@@ -179,68 +183,134 @@ async fn insert_items(
     Ok(inserted)
 }
 
-/// Archive rows per `INSERT` statement. A statement's text passes through one of
-/// mysql_async's pooled packet buffers, which keeps the capacity it grew to (up to 4 MiB)
-/// for reuse; with statements of a whole batch (up to 1 MB) every pooled buffer ended up
-/// that large, about 30 MB of the relay's memory under load. At 128 rows a statement is
-/// about 40 KB, and the extra round trips within the transaction cost MySQL little.
-const ROWS_PER_STATEMENT: usize = 128;
+/// An archive row as inserted.
+struct NewRecord<'a> {
+    event: &'a UsageEvent,
+    instance_id: Option<&'a str>,
+    journal_seq: Option<i64>,
+    status_code: i16,
+    latency_ms: i32,
+    usage_date: NaiveDate,
+    created_at: chrono::NaiveDateTime,
+}
 
-/// One `INSERT` of archive rows as literal values (text protocol): a prepared statement of
-/// 18 placeholders per row made MySQL and the driver describe every placeholder (most of
-/// the archive writer's CPU on both sides).
-fn record_rows_insert(items: &[&ArchiveItem], offset_hours: i32) -> String {
-    let mut sql = String::with_capacity(320 * items.len() + 512);
-    sql.push_str(
-        "INSERT INTO usage_records (request_id, instance_id, journal_seq, \
-         upstream_request_id, api_key_id, account_id, model, input_tokens, \
-         output_tokens, cache_create_5m_tokens, cache_create_1h_tokens, \
-         cache_read_tokens, cost_micros, status_code, is_stream, latency_ms, \
-         usage_date, created_at) VALUES ",
-    );
-    for (n, item) in items.iter().enumerate() {
+impl<'a> NewRecord<'a> {
+    fn of(item: &'a ArchiveItem, offset_hours: i32) -> Self {
         let e = &item.event;
-        sql.push_str(if n == 0 { "(" } else { ",(" });
-        literal::text(&mut sql, &e.request_id);
-        sql.push(',');
-        match &item.journal {
-            Some((instance, seq)) => {
-                literal::text(&mut sql, instance);
-                sql.push(',');
-                literal::int(&mut sql, i64::try_from(*seq).unwrap_or(i64::MAX));
-            }
-            None => sql.push_str("NULL,NULL"),
+        NewRecord {
+            event: e,
+            instance_id: item.journal.as_ref().map(|(instance, _)| &**instance),
+            journal_seq: item
+                .journal
+                .as_ref()
+                .map(|(_, seq)| i64::try_from(*seq).unwrap_or(i64::MAX)),
+            status_code: i16::try_from(e.status_code).unwrap_or(i16::MAX),
+            latency_ms: i32::try_from(e.latency_ms).unwrap_or(i32::MAX),
+            usage_date: e.local_date(offset_hours),
+            created_at: e.created_at.naive_utc(),
         }
-        sql.push(',');
-        match &e.upstream_request_id {
-            Some(id) => literal::text(&mut sql, id),
-            None => sql.push_str("NULL"),
-        }
-        for t in [&e.api_key_id, &e.account_id, &e.model] {
-            sql.push(',');
-            literal::text(&mut sql, t);
-        }
-        for v in [
-            e.input_tokens,
-            e.output_tokens,
-            e.cache_create_5m_tokens,
-            e.cache_create_1h_tokens,
-            e.cache_read_tokens,
-            e.cost_micros,
-            i64::from(e.status_code),
-            i64::from(e.is_stream),
-            i64::from(e.latency_ms),
-        ] {
-            sql.push(',');
-            literal::int(&mut sql, v);
-        }
-        sql.push(',');
-        literal::date(&mut sql, e.local_date(offset_hours));
-        sql.push(',');
-        literal::datetime(&mut sql, e.created_at.naive_utc());
-        sql.push(')');
     }
-    sql
+}
+
+/// Inserts archive rows through prepared statements of fixed sizes (128 rows, then 64, 32,
+/// … 1 for the rest), which each connection prepares once and keeps: the server then binds
+/// typed values instead of parsing SQL text. MariaDB's CPU per archived row, measured alone
+/// (200,000 rows, 1,000 per transaction, 125 per statement): 38 µs as literal text, 23 µs as
+/// a cached prepared statement. A statement of a batch's own size would be prepared anew
+/// each time, its 18 placeholders per row described by the server and parsed by the driver.
+async fn insert_records(c: &mut AsyncMysqlConnection, rows: &[NewRecord<'_>]) -> QueryResult<()> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        rest = match rest.len() {
+            128.. => insert_fixed::<128>(c, rest).await?,
+            64.. => insert_fixed::<64>(c, rest).await?,
+            32.. => insert_fixed::<32>(c, rest).await?,
+            16.. => insert_fixed::<16>(c, rest).await?,
+            8.. => insert_fixed::<8>(c, rest).await?,
+            4.. => insert_fixed::<4>(c, rest).await?,
+            2.. => insert_fixed::<2>(c, rest).await?,
+            _ => insert_fixed::<1>(c, rest).await?,
+        };
+    }
+    Ok(())
+}
+
+/// Inserts the first `N` rows (the caller has at least `N`) and returns the others.
+async fn insert_fixed<'r, 'a, const N: usize>(
+    c: &mut AsyncMysqlConnection,
+    rows: &'r [NewRecord<'a>],
+) -> QueryResult<&'r [NewRecord<'a>]> {
+    let (head, rest) = rows.split_at(N.min(rows.len()));
+    let rows = <&[NewRecord<'a>; N]>::try_from(head)
+        .map_err(|_| diesel::result::Error::QueryBuilderError("archive rows miscounted".into()))?;
+    RecordsInsert { rows }.execute(c).await?;
+    Ok(rest)
+}
+
+/// `INSERT INTO usage_records … VALUES` of exactly `N` rows, every value a bound parameter.
+/// diesel's own insert of `Insertable` rows is never cached on MySQL (each value may be
+/// `DEFAULT`, which changes the text), nor is `sql_query`; this one has one text per `N`,
+/// named by its query id.
+struct RecordsInsert<'r, 'a, const N: usize> {
+    rows: &'r [NewRecord<'a>; N],
+}
+
+/// The query id of [`RecordsInsert`]: one prepared statement per row count.
+struct RecordsInsertId<const N: usize>;
+
+impl<const N: usize> QueryId for RecordsInsert<'_, '_, N> {
+    type QueryId = RecordsInsertId<N>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<const N: usize> QueryFragment<Mysql> for RecordsInsert<'_, '_, N> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO usage_records (request_id, instance_id, journal_seq, \
+             upstream_request_id, api_key_id, account_id, model, input_tokens, \
+             output_tokens, cache_create_5m_tokens, cache_create_1h_tokens, \
+             cache_read_tokens, cost_micros, status_code, is_stream, latency_ms, \
+             usage_date, created_at) VALUES ",
+        );
+        for (n, row) in self.rows.iter().enumerate() {
+            let e = row.event;
+            out.push_sql(if n == 0 { "(" } else { ",(" });
+            out.push_bind_param::<Text, _>(&e.request_id)?;
+            out.push_sql(",");
+            out.push_bind_param::<Nullable<Text>, _>(&row.instance_id)?;
+            out.push_sql(",");
+            out.push_bind_param::<Nullable<BigInt>, _>(&row.journal_seq)?;
+            out.push_sql(",");
+            out.push_bind_param::<Nullable<Text>, _>(&e.upstream_request_id)?;
+            for text in [&e.api_key_id, &e.account_id, &e.model] {
+                out.push_sql(",");
+                out.push_bind_param::<Text, _>(text)?;
+            }
+            for number in [
+                &e.input_tokens,
+                &e.output_tokens,
+                &e.cache_create_5m_tokens,
+                &e.cache_create_1h_tokens,
+                &e.cache_read_tokens,
+                &e.cost_micros,
+            ] {
+                out.push_sql(",");
+                out.push_bind_param::<BigInt, _>(number)?;
+            }
+            out.push_sql(",");
+            out.push_bind_param::<SmallInt, _>(&row.status_code)?;
+            out.push_sql(",");
+            out.push_bind_param::<Bool, _>(&e.is_stream)?;
+            out.push_sql(",");
+            out.push_bind_param::<Integer, _>(&row.latency_ms)?;
+            out.push_sql(",");
+            out.push_bind_param::<Date, _>(&row.usage_date)?;
+            out.push_sql(",");
+            out.push_bind_param::<Datetime, _>(&row.created_at)?;
+            out.push_sql(")");
+        }
+        Ok(())
+    }
 }
 
 /// Archive rows in total (tests, diagnose).

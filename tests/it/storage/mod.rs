@@ -27,6 +27,7 @@ macro_rules! in_every_mode {
     };
 }
 
+mod archive_rows;
 mod bad_input;
 mod concurrency;
 mod consistency;
