@@ -27,8 +27,21 @@ pub type StoreJob<T> = Box<dyn FnOnce(DbConn) -> BoxFuture<'static, Result<T, St
 pub struct Exec<T> {
     pub job: StoreJob<T>,
     pub timeout: Option<Duration>,
-    /// A report or listing: may run on a read replica that is up and not lagging.
-    pub replica_ok: bool,
+    pub route: Route,
+}
+
+/// Which connections a job may run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The primary's pool.
+    Primary,
+    /// A report or listing: a read replica that is up and not lagging, else the primary.
+    Report,
+    /// The usage archive writer: the primary, on its own connection. Its inserts are
+    /// prepared statements of up to 2,304 parameters, whose descriptions a connection keeps
+    /// (about 1 MB per connection); on one connection they cost 1 MB, not 1 MB per pooled
+    /// connection.
+    Archive,
 }
 
 impl<T: Send + 'static> Message for Exec<T> {
@@ -73,6 +86,8 @@ pub struct PersistenceActor {
     /// first contact, `init` does that itself before starting the actor.
     schema_ready: bool,
     pool: Pool<AsyncMysqlConnection>,
+    /// One connection to the primary for the archive writer (see [`Route::Archive`]).
+    archive_pool: Pool<AsyncMysqlConnection>,
     probing: bool,
     circuit: Circuit,
     reporter: StateReporter,
@@ -101,11 +116,18 @@ struct Replica {
 /// Builds the pool with every deadpool time-out set: without them a silent MySQL hangs
 /// `pool.get()` forever. (Fails only without a runtime for the time-outs.)
 pub fn build_pool(config: &MysqlConfig) -> std::io::Result<Pool<AsyncMysqlConnection>> {
+    build_pool_of(config, config.connection_limit)
+}
+
+fn build_pool_of(
+    config: &MysqlConfig,
+    max_size: usize,
+) -> std::io::Result<Pool<AsyncMysqlConnection>> {
     let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(
         config.database_url().expose_secret(),
     );
     Pool::builder(manager)
-        .max_size(config.connection_limit)
+        .max_size(max_size)
         .wait_timeout(Some(config.timeout))
         .create_timeout(Some(config.timeout))
         .recycle_timeout(Some(config.timeout))
@@ -123,6 +145,7 @@ impl PersistenceActor {
         enabled: bool,
     ) -> std::io::Result<PersistenceHandle> {
         let pool = build_pool(&config)?;
+        let archive_pool = build_pool_of(&config, 1)?;
         let replicas = config
             .replicas
             .iter()
@@ -142,6 +165,7 @@ impl PersistenceActor {
         let addr =
             PersistenceActor::start_in_arbiter(&arbiter.handle(), move |_| PersistenceActor {
                 pool,
+                archive_pool,
                 config,
                 probe_interval,
                 enabled,
@@ -206,9 +230,13 @@ impl PersistenceActor {
     }
 
     /// The pool a call runs on: a usable replica (round robin) for reports and listings,
-    /// else the primary. Returns the replica's index when it is one.
-    fn pool_for(&mut self, replica_ok: bool) -> (Pool<AsyncMysqlConnection>, Option<usize>) {
-        if replica_ok {
+    /// the archive writer's connection for it, else the primary. Returns the replica's index
+    /// when it is one.
+    fn pool_for(&mut self, route: Route) -> (Pool<AsyncMysqlConnection>, Option<usize>) {
+        if route == Route::Archive {
+            return (self.archive_pool.clone(), None);
+        }
+        if route == Route::Report {
             let n = self.replicas.len();
             for step in 0..n {
                 let index = (self.next_replica + step) % n;
@@ -316,7 +344,7 @@ impl<T: Send + 'static> Handler<Exec<T>> for PersistenceActor {
         if !self.circuit.allows() || !self.schema_ready {
             return Box::pin(fut::ready(Err(StoreError::Unavailable)));
         }
-        let (pool, replica) = self.pool_for(msg.replica_ok);
+        let (pool, replica) = self.pool_for(msg.route);
         let primary = self.pool.clone();
         let timeout = msg.timeout.unwrap_or(self.config.timeout);
         let work = async move {
@@ -445,7 +473,7 @@ impl PersistenceHandle {
             .send(Exec {
                 job: Box::new(job),
                 timeout,
-                replica_ok: false,
+                route: Route::Primary,
             })
             .await
             .unwrap_or(Err(StoreError::Unavailable))
@@ -465,7 +493,26 @@ impl PersistenceHandle {
             .send(Exec {
                 job: Box::new(job),
                 timeout: None,
-                replica_ok: true,
+                route: Route::Report,
+            })
+            .await
+            .unwrap_or(Err(StoreError::Unavailable))
+    }
+
+    /// Runs one batch of the usage archive writer, on its own connection (see
+    /// [`Route::Archive`]), with an explicit time-out.
+    pub async fn exec_archive<T, F>(&self, timeout: Duration, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(DbConn) -> BoxFuture<'static, Result<T, StoreError>> + Send + 'static,
+    {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.addr
+            .send(Exec {
+                job: Box::new(job),
+                timeout: Some(timeout),
+                route: Route::Archive,
             })
             .await
             .unwrap_or(Err(StoreError::Unavailable))

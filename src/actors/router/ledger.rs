@@ -180,7 +180,7 @@ async fn archive_pass(
             })
             .collect();
         match store
-            .exec_with_timeout(Some(Duration::from_secs(30)), move |c| {
+            .exec_archive(Duration::from_secs(30), move |c| {
                 Box::pin(usage_queries::insert_journal_batch(c, items, offset))
             })
             .await
