@@ -121,7 +121,9 @@ async fn two_routers_see_each_others_invalidations() {
     wait_status(&a.router, HealthStatus::Healthy).await;
     wait_status(&b.router, HealthStatus::Healthy).await;
 
-    // B's subscription is live once one invalidation got through.
+    // Each router's subscription is live once one invalidation got through to it: A's
+    // change seen by B, then B's seen by A (checking one direction only left A's
+    // subscription unproven, and once in CI A kept B's deleted key).
     eventually(RECOVER, "pub/sub between the routers", || async {
         let (_, probe) = new_key(&env, "probe");
         a.router
@@ -138,15 +140,36 @@ async fn two_routers_see_each_others_invalidations() {
             .save_key(off, None)
             .await
             .map_err(|e| e.to_string())?;
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(1) {
-            let seen = b.router.find_key_by_hash(&probe.key_hash).await;
-            if matches!(seen, Ok(Some(k)) if !k.is_active) {
-                return Ok(());
+        let seen_by = |router: &RouterHandle, active: bool| {
+            let router = router.clone();
+            let hash = probe.key_hash.clone();
+            async move {
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_secs(1) {
+                    let seen = router.find_key_by_hash(&hash).await;
+                    if matches!(seen, Ok(Some(k)) if k.is_active == active) {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                false
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if !seen_by(&b.router, false).await {
+            return Err("B did not see A's change within 1 s".into());
         }
-        Err("not seen within 1 s".into())
+        a.router
+            .find_key_by_hash(&probe.key_hash)
+            .await
+            .map_err(|e| e.to_string())?;
+        b.router
+            .save_key(probe.clone(), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !seen_by(&a.router, true).await {
+            return Err("A did not see B's change within 1 s".into());
+        }
+        Ok(())
     })
     .await;
 
