@@ -467,16 +467,7 @@ impl PersistenceHandle {
         T: Send + 'static,
         F: FnOnce(DbConn) -> BoxFuture<'static, Result<T, StoreError>> + Send + 'static,
     {
-        self.calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.addr
-            .send(Exec {
-                job: Box::new(job),
-                timeout,
-                route: Route::Primary,
-            })
-            .await
-            .unwrap_or(Err(StoreError::Unavailable))
+        self.run(Route::Primary, timeout, job).await
     }
 
     /// Runs a report or listing: on a read replica that is up and not lagging when there is
@@ -487,16 +478,7 @@ impl PersistenceHandle {
         T: Send + 'static,
         F: FnOnce(DbConn) -> BoxFuture<'static, Result<T, StoreError>> + Send + 'static,
     {
-        self.calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.addr
-            .send(Exec {
-                job: Box::new(job),
-                timeout: None,
-                route: Route::Report,
-            })
-            .await
-            .unwrap_or(Err(StoreError::Unavailable))
+        self.run(Route::Report, None, job).await
     }
 
     /// Runs one batch of the usage archive writer, on its own connection (see
@@ -506,13 +488,27 @@ impl PersistenceHandle {
         T: Send + 'static,
         F: FnOnce(DbConn) -> BoxFuture<'static, Result<T, StoreError>> + Send + 'static,
     {
+        self.run(Route::Archive, Some(timeout), job).await
+    }
+
+    /// Sends one job to the actor, counted in [`calls`](Self::calls).
+    async fn run<T, F>(
+        &self,
+        route: Route,
+        timeout: Option<Duration>,
+        job: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(DbConn) -> BoxFuture<'static, Result<T, StoreError>> + Send + 'static,
+    {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.addr
             .send(Exec {
                 job: Box::new(job),
-                timeout: Some(timeout),
-                route: Route::Archive,
+                timeout,
+                route,
             })
             .await
             .unwrap_or(Err(StoreError::Unavailable))

@@ -10,6 +10,7 @@ use claude_relay::actors::router::HealthStatus;
 use claude_relay::app::Actors;
 use claude_relay::config::StorageMode;
 use claude_relay::domain::limits::{CounterUpdate, Counters};
+use claude_relay::kv::KeySpace;
 
 use super::{env_in, start, wait_status};
 use crate::support::TestEnv;
@@ -24,6 +25,31 @@ fn update(name: &str, requests: i64, cost_micros: i64) -> CounterUpdate {
         },
         ttl_seconds: Some(3_600),
     }
+}
+
+/// A counter set's requests, cost and input fields (None where absent).
+fn counters(env: &TestEnv, keys: &KeySpace, name: &str) -> Vec<Option<i64>> {
+    env.redis_query(
+        redis::cmd("HMGET")
+            .arg(keys.named(name))
+            .arg("requests")
+            .arg("cost")
+            .arg("input"),
+    )
+    .expect("read counters")
+}
+
+/// Adds a lease that would never expire to a lease set.
+fn add_lease(env: &TestEnv, lease_set: &str, id: &str) {
+    let _: i64 = env
+        .redis_query(redis::cmd("ZADD").arg(lease_set).arg(i64::MAX).arg(id))
+        .expect("add lease");
+}
+
+/// Leases held in a lease set.
+fn leases_in(env: &TestEnv, lease_set: &str) -> i64 {
+    env.redis_query(redis::cmd("ZCARD").arg(lease_set))
+        .expect("zcard")
 }
 
 /// A healthy set of actors in `mode` and the ledger epoch they counted under.
@@ -49,14 +75,7 @@ async fn a_batch_applies_each_record_once_and_sums_its_counters() {
     let set = "usage:key:batch-test:total";
     let other_set = "usage:key:batch-test:day:2026-12-02";
     let lease_set = keys.leases("key:batch-test");
-    let _: i64 = env
-        .redis_query(
-            redis::cmd("ZADD")
-                .arg(&lease_set)
-                .arg(i64::MAX)
-                .arg("lease-1"),
-        )
-        .expect("add lease");
+    add_lease(&env, &lease_set, "lease-1");
     let first = [update(set, 1, 100)];
     let second = [update(set, 1, 250), update(other_set, 1, 250)];
     let apply = |seq, updates, release| UsageApply {
@@ -78,18 +97,7 @@ async fn a_batch_applies_each_record_once_and_sums_its_counters() {
         .expect("batch");
     assert_eq!(codes, [Applied::Now, Applied::Now, Applied::Before]);
 
-    let read = |name: &str| {
-        let fields: Vec<Option<i64>> = env
-            .redis_query(
-                redis::cmd("HMGET")
-                    .arg(keys.named(name))
-                    .arg("requests")
-                    .arg("cost")
-                    .arg("input"),
-            )
-            .expect("read counters");
-        fields
-    };
+    let read = |name: &str| counters(&env, keys, name);
     assert_eq!(read(set), [Some(2), Some(350), None]);
     assert_eq!(read(other_set), [Some(1), Some(250), None]);
     let ttl: i64 = env
@@ -99,10 +107,7 @@ async fn a_batch_applies_each_record_once_and_sums_its_counters() {
         (1..=3_600).contains(&ttl),
         "a new set gets its lifetime: {ttl}"
     );
-    let leases: i64 = env
-        .redis_query(redis::cmd("ZCARD").arg(&lease_set))
-        .expect("zcard");
-    assert_eq!(leases, 0, "the lease was released");
+    assert_eq!(leases_in(&env, &lease_set), 0, "the lease was released");
 
     // Replayed, and a record under another epoch: nothing is counted again.
     let wrong_epoch = format!("{epoch}-not");
@@ -198,29 +203,9 @@ async fn new_records_are_summed_in_one_call_and_a_replay_among_them_is_counted_o
     let set = "usage:key:new-test:total";
     let other_set = "usage:key:new-test:day:2026-12-02";
     let lease_set = keys.leases("key:new-test");
-    let add_lease = |id: &str| {
-        let _: i64 = env
-            .redis_query(redis::cmd("ZADD").arg(&lease_set).arg(i64::MAX).arg(id))
-            .expect("add lease");
-    };
-    let leases = || {
-        let n: i64 = env
-            .redis_query(redis::cmd("ZCARD").arg(&lease_set))
-            .expect("zcard");
-        n
-    };
-    let read = |name: &str| {
-        let fields: Vec<Option<i64>> = env
-            .redis_query(
-                redis::cmd("HMGET")
-                    .arg(keys.named(name))
-                    .arg("requests")
-                    .arg("cost")
-                    .arg("input"),
-            )
-            .expect("read counters");
-        fields
-    };
+    let add_lease = |id: &str| add_lease(&env, &lease_set, id);
+    let leases = || leases_in(&env, &lease_set);
+    let read = |name: &str| counters(&env, keys, name);
     add_lease("lease-a");
     add_lease("lease-b");
     let first = [update(set, 1, 100)];
