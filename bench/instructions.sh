@@ -68,6 +68,6 @@ PY
 sleep 1
 callgrind_control -d "$relay_pid" >/dev/null
 sleep 1
-dump=$(ls -t "$out"/cg.out.* | head -1)
+dump=$(ls -t "$out"/cg.out.* | head -1); [ -n "${KEEP_DUMP:-}" ] && cp "$dump" "$KEEP_DUMP"
 total=$(grep -E '^(summary|totals):' "$dump" | head -1 | awk '{print $2}')
 echo "$(basename "$bin"): $((N / 8 * 8)) requests, $((total / (N / 8 * 8))) instructions per request"
