@@ -48,7 +48,11 @@ fn messages_request(chat: &Value) -> Value {
     let translated = Dialect::OpenAiChat
         .prepare(Bytes::from(chat.to_string()))
         .expect("the sample translates");
-    translated.request
+    translated
+        .tree
+        .get()
+        .expect("a translation has its tree")
+        .clone()
 }
 
 fn json_answer(words: usize) -> Bytes {

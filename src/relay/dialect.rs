@@ -2,7 +2,12 @@
 //! Completions (translated into a Messages request before the pipeline, and its answer
 //! translated back). The pipeline calls these seams and is otherwise one code path.
 
+use std::cell::OnceCell;
+use std::fmt;
+
 use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::stream::StreamRewrite;
@@ -28,11 +33,163 @@ pub enum AnswerFormat {
 
 /// A client's request in Messages form.
 pub struct Prepared {
-    /// The parsed Messages request (a JSON object).
-    pub request: Value,
+    /// What the pipeline reads of every request.
+    pub facts: RequestFacts,
+    /// The whole request as a JSON tree, built when something needs it.
+    pub tree: RequestTree,
     /// The bytes sent upstream: the client's own for Anthropic, the translation otherwise.
     pub body: Bytes,
     pub answer: AnswerFormat,
+}
+
+/// What the pipeline reads of every Messages request, read from the body without building
+/// its JSON tree: a Claude Code request carries tens of kilobytes of conversation that the
+/// relay only passes on, and a tree allocates for every string and object in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// `model`, when it is a string.
+    pub model: Option<String>,
+    /// `stream`, when it is a boolean.
+    pub stream: Option<bool>,
+    /// Whether `messages` is an array.
+    pub has_messages: bool,
+}
+
+impl RequestFacts {
+    fn of(request: &Value) -> Self {
+        RequestFacts {
+            model: request["model"].as_str().map(str::to_string),
+            stream: request["stream"].as_bool(),
+            has_messages: request["messages"].is_array(),
+        }
+    }
+}
+
+/// The request's JSON tree, parsed on first use: client restrictions, sessions that can
+/// change the account and per-account shaping read it; a request that needs none of them
+/// never builds it.
+pub struct RequestTree {
+    bytes: Bytes,
+    tree: OnceCell<Value>,
+}
+
+impl RequestTree {
+    fn built(tree: Value) -> Self {
+        RequestTree {
+            bytes: Bytes::new(),
+            tree: OnceCell::from(tree),
+        }
+    }
+
+    pub fn get(&self) -> Result<&Value, AppError> {
+        if let Some(tree) = self.tree.get() {
+            return Ok(tree);
+        }
+        let tree = parse_tree(&self.bytes)?;
+        Ok(self.tree.get_or_init(|| tree))
+    }
+}
+
+/// The whole body as a JSON object; `Err` names what is wrong with it.
+fn parse_tree(body: &[u8]) -> Result<Value, AppError> {
+    let request: Value = serde_json::from_slice(body)
+        .map_err(|e| AppError::InvalidRequest(format!("request body is not valid JSON: {e}")))?;
+    if !request.is_object() {
+        return Err(AppError::InvalidRequest(
+            "request body must be a JSON object".into(),
+        ));
+    }
+    Ok(request)
+}
+
+/// The fields of [`RequestFacts`] as they come; every other field is skipped (its syntax
+/// still checked). Each accepts any JSON value, so only the body's syntax, or a body that
+/// is not an object, can fail the read.
+#[derive(Deserialize)]
+struct FactsView {
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    stream: Option<Value>,
+    #[serde(default)]
+    messages: IsArray,
+}
+
+/// Whether a JSON value is an array, read without keeping any of it.
+#[derive(Default)]
+struct IsArray(bool);
+
+impl<'de> Deserialize<'de> for IsArray {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Check;
+        impl<'de> Visitor<'de> for Check {
+            type Value = IsArray;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IsArray, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(IsArray(true))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsArray, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(IsArray(false))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<IsArray, E> {
+                Ok(IsArray(false))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<IsArray, E> {
+                Ok(IsArray(false))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<IsArray, E> {
+                Ok(IsArray(false))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<IsArray, E> {
+                Ok(IsArray(false))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<IsArray, E> {
+                Ok(IsArray(false))
+            }
+            fn visit_unit<E>(self) -> Result<IsArray, E> {
+                Ok(IsArray(false))
+            }
+        }
+        deserializer.deserialize_any(Check)
+    }
+}
+
+/// The facts of a Messages body, and its tree when reading them needed it.
+fn read_facts(body: &Bytes) -> Result<(RequestFacts, RequestTree), AppError> {
+    // serde would read a struct from an array too: only an object takes the short way.
+    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let view = if object {
+        serde_json::from_slice::<FactsView>(body).ok()
+    } else {
+        None
+    };
+    match view {
+        Some(view) => Ok((
+            RequestFacts {
+                model: match view.model {
+                    Some(Value::String(model)) => Some(model),
+                    _ => None,
+                },
+                stream: view.stream.as_ref().and_then(Value::as_bool),
+                has_messages: view.messages.0,
+            },
+            RequestTree {
+                bytes: body.clone(),
+                tree: OnceCell::new(),
+            },
+        )),
+        // Bad syntax, not an object, or a field given twice (the tree keeps the last, as
+        // it always did): the tree says which, in the words it always used.
+        None => {
+            let tree = parse_tree(body)?;
+            Ok((RequestFacts::of(&tree), RequestTree::built(tree)))
+        }
+    }
 }
 
 impl Dialect {
@@ -40,16 +197,10 @@ impl Dialect {
     pub fn prepare(self, body: Bytes) -> Result<Prepared, AppError> {
         match self {
             Dialect::Anthropic => {
-                let request: Value = serde_json::from_slice(&body).map_err(|e| {
-                    AppError::InvalidRequest(format!("request body is not valid JSON: {e}"))
-                })?;
-                if !request.is_object() {
-                    return Err(AppError::InvalidRequest(
-                        "request body must be a JSON object".into(),
-                    ));
-                }
+                let (facts, tree) = read_facts(&body)?;
                 Ok(Prepared {
-                    request,
+                    facts,
+                    tree,
                     body,
                     answer: AnswerFormat::Anthropic,
                 })
@@ -60,7 +211,8 @@ impl Dialect {
                 let bytes = serde_json::to_vec(&translated.body)
                     .map_err(|e| AppError::Internal(format!("serializing a request: {e}")))?;
                 Ok(Prepared {
-                    request: translated.body,
+                    facts: RequestFacts::of(&translated.body),
+                    tree: RequestTree::built(translated.body),
                     body: Bytes::from(bytes),
                     answer: AnswerFormat::OpenAiChat(translated.options),
                 })
@@ -133,5 +285,102 @@ impl StreamRewrite for ChatStreamTranslator {
 
     fn failure(&mut self, message: &str) -> Bytes {
         Bytes::from(ChatStreamTranslator::failure_event(message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn prepare(body: &str) -> Result<Prepared, AppError> {
+        Dialect::Anthropic.prepare(Bytes::from(body.to_string()))
+    }
+
+    fn message(e: AppError) -> String {
+        match e {
+            AppError::InvalidRequest(m) => m,
+            other => panic!("not an invalid request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn facts_are_read_without_the_tree_and_the_tree_is_built_on_demand() {
+        let body = r#" {"model":"claude-sonnet-4-5","stream":true,"max_tokens":5,
+            "messages":[{"role":"user","content":[{"type":"text","text":"hi \"there\""}]}],
+            "metadata":{"user_id":"u1"}}"#;
+        let p = prepare(body).unwrap();
+        assert_eq!(
+            p.facts,
+            RequestFacts {
+                model: Some("claude-sonnet-4-5".into()),
+                stream: Some(true),
+                has_messages: true,
+            }
+        );
+        assert!(p.tree.tree.get().is_none(), "the tree waits for a reader");
+        let tree = p.tree.get().unwrap();
+        assert_eq!(*tree, serde_json::from_str::<Value>(body).unwrap());
+        assert_eq!(
+            p.body,
+            Bytes::from(body.to_string()),
+            "the body goes as it came"
+        );
+    }
+
+    #[test]
+    fn fields_of_other_types_are_facts_too_not_errors() {
+        let p = prepare(r#"{"model":7,"stream":"yes","messages":{"a":[1,2]}}"#).unwrap();
+        assert_eq!(p.facts, RequestFacts::default());
+        let p = prepare(r#"{"messages":"[]","stream":false}"#).unwrap();
+        assert_eq!(
+            p.facts,
+            RequestFacts {
+                model: None,
+                stream: Some(false),
+                has_messages: false,
+            }
+        );
+    }
+
+    #[test]
+    fn bad_bodies_are_named_as_the_tree_names_them() {
+        let e = message(prepare(r#"{"model": "#).err().unwrap());
+        assert_eq!(
+            e,
+            "request body is not valid JSON: EOF while parsing a value at line 1 column 10"
+        );
+        let e = message(prepare(r#"{"model":"m","messages":[]} x"#).err().unwrap());
+        assert!(
+            e.starts_with("request body is not valid JSON: trailing characters"),
+            "{e}"
+        );
+        for not_object in ["[]", r#"["m", true, []]"#, "\"text\"", "7", "null"] {
+            let e = message(prepare(not_object).err().unwrap());
+            assert_eq!(e, "request body must be a JSON object", "{not_object}");
+        }
+    }
+
+    #[test]
+    fn a_field_given_twice_counts_as_its_last_value() {
+        let p = prepare(r#"{"model":"first","model":"second","messages":[]}"#).unwrap();
+        assert_eq!(p.facts.model.as_deref(), Some("second"));
+        assert!(p.facts.has_messages);
+        assert_eq!(p.tree.get().unwrap()["model"], json!("second"));
+    }
+
+    #[test]
+    fn a_translated_request_carries_its_tree_and_facts() {
+        let chat = json!({"model": "claude-sonnet-4-5", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let p = Dialect::OpenAiChat
+            .prepare(Bytes::from(chat.to_string()))
+            .unwrap();
+        assert_eq!(p.facts.model.as_deref(), Some("claude-sonnet-4-5"));
+        assert_eq!(p.facts.stream, Some(true));
+        assert!(p.facts.has_messages);
+        let tree = p.tree.get().unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&p.body).unwrap(), *tree);
     }
 }

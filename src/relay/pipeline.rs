@@ -13,7 +13,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde_json::Value;
 
-use super::dialect::{Dialect, Prepared};
+use super::dialect::{Dialect, Prepared, RequestFacts, RequestTree};
 use super::queue::{ConcurrencyQueue, QueueRefusal};
 use super::scheduler::{self, Choice, LastUsed};
 use super::stream::{RelayStream, StreamEnd};
@@ -108,9 +108,10 @@ impl Drop for LeaseGuard {
 }
 
 /// Checks the Messages request: `model` a plain name, `messages` an array.
-fn check_body(value: &Value) -> Result<(), AppError> {
-    let model = value["model"]
-        .as_str()
+fn check_body(facts: &RequestFacts) -> Result<(), AppError> {
+    let model = facts
+        .model
+        .as_deref()
         .ok_or_else(|| AppError::InvalidRequest("model: field required".into()))?;
     if model.is_empty()
         || model.len() > MAX_MODEL_LEN
@@ -122,7 +123,7 @@ fn check_body(value: &Value) -> Result<(), AppError> {
             "model: not a valid model name".into(),
         ));
     }
-    if !value["messages"].is_array() {
+    if !facts.has_messages {
         return Err(AppError::InvalidRequest(
             "messages: field required (an array)".into(),
         ));
@@ -510,11 +511,8 @@ pub async fn relay(
     let config = &shared.config;
     let parsed = dialect
         .prepare(body)
-        .and_then(|p| check_body(&p.request).map(|()| p));
-    let model = parsed
-        .as_ref()
-        .ok()
-        .and_then(|p| p.request["model"].as_str().map(str::to_string));
+        .and_then(|p| check_body(&p.facts).map(|()| p));
+    let model = parsed.as_ref().ok().and_then(|p| p.facts.model.clone());
     let key = auth::authenticate(
         &shared.router,
         auth::extract_key(req),
@@ -524,13 +522,16 @@ pub async fn relay(
     )
     .await?;
     let Prepared {
-        request,
+        facts,
+        tree,
         body,
         answer: format,
     } = parsed?;
-    auth::check_client(&key, req, Some(&request))?;
+    if key.restricts_clients() {
+        auth::check_client(&key, req, Some(tree.get()?))?;
+    }
     let model = model.unwrap_or_default();
-    let stream = endpoint == Endpoint::Messages && request["stream"].as_bool() == Some(true);
+    let stream = endpoint == Endpoint::Messages && facts.stream == Some(true);
 
     let mut guard = LeaseGuard {
         router: shared.router.clone(),
@@ -547,7 +548,7 @@ pub async fn relay(
         // hashed, and has no entry read or written: for a key without limits, no round trip
         // before the upstream.
         if scheduler::sessions_matter(&accounts, &key) {
-            session = scheduler::session_hash(&request);
+            session = scheduler::session_hash(tree.get()?);
         }
         let lease_id = uuid::Uuid::new_v4().simple().to_string();
         let admission = admission_request(&key, &model, config, &lease_id);
@@ -621,7 +622,7 @@ pub async fn relay(
     let (upstream_auth, base) =
         upstream_target(shared, clients, proxy.as_deref(), &account).await?;
     let upstream_started = Instant::now();
-    let (shaped_headers, body) = shape_for_account(config, req, &request, &account, body)?;
+    let (shaped_headers, body) = shape_for_account(config, req, &model, &tree, &account, body)?;
     let no_headers = HeaderMap::new();
     let headers = match &shaped_headers {
         Some(shaped) => shaped,
@@ -829,7 +830,8 @@ pub async fn relay(
 fn shape_for_account(
     config: &Config,
     req: &HttpRequest,
-    request: &Value,
+    model: &str,
+    tree: &RequestTree,
     account: &Account,
     body: Bytes,
 ) -> Result<(Option<HeaderMap>, Bytes), AppError> {
@@ -837,19 +839,22 @@ fn shape_for_account(
         HeaderValue::from_str(v)
             .map_err(|_| AppError::Internal("a configured header value is not valid".into()))
     };
-    let model = request["model"].as_str().unwrap_or("");
     let mapped = account.upstream_model(model);
-    let profile = config
+    let shaping = config
         .claude_code_shaping
         .as_ref()
-        .filter(|_| account.account_type == AccountType::ClaudeOauth)
-        .filter(|_| {
-            !client::is_claude_code(&ClientRequest {
-                path: req.path(),
-                headers: req.headers(),
-                body: Some(request),
-            })
-        });
+        .filter(|_| account.account_type == AccountType::ClaudeOauth);
+    if shaping.is_none() && mapped == model && account.user_agent.is_none() {
+        return Ok((None, body));
+    }
+    let request = tree.get()?;
+    let profile = shaping.filter(|_| {
+        !client::is_claude_code(&ClientRequest {
+            path: req.path(),
+            headers: req.headers(),
+            body: Some(request),
+        })
+    });
     if profile.is_none() && mapped == model && account.user_agent.is_none() {
         return Ok((None, body));
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 
 use super::usage::{LeaseRef, PendingCounters, RecordUsage};
-use super::{RouterHandle, ledger::EnsureEpoch};
+use super::{RouterHandle, RouterParts, ledger::EnsureEpoch};
 use crate::actors::cache::CacheHandle;
 use crate::actors::cache_ops::{Applied, UsageApply};
 use crate::domain::account::Account;
@@ -186,11 +186,11 @@ impl RouterHandle {
     /// This handle for one HTTP worker: its hot-path round trips go to `cache`, a cache
     /// actor on the worker's own thread.
     pub fn for_worker(&self, cache: CacheHandle) -> RouterHandle {
-        RouterHandle {
+        RouterHandle(Arc::new(RouterParts {
             worker_cache: Some(cache),
             record_queue: Some(Arc::default()),
-            ..self.clone()
-        }
+            ..RouterParts::clone(self)
+        }))
     }
 
     /// The worker's own cache actor while the limit counters in Redis are trusted, with

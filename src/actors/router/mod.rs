@@ -223,7 +223,7 @@ impl RouterActor {
         let router = RouterActor::new(config, cache, store, journal.clone());
         let hot = router.hot.clone();
         let addr = RouterActor::start_in_arbiter(arbiter, move |_| router);
-        RouterHandle {
+        RouterHandle(Arc::new(RouterParts {
             addr,
             journal,
             offset_hours,
@@ -232,7 +232,7 @@ impl RouterActor {
             key_cache_ttl,
             worker_cache: None,
             record_queue: None,
-        }
+        }))
     }
 
     /// Hybrid: flushes the Redis cache after an outage (or at start) and trusts it again
@@ -530,8 +530,23 @@ impl Handler<GetHealth> for RouterActor {
 
 /// Cloneable access to the router for HTTP handlers and commands. An HTTP worker's copy
 /// (`for_worker`) also carries the worker's own cache actor for the hot path (`hot.rs`).
+/// A clone is one reference count: a relayed request clones its handle several times
+/// (lease guards, usage recording, spawned follow-ups), and each actor address inside
+/// would otherwise allocate on every clone.
 #[derive(Clone)]
-pub struct RouterHandle {
+pub struct RouterHandle(Arc<RouterParts>);
+
+impl std::ops::Deref for RouterHandle {
+    type Target = RouterParts;
+
+    fn deref(&self) -> &RouterParts {
+        &self.0
+    }
+}
+
+/// What a [`RouterHandle`] holds.
+#[derive(Clone)]
+pub struct RouterParts {
     pub(crate) addr: Addr<RouterActor>,
     journal: Arc<Journal>,
     /// `TIMEZONE_OFFSET`: counter sets are named by local day and month.
