@@ -8,6 +8,7 @@
 #
 #   bench/instructions.sh                       # this tree's release build, 800 requests
 #   RELAY_BIN=/tmp/old-relay N=800 bench/instructions.sh
+#   HISTORY=100 bench/instructions.sh           # requests carrying 100 earlier turns (~80 KB)
 #
 # Needs: valgrind, wrk, nginx with the echo module, Redis and MariaDB (scripts/services.sh).
 set -euo pipefail
@@ -48,11 +49,19 @@ key=$(bench_key "http://127.0.0.1:$PORT" "$admin_token" http://127.0.0.1:18080)
 API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t2 -c8 -d5s -s "$MOCK_DIR/wrk/messages.lua" "http://127.0.0.1:$PORT" >/dev/null
 sleep 1
 callgrind_control -z "$relay_pid" >/dev/null
-python3 - "$key" "$N" "$PORT" <<'PY'
+body_len=$(python3 - "$key" "$N" "$PORT" "${HISTORY:-0}" <<'PY'
 import http.client, json, sys, threading
-key, n, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+key, n, port, history = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+# HISTORY=N: N earlier turns before the question, as a long Claude Code conversation has
+# (each turn a user text of about 400 bytes and an assistant answer with a tool call).
+turns = []
+for i in range(history):
+    turns.append({"role": "user", "content": [{"type": "text", "text": f"step {i}: " + "please look at the file and explain it " * 10}]})
+    turns.append({"role": "assistant", "content": [
+        {"type": "text", "text": "Reading it now. " * 8},
+        {"type": "tool_use", "id": f"toolu_{i:04d}", "name": "Read", "input": {"file_path": f"/src/m{i}.rs"}}]})
 body = json.dumps({"model": "claude-sonnet-4-20250514", "max_tokens": 64,
-                   "messages": [{"role": "user", "content": "hi"}],
+                   "messages": turns + [{"role": "user", "content": "hi"}],
                    "metadata": {"user_id": "session-1"}})
 def run(k):
     c = http.client.HTTPConnection("127.0.0.1", port)
@@ -64,10 +73,12 @@ def run(k):
             sys.exit(f"relay answered {r.status}")
 threads = [threading.Thread(target=run, args=(n // 8,)) for _ in range(8)]
 [t.start() for t in threads]; [t.join() for t in threads]
+print(len(body))
 PY
+)
 sleep 1
 callgrind_control -d "$relay_pid" >/dev/null
 sleep 1
 dump=$(ls -t "$out"/cg.out.* | head -1); [ -n "${KEEP_DUMP:-}" ] && cp "$dump" "$KEEP_DUMP"
 total=$(grep -E '^(summary|totals):' "$dump" | head -1 | awk '{print $2}')
-echo "$(basename "$bin"): $((N / 8 * 8)) requests, $((total / (N / 8 * 8))) instructions per request"
+echo "$(basename "$bin"): $((N / 8 * 8)) requests of $body_len bytes, $((total / (N / 8 * 8))) instructions per request"
