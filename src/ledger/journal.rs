@@ -507,42 +507,60 @@ impl Journal {
         fs::rename(tmp, self.dir.join("checkpoint"))
     }
 
-    /// Deletes sealed segments whose every record is archived and counted.
+    /// Deletes sealed segments whose every record is archived and counted. The files are
+    /// unlinked after the lock is released: freeing a segment's blocks takes a while, and
+    /// every HTTP worker's append waits for that lock.
     fn delete_done_segments(&self) {
-        let mut inner = self.lock();
-        let done_below = inner.checkpoint.archived.min(
-            inner
-                .uncounted
-                .first()
-                .copied()
-                .unwrap_or(inner.checkpoint.counted.max(inner.checkpoint.archived)),
-        );
-        let active = inner.active.as_ref().map(|a| a.first_seq);
-        let doomed: Vec<u64> = inner
-            .segments
-            .iter()
-            .filter(|(first, s)| {
-                Some(**first) != active && s.last_seq.is_none_or(|l| l < done_below)
-            })
-            .map(|(first, _)| *first)
-            .collect();
-        for first in doomed {
-            if let Some(s) = inner.segments.remove(&first) {
-                match fs::remove_file(&s.path) {
-                    Ok(()) => inner.held_bytes = inner.held_bytes.saturating_sub(s.bytes),
-                    Err(e) => {
-                        log::error!("cannot delete journal segment {}: {e}", s.path.display());
-                        inner.segments.insert(first, s);
-                    }
+        let doomed: Vec<(u64, Segment)> = {
+            let mut inner = self.lock();
+            let done_below = inner.checkpoint.archived.min(
+                inner
+                    .uncounted
+                    .first()
+                    .copied()
+                    .unwrap_or(inner.checkpoint.counted.max(inner.checkpoint.archived)),
+            );
+            let active = inner.active.as_ref().map(|a| a.first_seq);
+            let firsts: Vec<u64> = inner
+                .segments
+                .iter()
+                .filter(|(first, s)| {
+                    Some(**first) != active && s.last_seq.is_none_or(|l| l < done_below)
+                })
+                .map(|(first, _)| *first)
+                .collect();
+            let doomed = firsts
+                .into_iter()
+                .filter_map(|first| inner.segments.remove(&first).map(|s| (first, s)))
+                .collect();
+            if inner
+                .read_hint
+                .is_some_and(|(_, seg, _)| !inner.segments.contains_key(&seg))
+            {
+                inner.read_hint = None;
+            }
+            doomed
+        };
+        if doomed.is_empty() {
+            return;
+        }
+        let mut freed = 0;
+        let mut kept = Vec::new();
+        for (first, segment) in doomed {
+            match fs::remove_file(&segment.path) {
+                Ok(()) => freed += segment.bytes,
+                Err(e) => {
+                    log::error!(
+                        "cannot delete journal segment {}: {e}",
+                        segment.path.display()
+                    );
+                    kept.push((first, segment));
                 }
             }
         }
-        if inner
-            .read_hint
-            .is_some_and(|(_, seg, _)| !inner.segments.contains_key(&seg))
-        {
-            inner.read_hint = None;
-        }
+        let mut inner = self.lock();
+        inner.held_bytes = inner.held_bytes.saturating_sub(freed);
+        inner.segments.extend(kept);
     }
 
     pub fn stats(&self) -> JournalStats {
