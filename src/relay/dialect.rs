@@ -53,6 +53,9 @@ pub struct RequestFacts {
     pub stream: Option<bool>,
     /// Whether `messages` is an array.
     pub has_messages: bool,
+    /// `metadata.user_id`, when it is a string that is not empty: the session of a request
+    /// that has one (Claude Code's have).
+    pub user_id: Option<String>,
 }
 
 impl RequestFacts {
@@ -61,8 +64,16 @@ impl RequestFacts {
             model: request["model"].as_str().map(str::to_string),
             stream: request["stream"].as_bool(),
             has_messages: request["messages"].is_array(),
+            user_id: user_id(&request["metadata"]),
         }
     }
+}
+
+fn user_id(metadata: &Value) -> Option<String> {
+    metadata["user_id"]
+        .as_str()
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
 }
 
 /// The request's JSON tree, parsed on first use: client restrictions, sessions that can
@@ -113,6 +124,9 @@ struct FactsView {
     stream: Option<Value>,
     #[serde(default)]
     messages: IsArray,
+    /// Small (a user id): read whole.
+    #[serde(default)]
+    metadata: Value,
 }
 
 /// Whether a JSON value is an array, read without keeping any of it.
@@ -177,6 +191,7 @@ fn read_facts(body: &Bytes) -> Result<(RequestFacts, RequestTree), AppError> {
                 },
                 stream: view.stream.as_ref().and_then(Value::as_bool),
                 has_messages: view.messages.0,
+                user_id: user_id(&view.metadata),
             },
             RequestTree {
                 bytes: body.clone(),
@@ -317,6 +332,7 @@ mod tests {
                 model: Some("claude-sonnet-4-5".into()),
                 stream: Some(true),
                 has_messages: true,
+                user_id: Some("u1".into()),
             }
         );
         assert!(p.tree.tree.get().is_none(), "the tree waits for a reader");
@@ -333,15 +349,18 @@ mod tests {
     fn fields_of_other_types_are_facts_too_not_errors() {
         let p = prepare(r#"{"model":7,"stream":"yes","messages":{"a":[1,2]}}"#).unwrap();
         assert_eq!(p.facts, RequestFacts::default());
-        let p = prepare(r#"{"messages":"[]","stream":false}"#).unwrap();
+        let p = prepare(r#"{"messages":"[]","stream":false,"metadata":{"user_id":""}}"#).unwrap();
         assert_eq!(
             p.facts,
             RequestFacts {
                 model: None,
                 stream: Some(false),
                 has_messages: false,
+                user_id: None,
             }
         );
+        let p = prepare(r#"{"metadata":["user_id"],"model":"m"}"#).unwrap();
+        assert_eq!(p.facts.user_id, None, "an array has no user_id");
     }
 
     #[test]

@@ -548,7 +548,10 @@ pub async fn relay(
         // hashed, and has no entry read or written: for a key without limits, no round trip
         // before the upstream.
         if scheduler::sessions_matter(&accounts, &key) {
-            session = scheduler::session_hash(tree.get()?);
+            session = match facts.user_id.as_deref() {
+                Some(user) => Some(scheduler::user_session_hash(user)),
+                None => scheduler::session_hash(tree.get()?),
+            };
         }
         let lease_id = uuid::Uuid::new_v4().simple().to_string();
         let admission = admission_request(&key, &model, config, &lease_id);

@@ -48,23 +48,24 @@ impl LastUsed {
 /// first message (SPEC §6); None when the request carries none of them. The text is hashed
 /// where it lies, piece by piece, not copied.
 pub fn session_hash(body: &Value) -> Option<String> {
-    let mut hasher = Sha256::new();
-    let fed = match body["metadata"]["user_id"]
+    if let Some(user) = body["metadata"]["user_id"]
         .as_str()
         .filter(|s| !s.is_empty())
     {
-        Some(user) => {
-            hasher.update(user);
-            true
-        }
-        None => {
-            feed_text(&mut hasher, &body["system"])
-                || body["messages"]
-                    .get(0)
-                    .is_some_and(|m| feed_text(&mut hasher, &m["content"]))
-        }
-    };
+        return Some(user_session_hash(user));
+    }
+    let mut hasher = Sha256::new();
+    let fed = feed_text(&mut hasher, &body["system"])
+        || body["messages"]
+            .get(0)
+            .is_some_and(|m| feed_text(&mut hasher, &m["content"]));
     fed.then(|| hex::encode(&hasher.finalize()[..16]))
+}
+
+/// The session hash of a request whose `metadata.user_id` is `user` (not empty): what
+/// [`session_hash`] gives for it, without the request's JSON tree.
+pub fn user_session_hash(user: &str) -> String {
+    hex::encode(&Sha256::digest(user)[..16])
 }
 
 /// Feeds the text of a string or of an array of content blocks (their texts in order, as
@@ -198,6 +199,11 @@ mod tests {
         let with_user = json!({"metadata": {"user_id": "u-1"}, "system": "sys",
             "messages": [{"role": "user", "content": "hi"}]});
         assert_eq!(session_hash(&with_user), Some(hash_of("u-1")));
+        assert_eq!(
+            user_session_hash("u-1"),
+            hash_of("u-1"),
+            "the same without the tree"
+        );
         // Blocks count as their texts joined; empty ones add nothing.
         let blocks = json!({"metadata": {"user_id": ""},
             "system": [{"type": "text", "text": "ab"}, {"type": "text", "text": ""},
