@@ -86,7 +86,46 @@ pub struct ClientRequest<'a> {
     pub path: &'a str,
     pub headers: &'a HeaderMap,
     /// The JSON body when there is one.
-    pub body: Option<&'a Value>,
+    pub body: Option<Body<'a>>,
+}
+
+/// A Messages body as the checks see it: its JSON tree, or the marks read from it while
+/// the relay read the request (so a request does not build its tree for the checks).
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    Tree(&'a Value),
+    Marks(&'a BodyMarks),
+}
+
+/// What the client checks read of a Messages body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodyMarks {
+    /// `model` is a string and one `system` entry begins as a Claude Code prompt does.
+    pub claude_code_prompt: bool,
+    /// `metadata.user_id`, when it is a string that is not empty.
+    pub user_id: Option<String>,
+}
+
+impl BodyMarks {
+    pub fn of(body: &Value) -> Self {
+        BodyMarks::from_parts(
+            body["model"].is_string(),
+            &body["system"],
+            &body["metadata"],
+        )
+    }
+
+    /// The marks of a body whose `model` is (or is not) a string, from its `system` and
+    /// `metadata` fields.
+    pub fn from_parts(model_is_string: bool, system: &Value, metadata: &Value) -> Self {
+        BodyMarks {
+            claude_code_prompt: model_is_string && claude_code_prompt_in(system),
+            user_id: metadata["user_id"]
+                .as_str()
+                .filter(|u| !u.is_empty())
+                .map(str::to_string),
+        }
+    }
 }
 
 impl ClientRequest<'_> {
@@ -166,24 +205,30 @@ pub fn is_claude_code(req: &ClientRequest<'_>) -> bool {
     if !req.path.contains("messages") {
         return true;
     }
-    let Some(body) = req.body else {
-        return false;
+    let (prompt, user_id) = match req.body {
+        None => return false,
+        Some(Body::Tree(body)) => (
+            has_claude_code_prompt(body),
+            body["metadata"]["user_id"].as_str(),
+        ),
+        Some(Body::Marks(marks)) => (marks.claude_code_prompt, marks.user_id.as_deref()),
     };
-    has_claude_code_prompt(body)
+    prompt
         && ["x-app", "anthropic-beta", "anthropic-version"]
             .iter()
             .all(|h| !req.header(h).is_empty())
-        && body["metadata"]["user_id"]
-            .as_str()
-            .is_some_and(valid_claude_code_user_id)
+        && user_id.is_some_and(valid_claude_code_user_id)
 }
 
-/// True when one entry of the `system` array begins as a Claude Code prompt does.
+/// True when `model` is a string and one entry of the `system` array begins as a Claude
+/// Code prompt does.
 pub fn has_claude_code_prompt(body: &Value) -> bool {
-    if !body["model"].is_string() {
-        return false;
-    }
-    body["system"].as_array().is_some_and(|entries| {
+    body["model"].is_string() && claude_code_prompt_in(&body["system"])
+}
+
+/// True when one entry of a `system` array begins as a Claude Code prompt does.
+fn claude_code_prompt_in(system: &Value) -> bool {
+    system.as_array().is_some_and(|entries| {
         entries.iter().any(|e| {
             let text = e["text"].as_str().unwrap_or("").trim_start();
             CLAUDE_CODE_PROMPTS.iter().any(|p| text.starts_with(p))
@@ -378,7 +423,7 @@ mod tests {
         ClientRequest {
             path,
             headers: h,
-            body,
+            body: body.map(Body::Tree),
         }
     }
 
@@ -402,6 +447,47 @@ mod tests {
         )));
         // Other routes: the user agent is enough.
         assert!(is_claude_code(&req("/v1/models", &h, None)));
+    }
+
+    #[test]
+    fn the_marks_of_a_body_decide_as_its_tree_does() {
+        let h = headers(CLAUDE_CODE_HEADERS);
+        let mut bodies = vec![claude_code_body()];
+        for (field, value) in [
+            ("system", json!("You are a helpful assistant.")),
+            (
+                "system",
+                json!([{"type": "text", "text": "  You are Claude Code, Anthropic's official CLI for Claude"}]),
+            ),
+            ("metadata", json!({})),
+            ("metadata", json!({"user_id": ""})),
+            (
+                "metadata",
+                json!({"user_id": r#"{"device_id":"d1","session_id":"s1"}"#}),
+            ),
+            ("model", json!(7)),
+        ] {
+            let mut body = claude_code_body();
+            body[field] = value;
+            bodies.push(body);
+        }
+        let mut expected = Vec::new();
+        for body in &bodies {
+            let marks = BodyMarks::of(body);
+            let by_tree = is_claude_code(&req("/v1/messages", &h, Some(body)));
+            let by_marks = is_claude_code(&ClientRequest {
+                path: "/v1/messages",
+                headers: &h,
+                body: Some(Body::Marks(&marks)),
+            });
+            assert_eq!(by_tree, by_marks, "{body}");
+            expected.push(by_tree);
+        }
+        assert_eq!(
+            expected,
+            [true, false, true, false, false, true, false],
+            "each change above turns detection on or off"
+        );
     }
 
     #[test]

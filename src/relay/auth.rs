@@ -102,7 +102,7 @@ pub async fn authenticate(
 pub fn check_client(
     key: &ApiKey,
     req: &HttpRequest,
-    body: Option<&serde_json::Value>,
+    body: Option<client::Body<'_>>,
 ) -> Result<(), AppError> {
     if !key.restricts_clients() {
         return Ok(());

@@ -11,6 +11,7 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::stream::StreamRewrite;
+use crate::domain::client::BodyMarks;
 use crate::domain::openai::stream::ChatStreamTranslator;
 use crate::domain::openai::{self, ChatOptions};
 use crate::error::AppError;
@@ -53,9 +54,9 @@ pub struct RequestFacts {
     pub stream: Option<bool>,
     /// Whether `messages` is an array.
     pub has_messages: bool,
-    /// `metadata.user_id`, when it is a string that is not empty: the session of a request
-    /// that has one (Claude Code's have).
-    pub user_id: Option<String>,
+    /// What the client checks read (Claude Code's system prompt, `metadata.user_id`); the
+    /// user id is also the session of a request that has one (Claude Code's have).
+    pub marks: BodyMarks,
 }
 
 impl RequestFacts {
@@ -64,16 +65,9 @@ impl RequestFacts {
             model: request["model"].as_str().map(str::to_string),
             stream: request["stream"].as_bool(),
             has_messages: request["messages"].is_array(),
-            user_id: user_id(&request["metadata"]),
+            marks: BodyMarks::of(request),
         }
     }
-}
-
-fn user_id(metadata: &Value) -> Option<String> {
-    metadata["user_id"]
-        .as_str()
-        .filter(|u| !u.is_empty())
-        .map(str::to_string)
 }
 
 /// The request's JSON tree, parsed on first use: client restrictions, sessions that can
@@ -127,6 +121,9 @@ struct FactsView {
     /// Small (a user id): read whole.
     #[serde(default)]
     metadata: Value,
+    /// A few kilobytes (Claude Code's prompt), read whole for the client checks.
+    #[serde(default)]
+    system: Value,
 }
 
 /// Whether a JSON value is an array, read without keeping any of it.
@@ -185,13 +182,17 @@ fn read_facts(body: &Bytes) -> Result<(RequestFacts, RequestTree), AppError> {
     match view {
         Some(view) => Ok((
             RequestFacts {
+                marks: BodyMarks::from_parts(
+                    matches!(view.model, Some(Value::String(_))),
+                    &view.system,
+                    &view.metadata,
+                ),
                 model: match view.model {
                     Some(Value::String(model)) => Some(model),
                     _ => None,
                 },
                 stream: view.stream.as_ref().and_then(Value::as_bool),
                 has_messages: view.messages.0,
-                user_id: user_id(&view.metadata),
             },
             RequestTree {
                 bytes: body.clone(),
@@ -332,7 +333,10 @@ mod tests {
                 model: Some("claude-sonnet-4-5".into()),
                 stream: Some(true),
                 has_messages: true,
-                user_id: Some("u1".into()),
+                marks: BodyMarks {
+                    claude_code_prompt: false,
+                    user_id: Some("u1".into()),
+                },
             }
         );
         assert!(p.tree.tree.get().is_none(), "the tree waits for a reader");
@@ -356,11 +360,11 @@ mod tests {
                 model: None,
                 stream: Some(false),
                 has_messages: false,
-                user_id: None,
+                marks: BodyMarks::default(),
             }
         );
         let p = prepare(r#"{"metadata":["user_id"],"model":"m"}"#).unwrap();
-        assert_eq!(p.facts.user_id, None, "an array has no user_id");
+        assert_eq!(p.facts.marks.user_id, None, "an array has no user_id");
     }
 
     #[test]
@@ -379,6 +383,29 @@ mod tests {
             let e = message(prepare(not_object).err().unwrap());
             assert_eq!(e, "request body must be a JSON object", "{not_object}");
         }
+    }
+
+    #[test]
+    fn the_marks_read_with_the_facts_are_the_marks_of_the_tree() {
+        for body in [
+            r#"{"model":"m","system":[{"type":"text","text":"You are Claude Code, Anthropic's official CLI for Claude."}],"messages":[],"metadata":{"user_id":"u"}}"#,
+            r#"{"model":5,"system":[{"type":"text","text":"You are Claude Code, Anthropic's official CLI for Claude."}]}"#,
+            r#"{"model":"m","system":"You are Claude Code, Anthropic's official CLI for Claude."}"#,
+            r#"{"model":"m","metadata":{"user_id":7}}"#,
+        ] {
+            let p = prepare(body).unwrap();
+            assert!(p.tree.tree.get().is_none(), "read without the tree: {body}");
+            assert_eq!(
+                p.facts.marks,
+                BodyMarks::of(p.tree.get().unwrap()),
+                "{body}"
+            );
+        }
+        let p = prepare(
+            r#"{"model":"m","system":[{"text":"You are Claude Code, Anthropic's official CLI for Claude"}]}"#,
+        )
+        .unwrap();
+        assert!(p.facts.marks.claude_code_prompt);
     }
 
     #[test]

@@ -527,9 +527,7 @@ pub async fn relay(
         body,
         answer: format,
     } = parsed?;
-    if key.restricts_clients() {
-        auth::check_client(&key, req, Some(tree.get()?))?;
-    }
+    auth::check_client(&key, req, Some(client::Body::Marks(&facts.marks)))?;
     let model = model.unwrap_or_default();
     let stream = endpoint == Endpoint::Messages && facts.stream == Some(true);
 
@@ -548,7 +546,7 @@ pub async fn relay(
         // hashed, and has no entry read or written: for a key without limits, no round trip
         // before the upstream.
         if scheduler::sessions_matter(&accounts, &key) {
-            session = match facts.user_id.as_deref() {
+            session = match facts.marks.user_id.as_deref() {
                 Some(user) => Some(scheduler::user_session_hash(user)),
                 None => scheduler::session_hash(tree.get()?),
             };
@@ -625,7 +623,7 @@ pub async fn relay(
     let (upstream_auth, base) =
         upstream_target(shared, clients, proxy.as_deref(), &account).await?;
     let upstream_started = Instant::now();
-    let (shaped_headers, body) = shape_for_account(config, req, &model, &tree, &account, body)?;
+    let (shaped_headers, body) = shape_for_account(config, req, &facts, &tree, &account, body)?;
     let no_headers = HeaderMap::new();
     let headers = match &shaped_headers {
         Some(shaped) => shaped,
@@ -833,7 +831,7 @@ pub async fn relay(
 fn shape_for_account(
     config: &Config,
     req: &HttpRequest,
-    model: &str,
+    facts: &RequestFacts,
     tree: &RequestTree,
     account: &Account,
     body: Bytes,
@@ -842,25 +840,24 @@ fn shape_for_account(
         HeaderValue::from_str(v)
             .map_err(|_| AppError::Internal("a configured header value is not valid".into()))
     };
+    let model = facts.model.as_deref().unwrap_or("");
     let mapped = account.upstream_model(model);
-    let shaping = config
+    let profile = config
         .claude_code_shaping
         .as_ref()
-        .filter(|_| account.account_type == AccountType::ClaudeOauth);
-    if shaping.is_none() && mapped == model && account.user_agent.is_none() {
-        return Ok((None, body));
-    }
-    let request = tree.get()?;
-    let profile = shaping.filter(|_| {
-        !client::is_claude_code(&ClientRequest {
-            path: req.path(),
-            headers: req.headers(),
-            body: Some(request),
-        })
-    });
+        .filter(|_| account.account_type == AccountType::ClaudeOauth)
+        .filter(|_| {
+            !client::is_claude_code(&ClientRequest {
+                path: req.path(),
+                headers: req.headers(),
+                body: Some(client::Body::Marks(&facts.marks)),
+            })
+        });
     if profile.is_none() && mapped == model && account.user_agent.is_none() {
         return Ok((None, body));
     }
+    // Shaping or a model mapping rewrites the body: only now is its tree needed.
+    let request = tree.get()?;
     let mut headers = req.headers().clone();
     let mut shaped = match profile {
         Some(profile) => {
