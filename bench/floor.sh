@@ -6,7 +6,7 @@
 # its voluntary context switches per request (/proc, before and after).
 #
 #   bench/floor.sh                          # 16 and 64 connections, 10 s each
-#   CONNS=16 DURATION=5 RELAY_BIN=/tmp/relay bench/floor.sh
+#   CONNS=16 DURATION=5 RELAY_BIN=/tmp/relay FLOOR_BIN=/tmp/bench_floor bench/floor.sh
 #
 # Needs what bench/relay.sh needs.
 set -euo pipefail
@@ -25,8 +25,11 @@ scripts/services.sh
 if [ -z "${RELAY_BIN:-}" ]; then
   cargo build --release --locked --bin claude-relay
 fi
-cargo build --release --locked --features bench --bin bench_floor
 target=${CARGO_TARGET_DIR:-target}
+if [ -z "${FLOOR_BIN:-}" ]; then
+  cargo build --release --locked --features bench --bin bench_floor
+fi
+floor_bin=${FLOOR_BIN:-$target/release/bench_floor}
 relay_bin=${RELAY_BIN:-$target/release/claude-relay}
 out=$(mktemp -d /tmp/claude-relay-floor.XXXXXX)
 db="crfloor_$$"
@@ -81,7 +84,7 @@ PY
 echo "| server | conns | req/s | p50 ms | CPU µs/req | user µs/req | system µs/req | voluntary ctx sw/req | errors |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for server in actix hyper; do
-  BENCH_FLOOR_SERVER=$server BENCH_FLOOR_PORT=$FLOOR_PORT "$target/release/bench_floor" >"$out/floor-$server.log" 2>&1 &
+  BENCH_FLOOR_SERVER=$server BENCH_FLOOR_PORT=$FLOOR_PORT "$floor_bin" >"$out/floor-$server.log" 2>&1 &
   pid=$!
   pids+=("$pid")
   for _ in $(seq 1 50); do grep -q "on $FLOOR_PORT" "$out/floor-$server.log" && break; sleep 0.1; done
