@@ -85,19 +85,12 @@ pub enum ClientKind {
 pub struct ClientRequest<'a> {
     pub path: &'a str,
     pub headers: &'a HeaderMap,
-    /// The JSON body when there is one.
-    pub body: Option<Body<'a>>,
+    /// What the checks read of the JSON body, when there is one.
+    pub body: Option<&'a BodyMarks>,
 }
 
-/// A Messages body as the checks see it: its JSON tree, or the marks read from it while
-/// the relay read the request (so a request does not build its tree for the checks).
-#[derive(Debug, Clone, Copy)]
-pub enum Body<'a> {
-    Tree(&'a Value),
-    Marks(&'a BodyMarks),
-}
-
-/// What the client checks read of a Messages body.
+/// What the client checks read of a Messages body: gathered while the relay reads the
+/// request (`relay::dialect`), so the checks need no JSON tree of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BodyMarks {
     /// `model` is a string and one `system` entry begins as a Claude Code prompt does.
@@ -205,25 +198,17 @@ pub fn is_claude_code(req: &ClientRequest<'_>) -> bool {
     if !req.path.contains("messages") {
         return true;
     }
-    let (prompt, user_id) = match req.body {
-        None => return false,
-        Some(Body::Tree(body)) => (
-            has_claude_code_prompt(body),
-            body["metadata"]["user_id"].as_str(),
-        ),
-        Some(Body::Marks(marks)) => (marks.claude_code_prompt, marks.user_id.as_deref()),
+    let Some(body) = req.body else {
+        return false;
     };
-    prompt
+    body.claude_code_prompt
         && ["x-app", "anthropic-beta", "anthropic-version"]
             .iter()
             .all(|h| !req.header(h).is_empty())
-        && user_id.is_some_and(valid_claude_code_user_id)
-}
-
-/// True when `model` is a string and one entry of the `system` array begins as a Claude
-/// Code prompt does.
-pub fn has_claude_code_prompt(body: &Value) -> bool {
-    body["model"].is_string() && claude_code_prompt_in(&body["system"])
+        && body
+            .user_id
+            .as_deref()
+            .is_some_and(valid_claude_code_user_id)
 }
 
 /// True when one entry of a `system` array begins as a Claude Code prompt does.
@@ -419,11 +404,11 @@ mod tests {
         })
     }
 
-    fn req<'a>(path: &'a str, h: &'a HeaderMap, body: Option<&'a Value>) -> ClientRequest<'a> {
+    fn req<'a>(path: &'a str, h: &'a HeaderMap, body: Option<&'a BodyMarks>) -> ClientRequest<'a> {
         ClientRequest {
             path,
             headers: h,
-            body: body.map(Body::Tree),
+            body,
         }
     }
 
@@ -431,26 +416,31 @@ mod tests {
     fn claude_code_request_is_detected() {
         let h = headers(CLAUDE_CODE_HEADERS);
         let body = claude_code_body();
-        let r = req("/api/v1/messages", &h, Some(&body));
+        let marks = BodyMarks::of(&body);
+        let r = req("/api/v1/messages", &h, Some(&marks));
         assert_eq!(detect(&r), ClientKind::Known(KnownClient::ClaudeCode));
         assert!(is_allowed(&["claude_code".into()], &r));
         // The new JSON user_id format of Claude Code 2.1.78+.
         let mut json_id = body.clone();
         json_id["metadata"]["user_id"] =
             json!(r#"{"device_id":"d1","account_uuid":"","session_id":"s1"}"#);
-        assert!(is_claude_code(&req("/v1/messages", &h, Some(&json_id))));
+        assert!(is_claude_code(&req(
+            "/v1/messages",
+            &h,
+            Some(&BodyMarks::of(&json_id))
+        )));
         // count_tokens goes through the same strict check.
         assert!(is_claude_code(&req(
             "/v1/messages/count_tokens",
             &h,
-            Some(&body)
+            Some(&BodyMarks::of(&body))
         )));
         // Other routes: the user agent is enough.
         assert!(is_claude_code(&req("/v1/models", &h, None)));
     }
 
     #[test]
-    fn the_marks_of_a_body_decide_as_its_tree_does() {
+    fn each_mark_of_a_body_turns_detection_on_or_off() {
         let h = headers(CLAUDE_CODE_HEADERS);
         let mut bodies = vec![claude_code_body()];
         for (field, value) in [
@@ -471,23 +461,11 @@ mod tests {
             body[field] = value;
             bodies.push(body);
         }
-        let mut expected = Vec::new();
-        for body in &bodies {
-            let marks = BodyMarks::of(body);
-            let by_tree = is_claude_code(&req("/v1/messages", &h, Some(body)));
-            let by_marks = is_claude_code(&ClientRequest {
-                path: "/v1/messages",
-                headers: &h,
-                body: Some(Body::Marks(&marks)),
-            });
-            assert_eq!(by_tree, by_marks, "{body}");
-            expected.push(by_tree);
-        }
-        assert_eq!(
-            expected,
-            [true, false, true, false, false, true, false],
-            "each change above turns detection on or off"
-        );
+        let detected: Vec<bool> = bodies
+            .iter()
+            .map(|body| is_claude_code(&req("/v1/messages", &h, Some(&BodyMarks::of(body)))))
+            .collect();
+        assert_eq!(detected, [true, false, true, false, false, true, false]);
     }
 
     #[test]
@@ -495,13 +473,25 @@ mod tests {
         let h = headers(CLAUDE_CODE_HEADERS);
         let mut body = claude_code_body();
         body["system"] = json!("You are a helpful assistant.");
-        assert!(!is_claude_code(&req("/v1/messages", &h, Some(&body))));
+        assert!(!is_claude_code(&req(
+            "/v1/messages",
+            &h,
+            Some(&BodyMarks::of(&body))
+        )));
         let mut body = claude_code_body();
         body["metadata"] = json!({});
-        assert!(!is_claude_code(&req("/v1/messages", &h, Some(&body))));
+        assert!(!is_claude_code(&req(
+            "/v1/messages",
+            &h,
+            Some(&BodyMarks::of(&body))
+        )));
         let mut body = claude_code_body();
         body["metadata"]["user_id"] = json!("user_abc_account__session_x");
-        assert!(!is_claude_code(&req("/v1/messages", &h, Some(&body))));
+        assert!(!is_claude_code(&req(
+            "/v1/messages",
+            &h,
+            Some(&BodyMarks::of(&body))
+        )));
         let body = claude_code_body();
         let no_x_app: Vec<_> = CLAUDE_CODE_HEADERS
             .iter()
@@ -511,7 +501,7 @@ mod tests {
         assert!(!is_claude_code(&req(
             "/v1/messages",
             &headers(&no_x_app),
-            Some(&body)
+            Some(&BodyMarks::of(&body))
         )));
         let old_ua: Vec<_> = CLAUDE_CODE_HEADERS
             .iter()
@@ -526,7 +516,7 @@ mod tests {
         assert!(!is_claude_code(&req(
             "/v1/messages",
             &headers(&old_ua),
-            Some(&body)
+            Some(&BodyMarks::of(&body))
         )));
     }
 
@@ -546,18 +536,19 @@ mod tests {
         ]);
         let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 100,
             "messages": [{"role": "user", "content": "hi"}]});
-        let r = req("/v1/messages", &sdk, Some(&body));
+        let marks = BodyMarks::of(&body);
+        let r = req("/v1/messages", &sdk, Some(&marks));
         assert_eq!(detect(&r), ClientKind::Sdk);
         assert!(!is_allowed(&["claude_code".into()], &r));
         let curl = headers(&[("user-agent", "curl/8.5.0")]);
         assert_eq!(
-            detect(&req("/v1/messages", &curl, Some(&body))),
+            detect(&req("/v1/messages", &curl, Some(&BodyMarks::of(&body)))),
             ClientKind::Other
         );
         // A Claude Code body sent by the SDK is still the SDK.
         let cc_body = claude_code_body();
         assert_eq!(
-            detect(&req("/v1/messages", &sdk, Some(&cc_body))),
+            detect(&req("/v1/messages", &sdk, Some(&BodyMarks::of(&cc_body)))),
             ClientKind::Sdk
         );
     }

@@ -102,7 +102,7 @@ pub async fn authenticate(
 pub fn check_client(
     key: &ApiKey,
     req: &HttpRequest,
-    body: Option<client::Body<'_>>,
+    body: Option<&client::BodyMarks>,
 ) -> Result<(), AppError> {
     if !key.restricts_clients() {
         return Ok(());

@@ -61,18 +61,34 @@ pub struct RequestFacts {
 
 impl RequestFacts {
     fn of(request: &Value) -> Self {
+        RequestFacts::from_fields(
+            &request["model"],
+            &request["stream"],
+            request["messages"].is_array(),
+            &request["system"],
+            &request["metadata"],
+        )
+    }
+
+    fn from_fields(
+        model: &Value,
+        stream: &Value,
+        has_messages: bool,
+        system: &Value,
+        metadata: &Value,
+    ) -> Self {
         RequestFacts {
-            model: request["model"].as_str().map(str::to_string),
-            stream: request["stream"].as_bool(),
-            has_messages: request["messages"].is_array(),
-            marks: BodyMarks::of(request),
+            model: model.as_str().map(str::to_string),
+            stream: stream.as_bool(),
+            has_messages,
+            marks: BodyMarks::from_parts(model.is_string(), system, metadata),
         }
     }
 }
 
-/// The request's JSON tree, parsed on first use: client restrictions, sessions that can
-/// change the account and per-account shaping read it; a request that needs none of them
-/// never builds it.
+/// The request's JSON tree, parsed on first use: shaping another client's request for a
+/// subscription account, a model mapping, and the session of a request without a user id
+/// read it; a request that needs none of them never builds it.
 pub struct RequestTree {
     bytes: Bytes,
     tree: OnceCell<Value>,
@@ -113,9 +129,9 @@ fn parse_tree(body: &[u8]) -> Result<Value, AppError> {
 #[derive(Deserialize)]
 struct FactsView {
     #[serde(default)]
-    model: Option<Value>,
+    model: Value,
     #[serde(default)]
-    stream: Option<Value>,
+    stream: Value,
     #[serde(default)]
     messages: IsArray,
     /// Small (a user id): read whole.
@@ -181,19 +197,13 @@ fn read_facts(body: &Bytes) -> Result<(RequestFacts, RequestTree), AppError> {
     };
     match view {
         Some(view) => Ok((
-            RequestFacts {
-                marks: BodyMarks::from_parts(
-                    matches!(view.model, Some(Value::String(_))),
-                    &view.system,
-                    &view.metadata,
-                ),
-                model: match view.model {
-                    Some(Value::String(model)) => Some(model),
-                    _ => None,
-                },
-                stream: view.stream.as_ref().and_then(Value::as_bool),
-                has_messages: view.messages.0,
-            },
+            RequestFacts::from_fields(
+                &view.model,
+                &view.stream,
+                view.messages.0,
+                &view.system,
+                &view.metadata,
+            ),
             RequestTree {
                 bytes: body.clone(),
                 tree: OnceCell::new(),

@@ -527,7 +527,7 @@ pub async fn relay(
         body,
         answer: format,
     } = parsed?;
-    auth::check_client(&key, req, Some(client::Body::Marks(&facts.marks)))?;
+    auth::check_client(&key, req, Some(&facts.marks))?;
     let model = model.unwrap_or_default();
     let stream = endpoint == Endpoint::Messages && facts.stream == Some(true);
 
@@ -850,7 +850,7 @@ fn shape_for_account(
             !client::is_claude_code(&ClientRequest {
                 path: req.path(),
                 headers: req.headers(),
-                body: Some(client::Body::Marks(&facts.marks)),
+                body: Some(&facts.marks),
             })
         });
     if profile.is_none() && mapped == model && account.user_agent.is_none() {
