@@ -15,6 +15,7 @@ use crate::domain::group::AccountGroup;
 use crate::domain::limits::{Admission, AdmissionRequest, CounterUpdate, Counters};
 use crate::error::CacheError;
 use crate::kv::{KeySpace, scripts};
+use crate::ledger::ArchiveBoundary;
 
 /// Newest archive rows kept per key in redis mode.
 const RECORDS_PER_KEY: isize = 200;
@@ -76,12 +77,12 @@ pub enum Applied {
     OtherEpoch,
 }
 
-/// A ledger epoch: its id and, per instance id, the last journal sequence number the
-/// rebuild found archived.
+/// A ledger epoch: its id and, per instance id, where the rebuild found its journal in the
+/// archive.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LedgerEpoch {
     pub id: String,
-    pub boundaries: HashMap<String, u64>,
+    pub boundaries: HashMap<String, ArchiveBoundary>,
 }
 /// Newest audit entries kept in redis mode.
 const AUDIT_CAP: isize = 10_000;
@@ -913,9 +914,18 @@ impl CacheHandle {
             return Ok(None);
         };
         let key = self.keys.ledger_boundaries(&id);
-        let boundaries: HashMap<String, u64> = self
+        let fields: HashMap<String, String> = self
             .exec(move |mut c| Box::pin(async move { c.hgetall(key).await }))
             .await?;
+        let mut boundaries = HashMap::with_capacity(fields.len());
+        for (instance, field) in fields {
+            let boundary = ArchiveBoundary::from_field(&field).ok_or_else(|| {
+                CacheError::Decode(format!(
+                    "ledger epoch {id}: boundary of {instance} unreadable ({field:?})"
+                ))
+            })?;
+            boundaries.insert(instance, boundary);
+        }
         Ok(Some(LedgerEpoch { id, boundaries }))
     }
 
@@ -962,7 +972,7 @@ impl CacheHandle {
             .arg(token)
             .arg(&epoch.id);
         for (instance, boundary) in &epoch.boundaries {
-            invocation.arg(instance).arg(*boundary);
+            invocation.arg(instance).arg(boundary.to_field());
         }
         let installed: i64 = self
             .exec(move |mut c| Box::pin(async move { invocation.invoke_async(&mut c).await }))

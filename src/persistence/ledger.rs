@@ -10,11 +10,12 @@ use diesel::sql_types::{BigInt, Char, Date, Nullable, Text, Timestamp};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::ops::BASELINE_PREFIX;
-use super::schema::{api_keys, usage_counters, usage_records};
+use super::schema::{api_keys, journal_checkpoints, usage_counters, usage_records};
 use crate::actors::persistence::DbConn;
 use crate::domain::limits::{self, Counters};
 use crate::domain::usage_event::UsageEvent;
 use crate::error::StoreError;
+use crate::ledger::ArchiveBoundary;
 
 /// How long a rebuilt weekly Opus counter lives (as the relay writes it).
 const OPUS_WEEK_TTL_SECS: i64 = 15 * 24 * 3600;
@@ -22,19 +23,11 @@ const OPUS_WEEK_TTL_SECS: i64 = 15 * 24 * 3600;
 /// The limit counters as the archive explains them, and where each instance's journal stood.
 #[derive(Debug, Default)]
 pub struct LedgerSnapshot {
-    /// Instance id → last archived journal sequence number.
-    pub boundaries: HashMap<String, u64>,
+    /// Instance id → where its journal stands in the archive.
+    pub boundaries: HashMap<String, ArchiveBoundary>,
     /// (counter set name, value, lifetime in ms) for every live key: zero values included,
     /// so whatever Redis holds under those names is replaced.
     pub counters: Vec<(String, Counters, Option<i64>)>,
-}
-
-#[derive(QueryableByName)]
-struct Boundary {
-    #[diesel(sql_type = Char)]
-    instance_id: String,
-    #[diesel(sql_type = BigInt)]
-    seq: i64,
 }
 
 #[derive(QueryableByName)]
@@ -103,12 +96,14 @@ pub async fn snapshot(
 ) -> Result<LedgerSnapshot, StoreError> {
     let snap = conn
         .transaction::<_, diesel::result::Error, _>(async |c| {
-            let boundaries: Vec<Boundary> = diesel::sql_query(
-                "SELECT instance_id, MAX(journal_seq) AS seq FROM usage_records \
-                 WHERE instance_id IS NOT NULL AND journal_seq IS NOT NULL GROUP BY instance_id",
-            )
-            .load(c)
-            .await?;
+            let boundaries: Vec<(String, i64, i64)> = journal_checkpoints::table
+                .select((
+                    journal_checkpoints::instance_id,
+                    journal_checkpoints::archived_seq,
+                    journal_checkpoints::last_row_id,
+                ))
+                .load(c)
+                .await?;
             let keys: Vec<(String, i8, i8, i32)> = api_keys::table
                 .filter(api_keys::deleted_at.is_null())
                 .select((
@@ -267,7 +262,13 @@ pub async fn snapshot(
             Ok(LedgerSnapshot {
                 boundaries: boundaries
                     .into_iter()
-                    .filter_map(|b| Some((b.instance_id, u64::try_from(b.seq).ok()?)))
+                    .filter_map(|(instance, seq, row_id)| {
+                        let boundary = ArchiveBoundary {
+                            seq: u64::try_from(seq).ok()?,
+                            row_id: u64::try_from(row_id).unwrap_or(0),
+                        };
+                        Some((instance, boundary))
+                    })
                     .collect(),
                 counters,
             })
@@ -279,12 +280,15 @@ pub async fn snapshot(
 /// An archived row of one instance's journal, with its key's weekly reset.
 #[derive(Debug, Clone)]
 pub struct JournalRow {
+    /// The archive row's id: the next page starts after it.
+    pub row_id: u64,
     pub seq: u64,
     pub event: UsageEvent,
     pub weekly_reset: (u8, u8),
 }
 
 type RowTuple = (
+    i64,
     Option<i64>,
     String,
     Option<String>,
@@ -299,22 +303,27 @@ type RowTuple = (
     Option<(i8, i8)>,
 );
 
-/// Rows of `instance`'s journal archived with a sequence number above `after`, in order.
+/// Rows of `instance`'s journal archived after `after` (a sequence number above its `seq`,
+/// found from its `row_id` on), in order. The rows are read by a range of the primary key:
+/// one instance's rows have increasing ids in the order of their sequence numbers.
 pub async fn rows_after(
     mut conn: DbConn,
     instance: String,
-    after: u64,
+    after: ArchiveBoundary,
     limit: i64,
 ) -> Result<Vec<JournalRow>, StoreError> {
     use usage_records::dsl as r;
-    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let after_seq = i64::try_from(after.seq).unwrap_or(i64::MAX);
+    let after_id = i64::try_from(after.row_id).unwrap_or(i64::MAX);
     let rows: Vec<RowTuple> = usage_records::table
         .left_join(api_keys::table.on(api_keys::id.eq(r::api_key_id)))
+        .filter(r::id.gt(after_id))
         .filter(r::instance_id.eq(&instance))
-        .filter(r::journal_seq.gt(after))
-        .order(r::journal_seq.asc())
+        .filter(r::journal_seq.gt(after_seq))
+        .order(r::id.asc())
         .limit(limit)
         .select((
+            r::id,
             r::journal_seq,
             r::request_id,
             r::upstream_request_id,
@@ -340,25 +349,26 @@ pub async fn rows_after(
     Ok(rows
         .into_iter()
         .map(|t| JournalRow {
-            seq: t.0.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+            row_id: u64::try_from(t.0).unwrap_or(0),
+            seq: t.1.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
             event: UsageEvent {
-                request_id: t.1,
-                upstream_request_id: t.2,
-                api_key_id: t.3,
-                account_id: t.4,
-                model: t.5,
-                input_tokens: t.6.0,
-                output_tokens: t.6.1,
-                cache_create_5m_tokens: t.6.2,
-                cache_create_1h_tokens: t.6.3,
-                cache_read_tokens: t.6.4,
-                cost_micros: t.6.5,
-                status_code: u16::try_from(t.7).unwrap_or(0),
-                is_stream: t.8,
-                latency_ms: u32::try_from(t.9).unwrap_or(0),
-                created_at: t.10.and_utc(),
+                request_id: t.2,
+                upstream_request_id: t.3,
+                api_key_id: t.4,
+                account_id: t.5,
+                model: t.6,
+                input_tokens: t.7.0,
+                output_tokens: t.7.1,
+                cache_create_5m_tokens: t.7.2,
+                cache_create_1h_tokens: t.7.3,
+                cache_read_tokens: t.7.4,
+                cost_micros: t.7.5,
+                status_code: u16::try_from(t.8).unwrap_or(0),
+                is_stream: t.9,
+                latency_ms: u32::try_from(t.10).unwrap_or(0),
+                created_at: t.11.and_utc(),
             },
-            weekly_reset: t.11.map_or((1, 0), |(d, h)| {
+            weekly_reset: t.12.map_or((1, 0), |(d, h)| {
                 (u8::try_from(d).unwrap_or(1), u8::try_from(h).unwrap_or(0))
             }),
         })

@@ -135,6 +135,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    journal_checkpoints (instance_id) {
+        instance_id -> Char,
+        archived_seq -> Bigint,
+        last_row_id -> Bigint,
+    }
+}
+
+diesel::table! {
     usage_daily (usage_date, api_key_id, account_id, model, source) {
         usage_date -> Date,
         api_key_id -> Char,
@@ -192,6 +200,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     admin_users,
     audit_log,
     usage_records,
+    journal_checkpoints,
     usage_daily,
     kv_entries,
     usage_counters,

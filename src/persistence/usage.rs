@@ -1,7 +1,7 @@
 //! The usage archive: idempotent batch inserts (unique request id) that also add the new
 //! rows to the daily roll-ups, in one transaction.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
 use diesel::mysql::Mysql;
@@ -111,6 +111,7 @@ async fn insert_items(
                 })
                 .collect();
             if fresh_items.is_empty() {
+                save_checkpoints(c, items, false).await?;
                 return Ok(0);
             }
             let fresh: Vec<&UsageEvent> = fresh_items.iter().map(|i| &i.event).collect();
@@ -119,6 +120,8 @@ async fn insert_items(
                 .map(|i| NewRecord::of(i, offset_hours))
                 .collect();
             insert_records(c, &rows).await?;
+            // Right after the rows: LAST_INSERT_ID() is the first id of their last statement.
+            save_checkpoints(c, items, true).await?;
             let mut rollups: HashMap<(NaiveDate, &str, &str, &str), Counters> = HashMap::new();
             for e in &fresh {
                 rollups
@@ -309,6 +312,67 @@ impl<const N: usize> QueryFragment<Mysql> for RecordsInsert<'_, '_, N> {
             out.push_bind_param::<Datetime, _>(&row.created_at)?;
             out.push_sql(")");
         }
+        Ok(())
+    }
+}
+
+/// Moves each journal's checkpoint to the last sequence number of `items` (written or met
+/// again). When rows were just inserted, the checkpoint's row id moves to the first id of
+/// their last statement: every row the instance archives later gets a higher id.
+async fn save_checkpoints(
+    c: &mut AsyncMysqlConnection,
+    items: &[ArchiveItem],
+    rows_inserted: bool,
+) -> QueryResult<()> {
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    for (instance, seq) in items.iter().filter_map(|i| i.journal.as_ref()) {
+        let seq = i64::try_from(*seq).unwrap_or(i64::MAX);
+        let at = last.entry(&**instance).or_insert(seq);
+        *at = (*at).max(seq);
+    }
+    for (instance, archived_seq) in last {
+        CheckpointUpsert {
+            instance,
+            archived_seq,
+            rows_inserted,
+        }
+        .execute(c)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves one instance's row of `journal_checkpoints` forward (never back: a batch archived
+/// again after a crash meets a checkpoint already past it). One statement text, prepared
+/// once per connection like the row inserts.
+struct CheckpointUpsert<'a> {
+    instance: &'a str,
+    archived_seq: i64,
+    rows_inserted: bool,
+}
+
+struct CheckpointUpsertId;
+
+impl QueryId for CheckpointUpsert<'_> {
+    type QueryId = CheckpointUpsertId;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Mysql> for CheckpointUpsert<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO journal_checkpoints (instance_id, archived_seq, last_row_id) VALUES (",
+        );
+        out.push_bind_param::<Text, _>(self.instance)?;
+        out.push_sql(",");
+        out.push_bind_param::<BigInt, _>(&self.archived_seq)?;
+        out.push_sql(", IF(");
+        out.push_bind_param::<Bool, _>(&self.rows_inserted)?;
+        out.push_sql(
+            ", LAST_INSERT_ID(), 0)) ON DUPLICATE KEY UPDATE \
+             archived_seq = GREATEST(archived_seq, VALUES(archived_seq)), \
+             last_row_id = GREATEST(last_row_id, VALUES(last_row_id))",
+        );
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ pub const TABLES: &[&str] = &[
     "claude_accounts",
     "concurrency_leases",
     "concurrency_scopes",
+    "journal_checkpoints",
     "kv_entries",
     "usage_counters",
     "usage_daily",
@@ -44,6 +45,56 @@ fn migration_versions() -> Vec<String> {
 fn applied(config: &claude_relay::config::MysqlConfig) -> Vec<String> {
     let config = config.clone();
     mysql::blocking(move || setup::applied_migrations(&config)).expect("applied migrations")
+}
+
+/// An archive written before the checkpoints existed: its journals' checkpoints come from its
+/// rows (last sequence number, last id), and the index they replace is gone.
+#[test]
+fn journal_checkpoints_start_where_the_archived_rows_stand() {
+    let env = TestEnv::new();
+    let db = env.direct_mysql();
+    let c = db.clone();
+    mysql::blocking(move || setup::ensure_database_and_migrate(&c)).expect("migrate");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations/2026-12-03-000000_journal_checkpoints");
+    let down = std::fs::read_to_string(dir.join("down.sql")).expect("down.sql");
+    mysql::execute(&db, &down);
+    mysql::execute(
+        &db,
+        "DELETE FROM __diesel_schema_migrations WHERE version = '20261203000000'",
+    );
+    let row = |request: &str, instance: &str, seq: &str| {
+        format!(
+            "INSERT INTO usage_records (request_id, instance_id, journal_seq, api_key_id, model, \
+             usage_date, created_at) VALUES ('{request}', {instance}, {seq}, 'key', 'm', \
+             '2026-12-01', '2026-12-01 00:00:00')"
+        )
+    };
+    for (request, instance, seq) in [
+        ("r1", "'inst-a'", "1"),
+        ("r2", "'inst-b'", "7"),
+        ("r3", "'inst-a'", "2"),
+        ("r4", "NULL", "NULL"),
+        ("r5", "'inst-a'", "3"),
+    ] {
+        mysql::execute(&db, &row(request, instance, seq));
+    }
+    let c = db.clone();
+    let ran = mysql::blocking(move || setup::ensure_database_and_migrate(&c)).expect("migrate");
+    assert_eq!(ran, 1, "only the checkpoints migration was missing");
+    let checkpoints = strings(
+        &db,
+        "SELECT CONCAT(c.instance_id, ' ', c.archived_seq, ' ', r.request_id) AS s \
+         FROM journal_checkpoints c JOIN usage_records r ON r.id = c.last_row_id \
+         ORDER BY c.instance_id",
+    );
+    assert_eq!(checkpoints, ["inst-a 3 r5", "inst-b 7 r2"]);
+    let index = scalar(
+        &db,
+        "SELECT COUNT(*) AS n FROM information_schema.statistics WHERE table_schema = DATABASE() \
+         AND index_name = 'ix_usage_records_journal'",
+    );
+    assert_eq!(index, 0);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::actors::cache_ops::{Applied, LedgerEpoch, UsageApply};
 use crate::actors::persistence::PersistenceHandle;
 use crate::config::StorageMode;
 use crate::domain::pricing::is_opus;
-use crate::ledger::{CounterContext, Journal, JournalRecord};
+use crate::ledger::{ArchiveBoundary, CounterContext, Journal, JournalRecord};
 use crate::persistence::usage::ArchiveItem;
 use crate::persistence::{ledger as ledger_queries, usage as usage_queries};
 
@@ -489,8 +489,7 @@ async fn recount_recent(journal: &Arc<Journal>, epoch: &LedgerEpoch) {
     let boundary = epoch
         .boundaries
         .get(journal.instance_id())
-        .copied()
-        .unwrap_or(0);
+        .map_or(0, |b| b.seq);
     let from = journal
         .next_seq()
         .saturating_sub(RECOUNT_AFTER_OUTAGE)
@@ -549,11 +548,12 @@ async fn ensure_epoch(
     // A new epoch: its counters hold the archive up to our boundary; everything of ours
     // after it is counted again, exactly once (the applied bits are per epoch-less seq, so
     // what we counted into this epoch already stays counted).
-    let boundary = epoch
+    let archived = epoch
         .boundaries
         .get(journal.instance_id())
         .copied()
-        .unwrap_or(0);
+        .unwrap_or_default();
+    let boundary = archived.seq;
     log::info!(
         "usage counters: epoch {} in force; counting this instance's events after #{boundary} again",
         epoch.id
@@ -585,7 +585,7 @@ async fn ensure_epoch(
     }
     journal.recount_from(boundary + 1);
     if mode.uses_mysql() {
-        let mut after = boundary;
+        let mut after = archived;
         loop {
             let instance = journal.instance_id().to_string();
             let rows = store
@@ -599,7 +599,10 @@ async fn ensure_epoch(
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-            let Some(last) = rows.last().map(|r| r.seq) else {
+            let Some(last) = rows.last().map(|r| ArchiveBoundary {
+                seq: r.seq,
+                row_id: r.row_id,
+            }) else {
                 break;
             };
             for row in &rows {

@@ -10,6 +10,7 @@ use futures_util::future::join_all;
 use claude_relay::actors::cache::{CacheActor, CacheHandle, LedgerEpoch};
 use claude_relay::actors::cache_migrate::CounterValue;
 use claude_relay::domain::limits::Counters;
+use claude_relay::ledger::ArchiveBoundary;
 
 use crate::ledger::{Answer, Ledger, client, metric, send};
 use crate::relay::harness::credential_of;
@@ -145,7 +146,11 @@ async fn cache_on(env: &TestEnv) -> CacheHandle {
 fn epoch(id: &str) -> LedgerEpoch {
     LedgerEpoch {
         id: id.into(),
-        boundaries: [("instance-a".to_string(), 41u64)].into(),
+        boundaries: [(
+            "instance-a".to_string(),
+            ArchiveBoundary { seq: 41, row_id: 7 },
+        )]
+        .into(),
     }
 }
 

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use claude_relay::actors::router::HealthStatus;
 use claude_relay::config::StorageMode;
 use claude_relay::domain::usage_event::UsageEvent;
+use claude_relay::ledger::ArchiveBoundary;
+use claude_relay::persistence::ledger;
 use claude_relay::persistence::usage::{self, ArchiveItem};
 
 use super::{count, env_in, event, start, wait_status};
@@ -119,4 +121,125 @@ async fn archive_rows_read_back_as_written_in_every_statement_size_and_once() {
         ),
     );
     assert_eq!(requests, 203);
+}
+
+/// Archives journal records `seqs` of `instance` in one batch; returns what it archived.
+async fn archive_journal(
+    store: &claude_relay::actors::persistence::PersistenceHandle,
+    key_id: &str,
+    instance: &str,
+    seqs: std::ops::RangeInclusive<u64>,
+) -> Vec<ArchiveItem> {
+    let instance: Arc<str> = Arc::from(instance);
+    let batch: Vec<ArchiveItem> = seqs
+        .map(|seq| ArchiveItem {
+            event: event(key_id, "acct", i64::try_from(seq).unwrap_or(0)),
+            journal: Some((instance.clone(), seq)),
+            counters: Vec::new(),
+        })
+        .collect();
+    let items = batch.clone();
+    store
+        .exec(move |c| Box::pin(usage::insert_journal_batch(c, items, 8)))
+        .await
+        .expect("archive");
+    batch
+}
+
+async fn boundaries(
+    store: &claude_relay::actors::persistence::PersistenceHandle,
+) -> std::collections::HashMap<String, ArchiveBoundary> {
+    let now = chrono::Utc::now();
+    store
+        .exec(move |c| Box::pin(ledger::snapshot(c, now, 8)))
+        .await
+        .expect("snapshot")
+        .boundaries
+}
+
+/// Each archive batch moves its instance's checkpoint, never back; the rows archived after
+/// a boundary are found from it, page by page, in sequence order, and only that instance's.
+#[actix_rt::test]
+async fn checkpoints_name_where_each_journal_stands_and_find_the_rows_after_it() {
+    let env = env_in(StorageMode::Hybrid);
+    let actors = start(&env);
+    wait_status(&actors.router, HealthStatus::Healthy).await;
+    let store = &actors.store;
+    let key_id = uuid::Uuid::new_v4().to_string();
+    let (a, b) = ("instance-a", "instance-b");
+    let first_a = archive_journal(store, &key_id, a, 1..=5).await;
+    archive_journal(store, &key_id, b, 1..=3).await;
+    archive_journal(store, &key_id, a, 6..=8).await;
+    let before = boundaries(store).await;
+    assert_eq!(before.len(), 2);
+    let (at_a, at_b) = (before[a], before[b]);
+    assert_eq!((at_a.seq, at_b.seq), (8, 3));
+    let last_statement_of_a = count(
+        &env,
+        "SELECT id AS n FROM usage_records WHERE instance_id = 'instance-a' AND journal_seq = 8",
+    );
+    assert_eq!(
+        at_a.row_id,
+        u64::try_from(last_statement_of_a).expect("id"),
+        "the first id of the batch's last statement (6..=8 went as 2 rows, then 1)"
+    );
+
+    let later_a = archive_journal(store, &key_id, a, 9..=12).await;
+    archive_journal(store, &key_id, b, 4..=5).await;
+    // A batch met again (a crash between commit and the local checkpoint) moves nothing
+    // back, whether its rows are old or the newest.
+    for again in [first_a, later_a.clone()] {
+        let rewritten = store
+            .exec(move |c| Box::pin(usage::insert_journal_batch(c, again, 8)))
+            .await
+            .expect("archive again");
+        assert_eq!(rewritten, 0);
+    }
+    let now = boundaries(store).await;
+    assert_eq!((now[a].seq, now[b].seq), (12, 5));
+    assert!(now[a].row_id > at_a.row_id);
+
+    // From the older boundary, in pages of 3: 9, 10, 11, then 12, then nothing.
+    let mut after = at_a;
+    let mut pages = Vec::new();
+    loop {
+        let page = store
+            .exec(move |c| Box::pin(ledger::rows_after(c, "instance-a".into(), after, 3)))
+            .await
+            .expect("rows after");
+        let Some(last) = page.last() else { break };
+        after = ArchiveBoundary {
+            seq: last.seq,
+            row_id: last.row_id,
+        };
+        pages.push(page);
+    }
+    let seqs: Vec<Vec<u64>> = pages
+        .iter()
+        .map(|p| p.iter().map(|r| r.seq).collect())
+        .collect();
+    assert_eq!(seqs, vec![vec![9, 10, 11], vec![12]]);
+    let read: Vec<&str> = pages
+        .iter()
+        .flatten()
+        .map(|r| r.event.request_id.as_str())
+        .collect();
+    let written: Vec<&str> = later_a
+        .iter()
+        .map(|i| i.event.request_id.as_str())
+        .collect();
+    assert_eq!(read, written, "the rows as first archived");
+    // A boundary without a row id (an epoch built before row ids were kept) scans from the
+    // start and finds the same rows.
+    let bare = ArchiveBoundary { seq: 8, row_id: 0 };
+    let from_start = store
+        .exec(move |c| Box::pin(ledger::rows_after(c, "instance-a".into(), bare, 100)))
+        .await
+        .expect("rows after");
+    let from_start: Vec<u64> = from_start.iter().map(|r| r.seq).collect();
+    assert_eq!(from_start, vec![9, 10, 11, 12]);
+    assert_eq!(
+        count(&env, "SELECT COUNT(*) AS n FROM journal_checkpoints"),
+        2
+    );
 }

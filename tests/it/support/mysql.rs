@@ -143,3 +143,15 @@ impl Drop for TableLock {
         }
     }
 }
+
+/// Runs `sql` (one or more statements) on the test database.
+pub fn execute(config: &MysqlConfig, sql: &str) {
+    let config = config.clone();
+    let sql = sql.to_string();
+    blocking(move || {
+        let mut conn =
+            SyncMysql::establish(config.database_url().expose_secret()).expect("connect to MySQL");
+        conn.batch_execute(&sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    })
+}
