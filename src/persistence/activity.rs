@@ -1,5 +1,5 @@
 //! Recent request activity for the console's dashboard: archived requests per minute since
-//! a point in time (one grouped query on the `created_at` index).
+//! a point in time, read from the minutely roll-up the archive writer keeps.
 
 use chrono::NaiveDateTime;
 use diesel::QueryableByName;
@@ -23,9 +23,8 @@ pub async fn requests_per_minute(
     since: NaiveDateTime,
 ) -> Result<Vec<(i64, i64)>, StoreError> {
     let rows: Vec<MinuteRow> = diesel::sql_query(
-        "SELECT CAST(TIMESTAMPDIFF(MINUTE, ?, created_at) AS SIGNED) AS minute, \
-         CAST(COUNT(*) AS SIGNED) AS requests FROM usage_records \
-         WHERE created_at >= ? GROUP BY minute ORDER BY minute",
+        "SELECT CAST(TIMESTAMPDIFF(MINUTE, ?, minute) AS SIGNED) AS minute, requests \
+         FROM usage_minutely WHERE minute >= ? ORDER BY minute",
     )
     .bind::<Datetime, _>(since)
     .bind::<Datetime, _>(since)

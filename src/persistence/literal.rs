@@ -1,12 +1,12 @@
 //! SQL literals for the statements sent as text (the archive's daily roll-up upsert, one
-//! statement per batch): numbers as digits, dates in MySQL's format, and strings either
+//! statement per batch, and the minutely one): numbers as digits, dates in MySQL's format, and strings either
 //! quoted (only when every byte is a letter, a digit or one of ` _.:/@+-`, which need no
 //! escaping in any `sql_mode`) or as a hex literal (any other text: nothing in it can end
 //! the literal).
 
 use std::fmt::Write as _;
 
-use chrono::NaiveDate;
+use chrono::{NaiveDate, NaiveDateTime};
 
 /// Appends `s` as a string literal.
 pub fn text(out: &mut String, s: &str) {
@@ -39,6 +39,11 @@ pub fn date(out: &mut String, d: NaiveDate) {
     write!(out, "'{}'", d.format("%Y-%m-%d")).unwrap_or_default();
 }
 
+/// Appends a `DATETIME` literal of the minute `t` falls in.
+pub fn minute(out: &mut String, t: NaiveDateTime) {
+    write!(out, "'{}'", t.format("%Y-%m-%d %H:%M:00")).unwrap_or_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +52,16 @@ mod tests {
         let mut out = String::new();
         text(&mut out, s);
         out
+    }
+
+    #[test]
+    fn a_minute_drops_its_seconds() {
+        let t = NaiveDate::from_ymd_opt(2026, 12, 3)
+            .and_then(|d| d.and_hms_micro_opt(7, 5, 59, 999_999))
+            .expect("a time");
+        let mut out = String::new();
+        minute(&mut out, t);
+        assert_eq!(out, "'2026-12-03 07:05:00'");
     }
 
     #[test]

@@ -143,6 +143,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    usage_minutely (minute) {
+        minute -> Datetime,
+        requests -> Bigint,
+    }
+}
+
+diesel::table! {
     usage_daily (usage_date, api_key_id, account_id, model, source) {
         usage_date -> Date,
         api_key_id -> Char,
@@ -202,6 +209,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_records,
     journal_checkpoints,
     usage_daily,
+    usage_minutely,
     kv_entries,
     usage_counters,
     concurrency_leases,

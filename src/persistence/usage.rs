@@ -1,5 +1,5 @@
 //! The usage archive: idempotent batch inserts (unique request id) that also add the new
-//! rows to the daily roll-ups, in one transaction.
+//! rows to the daily and minutely roll-ups, in one transaction.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -173,6 +173,7 @@ async fn insert_items(
                  cost_micros = cost_micros + VALUES(cost_micros)",
             );
             c.batch_execute(&sql).await?;
+            c.batch_execute(&minutely_upsert(&fresh)).await?;
             let counters: Vec<CounterUpdate> = fresh_items
                 .iter()
                 .flat_map(|i| i.counters.iter().cloned())
@@ -314,6 +315,28 @@ impl<const N: usize> QueryFragment<Mysql> for RecordsInsert<'_, '_, N> {
         }
         Ok(())
     }
+}
+
+/// The statement adding `events` to the requests per minute (UTC) of `usage_minutely`.
+fn minutely_upsert(events: &[&UsageEvent]) -> String {
+    let mut minutes: BTreeMap<i64, i64> = BTreeMap::new();
+    for e in events {
+        *minutes
+            .entry(e.created_at.timestamp().div_euclid(60))
+            .or_default() += 1;
+    }
+    let mut sql = String::with_capacity(40 * minutes.len() + 128);
+    sql.push_str("INSERT INTO usage_minutely (minute, requests) VALUES ");
+    for (n, (minute, requests)) in minutes.into_iter().enumerate() {
+        sql.push_str(if n == 0 { "(" } else { ",(" });
+        let start = chrono::DateTime::from_timestamp(minute * 60, 0).unwrap_or_default();
+        literal::minute(&mut sql, start.naive_utc());
+        sql.push(',');
+        literal::int(&mut sql, requests);
+        sql.push(')');
+    }
+    sql.push_str(" ON DUPLICATE KEY UPDATE requests = requests + VALUES(requests)");
+    sql
 }
 
 /// Moves each journal's checkpoint to the last sequence number of `items` (written or met

@@ -23,6 +23,7 @@ pub const TABLES: &[&str] = &[
     "kv_entries",
     "usage_counters",
     "usage_daily",
+    "usage_minutely",
     "usage_records",
 ];
 
@@ -47,41 +48,46 @@ fn applied(config: &claude_relay::config::MysqlConfig) -> Vec<String> {
     mysql::blocking(move || setup::applied_migrations(&config)).expect("applied migrations")
 }
 
-/// An archive written before the checkpoints existed: its journals' checkpoints come from its
-/// rows (last sequence number, last id), and the index they replace is gone.
+/// An archive written before the checkpoints and the minutely roll-up existed: its journals'
+/// checkpoints come from its rows (last sequence number, last id), its last 7 days go into
+/// the roll-up, and the two indexes they replace are gone.
 #[test]
-fn journal_checkpoints_start_where_the_archived_rows_stand() {
+fn an_older_archive_gets_its_checkpoints_and_recent_minutes() {
     let env = TestEnv::new();
     let db = env.direct_mysql();
     let c = db.clone();
     mysql::blocking(move || setup::ensure_database_and_migrate(&c)).expect("migrate");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations/2026-12-03-000000_journal_checkpoints");
-    let down = std::fs::read_to_string(dir.join("down.sql")).expect("down.sql");
-    mysql::execute(&db, &down);
-    mysql::execute(
-        &db,
-        "DELETE FROM __diesel_schema_migrations WHERE version = '20261203000000'",
-    );
-    let row = |request: &str, instance: &str, seq: &str| {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for (dir, version) in [
+        ("2026-12-03-000001_usage_minutely", "20261203000001"),
+        ("2026-12-03-000000_journal_checkpoints", "20261203000000"),
+    ] {
+        let down = std::fs::read_to_string(root.join(dir).join("down.sql")).expect("down.sql");
+        mysql::execute(&db, &down);
+        mysql::execute(
+            &db,
+            &format!("DELETE FROM __diesel_schema_migrations WHERE version = '{version}'"),
+        );
+    }
+    let row = |request: &str, instance: &str, seq: &str, age: &str| {
         format!(
             "INSERT INTO usage_records (request_id, instance_id, journal_seq, api_key_id, model, \
              usage_date, created_at) VALUES ('{request}', {instance}, {seq}, 'key', 'm', \
-             '2026-12-01', '2026-12-01 00:00:00')"
+             '2026-12-01', DATE_FORMAT(UTC_TIMESTAMP() - INTERVAL {age}, '%Y-%m-%d %H:%i:30'))"
         )
     };
-    for (request, instance, seq) in [
-        ("r1", "'inst-a'", "1"),
-        ("r2", "'inst-b'", "7"),
-        ("r3", "'inst-a'", "2"),
-        ("r4", "NULL", "NULL"),
-        ("r5", "'inst-a'", "3"),
+    for (request, instance, seq, age) in [
+        ("r1", "'inst-a'", "1", "8 DAY"),
+        ("r2", "'inst-b'", "7", "2 HOUR"),
+        ("r3", "'inst-a'", "2", "2 HOUR"),
+        ("r4", "NULL", "NULL", "2 HOUR"),
+        ("r5", "'inst-a'", "3", "1 MINUTE"),
     ] {
-        mysql::execute(&db, &row(request, instance, seq));
+        mysql::execute(&db, &row(request, instance, seq, age));
     }
     let c = db.clone();
     let ran = mysql::blocking(move || setup::ensure_database_and_migrate(&c)).expect("migrate");
-    assert_eq!(ran, 1, "only the checkpoints migration was missing");
+    assert_eq!(ran, 2, "only the two newest migrations were missing");
     let checkpoints = strings(
         &db,
         "SELECT CONCAT(c.instance_id, ' ', c.archived_seq, ' ', r.request_id) AS s \
@@ -89,12 +95,22 @@ fn journal_checkpoints_start_where_the_archived_rows_stand() {
          ORDER BY c.instance_id",
     );
     assert_eq!(checkpoints, ["inst-a 3 r5", "inst-b 7 r2"]);
-    let index = scalar(
+    let minutes = strings(
+        &db,
+        "SELECT CONCAT(TIMESTAMPDIFF(MINUTE, minute, UTC_TIMESTAMP()) DIV 60, ' ', requests) AS s \
+         FROM usage_minutely ORDER BY minute",
+    );
+    assert_eq!(
+        minutes,
+        ["2 3", "0 1"],
+        "three requests two hours ago, one a minute ago, none of 8 days ago"
+    );
+    let indexes = scalar(
         &db,
         "SELECT COUNT(*) AS n FROM information_schema.statistics WHERE table_schema = DATABASE() \
-         AND index_name = 'ix_usage_records_journal'",
+         AND index_name IN ('ix_usage_records_journal', 'ix_usage_records_created')",
     );
-    assert_eq!(index, 0);
+    assert_eq!(indexes, 0);
 }
 
 #[test]

@@ -242,4 +242,12 @@ async fn checkpoints_name_where_each_journal_stands_and_find_the_rows_after_it()
         count(&env, "SELECT COUNT(*) AS n FROM journal_checkpoints"),
         2
     );
+    // Each row once in the requests per minute, however often its batch was archived.
+    assert_eq!(
+        count(
+            &env,
+            "SELECT CAST(SUM(requests) AS SIGNED) AS n FROM usage_minutely"
+        ),
+        5 + 3 + 3 + 4 + 2
+    );
 }
