@@ -2,6 +2,9 @@
 //! mode), caches (hybrid), entries with a lifetime, locks, leases, counters and the outbox.
 
 use std::collections::HashMap;
+
+// Maps built for every script call (SipHash cost more than the rest of their lookups).
+use foldhash::HashMap as FastMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -30,7 +33,7 @@ const FENCED_CHUNK: usize = 200;
 #[derive(Default)]
 struct KeyIndex {
     keys: Vec<String>,
-    index: HashMap<String, usize>,
+    index: FastMap<String, usize>,
 }
 
 impl KeyIndex {
@@ -759,7 +762,7 @@ impl CacheHandle {
             ScriptArg::Int(i64::try_from(applies.len()).unwrap_or(i64::MAX)),
         ]);
         let mut sets: Vec<(usize, i64, Counters)> = Vec::new();
-        let mut set_of: HashMap<&str, usize> = HashMap::new();
+        let mut set_of: FastMap<&str, usize> = FastMap::default();
         let mut lists: Vec<(usize, isize, Vec<&str>)> = Vec::new();
         let global_list = self.keys.usage_archive();
         for apply in applies {

@@ -265,7 +265,11 @@ impl PriceTable {
 
 /// True for Opus models (the ones the weekly Opus cost limit counts).
 pub fn is_opus(model: &str) -> bool {
-    model.to_ascii_lowercase().contains("opus")
+    // Compared in place: every relayed request asks, and a lowercase copy is an allocation.
+    model
+        .as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"opus"))
 }
 
 /// Parse one LiteLLM entry; `None` when it has no usable input/output prices.
@@ -668,5 +672,9 @@ mod tests {
         assert!(is_opus("us.anthropic.Claude-Opus-4-5"));
         assert!(!is_opus("claude-sonnet-4-20250514"));
         assert!(!is_opus("claude-3-5-haiku-20241022"));
+        assert!(is_opus("OPUS"));
+        assert!(!is_opus("opu"));
+        assert!(!is_opus(""));
+        assert!(!is_opus("o-p-u-s"));
     }
 }

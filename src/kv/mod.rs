@@ -21,12 +21,20 @@ impl KeySpace {
     }
 
     fn key(&self, rest: std::fmt::Arguments<'_>) -> String {
-        format!("{}{}", self.prefix, rest)
+        let mut out = String::with_capacity(self.prefix.len() + 48);
+        out.push_str(&self.prefix);
+        match rest.as_str() {
+            Some(fixed) => out.push_str(fixed),
+            // Writing to a `String` cannot fail.
+            None => std::fmt::Write::write_fmt(&mut out, rest).unwrap_or_default(),
+        }
+        out
     }
 
-    /// A logical name (counter sets, lease scopes) as a Redis key.
+    /// A logical name (counter sets, lease scopes) as a Redis key. Joined, not formatted:
+    /// every request names several.
     pub fn named(&self, name: &str) -> String {
-        self.key(format_args!("{name}"))
+        [self.prefix.as_str(), name].concat()
     }
 
     /// Probe record used by `check`.

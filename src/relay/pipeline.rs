@@ -256,7 +256,7 @@ fn admission_request(
         }
     }
     AdmissionRequest {
-        lease_scope: format!("key:{}", key.id),
+        lease_scope: ["key:", key.id.as_str()].concat(),
         lease_id: lease_id.to_string(),
         lease_ttl_ms: lease_ttl_ms(config),
         concurrency_limit: key.concurrency_limit,
@@ -380,7 +380,7 @@ async fn choose_with_capacity(
             return Ok((chosen, choice, guard));
         }
         let lease_id = uuid::Uuid::new_v4().simple().to_string();
-        let scope = format!("account:{}", chosen.id);
+        let scope = ["account:", chosen.id.as_str()].concat();
         let request = AdmissionRequest {
             lease_scope: scope.clone(),
             lease_id: lease_id.clone(),

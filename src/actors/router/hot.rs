@@ -6,7 +6,9 @@
 //! The router keeps the view current and still answers everything off the common path
 //! (a cache miss, an outage, a counter rebuild, mysql mode), exactly as before.
 
-use std::collections::HashMap;
+// foldhash: these maps are read and written on every request, and SipHash cost more than the
+// rest of their lookups.
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};

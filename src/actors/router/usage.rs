@@ -3,7 +3,9 @@
 //! (the ledger's background work is in `ledger.rs`). While Redis is down, limits follow
 //! `LIMITS_ON_CACHE_DOWN` with a per-instance limiter.
 
-use std::collections::HashMap;
+// foldhash: these maps are read and written on every request, and SipHash cost more than the
+// rest of their lookups.
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
