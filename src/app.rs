@@ -186,6 +186,7 @@ impl Application {
         let metrics_data = web::Data::new(metrics);
         let body_limit = config.max_request_body_bytes;
         let upstream_timeout = config.request_timeout;
+        let workers = config.http_worker_count();
         let upstream_tls = crate::relay::upstream::tls_config()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let server = HttpServer::new(move || {
@@ -224,6 +225,7 @@ impl Application {
                 socket.set_nodelay(true).ok();
             }
         })
+        .workers(workers)
         .listen(listener)?
         .run();
         Ok(Application {

@@ -263,6 +263,22 @@ fn bad_usage_journal_settings_are_rejected() {
 }
 
 #[test]
+fn http_workers_default_to_twice_the_cpus_and_bad_counts_are_rejected() {
+    let mut env = TestEnv::offline();
+    env.unset("HTTP_WORKERS");
+    let config = env.config();
+    assert_eq!(config.http_workers, 0);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(config.http_worker_count(), 2 * cpus);
+    let mut env = TestEnv::offline();
+    env.set("HTTP_WORKERS", "3");
+    assert_eq!(env.config().http_worker_count(), 3);
+    assert_rejected("HTTP_WORKERS", Some("257"), "257 is out of range 0..=256");
+    assert_rejected("HTTP_WORKERS", Some("-1"), "-1 is out of range 0..=256");
+    assert_rejected("HTTP_WORKERS", Some("many"), "`many` is not a number");
+}
+
+#[test]
 fn mysql_replica_hosts_are_parsed_and_bad_ones_rejected() {
     let config = TestEnv::offline().config();
     assert!(config.mysql.replicas.is_empty(), "no replica by default");

@@ -140,6 +140,9 @@ impl TestEnv {
         set("DATABASE_TYPE", "hybrid");
         set("HOST", "127.0.0.1");
         set("PORT", "0");
+        // Two workers whatever the machine: the per-worker tests need more than one, and
+        // the suite runs many relays at once.
+        set("HTTP_WORKERS", "2");
         set("ENCRYPTION_KEY", &random_hex(32));
         set("REDIS_HOST", &b.redis_host);
         set("REDIS_PORT", &b.redis_port.to_string());
