@@ -172,7 +172,7 @@ fn main() -> std::io::Result<()> {
         .expect("upstream URL");
     // As many workers as the relay runs by default (`Config::http_worker_count`).
     let workers = var("BENCH_FLOOR_WORKERS").map_or_else(
-        || std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |w| w.parse().expect("workers"),
     );
     let listener = TcpListener::bind(("127.0.0.1", port))?;

@@ -263,13 +263,13 @@ fn bad_usage_journal_settings_are_rejected() {
 }
 
 #[test]
-fn http_workers_default_to_twice_the_cpus_and_bad_counts_are_rejected() {
+fn http_workers_default_to_one_per_cpu_and_bad_counts_are_rejected() {
     let mut env = TestEnv::offline();
     env.unset("HTTP_WORKERS");
     let config = env.config();
     assert_eq!(config.http_workers, 0);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert_eq!(config.http_worker_count(), 2 * cpus);
+    assert_eq!(config.http_worker_count(), cpus);
     let mut env = TestEnv::offline();
     env.set("HTTP_WORKERS", "3");
     assert_eq!(env.config().http_worker_count(), 3);
