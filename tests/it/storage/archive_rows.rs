@@ -40,11 +40,17 @@ fn items(key_id: &str, n: i64) -> Vec<ArchiveItem> {
         .collect()
 }
 
-#[actix_rt::test]
-async fn archive_rows_read_back_as_written_in_every_statement_size_and_once() {
+/// A hybrid relay's actors on a test environment of their own, once both backends are up.
+async fn healthy_hybrid() -> (crate::support::TestEnv, claude_relay::app::Actors) {
     let env = env_in(StorageMode::Hybrid);
     let actors = start(&env);
     wait_status(&actors.router, HealthStatus::Healthy).await;
+    (env, actors)
+}
+
+#[actix_rt::test]
+async fn archive_rows_read_back_as_written_in_every_statement_size_and_once() {
+    let (env, actors) = healthy_hybrid().await;
     let store = &actors.store;
     let key_id = uuid::Uuid::new_v4().to_string();
     // 203 = 128 + 64 + 8 + 2 + 1: five statement sizes in one batch.
@@ -161,9 +167,7 @@ async fn boundaries(
 /// a boundary are found from it, page by page, in sequence order, and only that instance's.
 #[actix_rt::test]
 async fn checkpoints_name_where_each_journal_stands_and_find_the_rows_after_it() {
-    let env = env_in(StorageMode::Hybrid);
-    let actors = start(&env);
-    wait_status(&actors.router, HealthStatus::Healthy).await;
+    let (env, actors) = healthy_hybrid().await;
     let store = &actors.store;
     let key_id = uuid::Uuid::new_v4().to_string();
     let (a, b) = ("instance-a", "instance-b");
