@@ -26,7 +26,7 @@
 //! `USAGE_JOURNAL_FULL` [reject] reject|serve · `USAGE_JOURNAL_MAX_BYTES` [0 = no limit] ·
 //! `USAGE_BACKLOG_DEGRADED_SECONDS` [60] ·
 //! `BACKEND_PROBE_INTERVAL_MS` [500] · `REDIS_TIMEOUT_MS` [200] · `MYSQL_TIMEOUT_MS` [2000] · `MYSQL_REPLICA_HOSTS` [] (host:port,… read replicas for reports and listings) · `MYSQL_REPLICA_MAX_LAG_SECONDS` [5] ·
-//! `USAGE_BATCH_SIZE` [2000] (at most 3000: one insert statement of about 1 MB per batch) · `USAGE_BATCH_INTERVAL_MS` [200] · `MAX_REQUEST_BODY_BYTES` [33554432] ·
+//! `USAGE_BATCH_SIZE` [2000] (at most 3000 events per transaction) · `USAGE_BATCH_INTERVAL_MS` [200] · `MAX_REQUEST_BODY_BYTES` [33554432] ·
 //! `RATE_LIMIT_COOLDOWN_SECONDS` [60] (a 429 without a reset time) ·
 //! `OVERLOAD_COOLDOWN_SECONDS` [600] (a 529; 0 keeps the account in rotation) ·
 //! `CONCURRENCY_QUEUE_WAIT_MS` [0] (how long a request over its key's concurrency limit waits

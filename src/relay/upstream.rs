@@ -350,11 +350,22 @@ pub fn build_request(
             beta = Some(text);
             continue;
         }
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) else {
-            continue;
+        // The whitelisted names and the usual version come as static values: converting
+        // the client's (another `http` version's types) would copy each into an allocation.
+        let name = match FORWARDED_HEADERS.iter().find(|h| **h == name) {
+            Some(known) => HeaderName::from_static(known),
+            None => match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(name) => name,
+                Err(_) => continue,
+            },
+        };
+        let value = if name == "anthropic-version" && text == DEFAULT_ANTHROPIC_VERSION {
+            HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION)
+        } else {
+            match HeaderValue::from_bytes(value.as_bytes()) {
+                Ok(value) => value,
+                Err(_) => continue,
+            }
         };
         headers.append(name, value);
     }
@@ -429,6 +440,36 @@ mod tests {
             assert_eq!(request.headers.get_all("x-api-key").iter().count(), 1);
             assert_eq!(request.headers["anthropic-version"], "2023-06-01");
         }
+    }
+
+    #[test]
+    fn whitelisted_headers_go_upstream_with_their_values() {
+        let sent = client_headers(&[
+            ("anthropic-version", "2023-06-01"),
+            ("x-stainless-os", "Linux"),
+            ("user-agent", "claude-cli/2.0.14"),
+            ("x-app", "cli"),
+            ("accept", "text/event-stream"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ]);
+        let request = build_request(
+            &sent,
+            &UpstreamAuth::ApiKey("sk-up".into()),
+            Bytes::from_static(b"{}"),
+        )
+        .unwrap();
+        let h = &request.headers;
+        assert_eq!(h["anthropic-version"], "2023-06-01");
+        assert_eq!(h["x-stainless-os"], "Linux");
+        assert_eq!(h["user-agent"], "claude-cli/2.0.14");
+        assert_eq!(h["x-app"], "cli");
+        assert_eq!(h["accept"], "text/event-stream");
+        assert!(h.get("x-forwarded-for").is_none());
+        assert_eq!(
+            h.len(),
+            7,
+            "five forwarded, the key and the content type: {h:?}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Archive rows go to MySQL through prepared statements of fixed row counts (128, 64, …, 1):
-//! every column of every row reads back as written whatever the batch's size, and a batch
-//! written again adds nothing, whether it is looked up first or meets the unique request id.
+//! every column of every row reads back as written whatever the batch's size (text with
+//! tabs, newlines, quotes, backslashes, NUL and non-ASCII too), and a batch written again adds
+//! nothing, whether it is looked up first or meets the unique request id, also when only some
+//! of its rows are archived already.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,11 +24,14 @@ fn items(key_id: &str, n: i64) -> Vec<ArchiveItem> {
         .map(|i| {
             let mut e = event(key_id, if i % 3 == 0 { "" } else { "acct-é" }, i);
             e.upstream_request_id = (i % 2 == 0).then(|| format!("msg_{i}"));
-            e.model = if i % 5 == 0 {
-                "claude-opus-4-1".into()
-            } else {
-                "claude-sonnet-4-5".into()
+            e.model = match i % 7 {
+                0 => "claude-opus-4-1".into(),
+                3 => format!("model\t{i}\n\\N\r\\\0 \"q\" 'q' ✓"),
+                _ => "claude-sonnet-4-5".into(),
             };
+            if i % 6 == 2 {
+                e.upstream_request_id = Some("\\N".into());
+            }
             e.is_stream = i % 4 == 0;
             e.status_code = if i == 7 { 529 } else { 200 };
             e.latency_ms = 1_000_000 + u32::try_from(i).unwrap_or(0);
@@ -127,6 +132,31 @@ async fn archive_rows_read_back_as_written_in_every_statement_size_and_once() {
         ),
     );
     assert_eq!(requests, 203);
+
+    // Part old, part new: the unique request id stops the journal path, the look-up finds
+    // the archived ones, and only the 30 new rows are written and rolled up.
+    let mut mixed: Vec<ArchiveItem> = batch[150..].to_vec();
+    for (n, mut item) in items(&key_id, 30).into_iter().enumerate() {
+        item.event.request_id = format!("req_mixed_{n}");
+        mixed.insert(n, item);
+    }
+    let new_ones = store
+        .exec(move |c| Box::pin(usage::insert_journal_batch(c, mixed, 8)))
+        .await
+        .expect("insert part of it again");
+    assert_eq!(new_ones, 30);
+    let rows = count(
+        &env,
+        &format!("SELECT COUNT(*) AS n FROM usage_records WHERE api_key_id = '{key_id}'"),
+    );
+    assert_eq!(rows, 233);
+    let requests = count(
+        &env,
+        &format!(
+            "SELECT CAST(SUM(requests) AS SIGNED) AS n FROM usage_daily WHERE api_key_id = '{key_id}'"
+        ),
+    );
+    assert_eq!(requests, 233);
 }
 
 /// Archives journal records `seqs` of `instance` in one batch; returns what it archived.
