@@ -1,5 +1,6 @@
 //! The usage archive: idempotent batch inserts (unique request id) that also add the new
-//! rows to the daily and minutely roll-ups, in one transaction.
+//! rows to the daily and minutely roll-ups (the minutely one kept for a week), in one
+//! transaction.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -174,6 +175,7 @@ async fn insert_items(
             );
             c.batch_execute(&sql).await?;
             c.batch_execute(&minutely_upsert(&fresh)).await?;
+            c.batch_execute(&minutely_prune(&fresh)).await?;
             let counters: Vec<CounterUpdate> = fresh_items
                 .iter()
                 .flat_map(|i| i.counters.iter().cloned())
@@ -336,6 +338,26 @@ fn minutely_upsert(events: &[&UsageEvent]) -> String {
         sql.push(')');
     }
     sql.push_str(" ON DUPLICATE KEY UPDATE requests = requests + VALUES(requests)");
+    sql
+}
+
+/// Minutes of `usage_minutely` kept: the console charts the last hour; a week leaves room to
+/// look further back by hand.
+const MINUTELY_KEPT_DAYS: i64 = 7;
+
+/// The statement removing the minutes older than [`MINUTELY_KEPT_DAYS`] before the newest of
+/// `events` (a range of the primary key: when there is nothing to remove, one index probe).
+fn minutely_prune(events: &[&UsageEvent]) -> String {
+    let newest = events
+        .iter()
+        .map(|e| e.created_at)
+        .max()
+        .unwrap_or_default();
+    let mut sql = String::from("DELETE FROM usage_minutely WHERE minute < ");
+    literal::minute(
+        &mut sql,
+        (newest - chrono::Duration::days(MINUTELY_KEPT_DAYS)).naive_utc(),
+    );
     sql
 }
 

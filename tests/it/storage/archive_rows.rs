@@ -285,3 +285,59 @@ async fn checkpoints_name_where_each_journal_stands_and_find_the_rows_after_it()
         5 + 3 + 3 + 4 + 2
     );
 }
+
+/// The minutely roll-up keeps a week before the newest archived event; the archive keeps
+/// every row.
+#[actix_rt::test]
+async fn the_minutely_roll_up_keeps_a_week() {
+    let (env, actors) = healthy_hybrid().await;
+    let store = &actors.store;
+    let key_id = uuid::Uuid::new_v4().to_string();
+    let now = chrono::Utc::now();
+    let at = |ago: chrono::Duration| {
+        let mut e = event(&key_id, "acct", 1);
+        e.created_at = now - ago;
+        ArchiveItem::bare(e)
+    };
+    let minutes = |env: &crate::support::TestEnv| {
+        count(
+            env,
+            "SELECT CAST(COUNT(*) AS SIGNED) AS n FROM usage_minutely",
+        )
+    };
+    // A batch of old events alone (a backlog archived late) keeps its minute: the week is
+    // counted back from the newest event of a batch.
+    let old = vec![at(chrono::Duration::days(8))];
+    store
+        .exec(move |c| Box::pin(usage::insert_batch(c, old, 8)))
+        .await
+        .expect("archive the old event");
+    assert_eq!(minutes(&env), 1);
+    let recent = vec![
+        at(chrono::Duration::days(6)),
+        at(chrono::Duration::minutes(2)),
+        at(chrono::Duration::zero()),
+    ];
+    store
+        .exec(move |c| Box::pin(usage::insert_batch(c, recent, 8)))
+        .await
+        .expect("archive the recent events");
+    let oldest_kept = count(
+        &env,
+        "SELECT CAST(TIMESTAMPDIFF(DAY, MIN(minute), UTC_TIMESTAMP()) AS SIGNED) AS n \
+         FROM usage_minutely",
+    );
+    assert_eq!(
+        oldest_kept, 6,
+        "the 8-day-old minute is gone, the 6-day-old one kept"
+    );
+    assert_eq!(minutes(&env), 3);
+    assert_eq!(
+        count(
+            &env,
+            &format!("SELECT COUNT(*) AS n FROM usage_records WHERE api_key_id = '{key_id}'")
+        ),
+        4,
+        "the archive keeps every row"
+    );
+}
