@@ -339,9 +339,8 @@ pub fn build_request(
     let mut beta: Option<&str> = None;
     for (name, value) in client_headers {
         let name = name.as_str();
-        let forwarded = FORWARDED_HEADERS.contains(&name)
-            || name.starts_with("x-stainless-")
-            || name == "user-agent";
+        let known = FORWARDED_HEADERS.iter().find(|h| **h == name);
+        let forwarded = known.is_some() || name.starts_with("x-stainless-") || name == "user-agent";
         if !forwarded {
             continue;
         }
@@ -352,7 +351,7 @@ pub fn build_request(
         }
         // The whitelisted names and the usual version come as static values: converting
         // the client's (another `http` version's types) would copy each into an allocation.
-        let name = match FORWARDED_HEADERS.iter().find(|h| **h == name) {
+        let name = match known {
             Some(known) => HeaderName::from_static(known),
             None => match HeaderName::from_bytes(name.as_bytes()) {
                 Ok(name) => name,

@@ -45,6 +45,22 @@ fn items(key_id: &str, n: i64) -> Vec<ArchiveItem> {
         .collect()
 }
 
+/// The key's archive rows and the requests its daily roll-ups count.
+fn rows_and_requests(env: &crate::support::TestEnv, key_id: &str) -> (i64, i64) {
+    let rows = count(
+        env,
+        &format!("SELECT COUNT(*) AS n FROM usage_records WHERE api_key_id = '{key_id}'"),
+    );
+    let requests = count(
+        env,
+        &format!(
+            "SELECT CAST(COALESCE(SUM(requests), 0) AS SIGNED) AS n FROM usage_daily \
+             WHERE api_key_id = '{key_id}'"
+        ),
+    );
+    (rows, requests)
+}
+
 /// A hybrid relay's actors on a test environment of their own, once both backends are up.
 async fn healthy_hybrid() -> (crate::support::TestEnv, claude_relay::app::Actors) {
     let env = env_in(StorageMode::Hybrid);
@@ -120,18 +136,7 @@ async fn archive_rows_read_back_as_written_in_every_statement_size_and_once() {
             .expect("insert again");
         assert_eq!(again, 0);
     }
-    let rows = count(
-        &env,
-        &format!("SELECT COUNT(*) AS n FROM usage_records WHERE api_key_id = '{key_id}'"),
-    );
-    assert_eq!(rows, 203);
-    let requests = count(
-        &env,
-        &format!(
-            "SELECT CAST(SUM(requests) AS SIGNED) AS n FROM usage_daily WHERE api_key_id = '{key_id}'"
-        ),
-    );
-    assert_eq!(requests, 203);
+    assert_eq!(rows_and_requests(&env, &key_id), (203, 203));
 
     // Part old, part new: the unique request id stops the journal path, the look-up finds
     // the archived ones, and only the 30 new rows are written and rolled up.
@@ -145,18 +150,7 @@ async fn archive_rows_read_back_as_written_in_every_statement_size_and_once() {
         .await
         .expect("insert part of it again");
     assert_eq!(new_ones, 30);
-    let rows = count(
-        &env,
-        &format!("SELECT COUNT(*) AS n FROM usage_records WHERE api_key_id = '{key_id}'"),
-    );
-    assert_eq!(rows, 233);
-    let requests = count(
-        &env,
-        &format!(
-            "SELECT CAST(SUM(requests) AS SIGNED) AS n FROM usage_daily WHERE api_key_id = '{key_id}'"
-        ),
-    );
-    assert_eq!(requests, 233);
+    assert_eq!(rows_and_requests(&env, &key_id), (233, 233));
 }
 
 /// Archives journal records `seqs` of `instance` in one batch; returns what it archived.
@@ -333,10 +327,7 @@ async fn the_minutely_roll_up_keeps_a_week() {
     );
     assert_eq!(minutes(&env), 3);
     assert_eq!(
-        count(
-            &env,
-            &format!("SELECT COUNT(*) AS n FROM usage_records WHERE api_key_id = '{key_id}'")
-        ),
+        rows_and_requests(&env, &key_id).0,
         4,
         "the archive keeps every row"
     );
