@@ -9,6 +9,8 @@
 #
 #   bench/ab.sh base=/tmp/relay-base new=target/release/claude-relay
 #   ROUNDS=5 CONNS=64 bench/ab.sh small=/tmp/r:USAGE_BATCH_SIZE=250 big=/tmp/r
+#   PERF_OUT=/tmp/perf bench/ab.sh …   # also a perf profile (DWARF stacks) of each relay,
+#                                      # for bench/share.py: shares of CPU hold across drift
 #
 # Needs what bench/relay.sh needs (wrk, nginx with the echo module, Redis, MariaDB).
 set -euo pipefail
@@ -73,6 +75,11 @@ for round in $(seq 1 "$ROUNDS"); do
     API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t2 -c16 -d2s -s "$MOCK_DIR/wrk/$LUA" "http://127.0.0.1:$PORT" >/dev/null
     sleep 1
     rows0=$(rows_of "$db"); cpu0=$(cpu_of "$relay_pid"); vcs0=$(vcs_of "$relay_pid"); rcpu0=$(redis_cpu); mcpu0=$(cpu_of "$mariadb_pid")
+    if [ -n "${PERF_OUT:-}" ]; then
+      mkdir -p "$PERF_OUT"
+      perf record -q -F 499 --call-graph dwarf,16384 -p "$relay_pid" -o "$PERF_OUT/$label-$round.data" \
+        -- sleep "$((DURATION / 2))" >/dev/null 2>&1 &
+    fi
     result=$(API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t"$((CONNS < 2 ? 1 : 2))" -c"$CONNS" -d"${DURATION}s" --latency \
       -s "$MOCK_DIR/wrk/$LUA" "http://127.0.0.1:$PORT" | sed -n 's/^RESULT //p')
     # Let the archive catch up: every relayed request becomes one row.

@@ -4,6 +4,7 @@
 //! rebuilt from the archive plus the journal when Redis comes back empty.
 
 pub mod journal;
+mod mapped;
 pub mod record;
 
 pub use journal::{Journal, JournalError, JournalStats};

@@ -83,6 +83,18 @@ pub fn encode(
     counters: &CounterContext,
 ) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::with_capacity(256);
+    encode_into(&mut out, seq, event, counters)?;
+    Ok(out)
+}
+
+/// `encode` into `out` (cleared first): the journal reuses one buffer for every append.
+pub fn encode_into(
+    out: &mut Vec<u8>,
+    seq: u64,
+    event: &UsageEvent,
+    counters: &CounterContext,
+) -> Result<(), serde_json::Error> {
+    out.clear();
     out.extend_from_slice(&[0; HEADER_BYTES]);
     out.push(BINARY_V1);
     out.extend_from_slice(&seq.to_le_bytes());
@@ -96,12 +108,12 @@ pub fn encode(
     .filter(|(on, _)| *on)
     .fold(0u8, |f, (_, bit)| f | bit);
     out.push(flags);
-    put_str(&mut out, &event.request_id)?;
-    put_str(&mut out, &event.api_key_id)?;
-    put_str(&mut out, &event.account_id)?;
-    put_str(&mut out, &event.model)?;
+    put_str(out, &event.request_id)?;
+    put_str(out, &event.api_key_id)?;
+    put_str(out, &event.account_id)?;
+    put_str(out, &event.model)?;
     if let Some(id) = &event.upstream_request_id {
-        put_str(&mut out, id)?;
+        put_str(out, id)?;
     }
     for n in [
         event.input_tokens,
@@ -120,7 +132,7 @@ pub fn encode(
     out.push(counters.weekly_reset.0);
     out.push(counters.weekly_reset.1);
     if let Some((name, ttl)) = &counters.rate_window {
-        put_str(&mut out, name)?;
+        put_str(out, name)?;
         out.extend_from_slice(&ttl.to_le_bytes());
     }
     let payload = out.get(HEADER_BYTES..).unwrap_or_default();
@@ -128,7 +140,7 @@ pub fn encode(
     let crc = crc32fast::hash(payload);
     out[..4].copy_from_slice(&len.to_le_bytes());
     out[4..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    Ok(())
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), serde_json::Error> {
@@ -245,6 +257,8 @@ pub enum Frame {
     Garbage,
     /// Not enough bytes yet (the end of what was written).
     Incomplete,
+    /// Zeros where a header belongs: the unused rest of a segment allocated up front.
+    End,
 }
 
 /// Decodes the frame at the start of `buf`.
@@ -252,6 +266,9 @@ pub fn decode(buf: &[u8]) -> Frame {
     let Some(header) = buf.get(..HEADER_BYTES) else {
         return Frame::Incomplete;
     };
+    if header.iter().all(|b| *b == 0) {
+        return Frame::End;
+    }
     let mut len_bytes = [0u8; 4];
     len_bytes.copy_from_slice(&header[..4]);
     let mut crc_bytes = [0u8; 4];
