@@ -35,6 +35,9 @@ impl Usage {
     /// Reads only the `usage` object (the content is skipped, not built); an answer whose
     /// `usage` has an unexpected shape is read as a whole, the slow way, with the same result.
     pub fn from_response_bytes(body: &[u8]) -> Option<Usage> {
+        if let Some(usage) = trailing_usage(body) {
+            return Some(usage.into_usage());
+        }
         match serde_json::from_slice::<TypedAnswer>(body) {
             Ok(answer) => answer.usage.map(TypedUsage::into_usage),
             Err(_) => Self::from_response_json(&serde_json::from_slice(body).ok()?),
@@ -63,6 +66,32 @@ impl Usage {
 /// The `model` of a non-streaming Messages answer.
 pub fn model_from_response_json(response: &Value) -> Option<&str> {
     response.get("model")?.as_str()
+}
+
+/// The answer's `usage` when it is the last member of the top-level object, as the Messages
+/// API writes it: found from the end, so the content before it (of any length) is not read.
+/// `None` sends the caller to the full reading. Sound whatever the content holds: the match
+/// is a key (an object member, as it follows `{` or `,` and precedes `:`, and quotes inside
+/// strings are escaped), and only `}` follows its value, so its object is the top-level one.
+fn trailing_usage(body: &[u8]) -> Option<TypedUsage> {
+    const KEY: &[u8] = b"\"usage\"";
+    let at = body.windows(KEY.len()).rposition(|w| w == KEY)?;
+    let before = body
+        .get(..at)?
+        .iter()
+        .rev()
+        .find(|b| !b.is_ascii_whitespace())?;
+    if !matches!(before, b'{' | b',') {
+        return None;
+    }
+    let value = body
+        .get(at + KEY.len()..)?
+        .trim_ascii_start()
+        .strip_prefix(b":")?;
+    let mut values = serde_json::Deserializer::from_slice(value).into_iter::<TypedUsage>();
+    let usage = values.next()?.ok()?;
+    let after = value.get(values.byte_offset()..)?;
+    (after.trim_ascii() == b"}").then_some(usage)
 }
 
 /// A non-streaming answer as far as usage goes; every other field is skipped unread.
@@ -407,6 +436,20 @@ mod tests {
             json!({"usage": {"cache_creation_input_tokens": 40, "cache_creation": "x"}})
                 .to_string(),
             r#"{"usage": {"input_tokens": 1, "input_tokens": 2}}"#.to_string(),
+            r#"{"usage": {"input_tokens": 1}, "usage": {"input_tokens": 2}}"#.to_string(),
+            // A `usage` of the content after the answer's own, or inside a string: the
+            // answer's own counts.
+            json!({"usage": {"input_tokens": 1}, "content": [{"type": "tool_use",
+                "input": {"usage": {"input_tokens": 999}}}]})
+            .to_string(),
+            json!({"content": [{"type": "tool_use", "input": {"usage": {"input_tokens": 999}}},
+                {"type": "text", "text": "\"usage\": {\"input_tokens\": 998}}"}],
+                "usage": {"input_tokens": 3}})
+            .to_string(),
+            json!({"content": [{"type": "text", "text": "}, \"usage\": {\"input_tokens\": 7}}"}]})
+                .to_string(),
+            json!({"content": ["usage", {"usage": {"input_tokens": 9}}]}).to_string(),
+            r#"{"content": [], "usage" : {"input_tokens": 4} }  "#.to_string(),
             "[1, 2]".to_string(),
             "not json".to_string(),
         ];
@@ -424,6 +467,24 @@ mod tests {
                 ..Usage::default()
             })
         );
+    }
+
+    #[test]
+    fn the_usage_at_the_end_is_read_without_the_content_and_only_there() {
+        let read = |body: &str| trailing_usage(body.as_bytes()).map(TypedUsage::into_usage);
+        assert_eq!(read(RESPONSE), Some(expected_fixture_usage()));
+        // Not the last member, nested, inside a string, an array element, not JSON: left to
+        // the full reading.
+        for body in [
+            r#"{"usage": {"input_tokens": 1}, "content": []}"#,
+            r#"{"content": [{"input": {"usage": {"input_tokens": 9}}}]}"#,
+            r#"{"content": "x\"usage\": {\"input_tokens\": 9}}"}"#,
+            r#"{"content": ["usage", 1]}"#,
+            r#"{"usage": {"input_tokens": 1}"#,
+            r#"{"usage": null}"#,
+        ] {
+            assert_eq!(read(body), None, "{body}");
+        }
     }
 
     #[test]
