@@ -75,7 +75,7 @@ pub fn model_from_response_json(response: &Value) -> Option<&str> {
 /// strings are escaped), and only `}` follows its value, so its object is the top-level one.
 fn trailing_usage(body: &[u8]) -> Option<TypedUsage> {
     const KEY: &[u8] = b"\"usage\"";
-    let at = body.windows(KEY.len()).rposition(|w| w == KEY)?;
+    let at = memchr::memmem::rfind(body, KEY)?;
     let before = body
         .get(..at)?
         .iter()

@@ -1054,6 +1054,27 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_that_cannot_be_created_fails_the_append_and_the_next_one_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path(), JournalMode::Both);
+        // What stands where the first segment belongs cannot be allocated and mapped, as a
+        // full disk cannot.
+        let blocked = dir.path().join(segment_name(1));
+        fs::create_dir(&blocked).unwrap();
+        let r = sample(1);
+        assert!(matches!(
+            j.append(&r.event, &r.counters),
+            Err(JournalError::Io(_))
+        ));
+        let stats = j.stats();
+        assert_eq!((stats.appended, stats.append_failures), (0, 1));
+        assert_eq!(j.next_seq(), 1, "a failed append takes no number");
+        fs::remove_dir(&blocked).unwrap();
+        assert_eq!(j.append(&r.event, &r.counters).unwrap(), 1);
+        assert_eq!(j.read(1, 10).len(), 1);
+    }
+
+    #[test]
     fn a_closed_journal_leaves_its_segment_ending_with_the_last_record() {
         let dir = tempfile::tempdir().unwrap();
         let j = open(dir.path(), JournalMode::Both);
