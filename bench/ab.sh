@@ -11,6 +11,8 @@
 #   ROUNDS=5 CONNS=64 bench/ab.sh small=/tmp/r:USAGE_BATCH_SIZE=250 big=/tmp/r
 #   PERF_OUT=/tmp/perf bench/ab.sh …   # also a perf profile (DWARF stacks) of each relay,
 #                                      # for bench/share.py: shares of CPU hold across drift
+#   PERF_ARGS='-e probe_relay:mi_malloc_aligned -c 53' PERF_OUT=… # stacks of every 53rd
+#                                      # allocation (after `perf probe -x BIN -a mi_malloc_aligned`)
 #
 # Needs what bench/relay.sh needs (wrk, nginx with the echo module, Redis, MariaDB).
 set -euo pipefail
@@ -77,7 +79,7 @@ for round in $(seq 1 "$ROUNDS"); do
     rows0=$(rows_of "$db"); cpu0=$(cpu_of "$relay_pid"); vcs0=$(vcs_of "$relay_pid"); rcpu0=$(redis_cpu); mcpu0=$(cpu_of "$mariadb_pid")
     if [ -n "${PERF_OUT:-}" ]; then
       mkdir -p "$PERF_OUT"
-      perf record -q -F 499 --call-graph dwarf,16384 -p "$relay_pid" -o "$PERF_OUT/$label-$round.data" \
+      perf record -q ${PERF_ARGS:--F 499} --call-graph dwarf,16384 -p "$relay_pid" -o "$PERF_OUT/$label-$round.data" \
         -- sleep "$((DURATION / 2))" >/dev/null 2>&1 &
     fi
     result=$(API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t"$((CONNS < 2 ? 1 : 2))" -c"$CONNS" -d"${DURATION}s" --latency \

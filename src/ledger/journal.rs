@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mapped::MappedSegment;
 use super::record::{self, CounterContext, Frame, JournalRecord};
+use super::sealer::Sealer;
 use crate::domain::usage_event::UsageEvent;
 
 /// A segment is allocated to this size and sealed when the next record does not fit.
@@ -117,7 +118,7 @@ struct Inner {
 }
 
 /// One instance's journal. Shared (`Arc`) by every HTTP worker and the archive writer;
-/// the lock inside is held for one `write` per append.
+/// the lock inside is held for one copy into the active segment per append.
 pub struct Journal {
     dir: PathBuf,
     instance_id: String,
@@ -128,6 +129,8 @@ pub struct Journal {
     /// The archive is the counting step itself (redis mode).
     archive_is_counting: bool,
     inner: Mutex<Inner>,
+    /// Full segments are synced, unmapped and trimmed there, not on the appending worker.
+    sealer: Sealer,
     /// Held for the journal's lifetime: one process per directory.
     _lock: File,
 }
@@ -210,6 +213,7 @@ impl Journal {
             track_counters,
             archive_is_counting,
             inner: Mutex::new(inner),
+            sealer: Sealer::start(),
             _lock: lock,
         };
         journal.delete_done_segments();
@@ -242,12 +246,10 @@ impl Journal {
     ) -> Result<u64, JournalError> {
         let mut sealed = None;
         let appended = self.append_locked(event, counters, &mut sealed);
-        // A full segment is trimmed (and synced) after the lock is released: the other
-        // workers' appends do not wait for its pages to reach the disk.
-        if let Some(segment) = sealed
-            && let Err(e) = segment.seal(self.fsync != FsyncPolicy::Never)
-        {
-            log::error!("cannot seal a full journal segment: {e}");
+        // A full segment is synced and trimmed on the sealing thread: neither this worker
+        // nor the others (waiting for the lock) wait for its pages to reach the disk.
+        if let Some(segment) = sealed {
+            self.sealer.seal(segment, self.fsync != FsyncPolicy::Never);
         }
         appended
     }
@@ -871,7 +873,18 @@ mod tests {
             (stats.unarchived_records, stats.uncounted_records),
             (20_000, 20_000)
         );
+        let sizes: Vec<(PathBuf, u64)> = j
+            .lock()
+            .segments
+            .values()
+            .map(|s| (s.path.clone(), s.bytes))
+            .collect();
         drop(j);
+        // Sealed on the sealing thread or closed with the journal: each file ends with its
+        // last record.
+        for (path, bytes) in sizes {
+            assert_eq!(fs::metadata(&path).unwrap().len(), bytes, "{path:?}");
+        }
 
         let j = open(dir.path(), JournalMode::Both);
         assert_eq!(j.next_seq(), 20_001, "numbering goes on after a restart");

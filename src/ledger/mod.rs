@@ -6,6 +6,7 @@
 pub mod journal;
 mod mapped;
 pub mod record;
+mod sealer;
 
 pub use journal::{Journal, JournalError, JournalStats};
 pub use record::{CounterContext, JournalRecord};
