@@ -79,8 +79,16 @@ pub struct UpstreamClients {
     direct: DirectClient,
     /// By proxy URL ("" = direct, used for the OAuth calls of direct accounts).
     clients: RefCell<HashMap<String, reqwest::Client>>,
-    /// Parsed upstream URLs by their text, so a request does not parse its URL again.
-    uris: RefCell<HashMap<String, http::Uri>>,
+    /// Parsed upstream URLs by base URL and path, so a request neither parses its URL again
+    /// nor joins its text, with the `host` header hyper would otherwise format per request.
+    uris: RefCell<HashMap<String, Vec<(&'static str, Target)>>>,
+}
+
+/// Where a direct request goes: its URI and its `host` header.
+#[derive(Clone)]
+struct Target {
+    uri: http::Uri,
+    host: HeaderValue,
 }
 
 impl UpstreamClients {
@@ -138,12 +146,14 @@ impl UpstreamClients {
         Ok(client)
     }
 
-    /// `base` + `path` as a URI, parsed once per worker.
-    fn uri(&self, base: &str, path: &str) -> Result<http::Uri, UpstreamError> {
-        let text = format!("{base}{path}");
-        if let Some(uri) = self.uris.borrow().get(&text) {
-            return Ok(uri.clone());
+    /// `base` + `path` as a URI with its `host` header, made once per worker.
+    fn target(&self, base: &str, path: &'static str) -> Result<Target, UpstreamError> {
+        if let Some(paths) = self.uris.borrow().get(base)
+            && let Some((_, target)) = paths.iter().find(|(p, _)| *p == path)
+        {
+            return Ok(target.clone());
         }
+        let text = [base, path].concat();
         let uri = text
             .parse::<http::Uri>()
             .ok()
@@ -151,12 +161,18 @@ impl UpstreamClients {
             .ok_or_else(|| {
                 UpstreamError::Failed(format!("the upstream URL {text} is not an http(s) URL"))
             })?;
+        let host = host_header(&uri).ok_or_else(|| {
+            UpstreamError::Failed(format!("the upstream URL {text} has no valid host"))
+        })?;
+        let target = Target { uri, host };
         let mut uris = self.uris.borrow_mut();
         if uris.len() >= MAX_CACHED_URLS {
             uris.clear();
         }
-        uris.insert(text, uri.clone());
-        Ok(uri)
+        uris.entry(base.to_string())
+            .or_default()
+            .push((path, target.clone()));
+        Ok(target)
     }
 
     /// Sends `request` to `base` + `path`, directly or through `proxy`. The whole exchange,
@@ -165,12 +181,12 @@ impl UpstreamClients {
         &self,
         proxy: Option<&reqwest::Client>,
         base: &str,
-        path: &str,
+        path: &'static str,
         request: UpstreamRequest,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let deadline = Instant::now() + self.timeout;
-        let uri = self.uri(base, path)?;
-        let UpstreamRequest { headers, body } = request;
+        let Target { uri, host } = self.target(base, path)?;
+        let UpstreamRequest { mut headers, body } = request;
         if let Some(client) = proxy {
             let response = client
                 .post(uri.to_string())
@@ -188,6 +204,7 @@ impl UpstreamClients {
         let mut outgoing = http::Request::new(Full::new(body));
         *outgoing.method_mut() = http::Method::POST;
         *outgoing.uri_mut() = uri;
+        headers.insert(http::header::HOST, host);
         *outgoing.headers_mut() = headers;
         let response = tokio::time::timeout_at(deadline, self.direct.request(outgoing))
             .await
@@ -203,6 +220,21 @@ impl UpstreamClients {
             },
         })
     }
+}
+
+/// The `host` header of a request to `uri`, as hyper writes it: the port only when it is not
+/// the scheme's own.
+fn host_header(uri: &http::Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    match uri.port_u16() {
+        Some(port) if port != default_port => HeaderValue::from_str(&format!("{host}:{port}")),
+        _ => HeaderValue::from_str(host),
+    }
+    .ok()
 }
 
 /// Why an upstream call failed (the message is for the log; it carries no URL).
@@ -409,6 +441,46 @@ mod tests {
     use actix_web::http::header::{HeaderName as ClientName, HeaderValue as ClientValue};
 
     use super::*;
+
+    #[test]
+    fn the_host_header_carries_the_port_only_when_it_is_not_the_schemes_own() {
+        let host = |url: &str| host_header(&url.parse().unwrap()).unwrap();
+        assert_eq!(
+            host("https://api.anthropic.com/v1/messages"),
+            "api.anthropic.com"
+        );
+        assert_eq!(
+            host("https://api.anthropic.com:443/v1"),
+            "api.anthropic.com"
+        );
+        assert_eq!(
+            host("http://127.0.0.1:18080/v1/messages"),
+            "127.0.0.1:18080"
+        );
+        assert_eq!(host("http://relay.internal:80/v1"), "relay.internal");
+        assert_eq!(host("https://relay.internal:80/v1"), "relay.internal:80");
+        assert_eq!(host("http://[::1]:8080/v1"), "[::1]:8080");
+        assert_eq!(host("http://user:secret@up.example:81/v1"), "up.example:81");
+    }
+
+    #[test]
+    fn a_target_is_made_once_per_base_and_path_and_a_bad_url_is_refused() {
+        let clients = UpstreamClients::new(Duration::from_secs(5), &tls_config().unwrap());
+        let messages = clients
+            .target("http://127.0.0.1:9/", "v1/messages")
+            .unwrap();
+        assert_eq!(messages.uri, "http://127.0.0.1:9/v1/messages");
+        assert_eq!(messages.host, "127.0.0.1:9");
+        let count = clients.target("http://127.0.0.1:9/", "v1/count").unwrap();
+        assert_eq!(count.uri, "http://127.0.0.1:9/v1/count");
+        assert_eq!(clients.uris.borrow().len(), 1, "one base");
+        assert_eq!(clients.uris.borrow()["http://127.0.0.1:9/"].len(), 2);
+        assert!(matches!(
+            clients.target("ftp://127.0.0.1:9", "/v1/messages"),
+            Err(UpstreamError::Failed(m)) if m.contains("not an http(s) URL")
+        ));
+        assert_eq!(clients.uris.borrow().len(), 1, "a refused URL is not kept");
+    }
 
     fn client_headers(pairs: &[(&'static str, &'static str)]) -> ClientHeaders {
         let mut headers = ClientHeaders::new();
