@@ -34,6 +34,7 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     key_cache: IntGaugeVec,
     backend_calls: IntGaugeVec,
+    account_list_loads: IntGauge,
     pool: IntGaugeVec,
     backend_up: IntGaugeVec,
     backend_latency: GaugeVec,
@@ -122,6 +123,13 @@ impl Metrics {
                         "calls (round trips) to each backend since start",
                     ),
                     &["backend"],
+                ),
+            )?,
+            account_list_loads: register(
+                &r,
+                IntGauge::new(
+                    "account_list_loads",
+                    "account lists read from storage since start",
                 ),
             )?,
             pool: register(
@@ -372,6 +380,7 @@ async fn metrics(
     m.backend_calls
         .with_label_values(&["mysql"])
         .set(gauge(cache.mysql_calls));
+    m.account_list_loads.set(gauge(cache.account_list_loads));
     let usage = router.usage_stats().await;
     m.usage_events
         .with_label_values(&["recorded"])

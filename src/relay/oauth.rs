@@ -2,7 +2,7 @@
 //! ahead of expiry through `CLAUDE_OAUTH_TOKEN_URL` under a lock so only one refresh runs
 //! across instances; a failed refresh puts the account in error state.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! priority, then least recently used; else the sticky session's account if still
 //! available; else the pool by priority, then least recently used.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -35,7 +35,13 @@ pub struct LastUsed {
 impl LastUsed {
     pub fn touch(&self, account_id: &str) {
         if let Ok(mut map) = self.at.lock() {
-            map.insert(account_id.to_string(), Instant::now());
+            // Known accounts are updated in place: no copy of the id per request.
+            match map.get_mut(account_id) {
+                Some(at) => *at = Instant::now(),
+                None => {
+                    map.insert(account_id.to_string(), Instant::now());
+                }
+            }
         }
     }
 

@@ -3,8 +3,8 @@
 //! through one pooled hyper client; proxied accounts through a reqwest client per proxy
 //! (reqwest speaks HTTP, HTTPS and SOCKS proxies), which also serves the OAuth calls.
 
+use foldhash::HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -112,8 +112,8 @@ impl UpstreamClients {
         UpstreamClients {
             timeout,
             direct,
-            clients: RefCell::new(HashMap::new()),
-            uris: RefCell::new(HashMap::new()),
+            clients: RefCell::default(),
+            uris: RefCell::default(),
         }
     }
 

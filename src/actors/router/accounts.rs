@@ -79,9 +79,16 @@ impl RouterActor {
         }
     }
 
-    pub(super) fn invalidate_accounts(&mut self) {
+    /// The account snapshot is out of date: dropped here and in the workers' view, and a
+    /// load under way will not be kept.
+    pub(super) fn forget_accounts(&mut self) {
         self.account_snapshot = None;
+        self.accounts_generation += 1;
         self.hot.clear_accounts();
+    }
+
+    pub(super) fn invalidate_accounts(&mut self) {
+        self.forget_accounts();
         if self.config.mode == StorageMode::Hybrid && self.redis_up() {
             let cache = self.cache.clone();
             let message = serde_json::json!({ "type": "accounts" }).to_string();
@@ -306,6 +313,9 @@ impl Handler<DeleteAccount> for RouterActor {
     }
 }
 
+/// A caller waiting for the account load under way; an error comes as its message.
+pub(super) type AccountsWaiter = tokio::sync::oneshot::Sender<Result<Vec<Account>, String>>;
+
 impl Handler<AccountSnapshot> for RouterActor {
     type Result = ResponseActFuture<Self, Result<Vec<Account>, AppError>>;
 
@@ -316,6 +326,23 @@ impl Handler<AccountSnapshot> for RouterActor {
             let at = *at;
             return Box::pin(fut::ready(Ok(self.publish_accounts(accounts.clone(), at))));
         }
+        let generation = self.accounts_generation;
+        if let Some((_, waiters)) = self
+            .account_loads
+            .iter_mut()
+            .find(|(g, _)| *g == generation)
+        {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            waiters.push(tx);
+            return Box::pin(fut::wrap_future(async move {
+                match rx.await {
+                    Ok(answer) => answer.map_err(AppError::StorageUnavailable),
+                    Err(_) => Err(AppError::Internal("the account load was dropped".into())),
+                }
+            }));
+        }
+        self.account_loads.push((generation, Vec::new()));
+        self.account_list_loads += 1;
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
         let (redis_ok, mysql_ok) = (self.redis_up() && !self.redis_cache_stale, self.mysql_up());
         let ttl = self.config.redis_cache_ttl;
@@ -342,17 +369,36 @@ impl Handler<AccountSnapshot> for RouterActor {
             }
             load_primary(mode, &store, &cache).await
         };
-        Box::pin(work.into_actor(self).map(|r, act, _| match r {
-            Ok(accounts) => {
-                let at = Instant::now();
-                act.account_snapshot = Some((accounts.clone(), at));
-                Ok(act.publish_accounts(accounts, at))
+        Box::pin(work.into_actor(self).map(move |r, act, _| {
+            let answer = match r {
+                // Read before an account changed: answered, not kept.
+                Ok(accounts) if act.accounts_generation != generation => {
+                    Ok(act.apply_overrides(accounts))
+                }
+                Ok(accounts) => {
+                    let at = Instant::now();
+                    act.account_snapshot = Some((accounts.clone(), at));
+                    Ok(act.publish_accounts(accounts, at))
+                }
+                // Both sources failing: the last snapshot is better than nothing.
+                Err(e) => match &act.account_snapshot {
+                    Some((accounts, _)) => Ok(act.apply_overrides(accounts.clone())),
+                    None => Err(e),
+                },
+            };
+            if let Some(i) = act.account_loads.iter().position(|(g, _)| *g == generation) {
+                let (_, waiters) = act.account_loads.swap_remove(i);
+                for waiter in waiters {
+                    let copy = match &answer {
+                        Ok(accounts) => Ok(accounts.clone()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if waiter.send(copy).is_err() {
+                        log::debug!("a caller stopped waiting for the account list");
+                    }
+                }
             }
-            // Both sources failing: the last snapshot is better than nothing.
-            Err(e) => match &act.account_snapshot {
-                Some((accounts, _)) => Ok(act.apply_overrides(accounts.clone())),
-                None => Err(e),
-            },
+            answer
         }))
     }
 }

@@ -102,6 +102,9 @@ pub struct CacheStats {
     /// Calls (round trips) to Redis and MySQL since start.
     pub redis_calls: u64,
     pub mysql_calls: u64,
+    /// Account lists read from storage since start (one per expiry or change, however many
+    /// requests found the list stale at once).
+    pub account_list_loads: u64,
 }
 
 /// The state of a backend before its first probe reported.
@@ -132,6 +135,13 @@ pub struct RouterActor {
     redis_cache_stale: bool,
     flushing: bool,
     account_snapshot: Option<(Vec<Account>, Instant)>,
+    /// Account loads under way, by the invalidation generation they began in, with the
+    /// callers waiting for each: one load at a time, not one per request that found the
+    /// snapshot stale (under load, hundreds every `KEY_CACHE_TTL_SECONDS`).
+    account_loads: Vec<(u64, Vec<accounts::AccountsWaiter>)>,
+    /// Bumped by every account change: a load begun before one is not kept as the snapshot.
+    accounts_generation: u64,
+    account_list_loads: u64,
     /// Account state changes not yet written (MySQL down), applied over snapshots.
     status_overrides: HashMap<String, StatusChange>,
     /// Redis mode: account patches (read, change, write back) one at a time, so that one
@@ -188,6 +198,9 @@ impl RouterActor {
             redis_cache_stale: true,
             flushing: false,
             account_snapshot: None,
+            account_loads: Vec::new(),
+            accounts_generation: 0,
+            account_list_loads: 0,
             status_overrides: HashMap::new(),
             account_patches: Arc::default(),
             local_limiter: usage::LocalLimiter::default(),
@@ -271,10 +284,7 @@ impl RouterActor {
                     }
                 }
             }
-            Some("accounts") => {
-                self.account_snapshot = None;
-                self.hot.clear_accounts();
-            }
+            Some("accounts") => self.forget_accounts(),
             _ => {}
         }
     }
@@ -495,6 +505,7 @@ impl Handler<GetCacheStats> for RouterActor {
             key_cache_misses,
             redis_calls: self.cache.calls(),
             mysql_calls: self.store.calls(),
+            account_list_loads: self.account_list_loads,
         })
     }
 }

@@ -167,3 +167,35 @@ async fn a_key_over_its_daily_limit_is_refused_by_every_worker() {
     }
     assert_eq!(relay.mock.message_count(), 2);
 }
+
+#[actix_rt::test]
+async fn an_expired_account_list_is_read_once_however_many_requests_find_it_stale() {
+    let relay = start(|env| {
+        env.set("KEY_CACHE_TTL_SECONDS", "3");
+    })
+    .await;
+    relay.console("main", "sk-up", 10).await;
+    let (_, plaintext) = relay.key(|_| {}).await;
+    assert_eq!(
+        statuses_at_once(&relay, &plaintext, 4, false).await,
+        vec![200; 4]
+    );
+    // The list (and the key) expire; then 32 requests on both workers find them stale at once.
+    actix_rt::time::sleep(std::time::Duration::from_millis(3_200)).await;
+    let before = relay.router().cache_stats().await.account_list_loads;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        statuses_at_once(&relay, &plaintext, 32, false).await,
+        vec![200; 32]
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "the burst ended within one TTL (else a second read would be due)"
+    );
+    assert_eq!(
+        relay.router().cache_stats().await.account_list_loads - before,
+        1,
+        "one read for the whole burst"
+    );
+    assert_eq!(relay.mock.message_count(), 36);
+}
