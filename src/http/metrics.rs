@@ -34,7 +34,7 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     key_cache: IntGaugeVec,
     backend_calls: IntGaugeVec,
-    account_list_loads: IntGauge,
+    storage_reads: IntGaugeVec,
     pool: IntGaugeVec,
     backend_up: IntGaugeVec,
     backend_latency: GaugeVec,
@@ -125,11 +125,14 @@ impl Metrics {
                     &["backend"],
                 ),
             )?,
-            account_list_loads: register(
+            storage_reads: register(
                 &r,
-                IntGauge::new(
-                    "account_list_loads",
-                    "account lists read from storage since start",
+                IntGaugeVec::new(
+                    Opts::new(
+                        "cached_item_reads",
+                        "reads from storage of what the relay caches in process, since start",
+                    ),
+                    &["item"],
                 ),
             )?,
             pool: register(
@@ -380,7 +383,12 @@ async fn metrics(
     m.backend_calls
         .with_label_values(&["mysql"])
         .set(gauge(cache.mysql_calls));
-    m.account_list_loads.set(gauge(cache.account_list_loads));
+    m.storage_reads
+        .with_label_values(&["account_list"])
+        .set(gauge(cache.account_list_reads));
+    m.storage_reads
+        .with_label_values(&["key"])
+        .set(gauge(cache.key_reads));
     let usage = router.usage_stats().await;
     m.usage_events
         .with_label_values(&["recorded"])

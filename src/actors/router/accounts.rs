@@ -7,6 +7,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use super::keys::{check_id, check_text};
+use super::loads::{self, Turn};
 use super::{RouterActor, RouterHandle, unavailable};
 use crate::config::StorageMode;
 use crate::domain::account::{Account, ModelFamily, StatusChange};
@@ -83,7 +84,7 @@ impl RouterActor {
     /// load under way will not be kept.
     pub(super) fn forget_accounts(&mut self) {
         self.account_snapshot = None;
-        self.accounts_generation += 1;
+        self.account_loads.invalidate();
         self.hot.clear_accounts();
     }
 
@@ -91,7 +92,9 @@ impl RouterActor {
         self.forget_accounts();
         if self.config.mode == StorageMode::Hybrid && self.redis_up() {
             let cache = self.cache.clone();
-            let message = serde_json::json!({ "type": "accounts" }).to_string();
+            let message =
+                serde_json::json!({ "type": "accounts", "from": self.journal.instance_id() })
+                    .to_string();
             let me = self.me.clone();
             actix::spawn(async move {
                 if cache.drop_cached_accounts().await.is_err()
@@ -313,9 +316,6 @@ impl Handler<DeleteAccount> for RouterActor {
     }
 }
 
-/// A caller waiting for the account load under way; an error comes as its message.
-pub(super) type AccountsWaiter = tokio::sync::oneshot::Sender<Result<Vec<Account>, String>>;
-
 impl Handler<AccountSnapshot> for RouterActor {
     type Result = ResponseActFuture<Self, Result<Vec<Account>, AppError>>;
 
@@ -326,23 +326,10 @@ impl Handler<AccountSnapshot> for RouterActor {
             let at = *at;
             return Box::pin(fut::ready(Ok(self.publish_accounts(accounts.clone(), at))));
         }
-        let generation = self.accounts_generation;
-        if let Some((_, waiters)) = self
-            .account_loads
-            .iter_mut()
-            .find(|(g, _)| *g == generation)
-        {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            waiters.push(tx);
-            return Box::pin(fut::wrap_future(async move {
-                match rx.await {
-                    Ok(answer) => answer.map_err(AppError::StorageUnavailable),
-                    Err(_) => Err(AppError::Internal("the account load was dropped".into())),
-                }
-            }));
-        }
-        self.account_loads.push((generation, Vec::new()));
-        self.account_list_loads += 1;
+        let ticket = match self.account_loads.turn(()) {
+            Turn::Read(ticket) => ticket,
+            Turn::Wait(answer) => return Box::pin(fut::wrap_future(loads::wait(answer))),
+        };
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
         let (redis_ok, mysql_ok) = (self.redis_up() && !self.redis_cache_stale, self.mysql_up());
         let ttl = self.config.redis_cache_ttl;
@@ -371,33 +358,20 @@ impl Handler<AccountSnapshot> for RouterActor {
         };
         Box::pin(work.into_actor(self).map(move |r, act, _| {
             let answer = match r {
-                // Read before an account changed: answered, not kept.
-                Ok(accounts) if act.accounts_generation != generation => {
-                    Ok(act.apply_overrides(accounts))
-                }
-                Ok(accounts) => {
+                Ok(accounts) if act.account_loads.is_current(ticket) => {
                     let at = Instant::now();
                     act.account_snapshot = Some((accounts.clone(), at));
                     Ok(act.publish_accounts(accounts, at))
                 }
+                // Read before an account changed: answered, not kept.
+                Ok(accounts) => Ok(act.apply_overrides(accounts)),
                 // Both sources failing: the last snapshot is better than nothing.
                 Err(e) => match &act.account_snapshot {
                     Some((accounts, _)) => Ok(act.apply_overrides(accounts.clone())),
                     None => Err(e),
                 },
             };
-            if let Some(i) = act.account_loads.iter().position(|(g, _)| *g == generation) {
-                let (_, waiters) = act.account_loads.swap_remove(i);
-                for waiter in waiters {
-                    let copy = match &answer {
-                        Ok(accounts) => Ok(accounts.clone()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    if waiter.send(copy).is_err() {
-                        log::debug!("a caller stopped waiting for the account list");
-                    }
-                }
-            }
+            act.account_loads.finish((), ticket, &answer);
             answer
         }))
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::loads::{self, Turn};
 use super::{RouterActor, RouterHandle, unavailable};
 use crate::config::StorageMode;
 use crate::domain::api_key::{ApiKey, MAX_DESCRIPTION_LEN, validate_id, validate_name};
@@ -61,6 +62,7 @@ pub struct DeleteKey {
 impl RouterActor {
     /// Drops `hashes` from every cache layer and tells other instances to do the same.
     pub(super) fn invalidate_keys(&mut self, hashes: Vec<String>) {
+        self.key_loads.invalidate();
         for h in &hashes {
             self.hot.forget_key(h);
         }
@@ -69,7 +71,12 @@ impl RouterActor {
             return;
         }
         let cache = self.cache.clone();
-        let message = serde_json::json!({ "type": "keys", "hashes": hashes }).to_string();
+        let message = serde_json::json!({
+            "type": "keys",
+            "hashes": hashes,
+            "from": self.journal.instance_id(),
+        })
+        .to_string();
         let hybrid = self.config.mode == StorageMode::Hybrid;
         let me = self.me.clone();
         actix::spawn(async move {
@@ -344,6 +351,10 @@ impl Handler<FindKeyByHash> for RouterActor {
             return Box::pin(fut::ready(Ok(key.map(Arc::unwrap_or_clone))));
         }
         self.hot.count_key_lookup(false);
+        let ticket = match self.key_loads.turn(msg.hash.clone()) {
+            Turn::Read(ticket) => ticket,
+            Turn::Wait(answer) => return Box::pin(fut::wrap_future(loads::wait(answer))),
+        };
         let mode = self.config.mode;
         let (store, cache) = (self.store.clone(), self.cache.clone());
         let redis_ok = self.redis_up() && !self.redis_cache_stale;
@@ -390,20 +401,25 @@ impl Handler<FindKeyByHash> for RouterActor {
                 }
             }
         };
-        Box::pin(
-            work.into_actor(self)
-                .map(move |result, act, _| match result {
-                    Ok(found) => {
-                        act.hot.remember_key(msg.hash, found.clone());
-                        Ok(found)
+        Box::pin(work.into_actor(self).map(move |result, act, _| {
+            let answer = match result {
+                Ok(found) => {
+                    // Read before a key changed: answered, not kept.
+                    if act.key_loads.is_current(ticket) {
+                        act.hot.remember_key(msg.hash.clone(), found.clone());
                     }
-                    // Both backends failing: a key seen before keeps working (SPEC §1, both down).
-                    Err(e) => match act.hot.any_key(&msg.hash) {
-                        Some(k) if e.is_outage() => Ok(Some(Arc::unwrap_or_clone(k))),
-                        _ => Err(e),
-                    },
-                }),
-        )
+                    Ok(found)
+                }
+                // Both backends failing: a key seen before keeps working (SPEC §1,
+                // both down).
+                Err(e) => match act.hot.any_key(&msg.hash) {
+                    Some(k) if e.is_outage() => Ok(Some(Arc::unwrap_or_clone(k))),
+                    _ => Err(e),
+                },
+            };
+            act.key_loads.finish(msg.hash, ticket, &answer);
+            answer
+        }))
     }
 }
 

@@ -12,6 +12,7 @@ mod groups;
 mod hot;
 mod keys;
 mod ledger;
+mod loads;
 mod observe;
 mod reports;
 mod usage;
@@ -35,6 +36,7 @@ use crate::ledger::Journal;
 
 use super::cache::CacheEvent;
 use crate::domain::account::{Account, StatusChange};
+use crate::domain::api_key::ApiKey;
 use crate::error::AppError;
 
 use super::cache::CacheHandle;
@@ -102,9 +104,10 @@ pub struct CacheStats {
     /// Calls (round trips) to Redis and MySQL since start.
     pub redis_calls: u64,
     pub mysql_calls: u64,
-    /// Account lists read from storage since start (one per expiry or change, however many
-    /// requests found the list stale at once).
-    pub account_list_loads: u64,
+    /// Account lists and keys read from storage since start (one read per expiry or change,
+    /// however many requests found the item stale at once).
+    pub account_list_reads: u64,
+    pub key_reads: u64,
 }
 
 /// The state of a backend before its first probe reported.
@@ -135,13 +138,10 @@ pub struct RouterActor {
     redis_cache_stale: bool,
     flushing: bool,
     account_snapshot: Option<(Vec<Account>, Instant)>,
-    /// Account loads under way, by the invalidation generation they began in, with the
-    /// callers waiting for each: one load at a time, not one per request that found the
-    /// snapshot stale (under load, hundreds every `KEY_CACHE_TTL_SECONDS`).
-    account_loads: Vec<(u64, Vec<accounts::AccountsWaiter>)>,
-    /// Bumped by every account change: a load begun before one is not kept as the snapshot.
-    accounts_generation: u64,
-    account_list_loads: u64,
+    /// Account-list reads under way, one at a time (`loads`).
+    account_loads: loads::Loads<(), Vec<Account>>,
+    /// Key reads under way, one at a time per key hash.
+    key_loads: loads::Loads<String, Option<ApiKey>>,
     /// Account state changes not yet written (MySQL down), applied over snapshots.
     status_overrides: HashMap<String, StatusChange>,
     /// Redis mode: account patches (read, change, write back) one at a time, so that one
@@ -198,9 +198,8 @@ impl RouterActor {
             redis_cache_stale: true,
             flushing: false,
             account_snapshot: None,
-            account_loads: Vec::new(),
-            accounts_generation: 0,
-            account_list_loads: 0,
+            account_loads: loads::Loads::default(),
+            key_loads: loads::Loads::default(),
             status_overrides: HashMap::new(),
             account_patches: Arc::default(),
             local_limiter: usage::LocalLimiter::default(),
@@ -276,8 +275,14 @@ impl RouterActor {
         let Ok(event) = serde_json::from_str::<serde_json::Value>(payload) else {
             return;
         };
+        // This instance's own change, echoed: applied when it was made. Taken again, it would
+        // also drop what was read after it (a key or account list read since is kept).
+        if event["from"].as_str() == Some(self.journal.instance_id()) {
+            return;
+        }
         match event["type"].as_str() {
             Some("keys") => {
+                self.key_loads.invalidate();
                 for h in event["hashes"].as_array().into_iter().flatten() {
                     if let Some(h) = h.as_str() {
                         self.hot.forget_key(h);
@@ -505,7 +510,8 @@ impl Handler<GetCacheStats> for RouterActor {
             key_cache_misses,
             redis_calls: self.cache.calls(),
             mysql_calls: self.store.calls(),
-            account_list_loads: self.account_list_loads,
+            account_list_reads: self.account_loads.begun(),
+            key_reads: self.key_loads.begun(),
         })
     }
 }
