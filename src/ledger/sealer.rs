@@ -6,7 +6,7 @@
 //! at the record bytes the journal counted (not at the file's end), and an untrimmed segment
 //! reads the same as a trimmed one (zeros are the end).
 
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::{self, SyncSender};
 use std::thread::JoinHandle;
 
 use super::mapped::MappedSegment;
@@ -14,8 +14,13 @@ use super::mapped::MappedSegment;
 /// A full segment and whether its pages must reach the disk before it is closed.
 type SealJob = (MappedSegment, bool);
 
+/// Full segments that may wait for their seal (16 MB of journal): past that, a disk that
+/// cannot keep up holds the appending worker back, as it did when it sealed inline, instead
+/// of letting sealed-but-unwritten segments pile up.
+const WAITING_SEALS: usize = 4;
+
 pub struct Sealer {
-    jobs: Option<Sender<SealJob>>,
+    jobs: Option<SyncSender<SealJob>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -23,7 +28,7 @@ impl Sealer {
     /// Starts the sealing thread; without one (the system refused a thread), segments are
     /// sealed by the appending thread, as before.
     pub fn start() -> Sealer {
-        let (jobs, queue) = mpsc::channel::<SealJob>();
+        let (jobs, queue) = mpsc::sync_channel::<SealJob>(WAITING_SEALS);
         let thread = std::thread::Builder::new()
             .name("journal-sealer".into())
             .spawn(move || {
@@ -46,7 +51,7 @@ impl Sealer {
         }
     }
 
-    /// Hands a full segment over; returns at once.
+    /// Hands a full segment over; returns at once unless `WAITING_SEALS` already wait.
     pub fn seal(&self, segment: MappedSegment, sync: bool) {
         let job = match &self.jobs {
             Some(jobs) => match jobs.send((segment, sync)) {
@@ -88,7 +93,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sealer = Sealer::start();
         let mut paths = Vec::new();
-        for i in 0..3u8 {
+        // More than may wait at once: the last ones wait for a place, none is lost.
+        for i in 0..u8::try_from(WAITING_SEALS + 3).unwrap() {
             let path = dir.path().join(format!("seg-{i}"));
             let mut s = MappedSegment::create(&path, 4096).unwrap();
             assert!(s.append(&[1, 0, 0, 0, 7, 7, 7, 7, i]));
