@@ -34,7 +34,7 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     key_cache: IntGaugeVec,
     backend_calls: IntGaugeVec,
-    storage_reads: IntGaugeVec,
+    cached_item_reads: IntGaugeVec,
     pool: IntGaugeVec,
     backend_up: IntGaugeVec,
     backend_latency: GaugeVec,
@@ -125,7 +125,7 @@ impl Metrics {
                     &["backend"],
                 ),
             )?,
-            storage_reads: register(
+            cached_item_reads: register(
                 &r,
                 IntGaugeVec::new(
                     Opts::new(
@@ -383,10 +383,10 @@ async fn metrics(
     m.backend_calls
         .with_label_values(&["mysql"])
         .set(gauge(cache.mysql_calls));
-    m.storage_reads
+    m.cached_item_reads
         .with_label_values(&["account_list"])
         .set(gauge(cache.account_list_reads));
-    m.storage_reads
+    m.cached_item_reads
         .with_label_values(&["key"])
         .set(gauge(cache.key_reads));
     let usage = router.usage_stats().await;
