@@ -213,7 +213,7 @@ impl Journal {
             track_counters,
             archive_is_counting,
             inner: Mutex::new(inner),
-            sealer: Sealer::start(),
+            sealer: Sealer::start(dir, SEGMENT_BYTES),
             _lock: lock,
         };
         journal.delete_done_segments();
@@ -306,12 +306,15 @@ impl Journal {
         if !current {
             *sealed = inner.active.take().map(|a| a.segment);
             let path = self.dir.join(segment_name(seq));
-            let segment = MappedSegment::create(&path, SEGMENT_BYTES).inspect_err(|_| {
-                // A file that could not be given its size (a full disk) is no segment.
-                if let Err(e) = fs::remove_file(&path) {
-                    log::debug!("no journal segment {} to remove: {e}", path.display());
-                }
-            })?;
+            let segment = match self.sealer.take_spare(&path) {
+                Some(spare) => spare,
+                None => MappedSegment::create(&path, SEGMENT_BYTES).inspect_err(|_| {
+                    // A file that could not be given its size (a full disk) is no segment.
+                    if let Err(e) = fs::remove_file(&path) {
+                        log::debug!("no journal segment {} to remove: {e}", path.display());
+                    }
+                })?,
+            };
             inner.active = Some(Active {
                 segment,
                 first_seq: seq,

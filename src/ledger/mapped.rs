@@ -48,6 +48,19 @@ impl MappedSegment {
         })
     }
 
+    /// Faults every page of the map in, writable, without writing to it: the appends that
+    /// follow copy into memory already mapped instead of taking a page fault per 4 KB (1.25 %
+    /// of the relay's CPU samples, on the HTTP worker). Done ahead, off the workers, by the
+    /// sealing thread (`MADV_POPULATE_WRITE`, Linux 5.14); an older kernel refuses it, and
+    /// the pages then fault in as they are written.
+    pub fn prefault(&self) {
+        if let Some(map) = &self.map
+            && let Err(e) = map.advise(memmap2::Advice::PopulateWrite)
+        {
+            log::debug!("journal segment not prefaulted: {e}");
+        }
+    }
+
     /// Whether a frame of `size` bytes still fits.
     pub fn fits(&self, size: usize) -> bool {
         self.map
