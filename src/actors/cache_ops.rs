@@ -1000,15 +1000,26 @@ impl CacheHandle {
     }
 
     fn push_adds(&self, pipe: &mut redis::Pipeline, updates: &[CounterUpdate]) {
+        // Each command is built in buffers of its final size: grown an argument at a time,
+        // a command cost five or six allocations, and a flush holds a hundred commands.
+        let sized = |name: &str, key: &str, rest: usize| {
+            let mut cmd = redis::Cmd::with_capacity(4, name.len() + key.len() + rest);
+            cmd.arg(name).arg(key);
+            cmd
+        };
         for u in updates {
             let key = self.keys.named(&u.name);
             for (field, value) in Counters::FIELDS.iter().zip(u.delta.to_array()) {
                 if value != 0 {
-                    pipe.hincr(&key, *field, value).ignore();
+                    let mut cmd = sized("HINCRBY", &key, field.len() + 20);
+                    cmd.arg(*field).arg(value);
+                    pipe.add_command(cmd).ignore();
                 }
             }
             if let Some(ttl) = u.ttl_seconds {
-                pipe.expire(&key, ttl.max(1)).ignore();
+                let mut cmd = sized("EXPIRE", &key, 20);
+                cmd.arg(ttl.max(1));
+                pipe.add_command(cmd).ignore();
             }
         }
     }

@@ -140,12 +140,17 @@ fn day_name(owner: &str, local: DateTime<chrono::FixedOffset>) -> String {
 /// every request: `format!` costs several times more than joining their parts.
 fn day_label(local: DateTime<chrono::FixedOffset>) -> String {
     let mut out = String::with_capacity(10);
-    push_padded(&mut out, local.year(), 4);
-    out.push('-');
-    push_padded(&mut out, local.month(), 2);
-    out.push('-');
-    push_padded(&mut out, local.day(), 2);
+    push_day(&mut out, local);
     out
+}
+
+/// Appends the `YYYY-MM-DD` of a local time.
+fn push_day(out: &mut String, local: DateTime<chrono::FixedOffset>) {
+    push_padded(out, local.year(), 4);
+    out.push('-');
+    push_padded(out, local.month(), 2);
+    out.push('-');
+    push_padded(out, local.day(), 2);
 }
 
 /// Appends `n` in decimal, zero-padded to `width` digits (a negative year as `format!`
@@ -345,20 +350,36 @@ pub fn record_split(
 ) -> (Vec<CounterUpdate>, LaterCounters) {
     let local = e.local_time(offset_hours);
     let delta = Counters::of_event(e, 1);
-    let owner = ["key:", &e.api_key_id].concat();
-    let mut limited = vec![
-        CounterUpdate {
-            name: total_name(&owner),
-            delta,
-            ttl_seconds: None,
-        },
-        CounterUpdate {
-            name: day_name(&owner, local),
-            delta,
-            ttl_seconds: Some(DAY_TTL),
-        },
-    ];
-    limited.extend(window_updates(e, local, is_opus, weekly, rate_window));
+    // What `split_for_record` keeps now of the key's total and day (requests and cost; the
+    // tokens are summed for later), built here without the sets it would leave for later:
+    // this runs for every relayed request.
+    let limited = Counters {
+        requests: delta.requests,
+        cost_micros: delta.cost_micros,
+        ..Counters::default()
+    };
+    let mut day = String::with_capacity(40 + e.api_key_id.len());
+    day.push_str("usage:key:");
+    day.push_str(&e.api_key_id);
+    day.push_str(":day:");
+    push_day(&mut day, local);
+    let mut now = Vec::with_capacity(4);
+    now.push(CounterUpdate {
+        name: ["usage:key:", &e.api_key_id, ":total"].concat(),
+        delta: limited,
+        ttl_seconds: None,
+    });
+    now.push(CounterUpdate {
+        name: day,
+        delta: limited,
+        ttl_seconds: Some(DAY_TTL),
+    });
+    for u in window_updates(e, local, is_opus, weekly, rate_window) {
+        // A rate window may limit tokens too; the weekly Opus set holds cost alone.
+        if u.name.starts_with("rate:") || u.delta != Counters::default() {
+            now.push(u);
+        }
+    }
     let hour = local
         .with_nanosecond(0)
         .and_then(|t| t.with_second(0))
@@ -373,7 +394,7 @@ pub fn record_split(
         },
         delta,
     };
-    (split_for_record(limited, &e.api_key_id).0, later)
+    (now, later)
 }
 
 /// True for the counter sets that admission reads (the key's day and total, its weekly Opus
@@ -833,6 +854,30 @@ mod record_split_tests {
                 if account.is_empty() { 12 } else { 16 }
             );
         }
+    }
+
+    #[test]
+    fn a_free_answer_writes_what_the_split_of_every_update_writes() {
+        // No cost: the weekly Opus set (cost alone) gets nothing now; the rest as ever.
+        let window = RateWindowName {
+            name: "rate:key:k1:1772665200".into(),
+            ttl_seconds: 3660,
+            resets_in_seconds: 100,
+        };
+        let mut free = event(1, 10, "a1", "m");
+        free.cost_micros = 0;
+        let all = counter_updates(&free, 8, true, (1, 0), Some(&window));
+        let (expected, _) = super::split_for_record(all, "k1");
+        let (now, _) = record_split(&free, 8, true, (1, 0), Some(&window));
+        assert_eq!(now, expected);
+        assert_eq!(
+            now.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+            [
+                "usage:key:k1:total",
+                "usage:key:k1:day:2026-03-05",
+                "rate:key:k1:1772665200"
+            ]
+        );
     }
 
     #[test]

@@ -308,9 +308,7 @@ pub async fn track(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     use actix_web::HttpMessage;
     let started = Instant::now();
-    let id = RequestId::new();
-    let request_id = id.0.clone();
-    req.extensions_mut().insert(id);
+    req.extensions_mut().insert(RequestId::new());
     let metrics = req.app_data::<web::Data<Arc<Metrics>>>().cloned();
     // Only the path: a query string may hold a key (`?key=`). Copied only when the access
     // line is written (not at the default level: two allocations per request saved).
@@ -326,11 +324,16 @@ pub async fn track(
     if let Some(m) = metrics {
         m.observe_request(&route, status, elapsed);
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    // The id moves into the header (no copy): the handler took what it needed.
+    let id = res.request().extensions_mut().remove::<RequestId>();
+    let logged_id = access.as_ref().and(id.as_ref()).map(|id| id.0.clone());
+    if let Some(v) = id.and_then(|id| HeaderValue::from_maybe_shared(bytes::Bytes::from(id.0)).ok())
+    {
         res.headers_mut()
             .insert(HeaderName::from_static("request-id"), v);
     }
     if let Some((method, path)) = access {
+        let request_id = logged_id.as_deref().unwrap_or("-");
         log::info!(
             target: "access",
             "{request_id} {method} {path} {} {:.3}ms",

@@ -446,12 +446,17 @@ impl UsageContext {
         let cost = self.prices.cost(&self.model, &usage);
         let quota = (self.daily_quota > 0.0)
             .then(|| (self.account_id.clone(), self.daily_quota, cost.total_micro));
+        let counters = CounterContext {
+            opus: is_opus(&self.model),
+            weekly_reset: (self.key.weekly_reset_day, self.key.weekly_reset_hour),
+            rate_window: self.window_name.map(|w| (w.name, w.ttl_seconds)),
+        };
         let event = UsageEvent {
             request_id: self.request_id,
             upstream_request_id: self.upstream_request_id,
             api_key_id: self.key.id.clone(),
             account_id: self.account_id,
-            model: self.model.clone(),
+            model: self.model,
             input_tokens: tokens(usage.input_tokens),
             output_tokens: tokens(usage.output_tokens),
             cache_create_5m_tokens: tokens(usage.cache_create_5m_tokens),
@@ -463,12 +468,7 @@ impl UsageContext {
             latency_ms: u32::try_from(self.started.elapsed().as_millis()).unwrap_or(u32::MAX),
             created_at: Utc::now(),
         };
-        let counters = CounterContext {
-            opus: is_opus(&self.model),
-            weekly_reset: (self.key.weekly_reset_day, self.key.weekly_reset_hour),
-            rate_window: self.window_name.map(|w| (w.name, w.ttl_seconds)),
-        };
-        match router.record_usage_releasing(event, counters, lease.clone()) {
+        match router.record_usage_releasing(event, counters, lease) {
             Ok(()) => {
                 if let Some((id, quota, cost)) = quota {
                     subscription::check_daily_quota(
@@ -481,7 +481,7 @@ impl UsageContext {
                 }
                 Ok(())
             }
-            Err(e) => {
+            Err((e, lease)) => {
                 let reject = self.config.journal_full == JournalFull::Reject;
                 router.usage_not_journaled(reject);
                 if let Some(l) = lease {

@@ -734,7 +734,7 @@ impl RouterHandle {
         event: UsageEvent,
         counters: CounterContext,
         release: Option<LeaseRef>,
-    ) -> Result<RecordUsage, AppError> {
+    ) -> Result<RecordUsage, (AppError, Option<LeaseRef>)> {
         let (now, later) = crate::domain::limits::record_split(
             &event,
             self.offset_hours,
@@ -742,14 +742,18 @@ impl RouterHandle {
             counters.weekly_reset,
             counters.rate_window_name().as_ref(),
         );
-        let seq = self.journal.append(&event, &counters).map_err(|e| {
-            log::error!("usage event {} not journaled: {e}", event.request_id);
-            AppError::StorageUnavailable(
-                "storage unavailable: the usage of this answer cannot be recorded right now, \
-                     try again shortly"
-                    .into(),
-            )
-        })?;
+        let seq = match self.journal.append(&event, &counters) {
+            Ok(seq) => seq,
+            Err(e) => {
+                log::error!("usage event {} not journaled: {e}", event.request_id);
+                let error = AppError::StorageUnavailable(
+                    "storage unavailable: the usage of this answer cannot be recorded right \
+                     now, try again shortly"
+                        .into(),
+                );
+                return Err((error, release));
+            }
+        };
         Ok(RecordUsage {
             seq,
             event,
@@ -761,13 +765,13 @@ impl RouterHandle {
 
     /// Journals one event and has it counted without waiting (the hot path); `release` is
     /// the request's lease, released in the counting round trip. Fails only when the
-    /// journal cannot be written.
+    /// journal cannot be written, and then hands the lease back.
     pub fn record_usage_releasing(
         &self,
         event: UsageEvent,
         counters: CounterContext,
         release: Option<LeaseRef>,
-    ) -> Result<(), AppError> {
+    ) -> Result<(), (AppError, Option<LeaseRef>)> {
         let record = self.journal_event(event, counters, release)?;
         self.count_record(record);
         Ok(())
@@ -781,7 +785,9 @@ impl RouterHandle {
         event: UsageEvent,
         counters: CounterContext,
     ) -> Result<(), AppError> {
-        let record = self.journal_event(event, counters, None)?;
+        let record = self
+            .journal_event(event, counters, None)
+            .map_err(|(e, _)| e)?;
         let seq = record.seq;
         self.hot.count_recorded();
         self.ask(record).await?;
