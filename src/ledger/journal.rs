@@ -354,11 +354,11 @@ impl Journal {
 
     /// Forces appended records to disk (`USAGE_JOURNAL_FSYNC` interval).
     pub fn sync(&self) -> io::Result<()> {
-        let file = match &self.lock().active {
-            Some(a) => a.segment.file()?,
+        let (file, len) = match &self.lock().active {
+            Some(a) => a.segment.written()?,
             None => return Ok(()),
         };
-        file.sync_data()
+        super::mapped::sync_written(&file, len)
     }
 
     /// The counters of `seq` are applied (or never will be needed).
