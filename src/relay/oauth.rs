@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use http::HeaderValue;
 use serde::Deserialize;
 
 use crate::actors::router::{EntryKind, RouterHandle};
@@ -113,37 +114,51 @@ pub fn credentials(cipher: &CredentialCipher, account: &Account) -> Result<Crede
 /// again as used).
 const OPENED_CAPACITY: usize = 10_000;
 
-/// Accounts' credentials as last opened, by account id, with the sealed text they were
-/// opened from: one decryption and parse per change of credentials, not per request.
+/// Console accounts' upstream keys as last opened, by account id, with the sealed text they
+/// were opened from: one decryption, parse and header check per change of credentials, not
+/// per request. Kept as the ready `x-api-key` value (cloning it counts a reference).
 #[derive(Default)]
 pub struct OpenedCredentials {
-    by_account: Mutex<HashMap<String, (String, Arc<Credentials>)>>,
+    by_account: Mutex<HashMap<String, (String, Option<HeaderValue>)>>,
 }
 
 impl OpenedCredentials {
-    /// [`credentials`] of the account, opened again only when its sealed text changed.
-    pub fn open(
+    /// The `x-api-key` value of the account's [`credentials`] (None: it has no API key),
+    /// opened again only when its sealed text changed.
+    pub fn api_key_header(
         &self,
         cipher: &CredentialCipher,
         account: &Account,
-    ) -> Result<Arc<Credentials>, AppError> {
+    ) -> Result<Option<HeaderValue>, AppError> {
         if let Ok(opened) = self.by_account.lock()
-            && let Some((sealed, creds)) = opened.get(&account.id)
+            && let Some((sealed, key)) = opened.get(&account.id)
             && *sealed == account.credentials_encrypted
         {
-            return Ok(creds.clone());
+            return Ok(key.clone());
         }
-        let creds = Arc::new(credentials(cipher, account)?);
+        let key = match credentials(cipher, account)?.api_key {
+            Some(key) => {
+                let mut value =
+                    HeaderValue::from_maybe_shared(bytes::Bytes::from(key)).map_err(|_| {
+                        AppError::Internal(
+                            "an upstream credential is not a valid header value".into(),
+                        )
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
         if let Ok(mut opened) = self.by_account.lock() {
             if opened.len() >= OPENED_CAPACITY {
                 opened.clear();
             }
             opened.insert(
                 account.id.clone(),
-                (account.credentials_encrypted.clone(), creds.clone()),
+                (account.credentials_encrypted.clone(), key.clone()),
             );
         }
-        Ok(creds)
+        Ok(key)
     }
 }
 

@@ -279,8 +279,8 @@ async fn upstream_target<'a>(
         .unwrap_or(&shared.config.claude_api_url);
     let auth = match account.account_type {
         AccountType::ClaudeConsole => {
-            let creds = shared.opened.open(&shared.cipher, account)?;
-            UpstreamAuth::ApiKey(creds.api_key.clone().ok_or_else(|| {
+            let key = shared.opened.api_key_header(&shared.cipher, account)?;
+            UpstreamAuth::ApiKey(key.ok_or_else(|| {
                 AppError::Internal(format!("console account {} has no API key", account.id))
             })?)
         }

@@ -48,7 +48,8 @@ const MAX_CACHED_URLS: usize = 1024;
 /// How the relay authenticates to the upstream for one account.
 #[derive(Clone)]
 pub enum UpstreamAuth {
-    ApiKey(String),
+    /// The `x-api-key` value, ready (marked sensitive).
+    ApiKey(HeaderValue),
     Bearer(String),
 }
 
@@ -413,9 +414,7 @@ pub fn build_request(
     };
     match auth {
         UpstreamAuth::ApiKey(key) => {
-            let mut key = value(key)?;
-            key.set_sensitive(true);
-            headers.insert("x-api-key", key);
+            headers.insert("x-api-key", key.clone());
             if let Some(b) = beta {
                 headers.insert("anthropic-beta", value(b)?);
             }
@@ -502,7 +501,7 @@ mod tests {
         ] {
             let request = build_request(
                 &sent,
-                &UpstreamAuth::ApiKey("sk-up".into()),
+                &UpstreamAuth::ApiKey(HeaderValue::from_static("sk-up")),
                 Bytes::from_static(b"{}"),
             )
             .unwrap();
@@ -525,7 +524,7 @@ mod tests {
         ]);
         let request = build_request(
             &sent,
-            &UpstreamAuth::ApiKey("sk-up".into()),
+            &UpstreamAuth::ApiKey(HeaderValue::from_static("sk-up")),
             Bytes::from_static(b"{}"),
         )
         .unwrap();
