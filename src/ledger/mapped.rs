@@ -219,8 +219,9 @@ mod tests {
         after_name.split(' ').nth(7).unwrap().parse().unwrap()
     }
 
-    #[test]
-    fn a_prefaulted_segment_takes_no_page_fault_on_append_even_after_a_sync() {
+    /// Page faults of appending to every page of a prefaulted segment after the first page
+    /// was synced.
+    fn faults_appending_after_a_sync() -> u64 {
         const PAGE: usize = 4096;
         let dir = tempfile::tempdir().unwrap();
         let mut s = MappedSegment::create(&dir.path().join("seg"), 16 * PAGE).unwrap();
@@ -236,14 +237,20 @@ mod tests {
             assert!(s.append(&frame));
         }
         let faults = thread_minor_faults() - before;
-        assert_eq!(faults, 0, "pages ahead of the synced records stay writable");
         let (file, len) = s.written().unwrap();
         assert_eq!(len, 16 * PAGE);
         sync_written(&file, len).unwrap();
         s.seal(false).unwrap();
-        assert_eq!(
-            std::fs::read(dir.path().join("seg")).unwrap().len(),
-            16 * PAGE
-        );
+        assert_eq!(std::fs::read(dir.path().join("seg")).unwrap().len(), 16 * PAGE);
+        faults
+    }
+
+    #[test]
+    fn a_prefaulted_segment_takes_no_page_fault_on_append_even_after_a_sync() {
+        // The kernel's own writeback may clean (and write-protect) a page at any moment on a
+        // busy machine: one clean run of five shows the sync leaves the pages ahead writable
+        // (with `fdatasync` in its place every run takes a fault per page).
+        let runs: Vec<u64> = (0..5).map(|_| faults_appending_after_a_sync()).collect();
+        assert!(runs.contains(&0), "page faults per run: {runs:?}");
     }
 }

@@ -8,6 +8,7 @@ use actix::prelude::*;
 
 use super::loads::{self, Turn};
 use super::{RouterActor, RouterHandle, unavailable};
+use crate::actors::cache::CacheHandle;
 use crate::config::StorageMode;
 use crate::domain::api_key::{ApiKey, MAX_DESCRIPTION_LEN, validate_id, validate_name};
 use crate::error::{AppError, CacheError, StoreError};
@@ -59,8 +60,27 @@ pub struct DeleteKey {
     pub id: String,
 }
 
+/// Drops the Redis copies of changed keys before the change is answered: dropped after it (as
+/// it once was), a read right after the answer could find the old copy there and keep it
+/// for `KEY_CACHE_TTL_SECONDS`. When Redis refuses, its key cache is flushed.
+async fn drop_redis_copies(
+    cache: Option<CacheHandle>,
+    hashes: &[String],
+    me: Option<Addr<RouterActor>>,
+) {
+    let Some(cache) = cache else { return };
+    if let Err(e) = cache.drop_cached_keys(hashes).await {
+        log::warn!("key cache invalidation failed ({e}); the cache will be flushed");
+        if let Some(me) = me {
+            me.do_send(super::MarkCacheStale);
+        }
+    }
+}
+
 impl RouterActor {
-    /// Drops `hashes` from every cache layer and tells other instances to do the same.
+    /// Drops `hashes` from this instance's caches and tells other instances to do the same.
+    /// The Redis copies are gone already ([`drop_redis_copies`], before the change was
+    /// answered).
     pub(super) fn invalidate_keys(&mut self, hashes: Vec<String>) {
         self.key_loads.invalidate();
         for h in &hashes {
@@ -77,19 +97,17 @@ impl RouterActor {
             "from": self.journal.instance_id(),
         })
         .to_string();
-        let hybrid = self.config.mode == StorageMode::Hybrid;
-        let me = self.me.clone();
         actix::spawn(async move {
-            if hybrid && let Err(e) = cache.drop_cached_keys(&hashes).await {
-                log::warn!("key cache invalidation failed ({e}); the cache will be flushed");
-                if let Some(me) = me {
-                    me.do_send(super::MarkCacheStale);
-                }
-            }
             if let Err(e) = cache.publish(message).await {
                 log::debug!("key invalidation not published (peers refresh by TTL): {e}");
             }
         });
+    }
+
+    /// What a key change needs to drop its Redis copies: the cache when Redis holds copies
+    /// of MySQL's keys (hybrid mode) and is up.
+    fn redis_copies(&self) -> Option<CacheHandle> {
+        (self.config.mode == StorageMode::Hybrid && self.redis_up()).then(|| self.cache.clone())
     }
 
     fn require_primary(&self) -> Result<(), AppError> {
@@ -163,6 +181,7 @@ impl Handler<CreateKey> for RouterActor {
             return Box::pin(fut::ready(Err(e)));
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let (copies, me) = (self.redis_copies(), self.me.clone());
         let key = msg.key;
         let work = async move {
             match mode {
@@ -185,6 +204,7 @@ impl Handler<CreateKey> for RouterActor {
                         .exec(move |c| Box::pin(queries::insert(c, k)))
                         .await
                         .map_err(store_err)?;
+                    drop_redis_copies(copies, std::slice::from_ref(&key.key_hash), me).await;
                 }
             }
             Ok(key)
@@ -258,6 +278,7 @@ impl Handler<SaveKey> for RouterActor {
         let SaveKey { key, previous_hash } = msg;
         let mut hashes = vec![key.key_hash.clone()];
         hashes.extend(previous_hash.clone().filter(|h| *h != key.key_hash));
+        let (copies, me, changed) = (self.redis_copies(), self.me.clone(), hashes.clone());
         let work = async move {
             match mode {
                 StorageMode::Redis => {
@@ -280,6 +301,7 @@ impl Handler<SaveKey> for RouterActor {
                             }
                             other => store_err(other),
                         })?;
+                    drop_redis_copies(copies, &changed, me).await;
                 }
             }
             Ok(key)
@@ -301,6 +323,7 @@ impl Handler<DeleteKey> for RouterActor {
             return Box::pin(fut::ready(Err(e)));
         }
         let (mode, store, cache) = (self.config.mode, self.store.clone(), self.cache.clone());
+        let (copies, me) = (self.redis_copies(), self.me.clone());
         let work = async move {
             let existing = match mode {
                 StorageMode::Redis => cache.get_key(&msg.id).await.map_err(cache_err)?,
@@ -326,6 +349,8 @@ impl Handler<DeleteKey> for RouterActor {
                         .exec(move |c| Box::pin(queries::delete(c, id)))
                         .await
                         .map_err(store_err)?;
+                    let hash = std::slice::from_ref(&existing.key_hash);
+                    drop_redis_copies(copies, hash, me).await;
                 }
             }
             Ok(Some(existing.key_hash))
