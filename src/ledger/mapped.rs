@@ -241,7 +241,10 @@ mod tests {
         assert_eq!(len, 16 * PAGE);
         sync_written(&file, len).unwrap();
         s.seal(false).unwrap();
-        assert_eq!(std::fs::read(dir.path().join("seg")).unwrap().len(), 16 * PAGE);
+        assert_eq!(
+            std::fs::read(dir.path().join("seg")).unwrap().len(),
+            16 * PAGE
+        );
         faults
     }
 
