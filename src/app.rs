@@ -213,8 +213,7 @@ impl Application {
                 )))
                 .app_data(web::PayloadConfig::new(body_limit))
                 .app_data(web::JsonConfig::default().limit(body_limit))
-                .wrap(http::json_errors())
-                .wrap(actix_web::middleware::from_fn(crate::http::metrics::track))
+                .wrap(http::Edge::new(metrics_data.get_ref().clone()))
                 .configure(http::routes)
         })
         // Nagle off on client sockets: SSE events and small answers otherwise wait for the

@@ -5,11 +5,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
@@ -299,49 +295,6 @@ impl Default for RequestId {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Counts and times the request, logs the access line, adds `request-id`.
-pub async fn track(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    use actix_web::HttpMessage;
-    let started = Instant::now();
-    req.extensions_mut().insert(RequestId::new());
-    let metrics = req.app_data::<web::Data<Arc<Metrics>>>().cloned();
-    // Only the path: a query string may hold a key (`?key=`). Copied only when the access
-    // line is written (not at the default level: two allocations per request saved).
-    let access = log::log_enabled!(target: "access", log::Level::Info)
-        .then(|| (req.method().clone(), req.path().to_string()));
-    let mut res = next.call(req).await?;
-    let elapsed = started.elapsed();
-    let status = res.status();
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".into());
-    if let Some(m) = metrics {
-        m.observe_request(&route, status, elapsed);
-    }
-    // The id moves into the header (no copy): the handler took what it needed.
-    let id = res.request().extensions_mut().remove::<RequestId>();
-    let logged_id = access.as_ref().and(id.as_ref()).map(|id| id.0.clone());
-    if let Some(v) = id.and_then(|id| HeaderValue::from_maybe_shared(bytes::Bytes::from(id.0)).ok())
-    {
-        res.headers_mut()
-            .insert(HeaderName::from_static("request-id"), v);
-    }
-    if let Some((method, path)) = access {
-        let request_id = logged_id.as_deref().unwrap_or("-");
-        log::info!(
-            target: "access",
-            "{request_id} {method} {path} {} {:.3}ms",
-            status.as_u16(),
-            elapsed.as_secs_f64() * 1000.0
-        );
-    }
-    Ok(res)
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -3,18 +3,16 @@
 
 pub mod admin;
 pub mod console;
+pub mod edge;
 pub mod health;
 pub mod metrics;
 pub mod openai;
 pub mod relay;
 
+pub use edge::Edge;
+
 use std::sync::Arc;
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::ServiceResponse;
-use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
-use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{HttpResponse, web};
 
 use crate::actors::router::RouterHandle;
@@ -47,60 +45,4 @@ async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
         return openai::error_response(&error);
     }
     actix_web::ResponseError::error_response(&error)
-}
-
-/// Rewrites error answers that are not JSON yet (actix's own: bad JSON, payload too large,
-/// method not allowed, …) into the Anthropic error shape (OpenAI's on the OpenAI paths).
-pub fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
-    ErrorHandlers::new().default_handler(to_json_error::<B>)
-}
-
-fn to_json_error<B: MessageBody + 'static>(
-    res: ServiceResponse<B>,
-) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_json = res
-        .response()
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            // The console's pages answer errors as HTML on purpose.
-            ["application/json", "text/event-stream", "text/html"]
-                .iter()
-                .any(|t| v.starts_with(t))
-        });
-    if is_json {
-        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
-    }
-    let status = res.status();
-    let message = res
-        .response()
-        .error()
-        .map(|e| e.to_string())
-        .filter(|m| !m.is_empty() && status.is_client_error())
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
-    let error = match status {
-        StatusCode::UNAUTHORIZED => AppError::Authentication(message),
-        StatusCode::FORBIDDEN => AppError::Permission(message),
-        StatusCode::NOT_FOUND => AppError::NotFound(message),
-        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: 0 },
-        s if s.is_client_error() => AppError::InvalidRequest(message),
-        _ => AppError::Internal(message),
-    };
-    let mut body = error.body();
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        body["error"]["message"] = "request body is too large".into();
-    }
-    if openai::is_openai_path(res.request().path()) {
-        let message = body["error"]["message"].as_str().unwrap_or_default();
-        body = openai::framework_error_body(status, message);
-    }
-    let (req, mut response) = res.into_parts();
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let response = response.set_body(BoxBody::new(body.to_string()));
-    Ok(ErrorHandlerResponse::Response(
-        ServiceResponse::new(req, response).map_into_right_body(),
-    ))
 }

@@ -63,7 +63,7 @@ async fn call(path: &str, content_type: &str, body: &'static str, limit: usize) 
     let service = test::init_service(
         App::new()
             .app_data(web::JsonConfig::default().limit(limit))
-            .wrap(claude_relay::http::json_errors())
+            .wrap(claude_relay::http::Edge::default())
             .route("/echo", web::post().to(json_echo))
             .service(web::resource("/get-only").route(web::get().to(HttpResponse::Ok))),
     )

@@ -110,6 +110,32 @@ async fn metrics_move_with_traffic() {
     );
 }
 
+/// actix's own error answers (no route, a body too large for its route) pass the same
+/// middleware as the relay's: JSON, a request id, counted under their route.
+#[actix_rt::test]
+async fn actix_errors_are_json_with_a_request_id_and_counted() {
+    let relay = TestRelay::builder().start().await;
+    let http = &relay.app.http;
+    let unmatched = "claude_relay_http_requests_total{route=unmatched,status=404}";
+    let before = get(&scrape(http).await, unmatched);
+    for _ in 0..3 {
+        let r = http
+            .client
+            .get(http.url("/no/such/route"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let id = r.headers()["request-id"].to_str().unwrap().to_string();
+        assert_eq!(id.len(), "req_".len() + 32, "{id}");
+        assert!(id.starts_with("req_"), "{id}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "not_found_error");
+    }
+    assert_eq!(get(&scrape(http).await, unmatched), before + 3.0);
+}
+
 #[actix_rt::test]
 async fn backend_gauge_drops_to_zero_when_redis_stops() {
     let mut redis = RedisServer::spawn();
