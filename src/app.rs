@@ -200,6 +200,10 @@ impl Application {
             );
             let relay = web::Data::new(RelayShared {
                 router: relay.router.for_worker(worker_cache),
+                // Copies of their own (both never change): every request clones these
+                // handles, and a count both workers write would move between their cores.
+                config: Arc::new(Config::clone(&relay.config)),
+                prices: Arc::new(PriceTable::clone(&relay.prices)),
                 ..relay.clone()
             });
             App::new()

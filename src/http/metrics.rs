@@ -256,13 +256,27 @@ impl Metrics {
     }
 
     /// Counts one finished request.
-    pub fn observe_request(&self, route: &str, status: StatusCode, elapsed: Duration) {
-        self.requests
-            .with_label_values(&[route, status.as_str()])
-            .inc();
-        self.latency
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+    /// The request count and latency of `route` answered with `status`, to keep and observe
+    /// without looking them up again (each look-up takes a lock both workers write).
+    pub fn route_metrics(&self, route: &str, status: StatusCode) -> RouteMetrics {
+        RouteMetrics {
+            requests: self.requests.with_label_values(&[route, status.as_str()]),
+            latency: self.latency.with_label_values(&[route]),
+        }
+    }
+}
+
+/// The metrics of one route and status.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    requests: prometheus::IntCounter,
+    latency: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn observe(&self, elapsed: Duration) {
+        self.requests.inc();
+        self.latency.observe(elapsed.as_secs_f64());
     }
 }
 

@@ -551,7 +551,12 @@ pub async fn relay(
                 None => scheduler::session_hash(tree.get()?),
             };
         }
-        let lease_id = uuid::Uuid::new_v4().simple().to_string();
+        // A lease is taken only under a concurrency limit: no id to make without one.
+        let lease_id = if key.concurrency_limit > 0 {
+            uuid::Uuid::new_v4().simple().to_string()
+        } else {
+            String::new()
+        };
         let admission = admission_request(&key, &model, config, &lease_id);
         window_name = admission.window.as_ref().map(|w| limits::RateWindowName {
             name: w.name.clone(),

@@ -134,6 +134,28 @@ async fn actix_errors_are_json_with_a_request_id_and_counted() {
         assert_eq!(body["error"]["type"], "not_found_error");
     }
     assert_eq!(get(&scrape(http).await, unmatched), before + 3.0);
+
+    // One path, two statuses: each counted under its own status (a worker keeps the
+    // metrics of a path per status).
+    let refused = "claude_relay_http_requests_total{route=/api/v1/messages,status=401}";
+    let invalid = "claude_relay_http_requests_total{route=/api/v1/messages,status=400}";
+    let (_key, plaintext) = create_key(&relay.app.actors.router, &relay.app.config, |_| {}).await;
+    for (key, status) in [("", 401), (plaintext.as_str(), 400), ("", 401)] {
+        let r = http
+            .client
+            .post(http.url("/api/v1/messages"))
+            .header("content-type", "application/json")
+            .header("x-api-key", key)
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+    }
+    let after = scrape(http).await;
+    assert_eq!(get(&after, refused), 2.0);
+    assert_eq!(get(&after, invalid), 1.0);
+    assert_eq!(get(&after, unmatched), before + 3.0);
 }
 
 #[actix_rt::test]
