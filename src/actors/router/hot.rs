@@ -46,11 +46,25 @@ pub struct HotView {
     /// The ledger epoch while the limit counters in Redis are trusted (the workers then
     /// admit and count there themselves); None sends every admission to the router.
     counting: ArcSwapOption<String>,
-    /// Counter deltas summed in process until the router's next flush.
+    /// Counter deltas summed in process until the router's next flush (the router's own;
+    /// each worker sums its own in its tallies).
     pending: Mutex<PendingCounters>,
     recorded: AtomicU64,
     key_hits: AtomicU64,
     key_misses: AtomicU64,
+    /// Every worker's tallies, summed and drained by the router.
+    workers: Mutex<Vec<Arc<WorkerTallies>>>,
+}
+
+/// What one worker writes on every request, apart from what the other workers write: a
+/// cache line written from two cores moves between them on every write. Aligned so that
+/// two workers' tallies never share a line.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct WorkerTallies {
+    pending: Mutex<PendingCounters>,
+    recorded: AtomicU64,
+    key_hits: AtomicU64,
 }
 
 impl HotView {
@@ -64,7 +78,22 @@ impl HotView {
             recorded: AtomicU64::new(0),
             key_hits: AtomicU64::new(0),
             key_misses: AtomicU64::new(0),
+            workers: Mutex::default(),
         }
+    }
+
+    /// New tallies for a worker, counted in every sum from now on.
+    fn register_worker(&self) -> Arc<WorkerTallies> {
+        let tallies = Arc::new(WorkerTallies::default());
+        if let Ok(mut workers) = self.workers.lock() {
+            workers.push(tallies.clone());
+        }
+        tallies
+    }
+
+    /// Every worker's tallies (a copy of the list: the router reads it now and then).
+    fn workers(&self) -> Vec<Arc<WorkerTallies>> {
+        self.workers.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
     /// A lookup cached within the key TTL: `Some(None)` is a known-unknown key.
@@ -104,19 +133,25 @@ impl HotView {
         }
     }
 
-    pub(super) fn count_key_lookup(&self, hit: bool) {
-        let counter = if hit {
-            &self.key_hits
-        } else {
-            &self.key_misses
+    /// Counts a key lookup, in `worker`'s tallies when a worker made it.
+    pub(super) fn count_key_lookup(&self, hit: bool, worker: Option<&WorkerTallies>) {
+        let counter = match (hit, worker) {
+            (true, Some(w)) => &w.key_hits,
+            (true, None) => &self.key_hits,
+            (false, _) => &self.key_misses,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// (hits, misses) of key lookups since start.
     pub(super) fn key_lookups(&self) -> (u64, u64) {
+        let worker_hits: u64 = self
+            .workers()
+            .iter()
+            .map(|w| w.key_hits.load(Ordering::Relaxed))
+            .sum();
         (
-            self.key_hits.load(Ordering::Relaxed),
+            self.key_hits.load(Ordering::Relaxed) + worker_hits,
             self.key_misses.load(Ordering::Relaxed),
         )
     }
@@ -157,30 +192,49 @@ impl HotView {
         }
     }
 
-    pub(super) fn add_pending_later(&self, later: LaterCounters) {
-        if let Ok(mut p) = self.pending.lock() {
+    /// Sums an event's later counters, in `worker`'s tallies when a worker counted it.
+    pub(super) fn add_pending_later(&self, later: LaterCounters, worker: Option<&WorkerTallies>) {
+        let pending = worker.map_or(&self.pending, |w| &w.pending);
+        if let Ok(mut p) = pending.lock() {
             p.add_later(later);
         }
     }
 
-    /// Everything pending, leaving nothing behind.
+    /// Everything pending, the router's and every worker's, summed by counter set and
+    /// leaving nothing behind.
     pub(super) fn take_pending(&self) -> Vec<CounterUpdate> {
-        self.pending
+        let mut all = self
+            .pending
             .lock()
-            .map(|mut p| p.take())
-            .unwrap_or_default()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for worker in self.workers() {
+            if let Ok(mut p) = worker.pending.lock() {
+                all.add(&p.take());
+            }
+        }
+        all.take()
     }
 
     pub(super) fn pending_is_empty(&self) -> bool {
-        self.pending.lock().map(|p| p.is_empty()).unwrap_or(true)
+        let empty = |p: &Mutex<PendingCounters>| p.lock().map(|p| p.is_empty()).unwrap_or(true);
+        empty(&self.pending) && self.workers().iter().all(|w| empty(&w.pending))
     }
 
-    pub(super) fn count_recorded(&self) {
-        self.recorded.fetch_add(1, Ordering::Relaxed);
+    /// Counts a recorded event, in `worker`'s tallies when a worker recorded it.
+    pub(super) fn count_recorded(&self, worker: Option<&WorkerTallies>) {
+        worker
+            .map_or(&self.recorded, |w| &w.recorded)
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn recorded(&self) -> u64 {
-        self.recorded.load(Ordering::Relaxed)
+        let by_workers: u64 = self
+            .workers()
+            .iter()
+            .map(|w| w.recorded.load(Ordering::Relaxed))
+            .sum();
+        self.recorded.load(Ordering::Relaxed) + by_workers
     }
 }
 
@@ -191,6 +245,7 @@ impl RouterHandle {
         RouterHandle(Arc::new(RouterParts {
             worker_cache: Some(cache),
             record_queue: Some(Arc::default()),
+            worker_tallies: Some(self.hot.register_worker()),
             ..RouterParts::clone(self)
         }))
     }
@@ -217,7 +272,8 @@ impl RouterHandle {
         hash: &str,
     ) -> Result<Option<Arc<ApiKey>>, AppError> {
         if let Some(found) = self.hot.fresh_key(hash) {
-            self.hot.count_key_lookup(true);
+            self.hot
+                .count_key_lookup(true, self.worker_tallies.as_deref());
             return Ok(found);
         }
         let found = self
@@ -281,7 +337,7 @@ impl RouterHandle {
     /// it for the replay. Records that arrive while a counting round trip is under way
     /// wait for it and go together in the next one (one script run for all of them).
     pub(super) fn count_record(&self, record: RecordUsage) {
-        self.hot.count_recorded();
+        self.hot.count_recorded(self.worker_tallies.as_deref());
         let via_router = record.release.as_ref().is_some_and(|l| l.via_router);
         let worker = self.worker_counting().filter(|_| !via_router);
         let (Some((cache, epoch)), Some(queue)) = (worker, self.record_queue.as_ref()) else {
@@ -364,7 +420,8 @@ impl RouterHandle {
         match applied {
             Ok(Applied::Now) => {
                 self.journal.mark_counted(&[seq]);
-                self.hot.add_pending_later(later);
+                self.hot
+                    .add_pending_later(later, self.worker_tallies.as_deref());
             }
             Ok(Applied::Before) => self.journal.mark_counted(&[seq]),
             Ok(Applied::NoEpoch | Applied::OtherEpoch) => {

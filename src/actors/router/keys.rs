@@ -372,10 +372,10 @@ impl Handler<FindKeyByHash> for RouterActor {
 
     fn handle(&mut self, msg: FindKeyByHash, _ctx: &mut Self::Context) -> Self::Result {
         if let Some(key) = self.hot.fresh_key(&msg.hash) {
-            self.hot.count_key_lookup(true);
+            self.hot.count_key_lookup(true, None);
             return Box::pin(fut::ready(Ok(key.map(Arc::unwrap_or_clone))));
         }
-        self.hot.count_key_lookup(false);
+        self.hot.count_key_lookup(false, None);
         let ticket = match self.key_loads.turn(msg.hash.clone()) {
             Turn::Read(ticket) => ticket,
             Turn::Wait(answer) => return Box::pin(fut::wrap_future(loads::wait(answer))),

@@ -244,6 +244,7 @@ impl RouterActor {
             key_cache_ttl,
             worker_cache: None,
             record_queue: None,
+            worker_tallies: None,
         }))
     }
 
@@ -574,6 +575,8 @@ pub struct RouterParts {
     worker_cache: Option<CacheHandle>,
     /// The worker's records waiting for their counting round trip (`hot.rs`).
     record_queue: Option<Arc<hot::RecordQueue>>,
+    /// The worker's own tallies (counts and counter sums), kept apart from the others'.
+    worker_tallies: Option<Arc<hot::WorkerTallies>>,
 }
 
 impl RouterHandle {

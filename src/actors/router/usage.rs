@@ -515,7 +515,7 @@ impl Handler<RecordUsage> for RouterActor {
                 .map(move |result, act, ctx| match result {
                     Ok(Applied::Now) => {
                         act.journal.mark_counted(&[seq]);
-                        act.hot.add_pending_later(later);
+                        act.hot.add_pending_later(later, None);
                     }
                     Ok(Applied::Before) => act.journal.mark_counted(&[seq]),
                     Ok(Applied::NoEpoch | Applied::OtherEpoch) => {
@@ -789,7 +789,7 @@ impl RouterHandle {
             .journal_event(event, counters, None)
             .map_err(|(e, _)| e)?;
         let seq = record.seq;
-        self.hot.count_recorded();
+        self.hot.count_recorded(self.worker_tallies.as_deref());
         self.ask(record).await?;
         if self.mode == StorageMode::Mysql {
             let deadline = Instant::now() + Duration::from_secs(5);
