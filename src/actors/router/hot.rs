@@ -491,3 +491,72 @@ impl RecordQueue {
         Some(std::mem::replace(queued, rest))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::HotView;
+    use crate::domain::limits::{CounterUpdate, Counters, record_split};
+    use crate::domain::usage_event::UsageEvent;
+
+    fn event(input: i64) -> UsageEvent {
+        UsageEvent {
+            request_id: format!("r{input}"),
+            upstream_request_id: None,
+            api_key_id: "k1".into(),
+            account_id: "a1".into(),
+            model: "claude-sonnet-4".into(),
+            input_tokens: input,
+            output_tokens: 7,
+            cache_create_5m_tokens: 0,
+            cache_create_1h_tokens: 0,
+            cache_read_tokens: 0,
+            cost_micros: 100,
+            status_code: 200,
+            is_stream: false,
+            latency_ms: 5,
+            created_at: Utc.with_ymd_and_hms(2026, 3, 4, 10, 5, 0).unwrap(),
+        }
+    }
+
+    fn by_name(updates: Vec<CounterUpdate>) -> std::collections::BTreeMap<String, Counters> {
+        updates.into_iter().map(|u| (u.name, u.delta)).collect()
+    }
+
+    #[test]
+    fn the_router_sums_and_drains_every_workers_tallies() {
+        let hot = HotView::new(Duration::from_secs(60));
+        let (one, two) = (hot.register_worker(), hot.register_worker());
+        let later = |input| record_split(&event(input), 0, false, (1, 0), None).1;
+        hot.add_pending_later(later(10), Some(&one));
+        hot.add_pending_later(later(20), Some(&two));
+        hot.add_pending_later(later(30), None);
+        for worker in [Some(&*one), Some(&*two), Some(&*two), None] {
+            hot.count_recorded(worker);
+            hot.count_key_lookup(true, worker);
+        }
+        hot.count_key_lookup(false, None);
+        assert_eq!(hot.recorded(), 4);
+        assert_eq!(hot.key_lookups(), (4, 1));
+        assert!(!hot.pending_is_empty());
+
+        // The same sets, summed once each: as if one worker had counted all three events.
+        let alone = HotView::new(Duration::from_secs(60));
+        for input in [10, 20, 30] {
+            alone.add_pending_later(later(input), None);
+        }
+        let summed = by_name(hot.take_pending());
+        assert!(!summed.is_empty());
+        assert_eq!(summed, by_name(alone.take_pending()));
+        let key_total = summed
+            .iter()
+            .find(|(name, _)| name.contains("k1") && name.ends_with("total"))
+            .map(|(_, c)| *c);
+        assert_eq!(key_total.map(|c| c.input_tokens), Some(60), "{summed:?}");
+        assert!(hot.pending_is_empty());
+        assert!(hot.take_pending().is_empty());
+    }
+}
