@@ -772,7 +772,7 @@ mod limit_counter_tests {
 }
 
 #[cfg(test)]
-mod record_split_tests {
+pub(crate) mod record_split_tests {
     use std::collections::BTreeMap;
 
     use chrono::{TimeZone, Utc};
@@ -780,7 +780,8 @@ mod record_split_tests {
     use super::{CounterUpdate, Counters, RateWindowName, counter_updates, record_split};
     use crate::domain::usage_event::UsageEvent;
 
-    fn event(minute: u32, input: i64, account: &str, model: &str) -> UsageEvent {
+    /// An event of key `k1` at 23:`minute` on 2026-03-04 (UTC); other tests use it too.
+    pub(crate) fn event(minute: u32, input: i64, account: &str, model: &str) -> UsageEvent {
         UsageEvent {
             request_id: format!("r{minute}"),
             upstream_request_id: None,

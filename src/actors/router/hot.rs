@@ -496,31 +496,9 @@ impl RecordQueue {
 mod tests {
     use std::time::Duration;
 
-    use chrono::{TimeZone, Utc};
-
     use super::HotView;
+    use crate::domain::limits::record_split_tests::event;
     use crate::domain::limits::{CounterUpdate, Counters, record_split};
-    use crate::domain::usage_event::UsageEvent;
-
-    fn event(input: i64) -> UsageEvent {
-        UsageEvent {
-            request_id: format!("r{input}"),
-            upstream_request_id: None,
-            api_key_id: "k1".into(),
-            account_id: "a1".into(),
-            model: "claude-sonnet-4".into(),
-            input_tokens: input,
-            output_tokens: 7,
-            cache_create_5m_tokens: 0,
-            cache_create_1h_tokens: 0,
-            cache_read_tokens: 0,
-            cost_micros: 100,
-            status_code: 200,
-            is_stream: false,
-            latency_ms: 5,
-            created_at: Utc.with_ymd_and_hms(2026, 3, 4, 10, 5, 0).unwrap(),
-        }
-    }
 
     fn by_name(updates: Vec<CounterUpdate>) -> std::collections::BTreeMap<String, Counters> {
         updates.into_iter().map(|u| (u.name, u.delta)).collect()
@@ -530,7 +508,16 @@ mod tests {
     fn the_router_sums_and_drains_every_workers_tallies() {
         let hot = HotView::new(Duration::from_secs(60));
         let (one, two) = (hot.register_worker(), hot.register_worker());
-        let later = |input| record_split(&event(input), 0, false, (1, 0), None).1;
+        let later = |input| {
+            record_split(
+                &event(5, input, "a1", "claude-sonnet-4"),
+                0,
+                false,
+                (1, 0),
+                None,
+            )
+            .1
+        };
         hot.add_pending_later(later(10), Some(&one));
         hot.add_pending_later(later(20), Some(&two));
         hot.add_pending_later(later(30), None);
