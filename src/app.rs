@@ -204,6 +204,10 @@ impl Application {
                 // handles, and a count both workers write would move between their cores.
                 config: Arc::new(Config::clone(&relay.config)),
                 prices: Arc::new(PriceTable::clone(&relay.prices)),
+                // Written on every request: each worker keeps its own (the account times
+                // are read across all of them; the opened credentials are opened per worker).
+                last_used: Arc::new(relay.last_used.for_worker()),
+                opened: Arc::default(),
                 ..relay.clone()
             });
             App::new()

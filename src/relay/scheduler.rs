@@ -4,7 +4,7 @@
 //! available; else the pool by priority, then least recently used.
 
 use foldhash::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -26,15 +26,44 @@ pub enum Choice {
     Group,
 }
 
-/// When this process last sent a request through each account (LRU order).
-#[derive(Default)]
+/// When this process last sent a request through each account (LRU order). Each worker
+/// stamps the accounts it uses in a map of its own (one lock that every worker took on every
+/// request moved between their cores); an account's time is the latest of all the maps.
 pub struct LastUsed {
-    at: Mutex<HashMap<String, Instant>>,
+    all: Arc<Mutex<Vec<Arc<Stamps>>>>,
+    own: Arc<Stamps>,
+}
+
+/// One worker's stamps, on cache lines of their own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Stamps(Mutex<HashMap<String, Instant>>);
+
+impl Default for LastUsed {
+    fn default() -> Self {
+        let own = Arc::new(Stamps::default());
+        LastUsed {
+            all: Arc::new(Mutex::new(vec![own.clone()])),
+            own,
+        }
+    }
 }
 
 impl LastUsed {
+    /// A handle on the same times whose stamps go to a map of its own (one per worker).
+    pub fn for_worker(&self) -> LastUsed {
+        let own = Arc::new(Stamps::default());
+        if let Ok(mut all) = self.all.lock() {
+            all.push(own.clone());
+        }
+        LastUsed {
+            all: self.all.clone(),
+            own,
+        }
+    }
+
     pub fn touch(&self, account_id: &str) {
-        if let Ok(mut map) = self.at.lock() {
+        if let Ok(mut map) = self.own.0.lock() {
             // Known accounts are updated in place: no copy of the id per request.
             match map.get_mut(account_id) {
                 Some(at) => *at = Instant::now(),
@@ -46,7 +75,10 @@ impl LastUsed {
     }
 
     fn get(&self, account_id: &str) -> Option<Instant> {
-        self.at.lock().ok().and_then(|m| m.get(account_id).copied())
+        let all = self.all.lock().ok()?;
+        all.iter()
+            .filter_map(|stamps| stamps.0.lock().ok()?.get(account_id).copied())
+            .max()
     }
 }
 
@@ -195,6 +227,49 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_least_recently_used_account_counts_every_workers_stamps() {
+        let created = Utc::now();
+        let accounts: Vec<Account> = ["a", "b", "c"]
+            .into_iter()
+            .map(|id| Account {
+                id: id.into(),
+                ..crate::service::accounts::blank(
+                    id.into(),
+                    crate::domain::account::AccountType::ClaudeConsole,
+                    created,
+                )
+            })
+            .collect();
+        let shared = LastUsed::default();
+        let (one, two) = (shared.for_worker(), shared.for_worker());
+        let lru = |by: &LastUsed| least_recently_used(accounts.iter(), by).map(|a| a.id.clone());
+        // Never used first, in the list's order (equal creation times).
+        assert_eq!(lru(&shared).as_deref(), Some("a"));
+        one.touch("a");
+        two.touch("b");
+        assert_eq!(
+            lru(&one).as_deref(),
+            Some("c"),
+            "a and b used by either worker"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        one.touch("c");
+        // `a` (worker one) is now the oldest whichever handle reads, then `b` (worker two).
+        for handle in [&shared, &one, &two] {
+            assert_eq!(lru(handle).as_deref(), Some("a"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        two.touch("a");
+        assert_eq!(
+            lru(&one).as_deref(),
+            Some("b"),
+            "worker two's newer stamp of a counts"
+        );
+        assert!(shared.get("a") > one.own.0.lock().ok().and_then(|m| m.get("a").copied()));
+        assert_eq!(shared.get("missing"), None);
+    }
 
     fn hash_of(text: &str) -> String {
         hex::encode(&Sha256::digest(text.as_bytes())[..16])

@@ -456,7 +456,7 @@ pub async fn load(ctx: &AdminContext, id: &str) -> Result<Account, AdminError> {
 }
 
 /// A new account of `account_type` named `name`, with the defaults before any field applies.
-fn blank(name: String, account_type: AccountType, now: DateTime<Utc>) -> Account {
+pub(crate) fn blank(name: String, account_type: AccountType, now: DateTime<Utc>) -> Account {
     Account {
         id: uuid::Uuid::new_v4().to_string(),
         name,

@@ -9,6 +9,7 @@
 // foldhash: these maps are read and written on every request, and SipHash cost more than the
 // rest of their lookups.
 use foldhash::HashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -53,18 +54,51 @@ pub struct HotView {
     key_hits: AtomicU64,
     key_misses: AtomicU64,
     /// Every worker's tallies, summed and drained by the router.
-    workers: Mutex<Vec<Arc<WorkerTallies>>>,
+    workers: Mutex<Vec<Arc<WorkerLocal>>>,
+    /// The number of changes made to `keys` (an entry replaced or dropped; a new entry
+    /// changes nothing a worker holds), and the latest of them: a worker whose copies are
+    /// older drops the copies of what changed, or all of them when the log does not reach
+    /// back that far. A key refreshed after its TTL so drops one copy, not every copy.
+    keys_version: AtomicU64,
+    key_changes: Mutex<VecDeque<(u64, KeyChange)>>,
+    /// Bumped after each change of `accounts` and `counting`: a worker whose copy is of
+    /// another version copies again.
+    accounts_version: AtomicU64,
+    counting_version: AtomicU64,
 }
 
 /// What one worker writes on every request, apart from what the other workers write: a
-/// cache line written from two cores moves between them on every write. Aligned so that
-/// two workers' tallies never share a line.
+/// cache line written from two cores moves between them on every write (a lock taken, a
+/// count added, a shared record's reference count). Aligned so that two workers' never
+/// share a line.
 #[derive(Default)]
 #[repr(align(128))]
-pub struct WorkerTallies {
+pub struct WorkerLocal {
     pending: Mutex<PendingCounters>,
     recorded: AtomicU64,
     key_hits: AtomicU64,
+    /// The worker's own copies of what the view publishes, each with the version it was
+    /// copied at: a request reads and clones these, not the shared ones.
+    keys: Mutex<KeyCopies>,
+    accounts: Mutex<Option<(u64, AccountView)>>,
+    counting: Mutex<(u64, Option<Arc<String>>)>,
+}
+
+/// How many of the latest key changes the view remembers for the workers catching up.
+const KEY_CHANGES_KEPT: usize = 1024;
+
+/// One change of the shared key cache, as the workers' copies must follow it.
+enum KeyChange {
+    Dropped(String),
+    All,
+}
+
+/// A worker's copies of cached key lookups (records of its own, so cloning one counts a
+/// reference only this worker writes), all dropped when the shared cache changes.
+#[derive(Default)]
+struct KeyCopies {
+    version: u64,
+    keys: HashMap<String, CachedKey>,
 }
 
 impl HotView {
@@ -79,12 +113,16 @@ impl HotView {
             key_hits: AtomicU64::new(0),
             key_misses: AtomicU64::new(0),
             workers: Mutex::default(),
+            keys_version: AtomicU64::new(0),
+            key_changes: Mutex::default(),
+            accounts_version: AtomicU64::new(0),
+            counting_version: AtomicU64::new(0),
         }
     }
 
     /// New tallies for a worker, counted in every sum from now on.
-    fn register_worker(&self) -> Arc<WorkerTallies> {
-        let tallies = Arc::new(WorkerTallies::default());
+    fn register_worker(&self) -> Arc<WorkerLocal> {
+        let tallies = Arc::new(WorkerLocal::default());
         if let Ok(mut workers) = self.workers.lock() {
             workers.push(tallies.clone());
         }
@@ -92,7 +130,7 @@ impl HotView {
     }
 
     /// Every worker's tallies (a copy of the list: the router reads it now and then).
-    fn workers(&self) -> Vec<Arc<WorkerTallies>> {
+    fn workers(&self) -> Vec<Arc<WorkerLocal>> {
         self.workers.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
@@ -101,6 +139,70 @@ impl HotView {
         let keys = self.keys.read().ok()?;
         let (key, at) = keys.get(hash)?;
         (at.elapsed() < self.key_ttl).then(|| key.clone())
+    }
+
+    /// [`fresh_key`](Self::fresh_key) from `worker`'s copies, which it refreshes from the
+    /// shared cache (copying the record) when they are older than its last change.
+    fn worker_fresh_key(&self, hash: &str, worker: &WorkerLocal) -> Option<Option<Arc<ApiKey>>> {
+        let version = self.keys_version.load(Ordering::Acquire);
+        let mut copies = worker.keys.lock().ok()?;
+        if copies.version != version {
+            self.catch_up(&mut copies);
+        }
+        if let Some((key, at)) = copies.keys.get(hash)
+            && at.elapsed() < self.key_ttl
+        {
+            return Some(key.clone());
+        }
+        let (key, at) = {
+            let keys = self.keys.read().ok()?;
+            let (key, at) = keys.get(hash)?;
+            (key.as_deref().cloned().map(Arc::new), *at)
+        };
+        if at.elapsed() >= self.key_ttl {
+            return None;
+        }
+        if copies.keys.len() >= KEY_CACHE_CAPACITY {
+            copies.keys.clear();
+        }
+        copies.keys.insert(hash.to_string(), (key.clone(), at));
+        Some(key)
+    }
+
+    /// Drops the copies of every key changed since `copies` were last brought up to date.
+    fn catch_up(&self, copies: &mut KeyCopies) {
+        let Ok(changes) = self.key_changes.lock() else {
+            copies.keys.clear();
+            return;
+        };
+        let reaches_back = changes
+            .front()
+            .is_some_and(|(number, _)| *number <= copies.version + 1);
+        if !reaches_back {
+            copies.keys.clear();
+        }
+        let since = copies.version;
+        for (number, change) in changes.iter().filter(|(n, _)| *n > since) {
+            match change {
+                KeyChange::Dropped(hash) if reaches_back => {
+                    copies.keys.remove(hash);
+                }
+                _ => copies.keys.clear(),
+            }
+            copies.version = *number;
+        }
+    }
+
+    /// Logs a change of the shared key cache (made before this call) for the workers.
+    fn key_changed(&self, change: KeyChange) {
+        if let Ok(mut changes) = self.key_changes.lock() {
+            let number = changes.back().map_or(1, |(n, _)| n + 1);
+            if changes.len() >= KEY_CHANGES_KEPT {
+                changes.pop_front();
+            }
+            changes.push_back((number, change));
+            self.keys_version.store(number, Ordering::Release);
+        }
     }
 
     /// A cached record whatever its age (both backends down: a key seen before works on).
@@ -117,24 +219,35 @@ impl HotView {
         let Ok(mut keys) = self.keys.write() else {
             return;
         };
+        let mut change = None;
         if keys.len() >= KEY_CACHE_CAPACITY {
             let ttl = self.key_ttl;
             keys.retain(|_, (k, at)| k.is_some() && at.elapsed() < ttl);
             if keys.len() >= KEY_CACHE_CAPACITY {
                 keys.clear();
             }
+            change = Some(KeyChange::All);
         }
-        keys.insert(hash, (key.map(Arc::new), Instant::now()));
+        let replaced = keys.insert(hash.clone(), (key.map(Arc::new), Instant::now()));
+        drop(keys);
+        match change {
+            Some(all) => self.key_changed(all),
+            None if replaced.is_some() => self.key_changed(KeyChange::Dropped(hash)),
+            None => {}
+        }
     }
 
     pub(super) fn forget_key(&self, hash: &str) {
-        if let Ok(mut keys) = self.keys.write() {
-            keys.remove(hash);
+        if let Ok(mut keys) = self.keys.write()
+            && keys.remove(hash).is_some()
+        {
+            drop(keys);
+            self.key_changed(KeyChange::Dropped(hash.to_string()));
         }
     }
 
     /// Counts a key lookup, in `worker`'s tallies when a worker made it.
-    pub(super) fn count_key_lookup(&self, hit: bool, worker: Option<&WorkerTallies>) {
+    pub(super) fn count_key_lookup(&self, hit: bool, worker: Option<&WorkerLocal>) {
         let counter = match (hit, worker) {
             (true, Some(w)) => &w.key_hits,
             (true, None) => &self.key_hits,
@@ -163,15 +276,41 @@ impl HotView {
         (view.at.elapsed() < ttl).then(|| view.accounts.clone())
     }
 
+    /// [`fresh_accounts`](Self::fresh_accounts) from `worker`'s copy, which it refreshes
+    /// (copying the list) when it is older than the last one published.
+    fn worker_fresh_accounts(
+        &self,
+        ttl: Duration,
+        worker: &WorkerLocal,
+    ) -> Option<Arc<Vec<Account>>> {
+        let version = self.accounts_version.load(Ordering::Acquire);
+        let mut copy = worker.accounts.lock().ok()?;
+        if copy.as_ref().is_none_or(|(v, _)| *v != version) {
+            let published = self.accounts.load();
+            let view = published.as_ref()?;
+            *copy = Some((
+                version,
+                AccountView {
+                    accounts: Arc::new(Vec::clone(&view.accounts)),
+                    at: view.at,
+                },
+            ));
+        }
+        let (_, view) = copy.as_ref()?;
+        (view.at.elapsed() < ttl).then(|| view.accounts.clone())
+    }
+
     /// Publishes the account list the scheduler reads (taken at `at`).
     pub(super) fn publish_accounts(&self, accounts: Arc<Vec<Account>>, at: Instant) {
         self.accounts
             .store(Some(Arc::new(AccountView { accounts, at })));
+        self.accounts_version.fetch_add(1, Ordering::Release);
     }
 
     /// The account list changed: workers ask the router until it is published again.
     pub(super) fn clear_accounts(&self) {
         self.accounts.store(None);
+        self.accounts_version.fetch_add(1, Ordering::Release);
     }
 
     /// Trusted counters under `epoch` (or none): whether workers count in Redis themselves.
@@ -179,11 +318,19 @@ impl HotView {
         let current = self.counting.load();
         if current.as_deref().map(String::as_str) != epoch {
             self.counting.store(epoch.map(|e| Arc::new(e.to_string())));
+            self.counting_version.fetch_add(1, Ordering::Release);
         }
     }
 
-    fn counting_epoch(&self) -> Option<Arc<String>> {
-        self.counting.load_full()
+    /// The trusted epoch as `worker`'s copy, refreshed when another was published since.
+    fn worker_counting_epoch(&self, worker: &WorkerLocal) -> Option<Arc<String>> {
+        let version = self.counting_version.load(Ordering::Acquire);
+        let mut copy = worker.counting.lock().ok()?;
+        if copy.0 != version {
+            let epoch = self.counting.load();
+            *copy = (version, epoch.as_deref().map(|e| Arc::new(e.clone())));
+        }
+        copy.1.clone()
     }
 
     pub(super) fn add_pending(&self, updates: &[CounterUpdate]) {
@@ -193,7 +340,7 @@ impl HotView {
     }
 
     /// Sums an event's later counters, in `worker`'s tallies when a worker counted it.
-    pub(super) fn add_pending_later(&self, later: LaterCounters, worker: Option<&WorkerTallies>) {
+    pub(super) fn add_pending_later(&self, later: LaterCounters, worker: Option<&WorkerLocal>) {
         let pending = worker.map_or(&self.pending, |w| &w.pending);
         if let Ok(mut p) = pending.lock() {
             p.add_later(later);
@@ -222,7 +369,7 @@ impl HotView {
     }
 
     /// Counts a recorded event, in `worker`'s tallies when a worker recorded it.
-    pub(super) fn count_recorded(&self, worker: Option<&WorkerTallies>) {
+    pub(super) fn count_recorded(&self, worker: Option<&WorkerLocal>) {
         worker
             .map_or(&self.recorded, |w| &w.recorded)
             .fetch_add(1, Ordering::Relaxed);
@@ -245,7 +392,7 @@ impl RouterHandle {
         RouterHandle(Arc::new(RouterParts {
             worker_cache: Some(cache),
             record_queue: Some(Arc::default()),
-            worker_tallies: Some(self.hot.register_worker()),
+            worker_local: Some(self.hot.register_worker()),
             ..RouterParts::clone(self)
         }))
     }
@@ -254,7 +401,8 @@ impl RouterHandle {
     /// the epoch they are under.
     fn worker_counting(&self) -> Option<(&CacheHandle, Arc<String>)> {
         let cache = self.worker_cache.as_ref()?;
-        Some((cache, self.hot.counting_epoch()?))
+        let worker = self.worker_local.as_deref()?;
+        Some((cache, self.hot.worker_counting_epoch(worker)?))
     }
 
     /// A key by the hash of its secret: from the shared cache when fresh, else the router.
@@ -271,9 +419,13 @@ impl RouterHandle {
         &self,
         hash: &str,
     ) -> Result<Option<Arc<ApiKey>>, AppError> {
-        if let Some(found) = self.hot.fresh_key(hash) {
+        let cached = match self.worker_local.as_deref() {
+            Some(worker) => self.hot.worker_fresh_key(hash, worker),
+            None => self.hot.fresh_key(hash),
+        };
+        if let Some(found) = cached {
             self.hot
-                .count_key_lookup(true, self.worker_tallies.as_deref());
+                .count_key_lookup(true, self.worker_local.as_deref());
             return Ok(found);
         }
         let found = self
@@ -287,7 +439,11 @@ impl RouterHandle {
     /// The accounts the scheduler chooses from: the published list when fresh, else the
     /// router's answer (which publishes it again).
     pub async fn scheduling_accounts(&self) -> Result<Arc<Vec<Account>>, AppError> {
-        if let Some(accounts) = self.hot.fresh_accounts(self.key_cache_ttl) {
+        let cached = match self.worker_local.as_deref() {
+            Some(worker) => self.hot.worker_fresh_accounts(self.key_cache_ttl, worker),
+            None => self.hot.fresh_accounts(self.key_cache_ttl),
+        };
+        if let Some(accounts) = cached {
             return Ok(accounts);
         }
         self.account_snapshot().await.map(Arc::new)
@@ -337,7 +493,7 @@ impl RouterHandle {
     /// it for the replay. Records that arrive while a counting round trip is under way
     /// wait for it and go together in the next one (one script run for all of them).
     pub(super) fn count_record(&self, record: RecordUsage) {
-        self.hot.count_recorded(self.worker_tallies.as_deref());
+        self.hot.count_recorded(self.worker_local.as_deref());
         let via_router = record.release.as_ref().is_some_and(|l| l.via_router);
         let worker = self.worker_counting().filter(|_| !via_router);
         let (Some((cache, epoch)), Some(queue)) = (worker, self.record_queue.as_ref()) else {
@@ -421,7 +577,7 @@ impl RouterHandle {
             Ok(Applied::Now) => {
                 self.journal.mark_counted(&[seq]);
                 self.hot
-                    .add_pending_later(later, self.worker_tallies.as_deref());
+                    .add_pending_later(later, self.worker_local.as_deref());
             }
             Ok(Applied::Before) => self.journal.mark_counted(&[seq]),
             Ok(Applied::NoEpoch | Applied::OtherEpoch) => {
@@ -496,9 +652,152 @@ impl RecordQueue {
 mod tests {
     use std::time::Duration;
 
-    use super::HotView;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::{HotView, WorkerLocal};
+    use crate::domain::api_key::ApiKey;
     use crate::domain::limits::record_split_tests::event;
     use crate::domain::limits::{CounterUpdate, Counters, record_split};
+
+    fn key(id: &str) -> ApiKey {
+        ApiKey::new(id.into(), format!("name of {id}"), format!("hash of {id}"))
+    }
+
+    /// The record a worker finds for `hash` (None: not cached or stale).
+    fn found(hot: &HotView, worker: &WorkerLocal, hash: &str) -> Option<Arc<ApiKey>> {
+        hot.worker_fresh_key(hash, worker).flatten()
+    }
+
+    #[test]
+    fn a_worker_follows_every_change_of_the_shared_key_cache_with_copies_of_its_own() {
+        let hot = HotView::new(Duration::from_secs(60));
+        let worker = hot.register_worker();
+        hot.remember_key("ha".into(), Some(key("a")));
+        hot.remember_key("hb".into(), Some(key("b")));
+        hot.remember_key("hu".into(), None);
+        let a = found(&hot, &worker, "ha").expect("a is cached");
+        let b = found(&hot, &worker, "hb").expect("b is cached");
+        assert_eq!(a.id, "a");
+        assert_eq!(
+            hot.worker_fresh_key("hu", &worker),
+            Some(None),
+            "known unknown"
+        );
+        assert_eq!(hot.worker_fresh_key("hx", &worker), None, "never looked up");
+        // The worker's own record, not the shared one: cloning it counts only its reference.
+        let shared = hot.fresh_key("ha").flatten().expect("shared a");
+        assert!(!Arc::ptr_eq(&a, &shared));
+        assert!(Arc::ptr_eq(
+            &a,
+            &found(&hot, &worker, "ha").expect("a again")
+        ));
+
+        // A new key changes nothing the worker holds; a replaced one drops its copy alone.
+        hot.remember_key("hc".into(), Some(key("c")));
+        let mut changed = key("a");
+        changed.name = "renamed".into();
+        hot.remember_key("ha".into(), Some(changed));
+        assert_eq!(
+            found(&hot, &worker, "ha")
+                .map(|k| k.name.clone())
+                .as_deref(),
+            Some("renamed")
+        );
+        assert!(Arc::ptr_eq(
+            &b,
+            &found(&hot, &worker, "hb").expect("b kept")
+        ));
+        assert_eq!(
+            found(&hot, &worker, "hc").map(|k| k.id.clone()).as_deref(),
+            Some("c")
+        );
+
+        // An unknown key that becomes known, and a forgotten key.
+        hot.remember_key("hu".into(), Some(key("u")));
+        hot.forget_key("hb");
+        assert_eq!(
+            found(&hot, &worker, "hu").map(|k| k.id.clone()).as_deref(),
+            Some("u")
+        );
+        assert_eq!(hot.worker_fresh_key("hb", &worker), None);
+
+        // More changes than the log keeps: the worker starts over from the shared cache.
+        let c = found(&hot, &worker, "hc").expect("c");
+        // (the first of these is a new entry, the others replace it: one change each)
+        for _ in 0..=super::KEY_CHANGES_KEPT + 1 {
+            hot.remember_key("hz".into(), None);
+        }
+        let c_again = found(&hot, &worker, "hc").expect("c after the log overflowed");
+        assert!(!Arc::ptr_eq(&c, &c_again));
+        assert_eq!(c.id, c_again.id);
+        assert_eq!(hot.worker_fresh_key("hb", &worker), None);
+    }
+
+    #[test]
+    fn a_worker_copies_the_account_list_and_the_epoch_each_time_they_are_published() {
+        let hot = HotView::new(Duration::from_secs(60));
+        let worker = hot.register_worker();
+        let ttl = Duration::from_secs(60);
+        assert!(
+            hot.worker_fresh_accounts(ttl, &worker).is_none(),
+            "none published"
+        );
+        let list = |ids: &[&str]| {
+            let now = chrono::Utc::now();
+            Arc::new(
+                ids.iter()
+                    .map(|id| {
+                        crate::service::accounts::blank(
+                            (*id).into(),
+                            crate::domain::account::AccountType::ClaudeConsole,
+                            now,
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let names = |l: Option<Arc<Vec<crate::domain::account::Account>>>| {
+            l.map(|l| l.iter().map(|a| a.name.clone()).collect::<Vec<_>>())
+        };
+        let published = list(&["one"]);
+        hot.publish_accounts(published.clone(), Instant::now());
+        let copy = hot.worker_fresh_accounts(ttl, &worker).expect("published");
+        assert!(
+            !Arc::ptr_eq(&copy, &published),
+            "a copy of the worker's own"
+        );
+        assert_eq!(names(Some(copy.clone())), Some(vec!["one".to_string()]));
+        let again = hot.worker_fresh_accounts(ttl, &worker).expect("still");
+        assert!(Arc::ptr_eq(&copy, &again), "copied once per publication");
+        hot.publish_accounts(list(&["one", "two"]), Instant::now());
+        assert_eq!(
+            names(hot.worker_fresh_accounts(ttl, &worker)),
+            Some(vec!["one".to_string(), "two".to_string()])
+        );
+        hot.clear_accounts();
+        assert!(hot.worker_fresh_accounts(ttl, &worker).is_none(), "cleared");
+        hot.publish_accounts(list(&["three"]), Instant::now() - Duration::from_secs(61));
+        assert!(hot.worker_fresh_accounts(ttl, &worker).is_none(), "stale");
+
+        assert_eq!(hot.worker_counting_epoch(&worker), None);
+        hot.publish_counting(Some("e1"));
+        assert_eq!(
+            hot.worker_counting_epoch(&worker)
+                .as_deref()
+                .map(String::as_str),
+            Some("e1")
+        );
+        hot.publish_counting(None);
+        assert_eq!(hot.worker_counting_epoch(&worker), None);
+        hot.publish_counting(Some("e2"));
+        assert_eq!(
+            hot.worker_counting_epoch(&worker)
+                .as_deref()
+                .map(String::as_str),
+            Some("e2")
+        );
+    }
 
     fn by_name(updates: Vec<CounterUpdate>) -> std::collections::BTreeMap<String, Counters> {
         updates.into_iter().map(|u| (u.name, u.delta)).collect()

@@ -244,7 +244,7 @@ impl RouterActor {
             key_cache_ttl,
             worker_cache: None,
             record_queue: None,
-            worker_tallies: None,
+            worker_local: None,
         }))
     }
 
@@ -576,7 +576,7 @@ pub struct RouterParts {
     /// The worker's records waiting for their counting round trip (`hot.rs`).
     record_queue: Option<Arc<hot::RecordQueue>>,
     /// The worker's own tallies (counts and counter sums), kept apart from the others'.
-    worker_tallies: Option<Arc<hot::WorkerTallies>>,
+    worker_local: Option<Arc<hot::WorkerLocal>>,
 }
 
 impl RouterHandle {

@@ -789,7 +789,7 @@ impl RouterHandle {
             .journal_event(event, counters, None)
             .map_err(|(e, _)| e)?;
         let seq = record.seq;
-        self.hot.count_recorded(self.worker_tallies.as_deref());
+        self.hot.count_recorded(self.worker_local.as_deref());
         self.ask(record).await?;
         if self.mode == StorageMode::Mysql {
             let deadline = Instant::now() + Duration::from_secs(5);
