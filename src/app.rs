@@ -174,6 +174,7 @@ impl Application {
             encryption_key: encryption_key.into(),
             last_used: Arc::default(),
             opened: Arc::default(),
+            worker_metrics: metrics.for_worker(),
             metrics: metrics.clone(),
             queue: Arc::new(ConcurrencyQueue::new(
                 config.concurrency_queue_wait,
@@ -207,6 +208,7 @@ impl Application {
                 // Written on every request: each worker keeps its own (the account times
                 // are read across all of them; the opened credentials are opened per worker).
                 last_used: Arc::new(relay.last_used.for_worker()),
+                worker_metrics: relay.metrics.for_worker(),
                 opened: Arc::default(),
                 ..relay.clone()
             });

@@ -7,22 +7,20 @@
 //! and cloned the shared metrics handle (an atomic on a count both workers write) for every
 //! request; this one's future is a plain struct and the metrics handle is the worker's own.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{Error, HttpMessage, HttpRequest};
+use actix_web::{Error, HttpMessage};
 
-use super::metrics::{Metrics, RequestId, RouteMetrics};
+use super::metrics::{Metrics, RequestId, WorkerMetrics};
 use super::openai;
 use crate::error::AppError;
 
@@ -52,48 +50,20 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
+        // Runs once on each worker: its requests are counted in a share of its own.
         ready(Ok(EdgeService {
             service,
             edge: Rc::new(WorkerEdge {
-                metrics: self.metrics.clone(),
-                routes: RefCell::default(),
+                metrics: self.metrics.as_ref().map(|m| (m.clone(), m.for_worker())),
             }),
         }))
     }
 }
 
-/// Most paths a worker keeps the metrics of (paths with ids in them are many; the rest are
-/// looked up each time).
-const KEPT_PATHS: usize = 256;
-
 /// The middleware's state on one worker: cloned per request without touching a cache line
 /// the other workers write.
 struct WorkerEdge {
-    metrics: Option<Arc<Metrics>>,
-    /// Metrics by path and status, found once: the route of a path is always the same.
-    routes: RefCell<HashMap<String, Vec<(StatusCode, RouteMetrics)>>>,
-}
-
-impl WorkerEdge {
-    fn observe(&self, metrics: &Metrics, req: &HttpRequest, status: StatusCode, took: Duration) {
-        let path = req.path();
-        let mut routes = self.routes.borrow_mut();
-        if let Some(kept) = routes
-            .get(path)
-            .and_then(|by_status| by_status.iter().find(|(s, _)| *s == status))
-        {
-            kept.1.observe(took);
-            return;
-        }
-        let route = req.match_pattern();
-        let found = metrics.route_metrics(route.as_deref().unwrap_or("unmatched"), status);
-        found.observe(took);
-        if let Some(by_status) = routes.get_mut(path) {
-            by_status.push((status, found));
-        } else if routes.len() < KEPT_PATHS {
-            routes.insert(path.to_string(), vec![(status, found)]);
-        }
-    }
+    metrics: Option<(Arc<Metrics>, Arc<WorkerMetrics>)>,
 }
 
 pub struct EdgeService<S> {
@@ -158,8 +128,8 @@ where
             res.map_into_left_body()
         };
         let elapsed = this.started.elapsed();
-        if let Some(metrics) = &this.edge.metrics {
-            this.edge.observe(metrics, res.request(), status, elapsed);
+        if let Some((metrics, worker)) = &this.edge.metrics {
+            worker.observe_request(metrics, res.request(), status, elapsed);
         }
         // The id moves into the header (no copy): the handler took what it needed.
         let id = res.request().extensions_mut().remove::<RequestId>();

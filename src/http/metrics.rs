@@ -1,12 +1,14 @@
 //! `/metrics` (Prometheus text) and the middleware that counts and times every request,
 //! logs one access line with a request id, and returns that id in a `request-id` header.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
+use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -51,6 +53,8 @@ pub struct Metrics {
     uptime: Gauge,
     started: Instant,
     pub sample: Mutex<BackendSample>,
+    /// Every worker's share of the request metrics, added to the shared ones when read.
+    workers: Mutex<Vec<Arc<WorkerMetrics>>>,
 }
 
 /// Registers a freshly defined metric (an invalid definition or a repeated name fails).
@@ -251,32 +255,154 @@ impl Metrics {
             uptime: register(&r, Gauge::new("uptime_seconds", "seconds since start"))?,
             started: Instant::now(),
             sample: Mutex::new(BackendSample::default()),
+            workers: Mutex::default(),
             registry: r,
         }))
     }
 
-    /// Counts one finished request.
-    /// The request count and latency of `route` answered with `status`, to keep and observe
-    /// without looking them up again (each look-up takes a lock both workers write).
-    pub fn route_metrics(&self, route: &str, status: StatusCode) -> RouteMetrics {
+    /// A share of the request metrics for one worker, summed into these ones.
+    pub fn for_worker(&self) -> Arc<WorkerMetrics> {
+        let worker = Arc::new(WorkerMetrics {
+            local: Mutex::new(LocalMetrics {
+                relay_overhead: self.relay_overhead.local(),
+                upstream_latency: self.upstream_latency.local(),
+                routes: HashMap::default(),
+                unflushed: 0,
+            }),
+        });
+        if let Ok(mut workers) = self.workers.lock() {
+            workers.push(worker.clone());
+        }
+        worker
+    }
+
+    /// Adds what every worker observed since its last flush to the shared metrics.
+    fn flush_workers(&self) {
+        let workers = self.workers.lock().map(|w| w.clone()).unwrap_or_default();
+        for worker in workers {
+            if let Ok(mut local) = worker.local.lock() {
+                local.flush();
+            }
+        }
+    }
+
+    /// The request count and latency of `route` answered with `status`.
+    fn route_metrics(&self, route: &str, status: StatusCode) -> RouteMetrics {
         RouteMetrics {
-            requests: self.requests.with_label_values(&[route, status.as_str()]),
-            latency: self.latency.with_label_values(&[route]),
+            requests: self
+                .requests
+                .with_label_values(&[route, status.as_str()])
+                .local(),
+            latency: self.latency.with_label_values(&[route]).local(),
         }
     }
 }
 
+/// Observations a worker sums before it adds them to the shared metrics (reading
+/// `/metrics` adds them at once).
+const FLUSH_EVERY: u32 = 64;
+
+/// Most paths a worker keeps the metrics of (paths with ids in them are many; the rest are
+/// looked up each time).
+const KEPT_PATHS: usize = 256;
+
+/// One worker's share of the per-request metrics, summed here and added to the shared
+/// metrics every [`FLUSH_EVERY`] observations and whenever `/metrics` is read. Each
+/// observation of a shared histogram wrote four atomics that every worker writes, so their
+/// cache lines moved between the cores on every request. Aligned so that two workers'
+/// never share a line.
+#[repr(align(128))]
+pub struct WorkerMetrics {
+    local: Mutex<LocalMetrics>,
+}
+
+struct LocalMetrics {
+    relay_overhead: LocalHistogram,
+    upstream_latency: LocalHistogram,
+    /// By path and status, found once: the route of a path is always the same.
+    routes: HashMap<String, Vec<(StatusCode, RouteMetrics)>>,
+    unflushed: u32,
+}
+
 /// The metrics of one route and status.
-#[derive(Clone)]
-pub struct RouteMetrics {
-    requests: prometheus::IntCounter,
-    latency: Histogram,
+struct RouteMetrics {
+    requests: LocalIntCounter,
+    latency: LocalHistogram,
 }
 
 impl RouteMetrics {
-    pub fn observe(&self, elapsed: Duration) {
+    fn observe(&self, elapsed: Duration) {
         self.requests.inc();
         self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    fn flush(&self) {
+        self.requests.flush();
+        self.latency.flush();
+    }
+}
+
+impl LocalMetrics {
+    fn flush(&mut self) {
+        self.relay_overhead.flush();
+        self.upstream_latency.flush();
+        for route in self.routes.values().flatten() {
+            route.1.flush();
+        }
+        self.unflushed = 0;
+    }
+
+    fn observed(&mut self) {
+        self.unflushed += 1;
+        if self.unflushed >= FLUSH_EVERY {
+            self.flush();
+        }
+    }
+}
+
+impl WorkerMetrics {
+    /// Times of a relayed request: what the relay added, and the upstream's.
+    pub fn observe_relay(&self, overhead: Duration, upstream: Duration) {
+        if let Ok(mut local) = self.local.lock() {
+            local.upstream_latency.observe(upstream.as_secs_f64());
+            local.relay_overhead.observe(overhead.as_secs_f64());
+            local.observed();
+        }
+    }
+
+    /// Counts and times a finished request by its route and status.
+    pub fn observe_request(
+        &self,
+        metrics: &Metrics,
+        req: &actix_web::HttpRequest,
+        status: StatusCode,
+        took: Duration,
+    ) {
+        let Ok(mut local) = self.local.lock() else {
+            return;
+        };
+        let path = req.path();
+        if let Some(kept) = local
+            .routes
+            .get(path)
+            .and_then(|by_status| by_status.iter().find(|(s, _)| *s == status))
+        {
+            kept.1.observe(took);
+            local.observed();
+            return;
+        }
+        let route = req.match_pattern();
+        let found = metrics.route_metrics(route.as_deref().unwrap_or("unmatched"), status);
+        found.observe(took);
+        if let Some(by_status) = local.routes.get_mut(path) {
+            by_status.push((status, found));
+        } else if local.routes.len() < KEPT_PATHS {
+            local.routes.insert(path.to_string(), vec![(status, found)]);
+        } else {
+            // Not kept: added at once.
+            found.flush();
+        }
+        local.observed();
     }
 }
 
@@ -423,6 +549,7 @@ async fn metrics(
     set(&m.mysql_slow_queries, sample.mysql_slow_queries);
     set(&m.mysql_row_lock_waits, sample.mysql_row_lock_waits);
     m.uptime.set(m.started.elapsed().as_secs_f64());
+    m.flush_workers();
     let mut out = Vec::new();
     if TextEncoder::new()
         .encode(&m.registry.gather(), &mut out)
@@ -442,7 +569,62 @@ fn gauge<N: TryInto<i64>>(n: N) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::RequestId;
+    use std::time::Duration;
+
+    use actix_web::http::StatusCode;
+    use actix_web::test::TestRequest;
+
+    use super::{FLUSH_EVERY, KEPT_PATHS, Metrics, RequestId};
+
+    #[test]
+    fn a_workers_share_reaches_the_shared_metrics_when_read_or_every_flush_every_observations() {
+        let metrics = Metrics::new().unwrap();
+        let (one, two) = (metrics.for_worker(), metrics.for_worker());
+        let ms = Duration::from_millis(1);
+        for _ in 0..3 {
+            one.observe_relay(ms, 2 * ms);
+        }
+        two.observe_relay(ms, 2 * ms);
+        let req = TestRequest::with_uri("/v1/none").to_http_request();
+        for status in [StatusCode::OK, StatusCode::OK, StatusCode::NOT_FOUND] {
+            one.observe_request(&metrics, &req, status, ms);
+        }
+        let requests = |status: &str| {
+            metrics
+                .requests
+                .with_label_values(&["unmatched", status])
+                .get()
+        };
+        assert_eq!(
+            metrics.relay_overhead.get_sample_count(),
+            0,
+            "not added yet"
+        );
+        assert_eq!(requests("200"), 0);
+        metrics.flush_workers();
+        assert_eq!(metrics.relay_overhead.get_sample_count(), 4);
+        assert_eq!(metrics.upstream_latency.get_sample_count(), 4);
+        assert!((metrics.upstream_latency.get_sample_sum() - 0.008).abs() < 1e-9);
+        assert_eq!((requests("200"), requests("404")), (2, 1));
+        let latency = metrics.latency.with_label_values(&["unmatched"]);
+        assert_eq!(latency.get_sample_count(), 3);
+
+        // Without a read: added every FLUSH_EVERY observations of a worker.
+        for _ in 0..FLUSH_EVERY {
+            two.observe_relay(ms, ms);
+        }
+        assert_eq!(
+            metrics.relay_overhead.get_sample_count(),
+            4 + u64::from(FLUSH_EVERY)
+        );
+        // Paths past the ones a worker keeps are added at once.
+        for n in 0..=KEPT_PATHS {
+            let req = TestRequest::with_uri(&format!("/p/{n}")).to_http_request();
+            one.observe_request(&metrics, &req, StatusCode::OK, ms);
+        }
+        metrics.flush_workers();
+        assert_eq!(requests("200"), 2 + KEPT_PATHS as u64 + 1);
+    }
 
     #[test]
     fn a_request_id_is_req_and_32_lowercase_hex_digits_and_later_ids_sort_after() {

@@ -35,7 +35,7 @@ use crate::domain::pricing::{PriceTable, is_opus};
 use crate::domain::usage::Usage;
 use crate::domain::usage_event::UsageEvent;
 use crate::error::AppError;
-use crate::http::metrics::{Metrics, RequestId};
+use crate::http::metrics::{Metrics, RequestId, WorkerMetrics};
 use crate::ledger::CounterContext;
 
 /// Longest model name accepted.
@@ -67,6 +67,8 @@ pub struct RelayShared {
     pub last_used: Arc<LastUsed>,
     pub opened: Arc<oauth::OpenedCredentials>,
     pub metrics: Arc<Metrics>,
+    /// The worker's share of the request metrics.
+    pub worker_metrics: Arc<WorkerMetrics>,
     pub queue: Arc<ConcurrencyQueue>,
 }
 
@@ -797,7 +799,7 @@ pub async fn relay(
         });
         let relay_stream = RelayStream::new(response.into_stream(), finish)
             .with_rewrite(format.stream_rewrite(Utc::now().timestamp()));
-        observe(&shared.metrics, started, upstream_time);
+        observe(&shared.worker_metrics, started, upstream_time);
         return Ok(answer
             .insert_header(("cache-control", "no-cache"))
             .insert_header(("x-accel-buffering", "no"))
@@ -825,7 +827,7 @@ pub async fn relay(
     if format.is_translated() {
         answer.insert_header(("content-type", "application/json"));
     }
-    observe(&shared.metrics, started, upstream_started.elapsed());
+    observe(&shared.worker_metrics, started, upstream_started.elapsed());
     Ok(answer.body(text))
 }
 
@@ -909,9 +911,6 @@ fn shape_for_account(
 }
 
 /// Relay overhead: the whole request so far minus the upstream's part.
-fn observe(metrics: &Metrics, started: Instant, upstream: std::time::Duration) {
-    metrics.upstream_latency.observe(upstream.as_secs_f64());
-    metrics
-        .relay_overhead
-        .observe(started.elapsed().saturating_sub(upstream).as_secs_f64());
+fn observe(metrics: &WorkerMetrics, started: Instant, upstream: std::time::Duration) {
+    metrics.observe_relay(started.elapsed().saturating_sub(upstream), upstream);
 }
