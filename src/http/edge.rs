@@ -55,6 +55,7 @@ where
             service,
             edge: Rc::new(WorkerEdge {
                 metrics: self.metrics.as_ref().map(|m| (m.clone(), m.for_worker())),
+                ids: uuid::ContextV7::new(),
             }),
         }))
     }
@@ -64,6 +65,8 @@ where
 /// the other workers write.
 struct WorkerEdge {
     metrics: Option<(Arc<Metrics>, Arc<WorkerMetrics>)>,
+    /// The ordering of the worker's request ids.
+    ids: uuid::ContextV7,
 }
 
 pub struct EdgeService<S> {
@@ -84,7 +87,8 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let started = Instant::now();
-        req.extensions_mut().insert(RequestId::new());
+        req.extensions_mut()
+            .insert(RequestId::new_in(&self.edge.ids));
         // Only the path: a query string may hold a key (`?key=`). Copied only when the access
         // line is written (not at the default level).
         let access = log::log_enabled!(target: "access", log::Level::Info)

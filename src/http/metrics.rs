@@ -415,8 +415,19 @@ impl RequestId {
     /// A fresh id: time-ordered (UUID v7, 74 random bits), so the archive's unique index on
     /// request ids grows at its end instead of at random pages.
     pub fn new() -> Self {
+        Self::of_uuid(uuid::Uuid::now_v7())
+    }
+
+    /// [`new`](Self::new) with the ordering of `context`, one per worker: `now_v7` takes a
+    /// process-wide lock (its counter), which every worker wrote for every request. Ids
+    /// from one worker keep their order; all are ordered by the millisecond.
+    pub fn new_in(context: &uuid::ContextV7) -> Self {
+        Self::of_uuid(uuid::Uuid::new_v7(uuid::Timestamp::now(context)))
+    }
+
+    fn of_uuid(id: uuid::Uuid) -> Self {
         let mut hex = [0u8; uuid::fmt::Simple::LENGTH];
-        let hex = uuid::Uuid::now_v7().simple().encode_lower(&mut hex);
+        let hex = id.simple().encode_lower(&mut hex);
         // Joined, not formatted: made for every request.
         RequestId(["req_", hex].concat())
     }
@@ -637,5 +648,15 @@ mod tests {
         );
         std::thread::sleep(std::time::Duration::from_millis(2));
         assert!(RequestId::new().0 > first, "time-ordered");
+        // A worker's own ordering: its ids follow each other within a millisecond too,
+        // and follow the ids made before.
+        let context = uuid::ContextV7::new();
+        let ids: Vec<String> = (0..100).map(|_| RequestId::new_in(&context).0).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert!(ids[0] > first);
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 36 && id.starts_with("req_"))
+        );
     }
 }
