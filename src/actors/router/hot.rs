@@ -780,23 +780,13 @@ mod tests {
         hot.publish_accounts(list(&["three"]), Instant::now() - Duration::from_secs(61));
         assert!(hot.worker_fresh_accounts(ttl, &worker).is_none(), "stale");
 
+        // The epoch the worker counts under follows each publication.
         assert_eq!(hot.worker_counting_epoch(&worker), None);
-        hot.publish_counting(Some("e1"));
-        assert_eq!(
-            hot.worker_counting_epoch(&worker)
-                .as_deref()
-                .map(String::as_str),
-            Some("e1")
-        );
-        hot.publish_counting(None);
-        assert_eq!(hot.worker_counting_epoch(&worker), None);
-        hot.publish_counting(Some("e2"));
-        assert_eq!(
-            hot.worker_counting_epoch(&worker)
-                .as_deref()
-                .map(String::as_str),
-            Some("e2")
-        );
+        for published in [Some("e1"), None, Some("e2"), Some("e2")] {
+            hot.publish_counting(published);
+            let epoch = hot.worker_counting_epoch(&worker);
+            assert_eq!(epoch.as_deref().map(String::as_str), published);
+        }
     }
 
     fn by_name(updates: Vec<CounterUpdate>) -> std::collections::BTreeMap<String, Counters> {
