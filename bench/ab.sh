@@ -36,6 +36,7 @@ mariadb_pid=$(pgrep -x mariadbd || pgrep -x mysqld)
 cpu_of() { awk -v t="$tck" '{printf "%.3f", ($14 + $15) / t}' "/proc/$1/stat"; }
 vcs_of() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s + 0}'; }
 redis_cpu() { redis-cli -p "$REDIS_PORT_AB" INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.3f", s}'; }
+redis_cmds() { redis-cli -p "$REDIS_PORT_AB" INFO commandstats | tr -d '\r' | sed -n 's/.*:calls=\([0-9]*\),.*/\1/p' | awk '{s += $1} END {print s + 0}'; }
 rows_of() { mariadb -uroot -N -e "SELECT COUNT(*) FROM \`$1\`.usage_records" 2>/dev/null || echo 0; }
 relay_pid=
 stop_relay() {
@@ -51,7 +52,7 @@ trap cleanup EXIT
 "$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true
 "$MOCK_DIR/start.sh" "$MOCK_PREFIX" >/dev/null
 admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-printf '%-10s %6s %9s %8s %8s %10s %10s %11s %8s\n' variant conns 'req/s' p50_ms p99_ms relay_us redis_us mariadb_us vcs
+printf '%-10s %6s %9s %8s %8s %10s %10s %10s %11s %8s\n' variant conns 'req/s' p50_ms p99_ms relay_us redis_us redis_cmds mariadb_us vcs
 for round in $(seq 1 "$ROUNDS"); do
   for variant in "$@"; do
     label=${variant%%=*}; spec=${variant#*=}; bin=${spec%%:*}; envs=
@@ -76,7 +77,7 @@ for round in $(seq 1 "$ROUNDS"); do
     key=$(bench_key "http://127.0.0.1:$PORT" "$admin_token" http://127.0.0.1:18080)
     API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t2 -c16 -d2s -s "$MOCK_DIR/wrk/$LUA" "http://127.0.0.1:$PORT" >/dev/null
     sleep 1
-    rows0=$(rows_of "$db"); cpu0=$(cpu_of "$relay_pid"); vcs0=$(vcs_of "$relay_pid"); rcpu0=$(redis_cpu); mcpu0=$(cpu_of "$mariadb_pid")
+    rows0=$(rows_of "$db"); cpu0=$(cpu_of "$relay_pid"); vcs0=$(vcs_of "$relay_pid"); rcpu0=$(redis_cpu); cmds0=$(redis_cmds); mcpu0=$(cpu_of "$mariadb_pid")
     if [ -n "${PERF_OUT:-}" ]; then
       mkdir -p "$PERF_OUT"
       perf record -q ${PERF_ARGS:--F 499} --call-graph dwarf,16384 -p "$relay_pid" -o "$PERF_OUT/$label-$round.data" \
@@ -86,15 +87,15 @@ for round in $(seq 1 "$ROUNDS"); do
       -s "$MOCK_DIR/wrk/$LUA" "http://127.0.0.1:$PORT" | sed -n 's/^RESULT //p')
     # Let the archive catch up: every relayed request becomes one row.
     sleep 1.5
-    cpu1=$(cpu_of "$relay_pid"); vcs1=$(vcs_of "$relay_pid"); rcpu1=$(redis_cpu); mcpu1=$(cpu_of "$mariadb_pid"); rows1=$(rows_of "$db")
-    python3 - "$label" "$CONNS" "$result" "$cpu0" "$cpu1" "$vcs0" "$vcs1" "$rcpu0" "$rcpu1" "$mcpu0" "$mcpu1" "$rows0" "$rows1" <<'PY'
+    cpu1=$(cpu_of "$relay_pid"); vcs1=$(vcs_of "$relay_pid"); rcpu1=$(redis_cpu); cmds1=$(redis_cmds); mcpu1=$(cpu_of "$mariadb_pid"); rows1=$(rows_of "$db")
+    python3 - "$label" "$CONNS" "$result" "$cpu0" "$cpu1" "$vcs0" "$vcs1" "$rcpu0" "$rcpu1" "$mcpu0" "$mcpu1" "$rows0" "$rows1" "$cmds0" "$cmds1" <<'PY'
 import json, sys
 label, conns, result = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-c0, c1, v0, v1, r0, r1, m0, m1, n0, n1 = map(float, sys.argv[4:])
+c0, c1, v0, v1, r0, r1, m0, m1, n0, n1, k0, k1 = map(float, sys.argv[4:])
 reqs = result["requests"]
 rows = max(n1 - n0, 1)
 print(f"{label:<10} {conns:>6} {result['rps']:>9.0f} {result['p50_ms']:>8.3f} {result['p99_ms']:>8.3f} "
-      f"{(c1 - c0) * 1e6 / reqs:>10.1f} {(r1 - r0) * 1e6 / reqs:>10.1f} {(m1 - m0) * 1e6 / rows:>11.1f} "
+      f"{(c1 - c0) * 1e6 / reqs:>10.1f} {(r1 - r0) * 1e6 / reqs:>10.1f} {(k1 - k0) / reqs:>10.2f} {(m1 - m0) * 1e6 / rows:>11.1f} "
       f"{(v1 - v0) / reqs:>8.3f}")
 PY
     stop_relay

@@ -513,6 +513,9 @@ async fn metrics(
         .with_label_values(&["rejected"])
         .set(gauge(usage.rejected));
     m.usage_events
+        .with_label_values(&["replayed"])
+        .set(gauge(usage.replayed));
+    m.usage_events
         .with_label_values(&["journal_write_failed"])
         .set(gauge(usage.journal.append_failures));
     m.usage_events

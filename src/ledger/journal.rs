@@ -417,6 +417,11 @@ impl Journal {
         self.lock().uncounted.iter().take(max).copied().collect()
     }
 
+    /// Whether the record `seq` still waits to be counted in Redis.
+    pub fn is_uncounted(&self, seq: u64) -> bool {
+        self.lock().uncounted.contains(&seq)
+    }
+
     /// The next sequence number to be archived.
     pub fn archived_through(&self) -> u64 {
         self.lock().checkpoint.archived

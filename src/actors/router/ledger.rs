@@ -52,10 +52,21 @@ const EPOCH_GRACE: Duration = Duration::from_millis(1_000);
 pub struct ArchiveUsage;
 
 /// Applies the counters of journal records Redis does not have yet (after an outage, a
-/// restart, or a rebuild).
+/// restart, or a rebuild): those journaled before the previous `ReplayCounters`. The newer
+/// ones are most likely still on their way through the hot path.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReplayCounters;
+
+/// The next pass of a replay that found more records than one pass takes, under the same
+/// bound: a bound moved at each pass would reach records the hot path is counting now, and
+/// under load the passes would follow the hot path for good, counting every record twice
+/// (once in vain) and tripling what Redis spends.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ReplayMore {
+    below: u64,
+}
 
 /// Makes sure Redis holds a ledger epoch this instance has caught up with: rebuilds the
 /// limit counters when Redis lost them, catches up when another instance rebuilt them.
@@ -82,7 +93,7 @@ pub struct LedgerState {
     pub announcing: bool,
     /// Since when admissions have not trusted the counters (`None` while they do).
     pub untrusted_since: Option<Instant>,
-    /// Records below this were appended before the last replay pass began (the newer ones
+    /// Records below this were appended before the last `ReplayCounters` (the newer ones
     /// are most likely still on their way through `RecordUsage`).
     pub replay_below: u64,
     /// The `run_id` of the Redis server the last announcement reached.
@@ -206,6 +217,22 @@ impl Handler<ReplayCounters> for RouterActor {
 
     fn handle(&mut self, _: ReplayCounters, _ctx: &mut Self::Context) -> Self::Result {
         let below = std::mem::replace(&mut self.ledger.replay_below, self.journal.next_seq());
+        self.replay_pass(below)
+    }
+}
+
+impl Handler<ReplayMore> for RouterActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: ReplayMore, _ctx: &mut Self::Context) -> Self::Result {
+        self.replay_pass(msg.below)
+    }
+}
+
+impl RouterActor {
+    /// Applies the counters of up to `REPLAY_PER_PASS` uncounted records below `below`,
+    /// and asks for the next pass while some are left.
+    fn replay_pass(&mut self, below: u64) -> ResponseActFuture<Self, ()> {
         if self.ledger.replaying || !self.counters_trusted() {
             return Box::pin(fut::ready(()));
         }
@@ -225,23 +252,25 @@ impl Handler<ReplayCounters> for RouterActor {
             return Box::pin(fut::ready(()));
         }
         self.ledger.replaying = true;
-        let work = replay_records(
+        let work = replay_counters(
             self.journal.clone(),
             self.cache.clone(),
             epoch,
             seqs,
             self.config.timezone_offset_hours,
             self.config.mode == StorageMode::Redis,
+            true,
         );
-        Box::pin(work.into_actor(self).map(|outcome, act, ctx| {
+        Box::pin(work.into_actor(self).map(move |replayed, act, ctx| {
             act.ledger.replaying = false;
+            act.usage_stats.replayed += replayed.counted;
             if let Err(e) = act.journal.save_counted() {
                 log::error!("cannot save the journal checkpoint: {e}");
             }
-            match outcome {
+            match replayed.last {
                 Some(Applied::NoEpoch | Applied::OtherEpoch) => ctx.notify(EnsureEpoch),
-                Some(_) if act.journal.stats().uncounted_records > 0 => {
-                    ctx.notify(ReplayCounters);
+                Some(_) if act.journal.uncounted(1).first().is_some_and(|s| *s < below) => {
+                    ctx.notify(ReplayMore { below });
                 }
                 _ => {}
             }
@@ -249,21 +278,16 @@ impl Handler<ReplayCounters> for RouterActor {
     }
 }
 
-/// Applies the counters of the journal records `seqs` (ascending) exactly once each;
-/// returns how the last application went (`None` when Redis failed).
-async fn replay_records(
-    journal: Arc<Journal>,
-    cache: CacheHandle,
-    epoch: String,
-    seqs: Vec<u64>,
-    offset: i32,
-    archive_in_redis: bool,
-) -> Option<Applied> {
-    replay_counters(journal, cache, epoch, seqs, offset, archive_in_redis, true).await
+/// What a replay did: how the last application went (`None` when Redis failed), and how
+/// many records it counted that Redis did not have.
+struct Replayed {
+    last: Option<Applied>,
+    counted: u64,
 }
 
-/// `replay_records`, with `limits` false leaving out the limit counters (a rebuild already
-/// holds them) and applying only the counter sets limits do not read.
+/// Applies the counters of the journal records `seqs` (ascending) exactly once each; with
+/// `limits` false it leaves out the limit counters (a rebuild already holds them) and
+/// applies only the counter sets limits do not read.
 async fn replay_counters(
     journal: Arc<Journal>,
     cache: CacheHandle,
@@ -272,21 +296,29 @@ async fn replay_counters(
     offset: i32,
     archive_in_redis: bool,
     limits: bool,
-) -> Option<Applied> {
+) -> Replayed {
+    let mut replayed = Replayed {
+        last: Some(Applied::Before),
+        counted: 0,
+    };
     let wanted: HashSet<u64> = seqs.iter().copied().collect();
     let Some(first) = seqs.first().copied() else {
-        return Some(Applied::Before);
+        return replayed;
     };
     let span = seqs.last().map_or(1, |l| l - first + 1);
     let reader = journal.clone();
-    let records: Vec<JournalRecord> = tokio::task::spawn_blocking(move || {
+    let Ok(read) = tokio::task::spawn_blocking(move || {
         reader.read(first, usize::try_from(span).unwrap_or(usize::MAX))
     })
     .await
-    .ok()?
-    .into_iter()
-    .filter(|r| wanted.contains(&r.seq))
-    .collect();
+    else {
+        replayed.last = None;
+        return replayed;
+    };
+    let records: Vec<JournalRecord> = read
+        .into_iter()
+        .filter(|r| wanted.contains(&r.seq))
+        .collect();
     // Records the journal no longer has (unreadable): nothing can be replayed for them.
     let found: HashSet<u64> = records.iter().map(|r| r.seq).collect();
     let missing: Vec<u64> = seqs
@@ -295,8 +327,11 @@ async fn replay_counters(
         .filter(|s| !found.contains(s))
         .collect();
     journal.mark_counted(&missing);
-    let mut last = Some(Applied::Before);
     for r in records {
+        if !journal.is_uncounted(r.seq) {
+            // Counted meanwhile (by the hot path's round trip): nothing to send.
+            continue;
+        }
         let mut updates = r.counter_updates(offset);
         if !limits {
             updates
@@ -318,16 +353,21 @@ async fn replay_counters(
         match applied {
             Ok(a @ (Applied::Now | Applied::Before)) => {
                 journal.mark_counted(&[r.seq]);
-                last = Some(a);
+                replayed.counted += u64::from(a == Applied::Now);
+                replayed.last = Some(a);
             }
-            Ok(other) => return Some(other),
+            Ok(other) => {
+                replayed.last = Some(other);
+                return replayed;
+            }
             Err(e) => {
                 log::warn!("counter replay paused, redis failed: {e}");
-                return None;
+                replayed.last = None;
+                return replayed;
             }
         }
     }
-    last
+    replayed
 }
 
 impl Handler<EnsureEpoch> for RouterActor {
@@ -577,6 +617,7 @@ async fn ensure_epoch(
             false,
         )
         .await
+        .last
         {
             Some(Applied::Now | Applied::Before) => {}
             Some(other) => return Err(format!("epoch changed during catch-up ({other:?})")),
@@ -652,15 +693,17 @@ async fn ensure_epoch(
         if seqs.is_empty() {
             break;
         }
-        match replay_records(
+        match replay_counters(
             journal.clone(),
             cache.clone(),
             epoch.id.clone(),
             seqs,
             offset,
             mode == StorageMode::Redis,
+            true,
         )
         .await
+        .last
         {
             Some(Applied::Now | Applied::Before) => {}
             Some(other) => return Err(format!("epoch changed during catch-up ({other:?})")),

@@ -121,6 +121,9 @@ pub struct UsageStats {
     pub rebuilds: u64,
     /// Times this instance rebuilt them from the archive (per loss, one instance does).
     pub rebuilt_here: u64,
+    /// Records whose counters a replay from the journal wrote to Redis (those the hot path
+    /// could not count: Redis was down or lost them, or they waited longer than a tick).
+    pub replayed: u64,
     /// The limit counters in Redis can be trusted now.
     pub counters_trusted: bool,
     pub journal: JournalStats,
@@ -808,6 +811,12 @@ impl RouterHandle {
     }
     pub async fn read_counters(&self, names: Vec<String>) -> Result<Vec<Counters>, AppError> {
         self.ask(ReadCounters { names }).await?
+    }
+    /// What the router does every `USAGE_BATCH_INTERVAL_MS`: counts in Redis the journal
+    /// records that were not counted yet at the previous call (the newer ones are left to
+    /// the hot path); returns after the first pass.
+    pub async fn replay_counters(&self) -> Result<(), AppError> {
+        self.ask(ReplayCounters).await
     }
     /// Writes pending counters and moves journaled events into the archive now; returns
     /// when nothing this instance journaled waits any more (or after `limit`).

@@ -35,6 +35,7 @@ mod contract;
 mod degradation;
 mod no_loss;
 mod record_batch;
+mod replay;
 
 use std::time::Duration;
 
