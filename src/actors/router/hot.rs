@@ -527,9 +527,7 @@ impl RouterHandle {
             let Some(batch) = queue.next_batch() else {
                 break;
             };
-            // A full batch left more behind: the next goes at once, or a worker whose
-            // round trips are slow (its thread saturated) falls behind for good.
-            busy = batch.len() > 1 && batch.len() < RECORDS_PER_BATCH;
+            busy = lingers_after(batch.len());
             let applies: Vec<UsageApply<'_>> = batch
                 .iter()
                 .map(|q| UsageApply {
@@ -614,6 +612,14 @@ const RECORDS_PER_BATCH: usize = 256;
 /// It delays counters and lease releases by about this much, never an answer.
 const BATCH_LINGER: Duration = Duration::from_millis(1);
 
+/// Whether the counting round trip after one of `records` waits `BATCH_LINGER` first: after
+/// a batch of several (under load), so that the next gathers more; not after a full one,
+/// which left more behind: a worker whose round trips are slow (its thread saturated) would
+/// fall behind for good.
+fn lingers_after(records: usize) -> bool {
+    records > 1 && records < RECORDS_PER_BATCH
+}
+
 /// A journaled record waiting for its worker's counting round trip.
 struct QueuedRecord {
     epoch: Arc<String>,
@@ -656,6 +662,18 @@ impl RecordQueue {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    #[test]
+    fn a_counting_round_trip_lingers_only_after_a_partial_batch_of_several() {
+        use super::{RECORDS_PER_BATCH, lingers_after};
+        assert!(!lingers_after(1), "a lone record: no load, no wait");
+        assert!(lingers_after(2));
+        assert!(lingers_after(RECORDS_PER_BATCH - 1));
+        assert!(
+            !lingers_after(RECORDS_PER_BATCH),
+            "a full batch left more behind"
+        );
+    }
 
     use std::sync::Arc;
     use std::time::Instant;
