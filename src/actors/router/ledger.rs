@@ -429,7 +429,15 @@ impl Handler<EnsureEpoch> for RouterActor {
                 Err(e) => {
                     log::warn!("usage counters in redis not usable yet ({e}); retrying");
                     act.ledger.epoch = None;
-                    ctx.run_later(Duration::from_millis(500), |_, ctx| ctx.notify(EnsureEpoch));
+                    // Several attempts can fail before one succeeds (Redis back, then the
+                    // announcement, each asks for one): a retry left from an earlier failure
+                    // must not run once caught up. It would distrust the counters for the
+                    // length of a needless check and flip health to degraded meanwhile.
+                    ctx.run_later(Duration::from_millis(500), |act, ctx| {
+                        if act.ledger.epoch.is_none() {
+                            ctx.notify(EnsureEpoch);
+                        }
+                    });
                 }
             }
         }));
@@ -445,6 +453,7 @@ impl Handler<AnnounceLedger> for RouterActor {
         }
         self.ledger.announcing = true;
         let mine = self.ledger.epoch.clone().filter(|_| !self.ledger.busy);
+        let asked_with = mine.clone();
         let (cache, journal) = (self.cache.clone(), self.journal.clone());
         let work = async move {
             cache
@@ -456,7 +465,7 @@ impl Handler<AnnounceLedger> for RouterActor {
                 )
                 .await
         };
-        ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
+        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
             act.ledger.announcing = false;
             // Redis failures are the health probe's business.
             let Ok(seen) = result else { return };
@@ -467,7 +476,9 @@ impl Handler<AnnounceLedger> for RouterActor {
                     ctx.notify(RecountRecent);
                 }
             }
-            if act.ledger.busy {
+            // What Redis said predates a catch-up that ended meanwhile (it may not hold the
+            // new epoch yet): the next announcement asks again.
+            if act.ledger.busy || act.ledger.epoch != asked_with {
                 return;
             }
             let ours = act.ledger.epoch.clone();
