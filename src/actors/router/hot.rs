@@ -663,18 +663,6 @@ impl RecordQueue {
 mod tests {
     use std::time::Duration;
 
-    #[test]
-    fn a_counting_round_trip_lingers_only_after_a_partial_batch_of_several() {
-        use super::{RECORDS_PER_BATCH, lingers_after};
-        assert!(!lingers_after(1), "a lone record: no load, no wait");
-        assert!(lingers_after(2));
-        assert!(lingers_after(RECORDS_PER_BATCH - 1));
-        assert!(
-            !lingers_after(RECORDS_PER_BATCH),
-            "a full batch left more behind"
-        );
-    }
-
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -857,5 +845,17 @@ mod tests {
         assert_eq!(key_total.map(|c| c.input_tokens), Some(60), "{summed:?}");
         assert!(hot.pending_is_empty());
         assert!(hot.take_pending().is_empty());
+    }
+
+    #[test]
+    fn a_counting_round_trip_lingers_only_after_a_partial_batch_of_several() {
+        use super::{RECORDS_PER_BATCH, lingers_after};
+        assert!(!lingers_after(1), "a lone record: no load, no wait");
+        assert!(lingers_after(2));
+        assert!(lingers_after(RECORDS_PER_BATCH - 1));
+        assert!(
+            !lingers_after(RECORDS_PER_BATCH),
+            "a full batch left more behind"
+        );
     }
 }

@@ -374,18 +374,20 @@ async fn replay_counters(
                 return replayed;
             }
         };
+        let mut applied = Vec::with_capacity(chunk.len());
         for (r, code) in chunk.iter().zip(codes) {
+            replayed.last = Some(code);
             match code {
                 Applied::Now | Applied::Before => {
-                    journal.mark_counted(&[r.seq]);
+                    applied.push(r.seq);
                     replayed.counted += u64::from(code == Applied::Now);
-                    replayed.last = Some(code);
                 }
-                other => {
-                    replayed.last = Some(other);
-                    return replayed;
-                }
+                Applied::NoEpoch | Applied::OtherEpoch => break,
             }
+        }
+        journal.mark_counted(&applied);
+        if applied.len() < chunk.len() {
+            return replayed;
         }
     }
     replayed
