@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# A release build optimised with the relay's own profile (profile-guided optimisation):
+# an instrumented build serves `bench/ab.sh` loads (JSON and SSE answers, hybrid, redis
+# and mysql modes) against the nginx mock, LLVM merges what it counted, and the final
+# build lays out and inlines the code for that path. Same source, same behaviour; the
+# result is `target/pgo/release/claude-relay` (bench/results/relay.md, "Stop 32", has
+# the measured difference).
+#
+#   scripts/build-pgo.sh            # about twice a release build, plus a minute of load
+#
+# Needs what bench/ab.sh needs (wrk, nginx with the echo module, Redis and MariaDB, which
+# ab.sh finds or starts) and llvm-profdata of the LLVM that rustc uses: missing tools are
+# installed from Debian's packages (wrk, nginx-core, libnginx-mod-http-echo, llvm-N) when
+# apt-get can be used.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+# Installs Debian packages when a tool is missing and apt-get can be used; otherwise says
+# which packages to install.
+need() {
+  local tool=$1; shift
+  command -v "$tool" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y "$@" >/dev/null
+  fi
+  command -v "$tool" >/dev/null || { echo "build-pgo: $tool is missing (apt-get install $*)" >&2; exit 1; }
+}
+need "llvm-profdata-$llvm_major" "llvm-$llvm_major"
+need wrk wrk
+need nginx nginx-core libnginx-mod-http-echo
+profdata=$(command -v "llvm-profdata-$llvm_major")
+work=$(mktemp -d /tmp/claude-relay-pgo.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+echo "build-pgo: instrumented build"
+RUSTFLAGS="-Cprofile-generate=$work/raw" \
+  cargo build --release --locked --bin claude-relay --target-dir target/pgo-generate
+instrumented=target/pgo-generate/release/claude-relay
+echo "build-pgo: training load"
+for mode in hybrid redis mysql; do
+  for lua in messages.lua messages_stream.lua; do
+    MODE=$mode LUA=$lua ROUNDS=1 DURATION=${PGO_TRAIN_SECONDS:-6} bench/ab.sh "train=$instrumented" >/dev/null
+  done
+done
+"$profdata" merge -o "$work/relay.profdata" "$work/raw"
+echo "build-pgo: optimised build"
+RUSTFLAGS="-Cprofile-use=$work/relay.profdata" \
+  cargo build --release --locked --bin claude-relay --target-dir target/pgo
+echo "build-pgo: target/pgo/release/claude-relay"
