@@ -16,19 +16,22 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
-# Installs Debian packages when a tool is missing and apt-get can be used; otherwise says
-# which packages to install.
+# `need TOOL PACKAGE…`: TOOL (a command, or a file such as an nginx module) is there, or
+# its Debian packages are installed when apt-get can be used; otherwise says which.
+has() { command -v "$1" >/dev/null || [ -e "$1" ]; }
 need() {
   local tool=$1; shift
-  command -v "$tool" >/dev/null && return 0
+  has "$tool" && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get install -y "$@" >/dev/null
+    apt-get install -y "$@" >/dev/null || true
   fi
-  command -v "$tool" >/dev/null || { echo "build-pgo: $tool is missing (apt-get install $*)" >&2; exit 1; }
+  has "$tool" || { echo "build-pgo: $tool is missing (apt-get install $*)" >&2; exit 1; }
 }
 need "llvm-profdata-$llvm_major" "llvm-$llvm_major"
 need wrk wrk
-need nginx nginx-core libnginx-mod-http-echo
+need nginx nginx-core
+# The mock upstream loads this module (../shared/mock-upstream/nginx.conf).
+need /usr/lib/nginx/modules/ngx_http_echo_module.so libnginx-mod-http-echo
 profdata=$(command -v "llvm-profdata-$llvm_major")
 work=$(mktemp -d /tmp/claude-relay-pgo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
