@@ -2,6 +2,7 @@
 //! with usage capture, and recording usage and cost (SPEC §4–7).
 
 pub mod auth;
+pub mod connections;
 pub mod dialect;
 pub mod oauth;
 pub mod pipeline;

@@ -1,11 +1,13 @@
 //! HTTP clients to the upstream (kept per HTTP worker) and the request we send: whitelisted
 //! headers, the account's credentials, never the client's key. Accounts without a proxy go
-//! through one pooled hyper client; proxied accounts through a reqwest client per proxy
-//! (reqwest speaks HTTP, HTTPS and SOCKS proxies), which also serves the OAuth calls.
+//! through the worker's own connections (`connections`); proxied accounts through a reqwest
+//! client per proxy (reqwest speaks HTTP, HTTPS and SOCKS proxies), which also serves the
+//! OAuth calls.
 
 use foldhash::HashMap;
 use std::cell::RefCell;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,11 +18,10 @@ use futures_util::{Stream, StreamExt};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::{Instant, Sleep};
 
+use super::connections::{self, Lease, Origin, SendError};
 use crate::error::AppError;
 
 /// Client headers passed to the upstream; everything else (cookies, the relay key, hop
@@ -38,8 +39,8 @@ const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Beta flag the upstream requires for OAuth bearer tokens.
 const OAUTH_BETA: &str = "oauth-2025-04-20";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Shorter than the idle time-outs of common front ends (60 s and more): a connection the
-/// server closes as idle just when it is reused fails the request.
+/// As the direct connections' (`connections`): shorter than the idle time-outs of common
+/// front ends (60 s and more), so that a connection is not reused just as the server closes it.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 const POOL_MAX_IDLE_PER_HOST: usize = 512;
 /// Upstream URLs remembered per worker (base URL × endpoint; a handful in practice).
@@ -72,12 +73,13 @@ pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, AppError> {
     Ok(Arc::new(config))
 }
 
-type DirectClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// Upstream clients of one HTTP worker.
 pub struct UpstreamClients {
     timeout: Duration,
-    direct: DirectClient,
+    /// Dials direct connections: TCP, and TLS with ALPN for https.
+    connector: HttpsConnector<HttpConnector>,
+    /// Direct connections by origin (`scheme://authority/`), shared by the targets.
+    origins: RefCell<HashMap<String, Rc<Origin>>>,
     /// By proxy URL ("" = direct, used for the OAuth calls of direct accounts).
     clients: RefCell<HashMap<String, reqwest::Client>>,
     /// Parsed upstream URLs by base URL and path, so a request neither parses its URL again
@@ -85,11 +87,14 @@ pub struct UpstreamClients {
     uris: RefCell<HashMap<String, Vec<(&'static str, Target)>>>,
 }
 
-/// Where a direct request goes: its URI and its `host` header.
+/// Where a direct request goes: its URI (absolute, and in origin form for HTTP/1), its
+/// `host` header and its origin's connections.
 #[derive(Clone)]
 struct Target {
     uri: http::Uri,
+    path: http::Uri,
     host: HeaderValue,
+    origin: Rc<Origin>,
 }
 
 impl UpstreamClients {
@@ -104,15 +109,10 @@ impl UpstreamClients {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let direct = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         UpstreamClients {
             timeout,
-            direct,
+            connector,
+            origins: RefCell::default(),
             clients: RefCell::default(),
             uris: RefCell::default(),
         }
@@ -165,7 +165,18 @@ impl UpstreamClients {
         let host = host_header(&uri).ok_or_else(|| {
             UpstreamError::Failed(format!("the upstream URL {text} has no valid host"))
         })?;
-        let target = Target { uri, host };
+        let failed = || UpstreamError::Failed(format!("the upstream URL {text} is not valid"));
+        let origin_form = match uri.path_and_query() {
+            Some(p) => http::Uri::try_from(p.as_str()).map_err(|_| failed())?,
+            None => http::Uri::from_static("/"),
+        };
+        let origin = self.origin(&uri).ok_or_else(failed)?;
+        let target = Target {
+            uri,
+            path: origin_form,
+            host,
+            origin,
+        };
         let mut uris = self.uris.borrow_mut();
         if uris.len() >= MAX_CACHED_URLS {
             uris.clear();
@@ -174,6 +185,24 @@ impl UpstreamClients {
             .or_default()
             .push((path, target.clone()));
         Ok(target)
+    }
+
+    /// The connections of `uri`'s origin, shared by every URL of that origin.
+    fn origin(&self, uri: &http::Uri) -> Option<Rc<Origin>> {
+        let address = http::Uri::builder()
+            .scheme(uri.scheme()?.clone())
+            .authority(uri.authority()?.clone())
+            .path_and_query("/")
+            .build()
+            .ok()?;
+        let mut origins = self.origins.borrow_mut();
+        if origins.len() >= MAX_CACHED_URLS {
+            origins.clear();
+        }
+        let origin = origins
+            .entry(address.to_string())
+            .or_insert_with(|| Origin::new(address));
+        Some(Rc::clone(origin))
     }
 
     /// Sends `request` to `base` + `path`, directly or through `proxy`. The whole exchange,
@@ -185,8 +214,12 @@ impl UpstreamClients {
         path: &'static str,
         request: UpstreamRequest,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let deadline = Instant::now() + self.timeout;
-        let Target { uri, host } = self.target(base, path)?;
+        let Target {
+            uri,
+            path,
+            host,
+            origin,
+        } = self.target(base, path)?;
         let UpstreamRequest { mut headers, body } = request;
         if let Some(client) = proxy {
             let response = client
@@ -207,17 +240,23 @@ impl UpstreamClients {
         *outgoing.uri_mut() = uri;
         headers.insert(http::header::HOST, host);
         *outgoing.headers_mut() = headers;
-        let response = tokio::time::timeout_at(deadline, self.direct.request(outgoing))
-            .await
-            .map_err(|_| UpstreamError::Timeout)?
-            .map_err(|e| UpstreamError::failed(&e))?;
+        // One timer for the whole exchange, the answer's body included.
+        let started = Instant::now();
+        let mut deadline = Box::pin(tokio::time::sleep_until(started + self.timeout));
+        let sent = connections::send(&self.connector, &origin, outgoing, &path, started);
+        let (response, lease) = tokio::select! {
+            biased;
+            sent = sent => sent.map_err(UpstreamError::of_send)?,
+            () = &mut deadline => return Err(UpstreamError::Timeout),
+        };
         let (parts, incoming) = response.into_parts();
         Ok(UpstreamResponse {
             status: parts.status,
             headers: parts.headers,
             body: ResponseBody::Direct {
                 incoming,
-                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                deadline,
+                lease,
             },
         })
     }
@@ -259,6 +298,16 @@ impl UpstreamError {
         UpstreamError::Failed(text)
     }
 
+    fn of_send(e: SendError) -> Self {
+        match e {
+            SendError::Connect(e) => {
+                let text = UpstreamError::failed(&*e).to_string();
+                UpstreamError::Failed(format!("cannot connect: {text}"))
+            }
+            SendError::Http(e) => UpstreamError::failed(&e),
+        }
+    }
+
     fn of_reqwest(e: reqwest::Error) -> Self {
         if e.is_timeout() {
             UpstreamError::Timeout
@@ -294,6 +343,8 @@ enum ResponseBody {
     Direct {
         incoming: hyper::body::Incoming,
         deadline: Pin<Box<Sleep>>,
+        /// The HTTP/1 connection, given back once the body has been read to its end.
+        lease: Option<Lease>,
     },
     Proxied(reqwest::Response),
 }
@@ -306,11 +357,19 @@ impl UpstreamResponse {
     /// The whole body.
     pub async fn bytes(self) -> Result<Bytes, UpstreamError> {
         match self.body {
-            ResponseBody::Direct { incoming, deadline } => {
-                let collected = tokio::time::timeout_at(deadline.deadline(), incoming.collect())
-                    .await
-                    .map_err(|_| UpstreamError::Timeout)?
-                    .map_err(|e| UpstreamError::failed(&e))?;
+            ResponseBody::Direct {
+                incoming,
+                mut deadline,
+                lease,
+            } => {
+                let collected = tokio::select! {
+                    biased;
+                    body = incoming.collect() => body.map_err(|e| UpstreamError::failed(&e))?,
+                    () = &mut deadline => return Err(UpstreamError::Timeout),
+                };
+                if let Some(lease) = lease {
+                    lease.give_back();
+                }
                 Ok(collected.to_bytes())
             }
             ResponseBody::Proxied(response) => {
@@ -322,9 +381,14 @@ impl UpstreamResponse {
     /// The body as a stream of chunks.
     pub fn into_stream(self) -> BodyStream {
         match self.body {
-            ResponseBody::Direct { incoming, deadline } => Box::pin(Deadlined {
+            ResponseBody::Direct {
+                incoming,
+                deadline,
+                lease,
+            } => Box::pin(Deadlined {
                 data: BodyDataStream::new(incoming),
                 deadline,
+                lease,
                 ended: false,
             }),
             ResponseBody::Proxied(response) => Box::pin(
@@ -336,10 +400,12 @@ impl UpstreamResponse {
     }
 }
 
-/// A direct answer's body that fails with `Timeout` once its deadline passes.
+/// A direct answer's body that fails with `Timeout` once its deadline passes, and gives its
+/// connection back when it ends.
 struct Deadlined {
     data: BodyDataStream<hyper::body::Incoming>,
     deadline: Pin<Box<Sleep>>,
+    lease: Option<Lease>,
     ended: bool,
 }
 
@@ -352,6 +418,11 @@ impl Stream for Deadlined {
         }
         if let Poll::Ready(item) = self.data.poll_next_unpin(cx) {
             self.ended = item.is_none();
+            if self.ended
+                && let Some(lease) = self.lease.take()
+            {
+                lease.give_back();
+            }
             return Poll::Ready(item.map(|r| r.map_err(|e| UpstreamError::failed(&e))));
         }
         if self.deadline.as_mut().poll(cx).is_ready() {
@@ -566,5 +637,322 @@ mod tests {
             "the relay key never goes upstream"
         );
         assert!(h.get("cookie").is_none());
+    }
+
+    /// A bare HTTP/1 server on 127.0.0.1 answering every request with `{"n":<request number>}`;
+    /// with `close_after_each`, it closes each connection after its answer without saying so
+    /// (as a server whose idle time-out passed). Counts connections and requests.
+    struct BareServer {
+        base: String,
+        connections: Arc<std::sync::atomic::AtomicUsize>,
+        requests: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl BareServer {
+        async fn start(close_after_each: bool) -> Self {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}/", listener.local_addr().unwrap());
+            let connections = Arc::new(AtomicUsize::new(0));
+            let requests = Arc::new(AtomicUsize::new(0));
+            let (conns, reqs) = (connections.clone(), requests.clone());
+            tokio::spawn(async move {
+                loop {
+                    let (mut socket, _) = listener.accept().await.unwrap();
+                    conns.fetch_add(1, Ordering::SeqCst);
+                    let reqs = reqs.clone();
+                    tokio::spawn(async move {
+                        let mut buf = Vec::new();
+                        loop {
+                            let mut chunk = [0u8; 4096];
+                            let Ok(n) = socket.read(&mut chunk).await else {
+                                return;
+                            };
+                            if n == 0 {
+                                return;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                                continue;
+                            };
+                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                            let length: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length: "))
+                                .map_or(0, |v| v.trim().parse().unwrap());
+                            if buf.len() < end + 4 + length {
+                                continue;
+                            }
+                            buf.drain(..end + 4 + length);
+                            let n = reqs.fetch_add(1, Ordering::SeqCst) + 1;
+                            let body = format!("{{\"n\":{n}}}");
+                            let answer = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                 content-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            socket.write_all(answer.as_bytes()).await.unwrap();
+                            if close_after_each {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            BareServer {
+                base,
+                connections,
+                requests,
+            }
+        }
+
+        fn counts(&self) -> (usize, usize) {
+            use std::sync::atomic::Ordering;
+            (
+                self.connections.load(Ordering::SeqCst),
+                self.requests.load(Ordering::SeqCst),
+            )
+        }
+    }
+
+    fn json_request() -> UpstreamRequest {
+        build_request(
+            &client_headers(&[]),
+            &UpstreamAuth::ApiKey(HeaderValue::from_static("sk-up")),
+            Bytes::from_static(b"{\"model\":\"m\"}"),
+        )
+        .unwrap()
+    }
+
+    async fn send_whole(clients: &UpstreamClients, base: &str) -> (u16, String) {
+        let response = clients
+            .send(None, base, "v1/messages", json_request())
+            .await
+            .unwrap();
+        let status = response.status.as_u16();
+        let body = response.bytes().await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn clients() -> UpstreamClients {
+        UpstreamClients::new(Duration::from_secs(5), &tls_config().unwrap())
+    }
+
+    #[tokio::test]
+    async fn one_connection_serves_requests_one_after_another() {
+        let server = BareServer::start(false).await;
+        let clients = clients();
+        for n in 1..=5 {
+            let answer = send_whole(&clients, &server.base).await;
+            assert_eq!(answer, (200, format!("{{\"n\":{n}}}")));
+        }
+        assert_eq!(server.counts(), (1, 5), "(connections, requests)");
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_a_connection_each_and_all_are_reused_after() {
+        let server = BareServer::start(false).await;
+        let clients = clients();
+        let first =
+            futures_util::future::join_all((0..4).map(|_| send_whole(&clients, &server.base)))
+                .await;
+        assert!(first.iter().all(|(status, _)| *status == 200), "{first:?}");
+        assert_eq!(server.counts(), (4, 4));
+        let target = clients.target(&server.base, "v1/messages").unwrap();
+        assert_eq!(target.origin.idle_count(), 4);
+        let second =
+            futures_util::future::join_all((0..4).map(|_| send_whole(&clients, &server.base)))
+                .await;
+        assert!(
+            second.iter().all(|(status, _)| *status == 200),
+            "{second:?}"
+        );
+        assert_eq!(server.counts(), (4, 8), "no new connection");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
+        let server = BareServer::start(true).await;
+        let clients = clients();
+        for n in 1..=5 {
+            // Time for the connection's task to read the close.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let answer = send_whole(&clients, &server.base).await;
+            assert_eq!(answer, (200, format!("{{\"n\":{n}}}")));
+        }
+        assert_eq!(server.counts(), (5, 5));
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_gives_its_connection_back_only_when_read_to_its_end() {
+        let server = BareServer::start(false).await;
+        let clients = clients();
+        let response = clients
+            .send(None, &server.base, "v1/messages", json_request())
+            .await
+            .unwrap();
+        let chunks: Vec<_> = response.into_stream().collect().await;
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(&chunks[0].as_ref().unwrap()[..], b"{\"n\":1}");
+        assert_eq!(send_whole(&clients, &server.base).await.0, 200);
+        assert_eq!(
+            server.counts(),
+            (1, 2),
+            "the read stream's connection served the next"
+        );
+
+        let dropped = clients
+            .send(None, &server.base, "v1/messages", json_request())
+            .await
+            .unwrap()
+            .into_stream();
+        drop(dropped);
+        assert_eq!(send_whole(&clients, &server.base).await.0, 200);
+        assert_eq!(
+            server.counts(),
+            (2, 4),
+            "an answer left unread takes its connection along"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_refuses_connections_fails_the_request_with_the_cause() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}/", listener.local_addr().unwrap());
+        drop(listener);
+        let clients = clients();
+        let error = clients
+            .send(None, &base, "v1/messages", json_request())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&error, UpstreamError::Failed(m) if m.starts_with("cannot connect: ") && m.contains("refused")),
+            "{error}"
+        );
+    }
+
+    /// An HTTPS upstream on 127.0.0.1 offering `alpn` (HTTP/2 when it offers "h2"), and the
+    /// client settings that trust its certificate. It answers with the version, authority and
+    /// path it saw, and counts its connections.
+    async fn tls_upstream(
+        alpn: &[&[u8]],
+    ) -> (
+        String,
+        Arc<rustls::ClientConfig>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert = certified.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let provider = || Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("https://{}/", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let tls = acceptor.accept(tcp).await.unwrap();
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let io = TokioIo::new(tls);
+                    let service = hyper::service::service_fn(
+                        |req: http::Request<hyper::body::Incoming>| async move {
+                            let authority = match req.uri().authority() {
+                                Some(a) => a.to_string(),
+                                None => req.headers()["host"].to_str().unwrap().to_string(),
+                            };
+                            let seen =
+                                format!("{:?} {authority} {}", req.version(), req.uri().path());
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(seen),
+                            )))
+                        },
+                    );
+                    // A client closing its connection ends the exchange; nothing to report.
+                    let _closed: Result<(), hyper::Error> = if h2 {
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, service)
+                            .await
+                    } else {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .await
+                    };
+                });
+            }
+        });
+        (base, Arc::new(client), connections)
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_offering_http2_gets_one_shared_connection() {
+        use std::sync::atomic::Ordering;
+        let (base, tls, connections) = tls_upstream(&[b"h2", b"http/1.1"]).await;
+        let clients = UpstreamClients::new(Duration::from_secs(5), &tls);
+        let authority = base.trim_start_matches("https://").trim_end_matches('/');
+        let expected = (200, format!("HTTP/2.0 {authority} /v1/messages"));
+        assert_eq!(send_whole(&clients, &base).await, expected);
+        let more =
+            futures_util::future::join_all((0..4).map(|_| send_whole(&clients, &base))).await;
+        assert_eq!(more, vec![expected; 4]);
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+        let target = clients.target(&base, "v1/messages").unwrap();
+        assert_eq!(
+            target.origin.idle_count(),
+            0,
+            "HTTP/2 is shared, never lent"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_speaking_http1_reuses_its_connection() {
+        use std::sync::atomic::Ordering;
+        let (base, tls, connections) = tls_upstream(&[b"http/1.1"]).await;
+        let clients = UpstreamClients::new(Duration::from_secs(5), &tls);
+        let authority = base.trim_start_matches("https://").trim_end_matches('/');
+        for _ in 0..3 {
+            assert_eq!(
+                send_whole(&clients, &base).await,
+                (200, format!("HTTP/1.1 {authority} /v1/messages"))
+            );
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_https_upstream_with_a_certificate_nobody_vouches_for_is_refused() {
+        let (base, _, _) = tls_upstream(&[b"http/1.1"]).await;
+        let error = clients()
+            .send(None, &base, "v1/messages", json_request())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&error, UpstreamError::Failed(m) if m.starts_with("cannot connect: ") && m.contains("certificate")),
+            "{error}"
+        );
     }
 }
