@@ -157,7 +157,9 @@ pub async fn send(
             },
         }
     }
-    match connect(connector, &origin.address).await? {
+    // Boxed: the dialling and the handshakes are rare and large, and the state of this
+    // future is moved with every request.
+    match Box::pin(connect(connector, &origin.address)).await? {
         Fresh::Http1(mut sender) => {
             let response = sender
                 .send_request(request)
