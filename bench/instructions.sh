@@ -9,6 +9,7 @@
 #   bench/instructions.sh                       # this tree's release build, 800 requests
 #   RELAY_BIN=/tmp/old-relay N=800 bench/instructions.sh
 #   HISTORY=100 bench/instructions.sh           # requests carrying 100 earlier turns (~80 KB)
+#   STREAM=1 bench/instructions.sh              # SSE answers (`"stream": true`)
 #
 # Needs: valgrind, wrk, nginx with the echo module, Redis and MariaDB (scripts/services.sh).
 set -euo pipefail
@@ -49,9 +50,10 @@ key=$(bench_key "http://127.0.0.1:$PORT" "$admin_token" http://127.0.0.1:18080)
 API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t2 -c8 -d5s -s "$MOCK_DIR/wrk/messages.lua" "http://127.0.0.1:$PORT" >/dev/null
 sleep 1
 callgrind_control -z "$relay_pid" >/dev/null
-body_len=$(python3 - "$key" "$N" "$PORT" "${HISTORY:-0}" <<'PY'
+body_len=$(python3 - "$key" "$N" "$PORT" "${HISTORY:-0}" "${STREAM:-0}" <<'PY'
 import http.client, json, sys, threading
 key, n, port, history = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+stream = sys.argv[5] == "1"
 # HISTORY=N: N earlier turns before the question, as a long Claude Code conversation has
 # (each turn a user text of about 400 bytes and an assistant answer with a tool call).
 turns = []
@@ -62,7 +64,7 @@ for i in range(history):
         {"type": "tool_use", "id": f"toolu_{i:04d}", "name": "Read", "input": {"file_path": f"/src/m{i}.rs"}}]})
 body = json.dumps({"model": "claude-sonnet-4-20250514", "max_tokens": 64,
                    "messages": turns + [{"role": "user", "content": "hi"}],
-                   "metadata": {"user_id": "session-1"}})
+                   "metadata": {"user_id": "session-1"}, **({"stream": True} if stream else {})})
 def run(k):
     c = http.client.HTTPConnection("127.0.0.1", port)
     for _ in range(k):
