@@ -47,6 +47,32 @@ impl KeyIndex {
     }
 }
 
+/// The call of `script` with `keys` keys as one `EVALSHA` command, keys and arguments to be
+/// added in order. redis-rs's `ScriptInvocation` keeps every key and argument in an
+/// allocation of its own and copies them all again into the command it sends; a command
+/// keeps them in one buffer. Run it with [`run_script`].
+fn evalsha(script: &redis::Script, keys: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys);
+    cmd
+}
+
+/// Runs `call` (made by [`evalsha`] for `script`), loading the script first when Redis does
+/// not know it (a restarted or flushed script cache), as `ScriptInvocation` does.
+async fn run_script<T: redis::FromRedisValue>(
+    c: &mut impl redis::aio::ConnectionLike,
+    script: &redis::Script,
+    call: &redis::Cmd,
+) -> redis::RedisResult<T> {
+    match call.query_async(c).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(c).await?;
+            call.query_async(c).await
+        }
+        answer => answer,
+    }
+}
+
 /// A script argument before the call is assembled.
 enum ScriptArg<'a> {
     Text(&'a str),
@@ -607,13 +633,15 @@ impl CacheHandle {
         self.exec(move |mut c| {
             Box::pin(async move {
                 let w = req.window.as_ref();
-                let mut invocation = scripts::ADMIT_SCRIPT.key(leases);
-                invocation.key(window_key).key(sticky_key).key(epoch_key);
+                let mut call = evalsha(&scripts::ADMIT_SCRIPT, 4 + cost_keys.len());
+                call.arg(leases)
+                    .arg(window_key)
+                    .arg(sticky_key)
+                    .arg(epoch_key);
                 for k in &cost_keys {
-                    invocation.key(k);
+                    call.arg(k);
                 }
-                invocation
-                    .arg(now_ms())
+                call.arg(now_ms())
                     .arg(&req.lease_id)
                     .arg(req.lease_ttl_ms)
                     .arg(req.concurrency_limit)
@@ -625,11 +653,11 @@ impl CacheHandle {
                     .arg(w.map_or(0, |w| w.resets_in_seconds))
                     .arg(sticky_mode);
                 for l in &req.cost_limits {
-                    invocation.arg(l.max_micros);
+                    call.arg(l.max_micros);
                 }
-                invocation.arg(epoch);
+                call.arg(epoch);
                 let (code, retry, sticky): (i64, u64, Option<String>) =
-                    invocation.invoke_async(&mut c).await?;
+                    run_script(&mut c, &scripts::ADMIT_SCRIPT, &call).await?;
                 let admission = match code {
                     -1 | -2 => return Ok((None, sticky)),
                     0 => Admission::Granted,
@@ -765,16 +793,38 @@ impl CacheHandle {
         let mut set_of: FastMap<&str, usize> = FastMap::default();
         let mut lists: Vec<(usize, isize, Vec<&str>)> = Vec::new();
         let global_list = self.keys.usage_archive();
+        // The records of a batch mostly share their applied bitmap and lease scope: their
+        // keys are named once, not per record.
+        let mut last_bitmap: Option<(&str, u64, usize)> = None;
+        let mut last_scope: Option<(&str, usize)> = None;
         for apply in applies {
-            args.push(ScriptArg::Index(
-                keys.of(self.keys.ledger_applied(apply.instance, apply.seq)),
-            ));
+            let bitmap = match last_bitmap {
+                Some((instance, block, index))
+                    if instance == apply.instance && block == apply.seq >> 16 =>
+                {
+                    index
+                }
+                _ => {
+                    let index = keys.of(self.keys.ledger_applied(apply.instance, apply.seq));
+                    last_bitmap = Some((apply.instance, apply.seq >> 16, index));
+                    index
+                }
+            };
+            args.push(ScriptArg::Index(bitmap));
             args.push(ScriptArg::Int(
                 i64::try_from(apply.seq & 0xFFFF).unwrap_or(0),
             ));
             match apply.release {
                 Some((scope, lease_id)) => {
-                    args.push(ScriptArg::Index(keys.of(self.keys.leases(scope))));
+                    let leases = match last_scope {
+                        Some((last, index)) if last == scope => index,
+                        _ => {
+                            let index = keys.of(self.keys.leases(scope));
+                            last_scope = Some((scope, index));
+                            index
+                        }
+                    };
+                    args.push(ScriptArg::Index(leases));
                     args.push(ScriptArg::Text(lease_id));
                 }
                 None => args.push(ScriptArg::Int(0)),
@@ -822,20 +872,25 @@ impl CacheHandle {
             ]);
             args.extend(events.into_iter().map(ScriptArg::Text));
         }
-        let mut invocation = scripts::RECORD_NEW_SCRIPT.key(self.keys.ledger_epoch());
+        let mut call = evalsha(&scripts::RECORD_NEW_SCRIPT, 1 + keys.keys.len());
+        call.arg(self.keys.ledger_epoch());
         for key in keys.keys {
-            invocation.key(key);
+            call.arg(key);
         }
         for arg in args {
             match arg {
-                ScriptArg::Text(t) => invocation.arg(t),
-                ScriptArg::Int(n) => invocation.arg(n),
+                ScriptArg::Text(t) => call.arg(t),
+                ScriptArg::Int(n) => call.arg(n),
                 // Lua's KEYS[1] is the epoch: the others follow it.
-                ScriptArg::Index(i) => invocation.arg(i + 2),
+                ScriptArg::Index(i) => call.arg(i + 2),
             };
         }
         let code: i64 = self
-            .exec(move |mut c| Box::pin(async move { invocation.invoke_async(&mut c).await }))
+            .exec(move |mut c| {
+                Box::pin(
+                    async move { run_script(&mut c, &scripts::RECORD_NEW_SCRIPT, &call).await },
+                )
+            })
             .await?;
         let all = match code {
             0 => Applied::Now,

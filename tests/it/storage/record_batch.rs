@@ -273,3 +273,50 @@ async fn new_records_are_summed_in_one_call_and_a_replay_among_them_is_counted_o
     assert_eq!(codes, [Applied::Now, Applied::Now]);
     assert_eq!(read(set), [Some(5), Some(450), None]);
 }
+
+#[actix_rt::test]
+async fn a_batch_after_the_script_cache_was_flushed_loads_its_script_and_names_each_key_once() {
+    let (env, actors, epoch) = started(StorageMode::Hybrid).await;
+    let cache = &actors.cache;
+    let keys = cache.keys();
+    let set = "usage:key:flush-test:total";
+    let counted = [update(set, 1, 5)];
+    let (scope_a, scope_b) = ("key:flush-test-a", "key:flush-test-b");
+    for (scope, id) in [(scope_a, "a1"), (scope_a, "a2"), (scope_b, "b1")] {
+        add_lease(&env, &keys.leases(scope), id);
+    }
+    // Redis forgets every script (as after a restart): the call loads its script again.
+    let _: String = env
+        .redis_query(redis::cmd("SCRIPT").arg("FLUSH"))
+        .expect("flush scripts");
+    let apply = |seq, release| UsageApply {
+        epoch: &epoch,
+        instance: "flush-test-instance",
+        seq,
+        updates: &counted,
+        release,
+        archive: None,
+    };
+    // 65,535 and 65,536 fall in two applied bitmaps; the leases in two scopes, a scope again
+    // after the other.
+    let batch = [
+        apply(65_535, Some((scope_a, "a1"))),
+        apply(65_536, Some((scope_b, "b1"))),
+        apply(65_537, Some((scope_a, "a2"))),
+    ];
+    let codes = cache.apply_usage_batch(&batch).await.expect("batch");
+    assert_eq!(codes, [Applied::Now; 3]);
+    assert_eq!(counters(&env, keys, set), [Some(3), Some(15), None]);
+    assert_eq!(leases_in(&env, &keys.leases(scope_a)), 0);
+    assert_eq!(leases_in(&env, &keys.leases(scope_b)), 0);
+    for seq in [65_535, 65_536] {
+        let bitmap = keys.ledger_applied("flush-test-instance", seq);
+        let bit: i64 = env
+            .redis_query(redis::cmd("GETBIT").arg(&bitmap).arg(seq & 0xFFFF))
+            .expect("getbit");
+        assert_eq!(bit, 1, "record {seq} is marked in {bitmap}");
+    }
+    let again = cache.apply_usage_batch(&batch).await.expect("replay");
+    assert_eq!(again, [Applied::Before; 3]);
+    assert_eq!(counters(&env, keys, set), [Some(3), Some(15), None]);
+}
