@@ -1,7 +1,8 @@
 //! `bench_floor`: the least CPU a relay spends here. A pass-through with nothing of the relay
 //! in it (no key check, no limits, no storage, no journal): it reads the client's request,
-//! sends its body to the upstream with the upstream client the relay uses (hyper-util's
-//! pooled client, Nagle off) and answers with the upstream's status, content type and body.
+//! sends its body to the upstream with hyper-util's pooled client (Nagle off; the relay's
+//! client until stop 33, which now keeps its own connections per worker: a floor measured
+//! with it is a little high) and answers with the upstream's status, content type and body.
 //! `bench/floor.sh` measures it under the relay benchmark's load, side by side with the
 //! relay, so the relay's own share of its CPU per request is known.
 //!
