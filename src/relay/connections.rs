@@ -24,10 +24,11 @@ use tower_service::Service;
 pub type RequestBody = Full<Bytes>;
 
 /// Shorter than the idle time-outs of common front ends (60 s and more): a connection the
-/// server closes as idle just when it is reused fails the request.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// server closes as idle just when it is reused fails the request. (The proxied clients
+/// keep theirs as long.)
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Idle HTTP/1 connections kept per origin; more are closed when given back.
-const MAX_IDLE: usize = 512;
+pub const MAX_IDLE: usize = 512;
 
 /// The connections of one origin (scheme, host and port).
 pub struct Origin {

@@ -39,10 +39,6 @@ const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Beta flag the upstream requires for OAuth bearer tokens.
 const OAUTH_BETA: &str = "oauth-2025-04-20";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// As the direct connections' (`connections`): shorter than the idle time-outs of common
-/// front ends (60 s and more), so that a connection is not reused just as the server closes it.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-const POOL_MAX_IDLE_PER_HOST: usize = 512;
 /// Upstream URLs remembered per worker (base URL × endpoint; a handful in practice).
 const MAX_CACHED_URLS: usize = 1024;
 
@@ -92,7 +88,7 @@ pub struct UpstreamClients {
 #[derive(Clone)]
 struct Target {
     uri: http::Uri,
-    path: http::Uri,
+    origin_form: http::Uri,
     host: HeaderValue,
     origin: Rc<Origin>,
 }
@@ -127,8 +123,8 @@ impl UpstreamClients {
         }
         let mut builder = reqwest::Client::builder()
             .tcp_nodelay(true)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(connections::MAX_IDLE)
+            .pool_idle_timeout(connections::IDLE_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(self.timeout)
             // The upstream's answer goes to the client as it is, a redirect included.
@@ -173,7 +169,7 @@ impl UpstreamClients {
         let origin = self.origin(&uri).ok_or_else(failed)?;
         let target = Target {
             uri,
-            path: origin_form,
+            origin_form,
             host,
             origin,
         };
@@ -216,22 +212,19 @@ impl UpstreamClients {
     ) -> Result<UpstreamResponse, UpstreamError> {
         let Target {
             uri,
-            path,
+            origin_form,
             host,
             origin,
         } = self.target(base, path)?;
         let UpstreamRequest { mut headers, body } = request;
         if let Some(client) = proxy {
-            // Boxed, as the direct path's dialling: this future's state is moved per request.
-            let response = Box::pin(
-                client
-                    .post(uri.to_string())
-                    .headers(headers)
-                    .body(body)
-                    .send(),
-            )
-            .await
-            .map_err(UpstreamError::of_reqwest)?;
+            let response = client
+                .post(uri.to_string())
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .map_err(UpstreamError::of_reqwest)?;
             return Ok(UpstreamResponse {
                 status: response.status(),
                 headers: response.headers().clone(),
@@ -246,7 +239,7 @@ impl UpstreamClients {
         // One timer for the whole exchange, the answer's body included.
         let started = Instant::now();
         let mut deadline = Box::pin(tokio::time::sleep_until(started + self.timeout));
-        let sent = connections::send(&self.connector, &origin, outgoing, &path, started);
+        let sent = connections::send(&self.connector, &origin, outgoing, &origin_form, started);
         let (response, lease) = tokio::select! {
             biased;
             sent = sent => sent.map_err(UpstreamError::of_send)?,
@@ -819,21 +812,25 @@ mod tests {
         );
     }
 
+    /// The message of a request to `base` that fails to connect.
+    async fn connect_failure(base: &str) -> String {
+        match clients()
+            .send(None, base, "v1/messages", json_request())
+            .await
+        {
+            Err(UpstreamError::Failed(m)) if m.starts_with("cannot connect: ") => m,
+            Err(other) => panic!("not a connection failure: {other}"),
+            Ok(response) => panic!("answered {}", response.status),
+        }
+    }
+
     #[tokio::test]
     async fn an_upstream_that_refuses_connections_fails_the_request_with_the_cause() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}/", listener.local_addr().unwrap());
         drop(listener);
-        let clients = clients();
-        let error = clients
-            .send(None, &base, "v1/messages", json_request())
-            .await
-            .err()
-            .unwrap();
-        assert!(
-            matches!(&error, UpstreamError::Failed(m) if m.starts_with("cannot connect: ") && m.contains("refused")),
-            "{error}"
-        );
+        let error = connect_failure(&base).await;
+        assert!(error.contains("refused"), "{error}");
     }
 
     /// An HTTPS upstream on 127.0.0.1 offering `alpn` (HTTP/2 when it offers "h2"), and the
@@ -948,15 +945,8 @@ mod tests {
     #[tokio::test]
     async fn an_https_upstream_with_a_certificate_nobody_vouches_for_is_refused() {
         let (base, _, _) = tls_upstream(&[b"http/1.1"]).await;
-        let error = clients()
-            .send(None, &base, "v1/messages", json_request())
-            .await
-            .err()
-            .unwrap();
-        assert!(
-            matches!(&error, UpstreamError::Failed(m) if m.starts_with("cannot connect: ") && m.contains("certificate")),
-            "{error}"
-        );
+        let error = connect_failure(&base).await;
+        assert!(error.contains("certificate"), "{error}");
     }
 
     /// The exchange's future is part of every relayed request's state, which is moved (copied)
