@@ -524,7 +524,7 @@ impl RouterHandle {
                 // moment to gather more: a round trip costs Redis far more than a record.
                 actix_rt::time::sleep(BATCH_LINGER).await;
             }
-            let Some(batch) = queue.next_batch() else {
+            let Some(batch) = queue.next_batch(RECORDS_PER_BATCH) else {
                 break;
             };
             busy = lingers_after(batch.len());
@@ -621,7 +621,7 @@ fn lingers_after(records: usize) -> bool {
 }
 
 /// A journaled record waiting for its worker's counting round trip.
-struct QueuedRecord {
+pub(super) struct QueuedRecord {
     epoch: Arc<String>,
     record: RecordUsage,
     /// Redis mode: the event as JSON for the capped archive lists.
@@ -629,33 +629,45 @@ struct QueuedRecord {
 }
 
 /// A worker's records waiting to be counted, and whether a round trip is under way.
-#[derive(Default)]
-pub struct RecordQueue {
-    inner: Mutex<(Vec<QueuedRecord>, bool)>,
+pub(super) type RecordQueue = BatchQueue<QueuedRecord>;
+
+/// Items queued by one side and taken in batches by the other, and whether a taker is under
+/// way. Taking a batch costs the batch, not the queue: under load a worker's queue can hold
+/// thousands of records (its counting round trips wait for its saturated thread), and a
+/// `Vec` split at the front copied all the rest for every batch, then grew it again.
+pub(super) struct BatchQueue<T> {
+    inner: Mutex<(VecDeque<T>, bool)>,
 }
 
-impl RecordQueue {
-    /// Queues a record; true when no round trip is under way (the caller starts one).
-    fn push(&self, record: QueuedRecord) -> bool {
+impl<T> Default for BatchQueue<T> {
+    fn default() -> Self {
+        BatchQueue {
+            inner: Mutex::new((VecDeque::new(), false)),
+        }
+    }
+}
+
+impl<T> BatchQueue<T> {
+    /// Queues an item; true when no taker is under way (the caller starts one).
+    fn push(&self, item: T) -> bool {
         let Ok(mut inner) = self.inner.lock() else {
             return false;
         };
-        inner.0.push(record);
+        inner.0.push_back(item);
         let start = !inner.1;
         inner.1 = true;
         start
     }
 
-    /// The next batch to count; None (and no round trip under way) when none is left.
-    fn next_batch(&self) -> Option<Vec<QueuedRecord>> {
+    /// The oldest `max` items at most; None (and no taker under way) when none is left.
+    fn next_batch(&self, max: usize) -> Option<Vec<T>> {
         let mut inner = self.inner.lock().ok()?;
         if inner.0.is_empty() {
             inner.1 = false;
             return None;
         }
-        let queued = &mut inner.0;
-        let rest = queued.split_off(queued.len().min(RECORDS_PER_BATCH));
-        Some(std::mem::replace(queued, rest))
+        let take = inner.0.len().min(max);
+        Some(inner.0.drain(..take).collect())
     }
 }
 
@@ -857,5 +869,31 @@ mod tests {
             !lingers_after(RECORDS_PER_BATCH),
             "a full batch left more behind"
         );
+    }
+
+    #[test]
+    fn a_batch_queue_hands_out_its_items_in_order_and_a_batch_at_most() {
+        use super::BatchQueue;
+        let queue = BatchQueue::default();
+        assert!(queue.push(0), "the first item starts a taker");
+        for n in 1..1000 {
+            assert!(!queue.push(n), "a taker is under way");
+        }
+        let mut taken = Vec::new();
+        while let Some(batch) = queue.next_batch(256) {
+            assert!(!batch.is_empty() && batch.len() <= 256, "{}", batch.len());
+            if taken.len() == 256 {
+                // Items queued while batches are taken come after the others.
+                assert!(!queue.push(1000));
+            }
+            taken.extend(batch);
+        }
+        assert_eq!(taken, (0..=1000).collect::<Vec<_>>());
+        assert!(
+            queue.push(1001),
+            "the queue ran empty: the next item starts a taker"
+        );
+        assert_eq!(queue.next_batch(256), Some(vec![1001]));
+        assert_eq!(queue.next_batch(256), None);
     }
 }
