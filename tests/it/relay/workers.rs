@@ -5,12 +5,13 @@
 //! its workers in turn, so every test drives every worker.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::harness::{Relay, SONNET, SONNET_COST, request, start};
-use crate::support::Behaviour;
+use crate::support::{Behaviour, RedisServer, TcpProxy};
 
 /// Sends `body` on a connection of its own.
 async fn post_fresh(relay: &Relay, key: &str, body: &Value) -> reqwest::Response {
@@ -181,15 +182,15 @@ async fn an_expired_account_list_and_key_are_read_once_however_many_requests_fin
         vec![200; 4]
     );
     // The list (and the key) expire; then 32 requests on both workers find them stale at once.
-    actix_rt::time::sleep(std::time::Duration::from_millis(3_200)).await;
+    actix_rt::time::sleep(Duration::from_millis(3_200)).await;
     let before = relay.router().cache_stats().await;
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     assert_eq!(
         statuses_at_once(&relay, &plaintext, 32, false).await,
         vec![200; 32]
     );
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(3),
         "the burst ended within one TTL (else a second read would be due)"
     );
     let after = relay.router().cache_stats().await;
@@ -202,4 +203,55 @@ async fn an_expired_account_list_and_key_are_read_once_however_many_requests_fin
         "one read of the list and one of the key for the whole burst"
     );
     assert_eq!(relay.mock.message_count(), 36);
+}
+
+#[actix_rt::test]
+async fn a_frozen_redis_is_known_to_every_worker_and_none_waits_for_it() {
+    // Redis's time-out is long: a worker still sending its admission script to the frozen
+    // Redis would hold its request that long.
+    const REDIS_TIMEOUT: Duration = Duration::from_millis(2_500);
+    let redis = RedisServer::spawn();
+    let proxy = TcpProxy::new(&format!("127.0.0.1:{}", redis.port()));
+    let relay = start(|env| {
+        env.set("REDIS_PORT", proxy.port().to_string());
+        env.set("REDIS_TIMEOUT_MS", REDIS_TIMEOUT.as_millis().to_string());
+    })
+    .await;
+    relay.console("main", "sk-up", 10).await;
+    // A concurrency limit: every request is admitted by a script before it goes upstream.
+    let (_, plaintext) = relay.key(|k| k.concurrency_limit = 20).await;
+    assert_eq!(
+        statuses_at_once(&relay, &plaintext, 8, false).await,
+        vec![200; 8]
+    );
+
+    proxy.freeze();
+    relay
+        .app
+        .wait_for_backend("redis", false, Duration::from_secs(20))
+        .await;
+    // One request at a time on fresh connections, which the server hands to its workers in
+    // turn: each worker answers several, and none waits for Redis.
+    for i in 0..8 {
+        let started = Instant::now();
+        let resp = post_fresh(&relay, &plaintext, &request(SONNET, false, "frozen")).await;
+        let took = started.elapsed();
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert!(
+            took < REDIS_TIMEOUT,
+            "request {i} took {took:?}: its worker waited for the frozen Redis"
+        );
+    }
+    assert_eq!(relay.mock.message_count(), 16);
+
+    proxy.open();
+    relay
+        .app
+        .wait_for_backend("redis", true, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        statuses_at_once(&relay, &plaintext, 8, false).await,
+        vec![200; 8]
+    );
+    relay.wait_usage_rows(24).await;
 }
