@@ -1,5 +1,7 @@
 //! Token usage of one upstream answer: from a JSON response or incrementally from an SSE stream.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 /// Longest SSE line kept for inspection; longer lines cannot carry usage and are skipped.
@@ -37,6 +39,10 @@ impl Usage {
     pub fn from_response_bytes(body: &[u8]) -> Option<Usage> {
         if let Some(usage) = trailing_usage(body) {
             return Some(usage.into_usage());
+        }
+        // Only an object is an answer (a struct would also be read from an array).
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return None;
         }
         match serde_json::from_slice::<TypedAnswer>(body) {
             Ok(answer) => answer.usage.map(TypedUsage::into_usage),
@@ -117,7 +123,7 @@ struct TypedCacheCreation {
 
 impl TypedUsage {
     /// The same reading as [`UsagePatch::from_usage_object`] of the same object.
-    fn into_usage(self) -> Usage {
+    fn into_patch(self) -> UsagePatch {
         let split = self.cache_creation.as_ref();
         let split_5m = split.and_then(|s| s.ephemeral_5m_input_tokens);
         let split_1h = split.and_then(|s| s.ephemeral_1h_input_tokens);
@@ -129,7 +135,6 @@ impl TypedUsage {
                 self.cache_creation_input_tokens.map(|_| 0),
             )
         };
-        let mut out = Usage::default();
         UsagePatch {
             input: self.input_tokens,
             output: self.output_tokens,
@@ -137,7 +142,11 @@ impl TypedUsage {
             cache_create_1h,
             cache_read: self.cache_read_input_tokens,
         }
-        .apply(&mut out);
+    }
+
+    fn into_usage(self) -> Usage {
+        let mut out = Usage::default();
+        self.into_patch().apply(&mut out);
         out
     }
 }
@@ -236,19 +245,20 @@ impl SseUsageCollector {
     /// Feed the next chunk of the stream, exactly as received.
     pub fn feed(&mut self, chunk: &[u8]) {
         let mut rest = chunk;
-        while !rest.is_empty() {
-            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-                Some(end) => {
-                    self.push(&rest[..end]);
-                    self.end_line();
-                    rest = &rest[end + 1..];
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', rest) {
+            let line = &rest[..end];
+            if self.at_line_start() {
+                // The whole line is in this chunk: read it where it is, without copying.
+                if line.len() <= MAX_LINE && classify(line) == LineState::Collect {
+                    self.read_line(line);
                 }
-                None => {
-                    self.push(rest);
-                    rest = &[];
-                }
+            } else {
+                self.push(line);
+                self.end_line();
             }
+            rest = &rest[end + 1..];
         }
+        self.push(rest);
     }
 
     /// The model named by `message_start`, if seen.
@@ -280,18 +290,57 @@ impl SseUsageCollector {
         }
     }
 
+    /// True when nothing of the current line has been seen yet.
+    fn at_line_start(&self) -> bool {
+        self.state == LineState::Collect && self.line.is_empty()
+    }
+
     fn end_line(&mut self) {
         if self.state == LineState::Collect && !self.line.is_empty() {
-            self.process_line();
+            let line = std::mem::take(&mut self.line);
+            self.read_line(&line);
+            self.line = line;
         }
         self.line.clear();
         self.state = LineState::Collect;
     }
 
-    fn process_line(&mut self) {
-        let Some(data) = data_payload(&self.line) else {
+    /// Takes the model and usage of a `message_start` or `message_delta` line.
+    fn read_line(&mut self, line: &[u8]) {
+        let Some(data) = data_payload(line) else {
             return;
         };
+        // Only an object is an event (a struct would also be read from an array).
+        if data.trim_ascii_start().first() != Some(&b'{') {
+            return;
+        }
+        match serde_json::from_slice::<TypedEvent>(data) {
+            Ok(event) => self.take_typed(event),
+            // Lenient shapes (a float, a duplicate key, …) are read the slow way.
+            Err(_) => self.take_value(data),
+        }
+    }
+
+    /// The borrowed, typed reading: what [`take_value`](Self::take_value) takes, without
+    /// building the event.
+    fn take_typed(&mut self, event: TypedEvent) {
+        let usage = match event.kind.as_deref() {
+            Some("message_start") => event.message.and_then(|message| {
+                if let Some(model) = message.model {
+                    self.model = Some(model.into_owned());
+                }
+                message.usage
+            }),
+            Some("message_delta") => event.usage,
+            _ => None,
+        };
+        if let Some(usage) = usage {
+            usage.into_patch().apply(&mut self.usage);
+            self.seen = true;
+        }
+    }
+
+    fn take_value(&mut self, data: &[u8]) {
         let Ok(event) = serde_json::from_slice::<Value>(data) else {
             return;
         };
@@ -311,6 +360,23 @@ impl SseUsageCollector {
             self.seen = true;
         }
     }
+}
+
+/// A stream event as far as usage goes; every other field is skipped unread.
+#[derive(serde::Deserialize)]
+struct TypedEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    message: Option<TypedMessage<'a>>,
+    usage: Option<TypedUsage>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedMessage<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    usage: Option<TypedUsage>,
 }
 
 /// The JSON after `data:` (one optional space removed), or `None` for other lines.
@@ -451,6 +517,7 @@ mod tests {
             json!({"content": ["usage", {"usage": {"input_tokens": 9}}]}).to_string(),
             r#"{"content": [], "usage" : {"input_tokens": 4} }  "#.to_string(),
             "[1, 2]".to_string(),
+            r#"[{"input_tokens": 5}]"#.to_string(),
             "not json".to_string(),
         ];
         for body in bodies {
@@ -667,6 +734,42 @@ mod tests {
         c.feed(b"\n");
         c.feed(STREAM.as_bytes());
         assert_eq!(c.finish(), Some(expected_fixture_usage()));
+    }
+
+    #[test]
+    fn reading_an_event_typed_agrees_with_reading_it_whole() {
+        let events = [
+            r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":3,"output_tokens":1}}}"#,
+            r#"{"type":"message_start","message":{"model":"claude\u002dx","usage":{"input_tokens":3}}}"#,
+            r#"{"type":"message_start","message":{"model":7,"usage":{"input_tokens":3}}}"#,
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":3.0,"output_tokens":2}}}"#,
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":"3","cache_read_input_tokens":4}}}"#,
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":-3,"output_tokens":2}}}"#,
+            r#"{"type":"message_start","message":3}"#,
+            r#"{"type":"message_start","message":{"model":"m"},"usage":{"input_tokens":9}}"#,
+            r#"{"type":"message_start","message":{"usage":null}}"#,
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":1,"input_tokens":2}}}"#,
+            r#"{"type":"message_delta","usage":{"output_tokens":12,"cache_creation":{"ephemeral_1h_input_tokens":5}}}"#,
+            r#"{"type":"message_delta","message":"x","usage":{"output_tokens":12}}"#,
+            r#"{"type":"message_delta","usage":{"output_tokens":12},"type":"message_delta"}"#,
+            r#"{"type":"message_delta","usage":[1]}"#,
+            r#"{"type":7,"usage":{"output_tokens":12}}"#,
+            r#"{"usage":{"output_tokens":12},"type":"message_delta"}"#,
+            r#"[{"type":"message_delta","usage":{"output_tokens":12}}]"#,
+            r#"{"type":"message_delta","usage":{"output_tokens":12}"#,
+        ];
+        for event in events {
+            let mut typed = SseUsageCollector::new();
+            typed.feed(format!("data: {event}\n").as_bytes());
+            let mut whole = SseUsageCollector::new();
+            whole.take_value(event.as_bytes());
+            assert_eq!(typed.model(), whole.model(), "{event}");
+            assert_eq!(typed.finish(), whole.finish(), "{event}");
+        }
+        let mut escaped = SseUsageCollector::new();
+        escaped.feed(format!("data: {}\n", events[1]).as_bytes());
+        assert_eq!(escaped.model(), Some("claude-x"));
+        assert_eq!(escaped.finish().map(|u| u.input_tokens), Some(3));
     }
 
     #[test]

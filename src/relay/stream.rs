@@ -98,11 +98,21 @@ impl RelayStream {
 
     /// True when `chunk` (with the end of the previous one) completes `message_stop`.
     fn ends_answer(&mut self, chunk: &[u8]) -> bool {
-        let mut window = std::mem::take(&mut self.tail);
-        window.extend_from_slice(chunk);
-        let found = window.windows(STOP_EVENT.len()).any(|w| w == STOP_EVENT);
-        let keep = window.len().min(STOP_EVENT.len() - 1);
-        self.tail = window.split_off(window.len() - keep);
+        const KEEP: usize = STOP_EVENT.len() - 1;
+        // Across the seam: the previous chunk's last bytes and this one's first.
+        let head = &chunk[..chunk.len().min(KEEP)];
+        let mut seam = [0u8; 2 * KEEP];
+        let seam_len = self.tail.len() + head.len();
+        seam[..self.tail.len()].copy_from_slice(&self.tail);
+        seam[self.tail.len()..seam_len].copy_from_slice(head);
+        let seam = &seam[..seam_len];
+        let found = memchr::memmem::find(seam, STOP_EVENT).is_some()
+            || memchr::memmem::find(chunk, STOP_EVENT).is_some();
+        // A chunk shorter than KEEP is all in the seam, after the old tail.
+        let window = if chunk.len() >= KEEP { chunk } else { seam };
+        self.tail.clear();
+        self.tail
+            .extend_from_slice(&window[window.len().saturating_sub(KEEP)..]);
         found
     }
 }
@@ -216,6 +226,33 @@ mod tests {
             .collect();
         let ends = ends.borrow().clone();
         (text, ends)
+    }
+
+    #[test]
+    fn the_stop_event_is_found_in_the_chunk_that_completes_it_however_it_is_cut() {
+        let text = b"data: {}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        // Where each occurrence of the stop event ends.
+        let ends: Vec<usize> = memchr::memmem::find_iter(text, STOP_EVENT)
+            .map(|at| at + STOP_EVENT.len())
+            .collect();
+        assert_eq!(ends.len(), 2);
+        for size in 1..=text.len() {
+            let mut stream = RelayStream::new(
+                Box::pin(futures_util::stream::empty()),
+                Box::new(|_, _| Ok(())),
+            );
+            let mut start = 0;
+            for chunk in text.chunks(size) {
+                let end = start + chunk.len();
+                let completes = ends.iter().any(|&e| e > start && e <= end);
+                assert_eq!(
+                    stream.ends_answer(chunk),
+                    completes,
+                    "size {size} at {start}"
+                );
+                start = end;
+            }
+        }
     }
 
     #[tokio::test]
