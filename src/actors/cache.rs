@@ -28,7 +28,7 @@ pub type CacheJob<T> =
 /// Runs one job against Redis, bounded by the call time-out.
 pub struct Exec<T> {
     pub job: CacheJob<T>,
-    /// Overrides the call time-out (bulk work such as rebuilds).
+    /// A longer time-out than the configured call time-out (bulk work, counting round trips).
     pub timeout: Option<Duration>,
 }
 
@@ -170,11 +170,14 @@ impl CacheActor {
         // The crate's defaults retry for ~9 s per call while Redis is down; fail in well
         // under a second instead and let the probe find Redis again.
         let connect = self.config.timeout.max(Duration::from_millis(300));
+        // Every call is bounded by its own time-out (`Exec`); the connection's only has to
+        // let the longest single command through, a counting round trip.
+        let response = connect.max(super::cache_ops::COUNTING_TIMEOUT);
         ConnectionManagerConfig::new()
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200))
             .set_connection_timeout(Some(connect))
-            .set_response_timeout(Some(connect))
+            .set_response_timeout(Some(response))
     }
 
     fn probe(&mut self, ctx: &mut Context<Self>) {
@@ -300,7 +303,10 @@ impl<T: Send + 'static> Handler<Exec<T>> for CacheActor {
             Some(c) if self.circuit.allows() => c.clone(),
             _ => return Box::pin(fut::ready(Err(CacheError::Unavailable))),
         };
-        let timeout = msg.timeout.unwrap_or(self.config.timeout);
+        // A call's own time-out only ever lengthens the configured one.
+        let timeout = msg
+            .timeout
+            .map_or(self.config.timeout, |t| t.max(self.config.timeout));
         let work = async move {
             match tokio::time::timeout(timeout, (msg.job)(conn)).await {
                 Ok(Ok(v)) => Ok(v),

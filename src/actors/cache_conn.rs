@@ -61,7 +61,9 @@ impl RedisConn {
                 // (the degradation matrix's outage) instead of stalling the request path.
                 let client = redis::cluster::ClusterClient::builder(urls)
                     .connection_timeout(timeout)
-                    .response_timeout(timeout)
+                    // Calls are bounded by their own time-outs (`Exec`); this one lets the
+                    // longest single command through, a counting round trip.
+                    .response_timeout(timeout.max(super::cache_ops::COUNTING_TIMEOUT))
                     .retries(2)
                     .min_retry_wait(10)
                     .max_retry_wait(100)

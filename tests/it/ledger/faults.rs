@@ -2,14 +2,15 @@
 //! SIGKILLed and restarted empty, MySQL cut or frozen, the relay SIGKILLed and started again
 //! on its journal, one of two relays killed, a wipe of Redis under a refused daily limit, and
 //! a seeded random series of kills. Each ends with the exact checks of `assert_exact`. And a
-//! rebuild held by its lock while a key without counted limits keeps relaying.
+//! rebuild held by its lock while a key without counted limits keeps relaying. And Redis
+//! stalled mid-load for longer than its call time-out: counting waits it out, nothing replayed.
 
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Answer, Ledger, Targets, assert_exact, client, ledger_env, send};
+use super::{Answer, Ledger, Targets, assert_exact, client, ledger_env, metric, send};
 use crate::support::{ChildRelay, RedisServer, TcpProxy, TestEnv, eventually, spawn_binary};
 
 const HEALTHY: Duration = Duration::from_secs(20);
@@ -42,6 +43,74 @@ async fn redis_killed_mid_load_and_restarted_empty_loses_and_doubles_nothing() {
         tally.transport_errors
     );
     assert_exact(&f.env, &[&relay.http], &tally, 0, &[&f.key.id]).await;
+}
+
+/// Holds the Redis server on `port` for `millis` ms: a script that spins until then (Redis runs
+/// one command at a time, so every client waits).
+async fn stall_redis(port: u16, millis: u64) {
+    const SPIN: &str = "local function now() local t = redis.call('TIME') \
+        return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end \
+        local until_ms = now() + tonumber(ARGV[1]) \
+        while now() < until_ms do end return 1";
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+        )
+        .await
+        .expect("redis connection");
+    let done: i64 = redis::Script::new(SPIN)
+        .arg(millis)
+        .invoke_async(&mut conn)
+        .await
+        .expect("the stall script ran");
+    assert_eq!(done, 1);
+}
+
+#[actix_rt::test]
+async fn redis_stalled_mid_load_beyond_its_time_out_counts_every_record_without_a_replay() {
+    // Calls time out after 100 ms; the stalls last 250 ms, less than the probe's 300 ms, so
+    // Redis stays up and what meets them is the counting round trips. The replay runs every
+    // second and takes records journaled before its previous run: a round trip that waits
+    // out a stall is over by then, one that gave up leaves its records to it.
+    let redis = RedisServer::spawn();
+    let env = ledger_env()
+        .with("REDIS_PORT", redis.port().to_string())
+        .with("REDIS_TIMEOUT_MS", "100")
+        .with("USAGE_BATCH_INTERVAL_MS", "1000");
+    let f = Ledger::new(env).await;
+    let relay = relay_on(&f.env).await;
+    let load = f.load(&Targets::new(&[&relay.http]));
+    load.wait_more(100, "before the stalls").await;
+    // Records of the first moments, before the relay trusted Redis's counters, are replayed:
+    // the stalls come once that is over.
+    let replayed = "claude_relay_usage_events{outcome=\"replayed\"}";
+    eventually(HEALTHY, "the first records counted", || async {
+        let uncounted = metric(&relay.http, "claude_relay_usage_journal_uncounted_events").await;
+        if uncounted == 0.0 {
+            Ok(())
+        } else {
+            Err(format!("{uncounted} uncounted"))
+        }
+    })
+    .await;
+    let replayed_before = metric(&relay.http, replayed).await;
+    for _ in 0..3 {
+        stall_redis(redis.port(), 250).await;
+        load.wait_more(50, "after a stall").await;
+    }
+    let tally = load.finish().await;
+
+    tally.assert_all_200();
+    assert_exact(&f.env, &[&relay.http], &tally, 0, &[&f.key.id]).await;
+    let recorded = metric(
+        &relay.http,
+        "claude_relay_usage_events{outcome=\"recorded\"}",
+    )
+    .await;
+    assert_eq!(recorded, tally.ok_ids.len() as f64);
+    // Each record since was counted by its own round trip, none left to the journal's replay.
+    assert_eq!(metric(&relay.http, replayed).await, replayed_before);
 }
 
 #[actix_rt::test]
