@@ -172,7 +172,7 @@ impl CacheActor {
         let connect = self.config.timeout.max(Duration::from_millis(300));
         // Every call is bounded by its own time-out (`Exec`); the connection's only has to
         // let the longest single command through, a counting round trip.
-        let response = connect.max(super::cache_ops::COUNTING_TIMEOUT);
+        let response = connect.max(super::cache_ops::BACKGROUND_TIMEOUT);
         ConnectionManagerConfig::new()
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200))

@@ -63,7 +63,7 @@ impl RedisConn {
                     .connection_timeout(timeout)
                     // Calls are bounded by their own time-outs (`Exec`); this one lets the
                     // longest single command through, a counting round trip.
-                    .response_timeout(timeout.max(super::cache_ops::COUNTING_TIMEOUT))
+                    .response_timeout(timeout.max(super::cache_ops::BACKGROUND_TIMEOUT))
                     .retries(2)
                     .min_retry_wait(10)
                     .max_retry_wait(100)

@@ -40,7 +40,7 @@ impl CacheHandle {
             i64::try_from(forget.as_millis()).unwrap_or(i64::MAX),
         );
         let (epoch, behind, info): (Option<String>, u64, String) = self
-            .exec(move |mut c| {
+            .exec_with_timeout(Some(super::cache_ops::BACKGROUND_TIMEOUT), move |mut c| {
                 Box::pin(async move {
                     let (epoch, behind) = scripts::ANNOUNCE_SCRIPT
                         .key(&keys.0)

@@ -117,11 +117,13 @@ pub struct LedgerEpoch {
 const AUDIT_CAP: isize = 10_000;
 /// Time-out for bulk work (flush, scans).
 const BULK_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time-out of a counting round trip (never shorter than `REDIS_TIMEOUT_MS`). Counting is off
-/// the request path, so it waits out a Redis that stalls for a moment (under load a 2-core
-/// machine's Redis was seen answering O(1) commands after up to 250 ms): a round trip that
-/// gave up after the request path's time-out would leave its records to be replayed.
-pub(crate) const COUNTING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time-out of the Redis calls off the request path that run all the time (counting round
+/// trips, the flush of summed counters, the ledger's announcement); never shorter than
+/// `REDIS_TIMEOUT_MS`. They wait out a Redis that stalls for a moment (under load a 2-core
+/// machine's Redis was seen answering O(1) commands after up to 250 ms): a counting round
+/// trip that gave up after the request path's time-out left its records to be replayed, and
+/// two such failures in a row declared Redis down.
+pub(crate) const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn decode<T: DeserializeOwned>(raw: Option<String>) -> Result<Option<T>, CacheError> {
     raw.map(|s| serde_json::from_str(&s).map_err(|e| CacheError::Decode(e.to_string())))
@@ -891,7 +893,7 @@ impl CacheHandle {
             };
         }
         let code: i64 = self
-            .exec_with_timeout(Some(COUNTING_TIMEOUT), move |mut c| {
+            .exec_with_timeout(Some(BACKGROUND_TIMEOUT), move |mut c| {
                 Box::pin(
                     async move { run_script(&mut c, &scripts::RECORD_NEW_SCRIPT, &call).await },
                 )
@@ -946,7 +948,7 @@ impl CacheHandle {
             }
         }
         let codes: Vec<i64> = self
-            .exec_with_timeout(Some(COUNTING_TIMEOUT), move |mut c| {
+            .exec_with_timeout(Some(BACKGROUND_TIMEOUT), move |mut c| {
                 Box::pin(async move { invocation.invoke_async(&mut c).await })
             })
             .await?;
@@ -1057,7 +1059,7 @@ impl CacheHandle {
     pub async fn add_counters(&self, updates: &[CounterUpdate]) -> Result<(), CacheError> {
         let mut pipe = redis::pipe();
         self.push_adds(&mut pipe, updates);
-        self.exec_with_timeout(Some(COUNTING_TIMEOUT), move |mut c| {
+        self.exec_with_timeout(Some(BACKGROUND_TIMEOUT), move |mut c| {
             Box::pin(async move { pipe.query_async::<()>(&mut c).await })
         })
         .await

@@ -69,10 +69,10 @@ async fn stall_redis(port: u16, millis: u64) {
 
 #[actix_rt::test]
 async fn redis_stalled_mid_load_beyond_its_time_out_counts_every_record_without_a_replay() {
-    // Calls time out after 100 ms; the stalls last 250 ms, less than the probe's 300 ms, so
-    // Redis stays up and what meets them is the counting round trips. The replay runs every
-    // second and takes records journaled before its previous run: a round trip that waits
-    // out a stall is over by then, one that gave up leaves its records to it.
+    // Calls time out after 100 ms; the stalls last 180 ms, well under the probe's 300 ms, so
+    // Redis stays up and what meets them is the calls off the request path. The replay runs
+    // every second and takes records journaled before its previous run: a round trip that
+    // waits out a stall is over by then, one that gave up leaves its records to it.
     let redis = RedisServer::spawn();
     let env = ledger_env()
         .with("REDIS_PORT", redis.port().to_string())
@@ -80,12 +80,14 @@ async fn redis_stalled_mid_load_beyond_its_time_out_counts_every_record_without_
         .with("USAGE_BATCH_INTERVAL_MS", "1000");
     let f = Ledger::new(env).await;
     let relay = relay_on(&f.env).await;
-    let load = f.load(&Targets::new(&[&relay.http]));
-    load.wait_more(100, "before the stalls").await;
-    // Records of the first moments, before the relay trusted Redis's counters, are replayed:
-    // the stalls come once that is over.
-    let replayed = "claude_relay_usage_events{outcome=\"replayed\"}";
-    eventually(HEALTHY, "the first records counted", || async {
+    // A relay's first records wait for the counters' epoch and are replayed: the load starts
+    // once the first record is counted.
+    let http = client();
+    assert!(matches!(
+        send(&http, &relay.http.base, &f.plaintext, false).await,
+        Answer::Ok(_)
+    ));
+    eventually(HEALTHY, "the first record counted", || async {
         let uncounted = metric(&relay.http, "claude_relay_usage_journal_uncounted_events").await;
         if uncounted == 0.0 {
             Ok(())
@@ -94,21 +96,24 @@ async fn redis_stalled_mid_load_beyond_its_time_out_counts_every_record_without_
         }
     })
     .await;
+    let replayed = "claude_relay_usage_events{outcome=\"replayed\"}";
     let replayed_before = metric(&relay.http, replayed).await;
-    for _ in 0..3 {
-        stall_redis(redis.port(), 250).await;
+    let load = f.load(&Targets::new(&[&relay.http]));
+    load.wait_more(100, "before the stalls").await;
+    for _ in 0..4 {
+        stall_redis(redis.port(), 180).await;
         load.wait_more(50, "after a stall").await;
     }
     let tally = load.finish().await;
 
     tally.assert_all_200();
-    assert_exact(&f.env, &[&relay.http], &tally, 0, &[&f.key.id]).await;
-    let recorded = metric(
-        &relay.http,
-        "claude_relay_usage_events{outcome=\"recorded\"}",
-    )
-    .await;
-    assert_eq!(recorded, tally.ok_ids.len() as f64);
+    // The first request is the one row beyond the load's.
+    assert_exact(&f.env, &[&relay.http], &tally, 1, &[&f.key.id]).await;
+    let recorded = "claude_relay_usage_events{outcome=\"recorded\"}";
+    assert_eq!(
+        metric(&relay.http, recorded).await,
+        (tally.ok_ids.len() + 1) as f64
+    );
     // Each record since was counted by its own round trip, none left to the journal's replay.
     assert_eq!(metric(&relay.http, replayed).await, replayed_before);
 }
