@@ -236,12 +236,22 @@ async fn listings_read_a_replica_and_fall_back_to_the_primary_when_it_stops_or_d
     // Lagging: the replica applies events an hour late; a second key made on the primary
     // makes it fall behind, and past MYSQL_REPLICA_MAX_LAG_SECONDS (2) the primary answers.
     replica.must("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 3600; START SLAVE");
-    // Restarting replication shows as "stopped" for a moment: read from again first.
+    // Restarting replication shows as "stopped" for a moment, and a probe may catch that
+    // moment only after the replica was read from again: read from it again after five
+    // probes (100 ms apart) too, so that the fall-back below is the lag's.
     wait_listed(
         &relay.base,
         &token,
         &["on the replica"],
         "delayed replica read",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_listed(
+        &relay.base,
+        &token,
+        &["on the replica"],
+        "delayed replica read after five probes",
     )
     .await;
     create_key(&setup.actors.router, &config, |_| {}).await;
