@@ -45,6 +45,14 @@ async fn redis_killed_mid_load_and_restarted_empty_loses_and_doubles_nothing() {
     assert_exact(&f.env, &[&relay.http], &tally, 0, &[&f.key.id]).await;
 }
 
+/// One request with the test's key, answered 200 by `relay`.
+async fn answers_once(relay: &ChildRelay, f: &Ledger) {
+    assert!(matches!(
+        send(&client(), &relay.http.base, &f.plaintext, false).await,
+        Answer::Ok(_)
+    ));
+}
+
 /// Holds the Redis server on `port` for `millis` ms: a script that spins until then (Redis runs
 /// one command at a time, so every client waits).
 async fn stall_redis(port: u16, millis: u64) {
@@ -82,11 +90,7 @@ async fn redis_stalled_mid_load_beyond_its_time_out_counts_every_record_without_
     let relay = relay_on(&f.env).await;
     // A relay's first records wait for the counters' epoch and are replayed: the load starts
     // once the first record is counted.
-    let http = client();
-    assert!(matches!(
-        send(&http, &relay.http.base, &f.plaintext, false).await,
-        Answer::Ok(_)
-    ));
+    answers_once(&relay, &f).await;
     eventually(HEALTHY, "the first record counted", || async {
         let uncounted = metric(&relay.http, "claude_relay_usage_journal_uncounted_events").await;
         if uncounted == 0.0 {
@@ -350,11 +354,8 @@ async fn a_key_without_counted_limits_does_not_wait_for_a_counter_rebuild() {
     let env = ledger_env().with("REDIS_PORT", redis.port().to_string());
     let f = Ledger::new(env).await;
     let relay = relay_on(&f.env).await;
+    answers_once(&relay, &f).await;
     let http = client();
-    assert!(matches!(
-        send(&http, &relay.http.base, &f.plaintext, false).await,
-        Answer::Ok(_)
-    ));
     let prefix = f.env.var("REDIS_KEY_PREFIX").expect("prefix").to_string();
     let mut conn = f.env.redis();
     let () = redis::cmd("FLUSHDB").query(&mut conn).expect("FLUSHDB");
