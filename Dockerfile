@@ -11,7 +11,11 @@ COPY config ./config
 COPY src ./src
 # Cargo.toml names the test targets: their sources must exist for the manifest to load.
 COPY tests ./tests
-RUN cargo build --release --locked --bin claude-relay \
+# The relay's profile for profile-guided optimisation, used when the image's rustc has the
+# LLVM it was made with (otherwise a plain release build: the script says which).
+COPY pgo ./pgo
+COPY scripts/build-release.sh ./scripts/
+RUN scripts/build-release.sh \
     && cp target/release/claude-relay /usr/local/bin/claude-relay
 
 FROM debian:bookworm-slim AS runtime

@@ -23,13 +23,15 @@ RELAY_PORT=3962
 REDIS_PORT_F=6396
 scripts/services.sh
 if [ -z "${RELAY_BIN:-}" ]; then
-  cargo build --release --locked --bin claude-relay
+  scripts/build-release.sh
 fi
 target=${CARGO_TARGET_DIR:-target}
+# Its own target directory: the relay's release build carries the profile's RUSTFLAGS, and
+# sharing one directory would rebuild every crate each time.
 if [ -z "${FLOOR_BIN:-}" ]; then
-  cargo build --release --locked --features bench --bin bench_floor
+  cargo build --release --locked --features bench --bin bench_floor --target-dir "$target/floor"
 fi
-floor_bin=${FLOOR_BIN:-$target/release/bench_floor}
+floor_bin=${FLOOR_BIN:-$target/floor/release/bench_floor}
 relay_bin=${RELAY_BIN:-$target/release/claude-relay}
 out=$(mktemp -d /tmp/claude-relay-floor.XXXXXX)
 db="crfloor_$$"

@@ -32,7 +32,7 @@ command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)
 [ -f "$MOCK_DIR/nginx.conf" ] || { echo "bench: mock upstream not found in $MOCK_DIR"; exit 1; }
 scripts/services.sh
 if [ -z "${RELAY_BIN:-}" ]; then
-  cargo build --release --locked --bin claude-relay
+  scripts/build-release.sh
 fi
 bin=${RELAY_BIN:-"${CARGO_TARGET_DIR:-target}/release/claude-relay"}
 wrk_dir="$MOCK_DIR/wrk"

@@ -26,7 +26,7 @@ out=$(mktemp -d /tmp/claude-relay-cg.XXXXXX)
 command -v valgrind >/dev/null || { echo "bench: valgrind is missing (apt-get install valgrind)"; exit 1; }
 scripts/services.sh
 if [ -z "${RELAY_BIN:-}" ]; then
-  cargo build --release --locked --bin claude-relay
+  scripts/build-release.sh
 fi
 bin=${RELAY_BIN:-"${CARGO_TARGET_DIR:-target}/release/claude-relay"}
 db="crcg_$$"

@@ -39,7 +39,7 @@ command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)
 scripts/services.sh
 # RELAY_BIN measures another build (e.g. an older commit's, for a before/after table).
 if [ -z "${RELAY_BIN:-}" ]; then
-  cargo build --release --locked --bin claude-relay
+  scripts/build-release.sh
 fi
 bin=${RELAY_BIN:-"${CARGO_TARGET_DIR:-target}/release/claude-relay"}
 "$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true

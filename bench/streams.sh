@@ -14,8 +14,12 @@ PORT=${BENCH_PORT:-3902}
 MOCK_PORT=${BENCH_MOCK_PORT:-18090}
 export BENCH_MOCK_PORT=$MOCK_PORT
 scripts/services.sh
-cargo build --release --locked --features bench --bin claude-relay --bin bench_streams
+scripts/build-release.sh
 target=${CARGO_TARGET_DIR:-target}/release
+# The streams' client has its own target directory: the relay's build carries the profile's
+# RUSTFLAGS, and sharing one directory would rebuild every crate each time.
+cargo build --release --locked --features bench --bin bench_streams --target-dir "${CARGO_TARGET_DIR:-target}/tools"
+tools=${CARGO_TARGET_DIR:-target}/tools/release
 # Each stream holds a client socket and an upstream socket in the relay, and both ends
 # in the benchmark: room for all of them.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -30,4 +34,4 @@ trap 'kill "$relay_pid" 2>/dev/null || true; mariadb -uroot -e "DROP DATABASE IF
 wait_healthy "http://127.0.0.1:$PORT" 200
 key=$(bench_key "http://127.0.0.1:$PORT" "$admin_token" "http://127.0.0.1:$MOCK_PORT")
 RELAY_URL="http://127.0.0.1:$PORT" RELAY_KEY=$key RELAY_PID=$relay_pid \
-  "$target/bench_streams" "${1:-bench/results/streams.md}"
+  "$tools/bench_streams" "${1:-bench/results/streams.md}"

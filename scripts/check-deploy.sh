@@ -28,5 +28,7 @@ docker = open("Dockerfile").read()
 assert len(re.findall(r"^FROM ", docker, re.M)) == 2, "two stages"
 assert re.search(r"^USER relay$", docker, re.M), "non-root user"
 assert re.search(r"^HEALTHCHECK .*\n?.*?/health", docker, re.M), "health check on /health"
-print(f"compose.yaml: {len(relays)} relays with journal volumes {journals}, redis, mariadb; Dockerfile: 2 stages, USER relay, HEALTHCHECK /health")
+assert re.search(r"^RUN scripts/build-release.sh", docker, re.M), "the release build goes through scripts/build-release.sh"
+assert re.search(r"^COPY pgo ", docker, re.M), "the profile is in the build context"
+print(f"compose.yaml: {len(relays)} relays with journal volumes {journals}, redis, mariadb; Dockerfile: 2 stages, USER relay, HEALTHCHECK /health, build-release.sh with pgo/")
 PY

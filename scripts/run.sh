@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The "run" command: bring up Redis and MariaDB, write .env on first use (with a fresh
-# ENCRYPTION_KEY), build the release binary, run `init`, then `serve`.
+# ENCRYPTION_KEY), build the release binary (scripts/build-release.sh: optimised with the
+# relay's own profile), run `init`, then `serve`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -10,6 +11,7 @@ if [ ! -f .env ]; then
   echo "run: wrote .env with a new ENCRYPTION_KEY (keep it: key hashes and secrets depend on it)"
 fi
 scripts/services.sh
-cargo build --release --locked
-target/release/claude-relay init
-exec target/release/claude-relay serve
+scripts/build-release.sh
+bin=${CARGO_TARGET_DIR:-target}/release/claude-relay
+"$bin" init
+exec "$bin" serve
