@@ -205,7 +205,7 @@ impl CacheActor {
             {
                 Ok(Ok(p)) => Ok(p),
                 Ok(Err(e)) => Err(describe(&e)),
-                Err(_) => Err("ping timed out".to_string()),
+                Err(_) => Err(PING_TIMED_OUT.to_string()),
             };
             pong.map(|_| (conn, started_ping.elapsed()))
         };
@@ -228,10 +228,19 @@ impl CacheActor {
                     );
                 }
                 Err(error) => {
-                    act.drop_stale_connection();
-                    act.circuit.trip();
-                    act.reporter
-                        .report(Backend::Redis, BackendState::down(error));
+                    // One slow PING (a stall of a few hundred milliseconds under load) is
+                    // not an outage: a time-out counts like a failed call, two in a row
+                    // open the circuit, as for MySQL. An error opens it at once.
+                    if error == PING_TIMED_OUT {
+                        act.circuit.failure();
+                    } else {
+                        act.circuit.trip();
+                    }
+                    if !act.circuit.allows() {
+                        act.drop_stale_connection();
+                        act.reporter
+                            .report(Backend::Redis, BackendState::down(error));
+                    }
                 }
             }
         }));
@@ -282,6 +291,9 @@ fn describe(e: &redis::RedisError) -> String {
         format!("{:?}", e.kind())
     }
 }
+
+/// The probe's error when Redis did not answer its PING in time.
+const PING_TIMED_OUT: &str = "ping timed out";
 
 impl Actor for CacheActor {
     type Context = Context<Self>;

@@ -303,6 +303,44 @@ async fn frozen_redis_does_not_delay_health_and_recovers() {
     assert_connected(&body, "redis");
 }
 
+/// A Redis stall that outlasts one probe's PING but not two probes does not degrade the
+/// relay: a timed-out PING counts like a failed call (two in a row open the circuit), as
+/// MySQL's does. It used to open the circuit at once, so a stall of a few hundred
+/// milliseconds under load took Redis out of service until the next probe.
+#[actix_rt::test]
+async fn a_redis_stall_shorter_than_two_probes_keeps_it_in_service() {
+    let redis = RedisServer::spawn();
+    // The probe's PING waits max(REDIS_TIMEOUT_MS, 300 ms) = 300 ms. A stall of 1.7 s times
+    // out every probe that starts in its first 1.4 s (at most one of each prober's, 2 s
+    // apart), and the next one finds Redis answering again.
+    let env = TestEnv::new()
+        .with("REDIS_PORT", redis.port().to_string())
+        .with("REDIS_TIMEOUT_MS", "100")
+        .with("BACKEND_PROBE_INTERVAL_MS", "2000");
+    let app = spawn_app(env.config()).await;
+    app.wait_for_health("healthy", RECOVER).await;
+
+    let mut answers = 0;
+    // Two stalls, each followed by more than a probe interval: a probe that timed out in
+    // the first is followed by one that succeeds, whatever the probes' phase.
+    for _ in 0..2 {
+        let stall = redis.stall(1_700);
+        let watch = async {
+            let until = Instant::now() + Duration::from_millis(4_300);
+            while Instant::now() < until {
+                let (code, body, _) = timed_health(&app).await;
+                assert_eq!(code, StatusCode::OK, "{body}");
+                assert_eq!(body["status"], "healthy", "{body}");
+                assert_connected(&body, "redis");
+                answers += 1;
+                actix_rt::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        futures_util::join!(stall, watch);
+    }
+    assert!(answers >= 40, "only {answers} health answers in 8.6 s");
+}
+
 #[actix_rt::test]
 async fn nothing_reachable_is_unhealthy_but_live() {
     let env = TestEnv::new()

@@ -53,28 +53,6 @@ async fn answers_once(relay: &ChildRelay, f: &Ledger) {
     ));
 }
 
-/// Holds the Redis server on `port` for `millis` ms: a script that spins until then (Redis runs
-/// one command at a time, so every client waits).
-async fn stall_redis(port: u16, millis: u64) {
-    const SPIN: &str = "local function now() local t = redis.call('TIME') \
-        return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end \
-        local until_ms = now() + tonumber(ARGV[1]) \
-        while now() < until_ms do end return 1";
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(
-            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
-        )
-        .await
-        .expect("redis connection");
-    let done: i64 = redis::Script::new(SPIN)
-        .arg(millis)
-        .invoke_async(&mut conn)
-        .await
-        .expect("the stall script ran");
-    assert_eq!(done, 1);
-}
-
 #[actix_rt::test]
 async fn redis_stalled_mid_load_beyond_its_time_out_counts_every_record_without_a_replay() {
     // Calls time out after 100 ms; the stalls last 180 ms, well under the probe's 300 ms, so
@@ -105,7 +83,7 @@ async fn redis_stalled_mid_load_beyond_its_time_out_counts_every_record_without_
     let load = f.load(&Targets::new(&[&relay.http]));
     load.wait_more(100, "before the stalls").await;
     for _ in 0..4 {
-        stall_redis(redis.port(), 180).await;
+        redis.stall(180).await;
         load.wait_more(50, "after a stall").await;
     }
     let tally = load.finish().await;

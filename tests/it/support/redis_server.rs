@@ -46,6 +46,29 @@ impl RedisServer {
         server
     }
 
+    /// Holds the server for `millis` ms: a script that spins until then (Redis runs one
+    /// command at a time, so every client waits).
+    pub async fn stall(&self, millis: u64) {
+        const SPIN: &str = "local function now() local t = redis.call('TIME') \
+            return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end \
+            local until_ms = now() + tonumber(ARGV[1]) \
+            while now() < until_ms do end return 1";
+        let client =
+            redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+            )
+            .await
+            .expect("redis connection");
+        let done: i64 = redis::Script::new(SPIN)
+            .arg(millis)
+            .invoke_async(&mut conn)
+            .await
+            .expect("the stall script ran");
+        assert_eq!(done, 1);
+    }
+
     /// The server's own directory (its cluster or sentinel state lives there).
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
