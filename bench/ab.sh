@@ -8,6 +8,8 @@
 # archive caught up).
 #
 #   bench/ab.sh base=/tmp/relay-base new=target/release/claude-relay
+#   WARMUP=8 bench/ab.sh …             # a longer warm-up of each fresh relay (default 2 s): a
+#                                      # fresh relay's first seconds cost more (stop 36)
 #   ROUNDS=5 CONNS=64 bench/ab.sh small=/tmp/r:USAGE_BATCH_SIZE=250 big=/tmp/r
 #   PERF_OUT=/tmp/perf bench/ab.sh …   # also a perf profile (DWARF stacks) of each relay,
 #                                      # for bench/share.py: shares of CPU hold across drift
@@ -75,7 +77,7 @@ for round in $(seq 1 "$ROUNDS"); do
     relay_pid=$!
     wait_healthy "http://127.0.0.1:$PORT" 300
     key=$(bench_key "http://127.0.0.1:$PORT" "$admin_token" http://127.0.0.1:18080)
-    API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t2 -c16 -d2s -s "$MOCK_DIR/wrk/$LUA" "http://127.0.0.1:$PORT" >/dev/null
+    API_KEY="$key" MSG_PATH=/api/v1/messages wrk -t2 -c16 -d"${WARMUP:-2}s" -s "$MOCK_DIR/wrk/$LUA" "http://127.0.0.1:$PORT" >/dev/null
     sleep 1
     rows0=$(rows_of "$db"); cpu0=$(cpu_of "$relay_pid"); vcs0=$(vcs_of "$relay_pid"); rcpu0=$(redis_cpu); cmds0=$(redis_cmds); mcpu0=$(cpu_of "$mariadb_pid")
     if [ -n "${PERF_OUT:-}" ]; then
