@@ -16,7 +16,7 @@ use redis::aio::ConnectionManagerConfig;
 pub use super::cache_conn::RedisConn;
 use super::cache_conn::pubsub_client;
 pub use super::cache_ops::{Applied, LedgerEpoch, UsageApply};
-use super::state::{Backend, BackendState, Circuit, StateReporter, Subscribe};
+use super::state::{Backend, BackendState, Circuit, PING_TIMED_OUT, StateReporter, Subscribe};
 use crate::config::RedisConfig;
 use crate::error::CacheError;
 use crate::kv::KeySpace;
@@ -228,15 +228,7 @@ impl CacheActor {
                     );
                 }
                 Err(error) => {
-                    // One slow PING (a stall of a few hundred milliseconds under load) is
-                    // not an outage: a time-out counts like a failed call, two in a row
-                    // open the circuit, as for MySQL. An error opens it at once.
-                    if error == PING_TIMED_OUT {
-                        act.circuit.failure();
-                    } else {
-                        act.circuit.trip();
-                    }
-                    if !act.circuit.allows() {
+                    if act.circuit.probe_failed(&error) {
                         act.drop_stale_connection();
                         act.reporter
                             .report(Backend::Redis, BackendState::down(error));
@@ -291,9 +283,6 @@ fn describe(e: &redis::RedisError) -> String {
         format!("{:?}", e.kind())
     }
 }
-
-/// The probe's error when Redis did not answer its PING in time.
-const PING_TIMED_OUT: &str = "ping timed out";
 
 impl Actor for CacheActor {
     type Context = Context<Self>;

@@ -12,7 +12,7 @@ use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use futures_util::future::BoxFuture;
 use secrecy::ExposeSecret;
 
-use super::state::{Backend, BackendState, Circuit, StateReporter, Subscribe};
+use super::state::{Backend, BackendState, Circuit, PING_TIMED_OUT, StateReporter, Subscribe};
 use crate::config::MysqlConfig;
 use crate::error::{StoreError, error_chain};
 use crate::persistence::setup;
@@ -304,15 +304,8 @@ impl PersistenceActor {
                     );
                 }
                 Err(error) => {
-                    // One slow ping on a busy server (every pooled connection taken, a
-                    // stall of a second) is not an outage: a time-out counts like a failed
-                    // call, two in a row open the circuit. An error opens it at once.
-                    if error == PING_TIMED_OUT {
-                        act.circuit.failure();
-                    } else {
-                        act.circuit.trip();
-                    }
-                    if !act.circuit.allows() {
+                    // A busy server (every pooled connection taken) answers late too.
+                    if act.circuit.probe_failed(&error) {
                         act.reporter
                             .report(Backend::Mysql, BackendState::down(error));
                     }
@@ -321,9 +314,6 @@ impl PersistenceActor {
         }));
     }
 }
-
-/// The probe's error when MySQL did not answer its ping in time.
-const PING_TIMED_OUT: &str = "ping timed out";
 
 impl Actor for PersistenceActor {
     type Context = Context<Self>;

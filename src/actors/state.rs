@@ -59,6 +59,9 @@ pub struct Subscribe {
 /// Consecutive failed calls that mark a backend down before the next probe does.
 const FAILURES_TO_OPEN: u32 = 2;
 
+/// A probe's error when the backend did not answer its ping in time.
+pub const PING_TIMED_OUT: &str = "ping timed out";
+
 /// Fails calls fast while the backend is down; the background probe closes it again.
 #[derive(Debug)]
 pub struct Circuit {
@@ -107,6 +110,19 @@ impl Circuit {
     }
 
     /// Opens at once (a failed probe is conclusive); returns true when it was closed.
+    /// Records a failed probe; returns true when the circuit is open afterwards. One slow
+    /// ping (a busy server, a stall of a few hundred milliseconds) is not an outage: a
+    /// time-out counts like a failed call, two in a row open the circuit. Any other error
+    /// (refused, reset) opens it at once.
+    pub fn probe_failed(&mut self, error: &str) -> bool {
+        if error == PING_TIMED_OUT {
+            self.failure();
+        } else {
+            self.trip();
+        }
+        self.open
+    }
+
     pub fn trip(&mut self) -> bool {
         self.consecutive_failures = FAILURES_TO_OPEN;
         if !self.open {
@@ -166,5 +182,41 @@ impl StateReporter {
 
     pub fn current(&self) -> Option<&BackendState> {
         self.last.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed() -> Circuit {
+        let mut circuit = Circuit::default();
+        assert!(circuit.success(), "a success closes a new circuit");
+        circuit
+    }
+
+    #[test]
+    fn one_timed_out_probe_keeps_the_circuit_closed_and_two_open_it() {
+        let mut circuit = closed();
+        assert!(!circuit.probe_failed(PING_TIMED_OUT));
+        assert!(circuit.allows());
+        assert!(circuit.probe_failed(PING_TIMED_OUT));
+        assert!(!circuit.allows());
+    }
+
+    #[test]
+    fn a_success_between_timed_out_probes_starts_the_count_again() {
+        let mut circuit = closed();
+        assert!(!circuit.probe_failed(PING_TIMED_OUT));
+        assert!(!circuit.success(), "already closed");
+        assert!(!circuit.probe_failed(PING_TIMED_OUT));
+        assert!(circuit.allows());
+    }
+
+    #[test]
+    fn a_probe_error_opens_the_circuit_at_once() {
+        let mut circuit = closed();
+        assert!(circuit.probe_failed("Connection refused (os error 111)"));
+        assert!(!circuit.allows());
     }
 }
