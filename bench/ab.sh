@@ -16,6 +16,9 @@
 #   PERF_ARGS='-e probe_relay:mi_malloc_aligned -c 53' PERF_OUT=… # stacks of every 53rd
 #                                      # allocation (after `perf probe -x BIN -a mi_malloc_aligned`)
 #
+# After the last round, one line per variant: the median of its runs and their range, for
+# req/s and each CPU figure (a single run says little on a machine that drifts).
+#
 # Needs what bench/relay.sh needs (wrk, nginx with the echo module, Redis, MariaDB).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,7 +53,8 @@ cleanup() {
   "$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true
   redis-cli -p "$REDIS_PORT_AB" shutdown nosave >/dev/null 2>&1 || true
 }
-trap cleanup EXIT
+runs_file=$(mktemp /tmp/claude-relay-ab-runs.XXXXXX)
+trap 'cleanup; rm -f "$runs_file"' EXIT
 "$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true
 "$MOCK_DIR/start.sh" "$MOCK_PREFIX" >/dev/null
 admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -90,18 +94,37 @@ for round in $(seq 1 "$ROUNDS"); do
     # Let the archive catch up: every relayed request becomes one row.
     sleep 1.5
     cpu1=$(cpu_of "$relay_pid"); vcs1=$(vcs_of "$relay_pid"); rcpu1=$(redis_cpu); cmds1=$(redis_cmds); mcpu1=$(cpu_of "$mariadb_pid"); rows1=$(rows_of "$db")
-    python3 - "$label" "$CONNS" "$result" "$cpu0" "$cpu1" "$vcs0" "$vcs1" "$rcpu0" "$rcpu1" "$mcpu0" "$mcpu1" "$rows0" "$rows1" "$cmds0" "$cmds1" <<'PY'
+    python3 - "$runs_file" "$label" "$CONNS" "$result" "$cpu0" "$cpu1" "$vcs0" "$vcs1" "$rcpu0" "$rcpu1" "$mcpu0" "$mcpu1" "$rows0" "$rows1" "$cmds0" "$cmds1" <<'PY'
 import json, sys
-label, conns, result = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-c0, c1, v0, v1, r0, r1, m0, m1, n0, n1, k0, k1 = map(float, sys.argv[4:])
+runs_file, label, conns, result = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+c0, c1, v0, v1, r0, r1, m0, m1, n0, n1, k0, k1 = map(float, sys.argv[5:])
 reqs = result["requests"]
 rows = max(n1 - n0, 1)
-print(f"{label:<10} {conns:>6} {result['rps']:>9.0f} {result['p50_ms']:>8.3f} {result['p99_ms']:>8.3f} "
-      f"{(c1 - c0) * 1e6 / reqs:>10.1f} {(r1 - r0) * 1e6 / reqs:>10.1f} {(k1 - k0) / reqs:>10.2f} {(m1 - m0) * 1e6 / rows:>11.1f} "
-      f"{(v1 - v0) / reqs:>8.3f}")
+run = [result["rps"], result["p50_ms"], result["p99_ms"], (c1 - c0) * 1e6 / reqs, (r1 - r0) * 1e6 / reqs,
+       (k1 - k0) / reqs, (m1 - m0) * 1e6 / rows, (v1 - v0) / reqs]
+print(f"{label:<10} {conns:>6} {run[0]:>9.0f} {run[1]:>8.3f} {run[2]:>8.3f} {run[3]:>10.1f} {run[4]:>10.1f} "
+      f"{run[5]:>10.2f} {run[6]:>11.1f} {run[7]:>8.3f}")
+with open(runs_file, "a") as f:
+    f.write(json.dumps([label, conns, run]) + "\n")
 PY
     stop_relay
     rm -rf "$spool"
     mariadb -uroot -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
   done
 done
+python3 - "$runs_file" <<'PY'
+import json, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    label, conns, run = json.loads(line)
+    runs.setdefault((label, conns), []).append(run)
+print("median (min-max) of each variant's runs:")
+names = ["req/s", "p50_ms", "p99_ms", "relay_us", "redis_us", "redis_cmds", "mariadb_us", "vcs"]
+for (label, conns), rs in runs.items():
+    cols = []
+    for i, name in enumerate(names):
+        vals = [r[i] for r in rs]
+        fmt = ".0f" if i == 0 else ".3f" if name in ("p50_ms", "p99_ms", "vcs") else ".2f" if i == 5 else ".1f"
+        cols.append(f"{name} {statistics.median(vals):{fmt}} ({min(vals):{fmt}}-{max(vals):{fmt}})")
+    print(f"{label} conns {conns} runs {len(rs)}: " + ", ".join(cols))
+PY

@@ -110,9 +110,12 @@ def main(raw_path, out_dir):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for ax, kind in zip(axes, ["non-stream", "stream"]):
             for mode in ["direct", "hybrid", "redis", "mysql"]:
-                pts = sorted((r["rps"], r["p50_ms"]) for r in rows if r["mode"] == mode and r["kind"] == kind)
+                # In order of connections (1, 16, 64): the line follows the load as it grows.
+                pts = sorted((r["conns"], r["rps"], r["p50_ms"]) for r in rows if r["mode"] == mode and r["kind"] == kind)
                 if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=mode)
+                    ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", label=mode)
+                    for conns, rps, p50 in pts:
+                        ax.annotate(str(conns), (rps, p50), textcoords="offset points", xytext=(4, 4), fontsize=7)
             ax.set_title(f"{kind}: p50 latency vs throughput (1, 16, 64 conns)")
             ax.set_xlabel("requests/s (log)")
             ax.set_ylabel("p50 latency (ms, log)")
