@@ -56,7 +56,7 @@ cleanup() {
 runs_file=$(mktemp /tmp/claude-relay-ab-runs.XXXXXX)
 trap 'cleanup; rm -f "$runs_file"' EXIT
 "$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true
-"$MOCK_DIR/start.sh" "$MOCK_PREFIX" >/dev/null
+start_mock "$MOCK_DIR" "$MOCK_PREFIX"
 admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 printf '%-10s %6s %9s %8s %8s %10s %10s %10s %11s %8s\n' variant conns 'req/s' p50_ms p99_ms relay_us redis_us redis_cmds mariadb_us vcs
 for round in $(seq 1 "$ROUNDS"); do

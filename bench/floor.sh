@@ -43,7 +43,7 @@ cleanup() {
   mariadb -uroot -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
 }
 trap cleanup EXIT
-"$MOCK_DIR/start.sh" "$MOCK_PREFIX" >/dev/null
+start_mock "$MOCK_DIR" "$MOCK_PREFIX"
 redis-server --port "$REDIS_PORT_F" --save '' --appendonly no --daemonize yes \
   --logfile "$out/redis.log" >/dev/null
 tck=$(getconf CLK_TCK)

@@ -44,7 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT
 "$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true
-"$MOCK_DIR/start.sh" "$MOCK_PREFIX" >/dev/null
+start_mock "$MOCK_DIR" "$MOCK_PREFIX"
 redis-server --port "$REDIS_PORT_BENCH" --save '' --appendonly no --daemonize yes \
   --pidfile "/tmp/crbench-redis-$REDIS_PORT_BENCH.pid" --logfile /tmp/crbench-instances-redis.log >/dev/null
 for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT_BENCH" ping >/dev/null 2>&1 && break; sleep 0.1; done

@@ -37,7 +37,7 @@ cleanup() {
   mariadb -uroot -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
 }
 trap cleanup EXIT
-"$MOCK_DIR/start.sh" "$MOCK_PREFIX" >/dev/null
+start_mock "$MOCK_DIR" "$MOCK_PREFIX"
 redis-server --port "$REDIS_PORT_CG" --save '' --appendonly no --daemonize yes --logfile "$out/redis.log" >/dev/null
 admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export DATABASE_TYPE=hybrid MYSQL_DATABASE=$db REDIS_KEY_PREFIX="crcg:$$:" PORT=$PORT HOST=127.0.0.1 \

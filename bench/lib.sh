@@ -20,3 +20,24 @@ bench_key() { # url admin_token upstream [accounts]
   curl -sf "${auth[@]}" -X POST "$1/admin/api-keys" -d '{"name":"bench"}' \
     | python3 -c 'import sys,json; print(json.load(sys.stdin)["data"]["apiKey"])'
 }
+
+# Starts the nginx mock in MOCK_DIR with PREFIX; first checks that its ports (18080-18082)
+# are free and names what holds one: an earlier run's mock left running would otherwise end
+# the benchmark with nothing but nginx's bind errors.
+start_mock() { # mock_dir prefix
+  local port holder try
+  for port in 18080 18081 18082; do
+    # A mock this script just stopped may hold its ports for a moment while it exits.
+    for try in $(seq 1 30); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+      sleep 0.1
+    done
+    if [ "$try" = 30 ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -1 \
+        | sed 's/users:(("//; s/",pid=/ (pid /; s/$/)/' || true)
+      echo "bench: port $port of the mock is taken${holder:+ by $holder}; stop it first (a mock of an earlier run: $1/stop.sh <its prefix>)" >&2
+      return 1
+    fi
+  done
+  "$1/start.sh" "$2" >/dev/null
+}

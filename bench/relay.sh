@@ -43,7 +43,7 @@ if [ -z "${RELAY_BIN:-}" ]; then
 fi
 bin=${RELAY_BIN:-"${CARGO_TARGET_DIR:-target}/release/claude-relay"}
 "$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true
-"$MOCK_DIR/start.sh" "$MOCK_PREFIX" >/dev/null
+start_mock "$MOCK_DIR" "$MOCK_PREFIX"
 trap '"$MOCK_DIR/stop.sh" "$MOCK_PREFIX" >/dev/null 2>&1 || true; [ -n "${relay_pid:-}" ] && kill "$relay_pid" 2>/dev/null || true' EXIT
 wrk_dir="$MOCK_DIR/wrk"
 
