@@ -82,6 +82,38 @@ pub struct WorkerLocal {
     keys: Mutex<KeyCopies>,
     accounts: Mutex<Option<(u64, AccountView)>>,
     counting: Mutex<(u64, Option<Arc<String>>)>,
+    /// The oldest journal record this worker holds for counting (queued or in its round
+    /// trip): the router's replay leaves it and every newer one to the worker.
+    held: HeldForCounting,
+}
+
+/// The sequence number of the oldest record a worker holds for counting; `u64::MAX` when
+/// it holds none. Written only on the worker's thread, read by the router's replay.
+pub(super) struct HeldForCounting(AtomicU64);
+
+impl Default for HeldForCounting {
+    fn default() -> Self {
+        HeldForCounting(AtomicU64::new(u64::MAX))
+    }
+}
+
+impl HeldForCounting {
+    /// The worker takes record `seq` (before it is queued: the replay must never see it
+    /// unheld). Records are queued in order, so an older one held keeps the mark.
+    fn hold(&self, seq: u64) {
+        self.0.fetch_min(seq, Ordering::AcqRel);
+    }
+
+    /// A round trip's records are settled: the worker holds only what is still queued,
+    /// from `oldest_queued` on (None: nothing).
+    fn settle(&self, oldest_queued: Option<u64>) {
+        self.0
+            .store(oldest_queued.unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    fn oldest(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// How many of the latest key changes the view remembers for the workers catching up.
@@ -132,6 +164,19 @@ impl HotView {
     /// Every worker's tallies (a copy of the list: the router reads it now and then).
     fn workers(&self) -> Vec<Arc<WorkerLocal>> {
         self.workers.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// The oldest journal record any worker holds for counting (`u64::MAX`: none). A
+    /// replay that took it or a newer one would race the worker's own round trip: under
+    /// load a worker's queue holds up to a second of records, and a replay counting them
+    /// first (with every counter set, record by record) made Redis slower, the queues
+    /// longer and the replay larger, until the load eased.
+    pub(super) fn oldest_held_for_counting(&self) -> u64 {
+        self.workers()
+            .iter()
+            .map(|w| w.held.oldest())
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// A lookup cached within the key TTL: `Some(None)` is a known-unknown key.
@@ -504,6 +549,9 @@ impl RouterHandle {
         let archive = (self.mode == crate::config::StorageMode::Redis)
             .then(|| serde_json::to_string(&record.event).ok())
             .flatten();
+        if let Some(local) = self.worker_local.as_deref() {
+            local.held.hold(record.seq);
+        }
         let start = queue.push(QueuedRecord {
             epoch,
             record,
@@ -560,6 +608,11 @@ impl RouterHandle {
                         self.after_counting(q.record, Err(()));
                     }
                 }
+            }
+            // The batch is settled (counted, or left uncounted for the replay): the worker
+            // now holds only what is queued. Records are queued on this thread, in order.
+            if let Some(local) = self.worker_local.as_deref() {
+                local.held.settle(queue.first(|q| q.record.seq));
             }
         }
     }
@@ -659,6 +712,11 @@ impl<T> BatchQueue<T> {
         start
     }
 
+    /// What `read` makes of the oldest item queued (None when the queue is empty).
+    fn first<R>(&self, read: impl FnOnce(&T) -> R) -> Option<R> {
+        self.inner.lock().ok()?.0.front().map(read)
+    }
+
     /// The oldest `max` items at most; None (and no taker under way) when none is left.
     fn next_batch(&self, max: usize) -> Option<Vec<T>> {
         let mut inner = self.inner.lock().ok()?;
@@ -690,6 +748,40 @@ mod tests {
     /// The record a worker finds for `hash` (None: not cached or stale).
     fn found(hot: &HotView, worker: &WorkerLocal, hash: &str) -> Option<Arc<ApiKey>> {
         hot.worker_fresh_key(hash, worker).flatten()
+    }
+
+    #[test]
+    fn the_replay_bound_is_the_oldest_record_any_worker_holds_for_counting() {
+        let hot = HotView::new(Duration::from_secs(60));
+        assert_eq!(hot.oldest_held_for_counting(), u64::MAX, "no worker yet");
+        let (a, b) = (hot.register_worker(), hot.register_worker());
+        assert_eq!(hot.oldest_held_for_counting(), u64::MAX, "nothing held");
+        a.held.hold(10);
+        a.held.hold(12);
+        b.held.hold(11);
+        assert_eq!(hot.oldest_held_for_counting(), 10);
+        // a's round trip with 10 and 12 settled; 14 was queued meanwhile.
+        a.held.hold(14);
+        a.held.settle(Some(14));
+        assert_eq!(hot.oldest_held_for_counting(), 11);
+        b.held.settle(None);
+        assert_eq!(hot.oldest_held_for_counting(), 14);
+        a.held.settle(None);
+        assert_eq!(hot.oldest_held_for_counting(), u64::MAX);
+    }
+
+    #[test]
+    fn a_batch_queue_shows_its_oldest_item_until_it_is_taken() {
+        let queue = super::BatchQueue::default();
+        assert_eq!(queue.first(|n: &u64| *n), None);
+        assert!(queue.push(5), "the first item starts a taker");
+        assert!(!queue.push(6), "a taker is under way");
+        assert_eq!(queue.first(|n| *n), Some(5));
+        assert_eq!(queue.next_batch(1), Some(vec![5]));
+        assert_eq!(queue.first(|n| *n), Some(6));
+        assert_eq!(queue.next_batch(8), Some(vec![6]));
+        assert_eq!(queue.first(|n| *n), None);
+        assert_eq!(queue.next_batch(8), None);
     }
 
     #[test]

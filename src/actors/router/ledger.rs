@@ -245,11 +245,13 @@ impl RouterActor {
         let Some(epoch) = self.ledger.epoch.clone() else {
             return Box::pin(fut::ready(()));
         };
+        // Records a worker holds for counting are left to it, however old they are.
+        let bound = below.min(self.hot.oldest_held_for_counting());
         let seqs: Vec<u64> = self
             .journal
             .uncounted(REPLAY_PER_PASS)
             .into_iter()
-            .filter(|s| *s < below)
+            .filter(|s| *s < bound)
             .collect();
         if seqs.is_empty() {
             if let Err(e) = self.journal.save_counted() {
@@ -275,7 +277,13 @@ impl RouterActor {
             }
             match replayed.last {
                 Some(Applied::NoEpoch | Applied::OtherEpoch) => ctx.notify(EnsureEpoch),
-                Some(_) if act.journal.uncounted(1).first().is_some_and(|s| *s < below) => {
+                Some(_)
+                    if act
+                        .journal
+                        .uncounted(1)
+                        .first()
+                        .is_some_and(|s| *s < below.min(act.hot.oldest_held_for_counting())) =>
+                {
                     ctx.notify(ReplayMore { below });
                 }
                 _ => {}

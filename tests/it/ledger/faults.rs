@@ -3,7 +3,8 @@
 //! on its journal, one of two relays killed, a wipe of Redis under a refused daily limit, and
 //! a seeded random series of kills. Each ends with the exact checks of `assert_exact`. And a
 //! rebuild held by its lock while a key without counted limits keeps relaying. And Redis
-//! stalled mid-load for longer than its call time-out: counting waits it out, nothing replayed.
+//! stalled mid-load for longer than its call time-out: counting waits it out, nothing replayed;
+//! and for many replay ticks within its time-out: the replay leaves what the workers hold.
 
 use std::time::Duration;
 
@@ -97,6 +98,45 @@ async fn redis_stalled_mid_load_beyond_its_time_out_counts_every_record_without_
         (tally.ok_ids.len() + 1) as f64
     );
     // Each record since was counted by its own round trip, none left to the journal's replay.
+    assert_eq!(metric(&relay.http, replayed).await, replayed_before);
+}
+
+#[actix_rt::test]
+async fn redis_stalled_mid_load_for_many_replay_ticks_leaves_the_workers_records_to_them() {
+    // Calls and the probe's PING wait up to 5 s, so Redis stays up through a 1.5 s stall:
+    // each worker's counting round trip waits it out while its queue grows. The replay ticks
+    // every 100 ms (`ledger_env`), and each tick's bound reaches records journaled during the
+    // stall, which the workers still hold. A replay that took them raced the workers' own
+    // round trips after the stall, doubling Redis's work just when it was behind.
+    let redis = RedisServer::spawn();
+    let env = ledger_env()
+        .with("REDIS_PORT", redis.port().to_string())
+        .with("REDIS_TIMEOUT_MS", "5000");
+    let f = Ledger::new(env).await;
+    let relay = relay_on(&f.env).await;
+    answers_once(&relay, &f).await;
+    eventually(HEALTHY, "the first record counted", || async {
+        let uncounted = metric(&relay.http, "claude_relay_usage_journal_uncounted_events").await;
+        if uncounted == 0.0 {
+            Ok(())
+        } else {
+            Err(format!("{uncounted} uncounted"))
+        }
+    })
+    .await;
+    let replayed = "claude_relay_usage_events{outcome=\"replayed\"}";
+    let replayed_before = metric(&relay.http, replayed).await;
+    let load = f.load(&Targets::new(&[&relay.http]));
+    load.wait_more(100, "before the stall").await;
+    let stalled = redis.stall(1500);
+    // Answers go on during the stall (no round trip before the upstream for this key).
+    let during = load.wait_more(200, "during the stall");
+    let ((), ()) = futures_util::join!(stalled, during);
+    load.wait_more(100, "after the stall").await;
+    let tally = load.finish().await;
+
+    tally.assert_all_200();
+    assert_exact(&f.env, &[&relay.http], &tally, 1, &[&f.key.id]).await;
     assert_eq!(metric(&relay.http, replayed).await, replayed_before);
 }
 
