@@ -26,7 +26,8 @@
 //! `USAGE_JOURNAL_FULL` [reject] reject|serve · `USAGE_JOURNAL_MAX_BYTES` [0 = no limit] ·
 //! `USAGE_BACKLOG_DEGRADED_SECONDS` [60] ·
 //! `BACKEND_PROBE_INTERVAL_MS` [500] · `REDIS_TIMEOUT_MS` [200] · `MYSQL_TIMEOUT_MS` [2000] · `MYSQL_REPLICA_HOSTS` [] (host:port,… read replicas for reports and listings) · `MYSQL_REPLICA_MAX_LAG_SECONDS` [5] ·
-//! `USAGE_BATCH_SIZE` [2000] (at most 3000 events per transaction) · `USAGE_BATCH_INTERVAL_MS` [200] · `MAX_REQUEST_BODY_BYTES` [33554432] ·
+//! `USAGE_BATCH_SIZE` [2000] (at most 3000 events per transaction) · `USAGE_BATCH_INTERVAL_MS` [200] ·
+//! `USAGE_QUEUE_MAX_RECORDS` [8192] (records a worker keeps for its counting round trips) · `MAX_REQUEST_BODY_BYTES` [33554432] ·
 //! `RATE_LIMIT_COOLDOWN_SECONDS` [60] (a 429 without a reset time) ·
 //! `OVERLOAD_COOLDOWN_SECONDS` [600] (a 529; 0 keeps the account in rotation) ·
 //! `CONCURRENCY_QUEUE_WAIT_MS` [0] (how long a request over its key's concurrency limit waits
@@ -270,6 +271,9 @@ pub struct Config {
     pub backlog_degraded_after: Duration,
     pub probe_interval: Duration,
     pub usage_batch_size: usize,
+    /// Most records an HTTP worker keeps queued for its counting round trips (each about
+    /// 2 KB); past it, records wait in the journal and the replay counts them.
+    pub usage_queue_max: usize,
     pub usage_batch_interval: Duration,
     pub max_request_body_bytes: usize,
     /// HTTP worker threads, each with its own router, Redis connection and upstream
@@ -659,6 +663,7 @@ impl Config {
                 60_000,
             )?),
             usage_batch_size: r.number("USAGE_BATCH_SIZE", 2000usize, 1, 3_000)?,
+            usage_queue_max: r.number("USAGE_QUEUE_MAX_RECORDS", 8192usize, 1, 1_000_000)?,
             usage_batch_interval: Duration::from_millis(r.number(
                 "USAGE_BATCH_INTERVAL_MS",
                 200u64,

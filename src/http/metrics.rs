@@ -516,6 +516,9 @@ async fn metrics(
         .with_label_values(&["replayed"])
         .set(gauge(usage.replayed));
     m.usage_events
+        .with_label_values(&["left_to_replay"])
+        .set(gauge(usage.left_to_replay));
+    m.usage_events
         .with_label_values(&["journal_write_failed"])
         .set(gauge(usage.journal.append_failures));
     m.usage_events

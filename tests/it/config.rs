@@ -260,6 +260,17 @@ fn bad_usage_journal_settings_are_rejected() {
         Some("5000"),
         "5000 is out of range 1..=3000",
     );
+    assert_rejected(
+        "USAGE_QUEUE_MAX_RECORDS",
+        Some("0"),
+        "0 is out of range 1..=1000000",
+    );
+    assert_rejected(
+        "USAGE_QUEUE_MAX_RECORDS",
+        Some("lots"),
+        "`lots` is not a number",
+    );
+    assert_eq!(TestEnv::offline().config().usage_queue_max, 8192);
 }
 
 #[test]

@@ -53,6 +53,8 @@ pub struct HotView {
     recorded: AtomicU64,
     key_hits: AtomicU64,
     key_misses: AtomicU64,
+    /// Records left to the replay because their worker's queue was full.
+    left_to_replay: AtomicU64,
     /// Every worker's tallies, summed and drained by the router.
     workers: Mutex<Vec<Arc<WorkerLocal>>>,
     /// The number of changes made to `keys` (an entry replaced or dropped; a new entry
@@ -144,6 +146,7 @@ impl HotView {
             recorded: AtomicU64::new(0),
             key_hits: AtomicU64::new(0),
             key_misses: AtomicU64::new(0),
+            left_to_replay: AtomicU64::new(0),
             workers: Mutex::default(),
             keys_version: AtomicU64::new(0),
             key_changes: Mutex::default(),
@@ -420,6 +423,16 @@ impl HotView {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a record left to the replay (its worker's queue was full): rare, and only
+    /// under a load the workers' counting cannot keep up with.
+    fn count_left_to_replay(&self) {
+        self.left_to_replay.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn left_to_replay(&self) -> u64 {
+        self.left_to_replay.load(Ordering::Relaxed)
+    }
+
     pub(super) fn recorded(&self) -> u64 {
         let by_workers: u64 = self
             .workers()
@@ -545,6 +558,10 @@ impl RouterHandle {
             self.addr.do_send(record);
             return;
         };
+        if queue.len() >= self.queue_max {
+            self.leave_to_replay(record);
+            return;
+        }
         // Redis mode keeps the newest events in Redis too.
         let archive = (self.mode == crate::config::StorageMode::Redis)
             .then(|| serde_json::to_string(&record.event).ok())
@@ -560,6 +577,19 @@ impl RouterHandle {
         if start {
             let (cache, router, queue) = (cache.clone(), self.clone(), queue.clone());
             actix::spawn(async move { router.count_queued(&cache, &queue).await });
+        }
+    }
+
+    /// A record the worker's queue has no room for: it stays uncounted in the journal, and
+    /// the replay applies all its counter sets once no worker holds an older one. Its lease
+    /// is released now. The queue is bounded because its records live in memory (about
+    /// 2 KB each): when redis-server was starved of CPU, a worker fell a second behind, and
+    /// RSS passed 150 MB in redis mode.
+    fn leave_to_replay(&self, record: RecordUsage) {
+        self.hot.count_left_to_replay();
+        if let Some(lease) = record.release {
+            let router = self.clone();
+            actix::spawn(async move { router.end_lease(&lease).await });
         }
     }
 
@@ -710,6 +740,11 @@ impl<T> BatchQueue<T> {
         let start = !inner.1;
         inner.1 = true;
         start
+    }
+
+    /// How many items wait.
+    fn len(&self) -> usize {
+        self.inner.lock().map_or(0, |inner| inner.0.len())
     }
 
     /// What `read` makes of the oldest item queued (None when the queue is empty).

@@ -232,6 +232,7 @@ impl RouterActor {
     ) -> RouterHandle {
         let (offset_hours, mode) = (config.timezone_offset_hours, config.mode);
         let key_cache_ttl = config.key_cache_ttl;
+        let queue_max = config.usage_queue_max;
         let router = RouterActor::new(config, cache, store, journal.clone());
         let hot = router.hot.clone();
         let addr = RouterActor::start_in_arbiter(arbiter, move |_| router);
@@ -242,6 +243,7 @@ impl RouterActor {
             mode,
             hot,
             key_cache_ttl,
+            queue_max,
             worker_cache: None,
             record_queue: None,
             worker_local: None,
@@ -573,6 +575,9 @@ pub struct RouterParts {
     hot: Arc<HotView>,
     key_cache_ttl: Duration,
     worker_cache: Option<CacheHandle>,
+    /// `USAGE_QUEUE_MAX_RECORDS`: past this many in `record_queue`, records wait in the
+    /// journal for the replay.
+    queue_max: usize,
     /// The worker's records waiting for their counting round trip (`hot.rs`).
     record_queue: Option<Arc<hot::RecordQueue>>,
     /// The worker's own tallies (counts and counter sums), kept apart from the others'.

@@ -124,6 +124,9 @@ pub struct UsageStats {
     /// Records whose counters a replay from the journal wrote to Redis (those the hot path
     /// could not count: Redis was down or lost them, or they waited longer than a tick).
     pub replayed: u64,
+    /// Records an HTTP worker left to the replay because its counting queue was full
+    /// (`USAGE_QUEUE_MAX_RECORDS`).
+    pub left_to_replay: u64,
     /// The limit counters in Redis can be trusted now.
     pub counters_trusted: bool,
     pub journal: JournalStats,
@@ -693,6 +696,7 @@ impl Handler<GetUsageStats> for RouterActor {
     fn handle(&mut self, _: GetUsageStats, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(UsageStats {
             recorded: self.hot.recorded(),
+            left_to_replay: self.hot.left_to_replay(),
             counters_trusted: self.counters_trusted() || self.config.mode == StorageMode::Mysql,
             journal: self.journal.stats(),
             ..self.usage_stats

@@ -255,3 +255,49 @@ async fn a_frozen_redis_is_known_to_every_worker_and_none_waits_for_it() {
     );
     relay.wait_usage_rows(24).await;
 }
+
+#[actix_rt::test]
+async fn a_worker_whose_counting_queue_is_full_leaves_the_rest_in_the_journal_for_the_replay() {
+    // Each worker keeps at most 4 records for its counting round trips. Redis stalls for
+    // 1.5 s, within its 5 s time-out, so it stays up: the queues fill while answers go on
+    // (a key without limits makes no round trip before the upstream), and every record past
+    // them waits in the journal until the replay counts it, once.
+    let redis = RedisServer::spawn();
+    let relay = start(|env| {
+        env.set("REDIS_PORT", redis.port().to_string());
+        env.set("REDIS_TIMEOUT_MS", "5000");
+        env.set("USAGE_QUEUE_MAX_RECORDS", "4");
+    })
+    .await;
+    relay.console("main", "sk-up", 10).await;
+    let (key, plaintext) = relay.key(|_| {}).await;
+    assert_eq!(
+        statuses_at_once(&relay, &plaintext, 4, false).await,
+        vec![200; 4]
+    );
+    let router = relay.router();
+    let mut sent = 4;
+    // The workers count once the router has published the ledger epoch to them (before,
+    // the router counts, with no queue): a stall at a time until one finds them counting.
+    for _ in 0..6 {
+        let stall = redis.stall(1500);
+        // The load starts once the stall surely has.
+        let load = async {
+            actix_rt::time::sleep(Duration::from_millis(300)).await;
+            statuses_at_once(&relay, &plaintext, 40, false).await
+        };
+        let ((), statuses) = futures_util::join!(stall, load);
+        assert_eq!(statuses, vec![200; 40]);
+        sent += 40;
+        if router.usage_stats().await.left_to_replay > 0 {
+            break;
+        }
+    }
+    let left = router.usage_stats().await.left_to_replay;
+    assert!(left > 0, "no record was left to the replay");
+    // Counted once each: by the workers or by the replay.
+    relay.wait_total_cost(&key, sent * SONNET_COST).await;
+    let stats = router.usage_stats().await;
+    assert_eq!(stats.journal.uncounted_records, 0, "{stats:?}");
+    assert!(stats.replayed >= left, "{stats:?}");
+}
