@@ -558,25 +558,27 @@ impl RouterHandle {
             self.addr.do_send(record);
             return;
         };
-        if queue.len() >= self.queue_max {
-            self.leave_to_replay(record);
-            return;
-        }
         // Redis mode keeps the newest events in Redis too.
         let archive = (self.mode == crate::config::StorageMode::Redis)
             .then(|| serde_json::to_string(&record.event).ok())
             .flatten();
         if let Some(local) = self.worker_local.as_deref() {
+            // Held before it is queued. Should the queue be full, it holds an older record,
+            // so the mark does not move.
             local.held.hold(record.seq);
         }
-        let start = queue.push(QueuedRecord {
+        let queued = QueuedRecord {
             epoch,
             record,
             archive,
-        });
-        if start {
-            let (cache, router, queue) = (cache.clone(), self.clone(), queue.clone());
-            actix::spawn(async move { router.count_queued(&cache, &queue).await });
+        };
+        match queue.push_within(queued, self.queue_max) {
+            Ok(true) => {
+                let (cache, router, queue) = (cache.clone(), self.clone(), queue.clone());
+                actix::spawn(async move { router.count_queued(&cache, &queue).await });
+            }
+            Ok(false) => {}
+            Err(full) => self.leave_to_replay(full.record),
         }
     }
 
@@ -732,19 +734,24 @@ impl<T> Default for BatchQueue<T> {
 
 impl<T> BatchQueue<T> {
     /// Queues an item; true when no taker is under way (the caller starts one).
+    #[cfg(test)]
     fn push(&self, item: T) -> bool {
+        self.push_within(item, usize::MAX).unwrap_or(false)
+    }
+
+    /// Queues an item unless `max` wait already (`Err` gives it back); `Ok(true)` when no
+    /// taker is under way (the caller starts one). One lock for the check and the push.
+    fn push_within(&self, item: T, max: usize) -> Result<bool, T> {
         let Ok(mut inner) = self.inner.lock() else {
-            return false;
+            return Err(item);
         };
+        if inner.0.len() >= max {
+            return Err(item);
+        }
         inner.0.push_back(item);
         let start = !inner.1;
         inner.1 = true;
-        start
-    }
-
-    /// How many items wait.
-    fn len(&self) -> usize {
-        self.inner.lock().map_or(0, |inner| inner.0.len())
+        Ok(start)
     }
 
     /// What `read` makes of the oldest item queued (None when the queue is empty).
@@ -811,6 +818,7 @@ mod tests {
         assert_eq!(queue.first(|n: &u64| *n), None);
         assert!(queue.push(5), "the first item starts a taker");
         assert!(!queue.push(6), "a taker is under way");
+        assert_eq!(queue.push_within(7, 2), Err(7), "two wait already");
         assert_eq!(queue.first(|n| *n), Some(5));
         assert_eq!(queue.next_batch(1), Some(vec![5]));
         assert_eq!(queue.first(|n| *n), Some(6));

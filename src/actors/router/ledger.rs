@@ -236,6 +236,12 @@ impl Handler<ReplayMore> for RouterActor {
 }
 
 impl RouterActor {
+    /// The records a replay may take are below this: below its tick's bound `below`, and
+    /// older than any record a worker holds for counting, however old that one is.
+    fn replay_bound(&self, below: u64) -> u64 {
+        below.min(self.hot.oldest_held_for_counting())
+    }
+
     /// Applies the counters of up to `REPLAY_PER_PASS` uncounted records below `below`,
     /// and asks for the next pass while some are left.
     fn replay_pass(&mut self, below: u64) -> ResponseActFuture<Self, ()> {
@@ -245,8 +251,7 @@ impl RouterActor {
         let Some(epoch) = self.ledger.epoch.clone() else {
             return Box::pin(fut::ready(()));
         };
-        // Records a worker holds for counting are left to it, however old they are.
-        let bound = below.min(self.hot.oldest_held_for_counting());
+        let bound = self.replay_bound(below);
         let seqs: Vec<u64> = self
             .journal
             .uncounted(REPLAY_PER_PASS)
@@ -282,7 +287,7 @@ impl RouterActor {
                         .journal
                         .uncounted(1)
                         .first()
-                        .is_some_and(|s| *s < below.min(act.hot.oldest_held_for_counting())) =>
+                        .is_some_and(|s| *s < act.replay_bound(below)) =>
                 {
                     ctx.notify(ReplayMore { below });
                 }

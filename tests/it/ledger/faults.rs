@@ -54,6 +54,21 @@ async fn answers_once(relay: &ChildRelay, f: &Ledger) {
     ));
 }
 
+/// One answer, then until its record is counted: a relay's first records wait for the
+/// counters' epoch and are replayed, so a load that must see no replay starts after this.
+async fn first_answer_counted(relay: &ChildRelay, f: &Ledger) {
+    answers_once(relay, f).await;
+    eventually(HEALTHY, "the first record counted", || async {
+        let uncounted = metric(&relay.http, "claude_relay_usage_journal_uncounted_events").await;
+        if uncounted == 0.0 {
+            Ok(())
+        } else {
+            Err(format!("{uncounted} uncounted"))
+        }
+    })
+    .await;
+}
+
 #[actix_rt::test]
 async fn redis_stalled_mid_load_beyond_its_time_out_counts_every_record_without_a_replay() {
     // Calls time out after 100 ms; the stalls last 180 ms, well under the probe's 300 ms, so
@@ -67,18 +82,7 @@ async fn redis_stalled_mid_load_beyond_its_time_out_counts_every_record_without_
         .with("USAGE_BATCH_INTERVAL_MS", "1000");
     let f = Ledger::new(env).await;
     let relay = relay_on(&f.env).await;
-    // A relay's first records wait for the counters' epoch and are replayed: the load starts
-    // once the first record is counted.
-    answers_once(&relay, &f).await;
-    eventually(HEALTHY, "the first record counted", || async {
-        let uncounted = metric(&relay.http, "claude_relay_usage_journal_uncounted_events").await;
-        if uncounted == 0.0 {
-            Ok(())
-        } else {
-            Err(format!("{uncounted} uncounted"))
-        }
-    })
-    .await;
+    first_answer_counted(&relay, &f).await;
     let replayed = "claude_relay_usage_events{outcome=\"replayed\"}";
     let replayed_before = metric(&relay.http, replayed).await;
     let load = f.load(&Targets::new(&[&relay.http]));
@@ -115,16 +119,7 @@ async fn redis_stalled_mid_load_for_many_replay_ticks_counts_every_record_withou
         .with("REDIS_TIMEOUT_MS", "5000");
     let f = Ledger::new(env).await;
     let relay = relay_on(&f.env).await;
-    answers_once(&relay, &f).await;
-    eventually(HEALTHY, "the first record counted", || async {
-        let uncounted = metric(&relay.http, "claude_relay_usage_journal_uncounted_events").await;
-        if uncounted == 0.0 {
-            Ok(())
-        } else {
-            Err(format!("{uncounted} uncounted"))
-        }
-    })
-    .await;
+    first_answer_counted(&relay, &f).await;
     let replayed = "claude_relay_usage_events{outcome=\"replayed\"}";
     let replayed_before = metric(&relay.http, replayed).await;
     let load = f.load(&Targets::new(&[&relay.http]));
